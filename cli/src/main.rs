@@ -1,0 +1,441 @@
+//! `batchops`: job control, and the local runtime, over the same library the Lambdas run.
+
+use anyhow::{bail, Context, Result};
+use batchops_aws::audit::audit_report;
+use batchops_aws::jobs::{
+    create_job, describe_job, list_jobs, update_job_priority, update_job_status,
+};
+use batchops_aws::runtime::{run, RunOptions};
+use batchops_aws::{setup, App, Clients, Config};
+use batchops_core::arn::{bucket_arn, object_arn};
+use batchops_core::describe::JobDescriptor;
+use batchops_core::{CreateJobRequest, JobStatus};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "batchops",
+    version,
+    about = "Serverless S3 batch operations and backups; local runtime included."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Local stack set-up.
+    Local {
+        #[command(subcommand)]
+        command: LocalCommand,
+    },
+    /// Create and control jobs (S3 Batch Operations shapes).
+    Job {
+        #[command(subcommand)]
+        command: JobCommand,
+    },
+    /// Run planner, workers and finalizer locally against the configured endpoint.
+    Run {
+        /// Exit 0 once no job has work left.
+        #[arg(long)]
+        until_idle: bool,
+        /// Chunks processed at once.
+        #[arg(long, env = "BATCHOPS_RUN_CONCURRENCY", default_value_t = 2)]
+        concurrency: usize,
+        /// Fail if jobs still have work after this many seconds.
+        #[arg(long)]
+        max_seconds: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum LocalCommand {
+    /// Create the table, queues (with DLQ) and control bucket; idempotent.
+    Init,
+}
+
+#[derive(Subcommand)]
+enum JobCommand {
+    /// Create a job from an `aws s3control create-job` JSON document, or from flags.
+    Create(CreateArgs),
+    /// Show a job (DescribeJob).
+    Describe {
+        job_id: String,
+        /// Print `{"Job": {...}}` in the DescribeJob shape.
+        #[arg(long)]
+        json: bool,
+        /// Show a live progress bar until the job ends.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// List jobs (ListJobs).
+    List {
+        /// Only jobs in these statuses (repeatable).
+        #[arg(long = "status")]
+        statuses: Vec<JobStatus>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Confirm a job created with ConfirmationRequired (Suspended -> Ready).
+    Confirm { job_id: String },
+    /// Cancel a job; what was already copied stays.
+    Cancel { job_id: String },
+    /// Change a job's priority.
+    UpdatePriority { job_id: String, priority: i64 },
+    /// Read a job's completion report back and check it against the job's counters.
+    Report {
+        job_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct CreateArgs {
+    /// JSON document in the S3 Control CreateJob shape (`file://` prefix optional).
+    #[arg(long, conflicts_with_all = ["manifest", "target"])]
+    cli_input_json: Option<String>,
+    /// CSV manifest: s3://bucket/key.
+    #[arg(long, requires = "target")]
+    manifest: Option<String>,
+    /// Manifest columns, comma-separated.
+    #[arg(long, default_value = "Bucket,Key")]
+    fields: String,
+    /// Destination: s3://bucket[/prefix].
+    #[arg(long)]
+    target: Option<String>,
+    /// Completion report location: s3://bucket[/prefix]. Without it no report is written.
+    #[arg(long)]
+    report: Option<String>,
+    #[arg(long, default_value = "AllTasks")]
+    report_scope: String,
+    #[arg(long, default_value_t = 10)]
+    priority: i64,
+    #[arg(long)]
+    confirmation_required: bool,
+    #[arg(long)]
+    description: Option<String>,
+    #[arg(long)]
+    client_request_token: Option<String>,
+    #[arg(long)]
+    storage_class: Option<String>,
+}
+
+fn split_s3_url(url: &str) -> Result<(String, String)> {
+    let rest = url
+        .strip_prefix("s3://")
+        .with_context(|| format!("`{url}` is not an s3:// URL"))?;
+    let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        bail!("`{url}` names no bucket");
+    }
+    Ok((bucket.to_string(), key.to_string()))
+}
+
+fn request_from_flags(args: &CreateArgs) -> Result<CreateJobRequest> {
+    let (manifest_bucket, manifest_key) =
+        split_s3_url(args.manifest.as_deref().unwrap_or_default())?;
+    if manifest_key.is_empty() {
+        bail!("--manifest must name an object: s3://bucket/key");
+    }
+    let (target_bucket, target_prefix) = split_s3_url(args.target.as_deref().unwrap_or_default())?;
+    let fields: Vec<String> = args
+        .fields
+        .split(',')
+        .map(|f| f.trim().to_string())
+        .collect();
+    let mut copy = json!({"TargetResource": bucket_arn(&target_bucket)});
+    if !target_prefix.is_empty() {
+        copy["TargetKeyPrefix"] = json!(target_prefix);
+    }
+    if let Some(class) = &args.storage_class {
+        copy["StorageClass"] = json!(class);
+    }
+    let report = match &args.report {
+        Some(url) => {
+            let (bucket, prefix) = split_s3_url(url)?;
+            json!({"Bucket": bucket_arn(&bucket), "Prefix": prefix, "Format": "Report_CSV_20180820",
+                   "Enabled": true, "ReportScope": args.report_scope})
+        }
+        None => json!({"Enabled": false}),
+    };
+    let mut document = json!({
+        "ConfirmationRequired": args.confirmation_required,
+        "Operation": {"S3PutObjectCopy": copy},
+        "Report": report,
+        "Manifest": {"Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": fields},
+                     "Location": {"ObjectArn": object_arn(&manifest_bucket, &manifest_key)}},
+        "Priority": args.priority,
+    });
+    if let Some(token) = &args.client_request_token {
+        document["ClientRequestToken"] = json!(token);
+    }
+    if let Some(description) = &args.description {
+        document["Description"] = json!(description);
+    }
+    Ok(CreateJobRequest::from_json(&document.to_string())?)
+}
+
+fn print_summary(job: &JobDescriptor) {
+    let p = &job.progress_summary;
+    println!("Job        {}", job.job_id);
+    println!("Status     {}", job.status);
+    if let Some(description) = &job.description {
+        println!("Description {description}");
+    }
+    println!("Priority   {}", job.priority);
+    println!(
+        "Tasks      {} total, {} succeeded, {} failed ({} bytes copied)",
+        p.total_number_of_tasks,
+        p.number_of_tasks_succeeded,
+        p.number_of_tasks_failed,
+        p.number_of_bytes_copied
+    );
+    println!("Active     {}s", p.timers.elapsed_time_in_active_seconds);
+    println!("Created    {}", job.creation_time);
+    if let Some(ended) = &job.termination_date {
+        println!("Ended      {ended}");
+    }
+    for reason in &job.failure_reasons {
+        println!(
+            "Failure    {}: {}",
+            reason.failure_code, reason.failure_reason
+        );
+    }
+    if job.report.enabled {
+        if let Some(bucket) = job
+            .report
+            .bucket
+            .as_deref()
+            .and_then(|arn| arn.strip_prefix("arn:aws:s3:::"))
+        {
+            let prefix = job
+                .report
+                .prefix
+                .as_deref()
+                .unwrap_or("")
+                .trim_end_matches('/');
+            let root = if prefix.is_empty() {
+                format!("job-{}", job.job_id)
+            } else {
+                format!("{prefix}/job-{}", job.job_id)
+            };
+            println!("Report     s3://{bucket}/{root}/manifest.json");
+        }
+    }
+}
+
+async fn watch(app: &App, job_id: &str) -> Result<JobDescriptor> {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {msg:>10} [{bar:40}] {pos}/{len} tasks ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    loop {
+        let job = describe_job(app, job_id).await?;
+        let p = &job.progress_summary;
+        bar.set_length(p.total_number_of_tasks);
+        bar.set_position(p.number_of_tasks_succeeded + p.number_of_tasks_failed);
+        bar.set_message(job.status.clone());
+        let status: JobStatus = job.status.parse()?;
+        if status.is_terminal() || status == JobStatus::Suspended {
+            bar.finish();
+            return Ok(job);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn read_document(path: &str) -> Result<String> {
+    let path = path.strip_prefix("file://").unwrap_or(path);
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let config = Config::from_env()?;
+    let clients = Clients::load(&config).await;
+    if let Command::Local {
+        command: LocalCommand::Init,
+    } = &cli.command
+    {
+        let report = setup::init(&clients, &config).await?;
+        for item in &report.created {
+            println!("created  {item}");
+        }
+        for item in &report.existing {
+            println!("exists   {item}");
+        }
+        return Ok(());
+    }
+    let app = App::new(config, clients).await?;
+    match cli.command {
+        Command::Local { .. } => unreachable!("handled above"),
+        Command::Run {
+            until_idle,
+            concurrency,
+            max_seconds,
+        } => {
+            let options = RunOptions {
+                until_idle,
+                concurrency,
+                max_duration: max_seconds.map(Duration::from_secs),
+                ..Default::default()
+            };
+            let stats = run(Arc::new(app), options).await?;
+            eprintln!(
+                "runtime stopped: {} chunk deliveries, {} finalizer runs, {} errors",
+                stats.chunks.load(std::sync::atomic::Ordering::Relaxed),
+                stats
+                    .finalizations
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                stats.errors.load(std::sync::atomic::Ordering::Relaxed)
+            );
+        }
+        Command::Job { command } => match command {
+            JobCommand::Create(args) => {
+                let request = match &args.cli_input_json {
+                    Some(path) => CreateJobRequest::from_json(&read_document(path)?)?,
+                    None => request_from_flags(&args)?,
+                };
+                let created = create_job(&app, request).await?;
+                println!("{}", json!({"JobId": created.job_id}));
+            }
+            JobCommand::Describe {
+                job_id,
+                json,
+                watch: live,
+            } => {
+                let job = if live {
+                    watch(&app, &job_id).await?
+                } else {
+                    describe_job(&app, &job_id).await?
+                };
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&json!({"Job": job}))?);
+                } else {
+                    print_summary(&job);
+                }
+            }
+            JobCommand::List { statuses, json } => {
+                let jobs = list_jobs(&app, &statuses).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&json!({"Jobs": jobs}))?);
+                } else {
+                    println!(
+                        "{:<36}  {:<10}  {:>8}  {:>10}  {:>10}  {:>10}  CREATED",
+                        "JOB ID", "STATUS", "PRIORITY", "TOTAL", "SUCCEEDED", "FAILED"
+                    );
+                    for job in jobs {
+                        let p = &job.progress_summary;
+                        println!(
+                            "{:<36}  {:<10}  {:>8}  {:>10}  {:>10}  {:>10}  {}",
+                            job.job_id,
+                            job.status,
+                            job.priority,
+                            p.total_number_of_tasks,
+                            p.number_of_tasks_succeeded,
+                            p.number_of_tasks_failed,
+                            job.creation_time
+                        );
+                    }
+                }
+            }
+            JobCommand::Confirm { job_id } => {
+                let change =
+                    update_job_status(&app, &job_id, JobStatus::Ready, Some("Confirmed by user"))
+                        .await?;
+                println!(
+                    "{}",
+                    json!({"JobId": change.job_id, "Status": change.status.as_str(), "StatusUpdateReason": change.status_update_reason})
+                );
+            }
+            JobCommand::Cancel { job_id } => {
+                let change = update_job_status(
+                    &app,
+                    &job_id,
+                    JobStatus::Cancelled,
+                    Some("Cancelled by user"),
+                )
+                .await?;
+                println!(
+                    "{}",
+                    json!({"JobId": change.job_id, "Status": change.status.as_str(), "StatusUpdateReason": change.status_update_reason})
+                );
+            }
+            JobCommand::UpdatePriority { job_id, priority } => {
+                let priority = update_job_priority(&app, &job_id, priority).await?;
+                println!("{}", json!({"JobId": job_id, "Priority": priority}));
+            }
+            JobCommand::Report { job_id, json } => {
+                let audit = audit_report(&app, &job_id).await?;
+                let job = app.store.get_job(&job_id).await?;
+                let all_tasks = job
+                    .spec
+                    .report
+                    .as_ref()
+                    .is_some_and(|r| r.scope == batchops_core::request::ReportScope::AllTasks);
+                let consistent = audit.consistent(all_tasks);
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&json!({
+                            "Manifest": audit.manifest_url, "Shards": audit.shards,
+                            "SucceededRows": audit.succeeded_rows, "FailedRows": audit.failed_rows,
+                            "DuplicateRows": audit.duplicate_rows, "BadChecksums": audit.bad_checksums,
+                            "CountersSucceeded": audit.counters_succeeded, "CountersFailed": audit.counters_failed,
+                            "Consistent": consistent,
+                        }))?
+                    );
+                } else {
+                    println!("Report     {}", audit.manifest_url);
+                    println!(
+                        "Shards     {} (checksums {})",
+                        audit.shards,
+                        if audit.bad_checksums.is_empty() {
+                            "ok"
+                        } else {
+                            "BAD"
+                        }
+                    );
+                    println!(
+                        "Rows       {} succeeded, {} failed, {} duplicates",
+                        audit.succeeded_rows, audit.failed_rows, audit.duplicate_rows
+                    );
+                    println!(
+                        "Counters   {} succeeded, {} failed",
+                        audit.counters_succeeded, audit.counters_failed
+                    );
+                    println!(
+                        "Verdict    {}",
+                        if consistent {
+                            "report matches the job's counters"
+                        } else {
+                            "MISMATCH"
+                        }
+                    );
+                }
+                if !consistent {
+                    bail!("report and counters disagree for job {job_id}");
+                }
+            }
+        },
+    }
+    Ok(())
+}

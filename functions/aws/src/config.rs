@@ -1,0 +1,175 @@
+//! Typed configuration, read once per process from environment variables (all listed in the
+//! README). Every value has a default that works against the local stack.
+
+use batchops_core::backoff::RetryPolicy;
+use batchops_core::counts::FailureThreshold;
+use std::collections::HashMap;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub table: String,
+    /// Queue names or URLs (a name is resolved with GetQueueUrl at start).
+    pub work_queue: String,
+    pub plan_queue: String,
+    pub finalize_queue: String,
+    pub control_bucket: String,
+    pub account_id: String,
+    pub region: String,
+    pub chunk_size: usize,
+    pub counter_shards: u32,
+    pub task_concurrency: usize,
+    pub multipart_threshold: u64,
+    pub multipart_part_size: u64,
+    pub part_concurrency: usize,
+    pub failure_threshold: FailureThreshold,
+    pub retry: RetryPolicy,
+    /// Longest time one planner invocation spends on a job before checkpointing and handing on.
+    pub plan_slice: Duration,
+    /// Write the planning checkpoint after this many chunk files.
+    pub checkpoint_every_chunks: u64,
+    /// A worker stops starting tasks this long before its invocation's deadline.
+    pub worker_safety_margin: Duration,
+    /// How often a worker re-reads its job's status while running a chunk (cancel, failure).
+    pub status_check_interval: Duration,
+    /// Deadline given to one chunk by the local runtime (Lambda supplies its own).
+    pub local_chunk_deadline: Duration,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("environment variable {name}={value}: {message}")]
+pub struct ConfigError {
+    pub name: String,
+    pub value: String,
+    pub message: String,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(&std::env::vars().collect())
+    }
+
+    /// Reads configuration from a variable map, so tests can build one without touching the
+    /// process environment.
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let text = |name: &str, default: &str| -> String {
+            vars.get(name)
+                .filter(|v| !v.is_empty())
+                .cloned()
+                .unwrap_or_else(|| default.to_string())
+        };
+        fn number<T: std::str::FromStr>(
+            vars: &HashMap<String, String>,
+            name: &str,
+            default: T,
+            min: T,
+        ) -> Result<T, ConfigError>
+        where
+            T: PartialOrd + std::fmt::Display + Copy,
+        {
+            match vars.get(name).filter(|v| !v.is_empty()) {
+                None => Ok(default),
+                Some(raw) => {
+                    let value: T = raw.trim().parse().map_err(|_| ConfigError {
+                        name: name.to_string(),
+                        value: raw.clone(),
+                        message: "not a number".to_string(),
+                    })?;
+                    if value < min {
+                        return Err(ConfigError {
+                            name: name.to_string(),
+                            value: raw.clone(),
+                            message: format!("must be at least {min}"),
+                        });
+                    }
+                    Ok(value)
+                }
+            }
+        }
+        let secs = |name: &str, default: f64, min: f64| -> Result<Duration, ConfigError> {
+            number(vars, name, default, min).map(Duration::from_secs_f64)
+        };
+        let percent: f64 = number(vars, "BATCHOPS_FAILURE_THRESHOLD_PERCENT", 50.0, 0.0)?;
+        if percent > 100.0 {
+            return Err(ConfigError {
+                name: "BATCHOPS_FAILURE_THRESHOLD_PERCENT".into(),
+                value: percent.to_string(),
+                message: "must be at most 100".into(),
+            });
+        }
+        let region = vars
+            .get("AWS_REGION")
+            .or_else(|| vars.get("AWS_DEFAULT_REGION"))
+            .filter(|v| !v.is_empty())
+            .cloned()
+            .unwrap_or_else(|| "us-east-1".to_string());
+        Ok(Config {
+            table: text("BATCHOPS_TABLE", "batchops"),
+            work_queue: text("BATCHOPS_WORK_QUEUE", "batchops-work"),
+            plan_queue: text("BATCHOPS_PLAN_QUEUE", "batchops-plan"),
+            finalize_queue: text("BATCHOPS_FINALIZE_QUEUE", "batchops-finalize"),
+            control_bucket: text("BATCHOPS_CONTROL_BUCKET", "batchops-control"),
+            account_id: text("BATCHOPS_ACCOUNT_ID", "000000000000"),
+            region,
+            chunk_size: number(vars, "BATCHOPS_CHUNK_SIZE", 1000, 1)?,
+            counter_shards: number(vars, "BATCHOPS_COUNTER_SHARDS", 8, 1)?,
+            task_concurrency: number(vars, "BATCHOPS_TASK_CONCURRENCY", 32, 1)?,
+            multipart_threshold: number(
+                vars,
+                "BATCHOPS_MULTIPART_THRESHOLD_BYTES",
+                5 * 1024 * 1024 * 1024,
+                1,
+            )?,
+            multipart_part_size: number(
+                vars,
+                "BATCHOPS_MULTIPART_PART_SIZE_BYTES",
+                512 * 1024 * 1024,
+                5 * 1024 * 1024,
+            )?,
+            part_concurrency: number(vars, "BATCHOPS_PART_CONCURRENCY", 8, 1)?,
+            failure_threshold: FailureThreshold {
+                min_tasks: number(vars, "BATCHOPS_FAILURE_THRESHOLD_MIN_TASKS", 1000, 1)?,
+                max_failed_percent: percent,
+            },
+            retry: RetryPolicy {
+                max_attempts: number(vars, "BATCHOPS_TASK_MAX_ATTEMPTS", 5, 1)?,
+                base: Duration::from_millis(number(vars, "BATCHOPS_RETRY_BASE_MS", 100, 1)?),
+                cap: Duration::from_millis(number(vars, "BATCHOPS_RETRY_CAP_MS", 20_000, 1)?),
+            },
+            plan_slice: secs("BATCHOPS_PLAN_SLICE_SECONDS", 600.0, 0.001)?,
+            checkpoint_every_chunks: number(vars, "BATCHOPS_CHECKPOINT_EVERY_CHUNKS", 10, 1)?,
+            worker_safety_margin: secs("BATCHOPS_WORKER_SAFETY_SECONDS", 60.0, 0.0)?,
+            status_check_interval: secs("BATCHOPS_STATUS_CHECK_SECONDS", 2.0, 0.01)?,
+            local_chunk_deadline: secs("BATCHOPS_LOCAL_CHUNK_DEADLINE_SECONDS", 600.0, 1.0)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_work_without_any_variable() {
+        let config = Config::from_vars(&HashMap::new()).unwrap();
+        assert_eq!(config.table, "batchops");
+        assert_eq!(config.chunk_size, 1000);
+        assert_eq!(config.multipart_threshold, 5 * 1024 * 1024 * 1024);
+        assert_eq!(config.failure_threshold, FailureThreshold::default());
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let vars = HashMap::from([("BATCHOPS_CHUNK_SIZE".to_string(), "lots".to_string())]);
+        let err = Config::from_vars(&vars).unwrap_err();
+        assert_eq!(err.name, "BATCHOPS_CHUNK_SIZE");
+        let vars = HashMap::from([(
+            "BATCHOPS_MULTIPART_PART_SIZE_BYTES".to_string(),
+            "1024".to_string(),
+        )]);
+        assert!(Config::from_vars(&vars)
+            .unwrap_err()
+            .message
+            .contains("at least"));
+    }
+}

@@ -1,0 +1,469 @@
+//! One copy task: HEAD the (pinned) source, then CopyObject, or a multipart UploadPartCopy with
+//! parts in parallel above the threshold. Throttling and 5xx are retried with backoff and
+//! jitter; what remains becomes a failed task carrying S3's error code and HTTP status.
+
+use crate::error::S3Failure;
+use aws_sdk_s3::operation::head_object::HeadObjectOutput;
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, MetadataDirective as SdkDirective,
+    ServerSideEncryption, StorageClass, TaggingDirective,
+};
+use aws_sdk_s3::Client;
+use aws_smithy_types::date_time::Format;
+use aws_smithy_types::DateTime;
+use batchops_core::backoff::RetryPolicy;
+use batchops_core::chunk::ChunkTask;
+use batchops_core::encoding::{copy_source, encode_key, encode_tag_set};
+use batchops_core::manifest::ObjectRef;
+use batchops_core::report::{TaskOutcome, TaskStatus};
+use batchops_core::request::{CopySpec, MetadataDirective, ReplacementMetadata};
+use futures::{StreamExt, TryStreamExt};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// S3's limit on parts per upload.
+const MAX_PARTS: u64 = 10_000;
+
+#[derive(Debug, Clone)]
+pub struct CopySettings {
+    pub multipart_threshold: u64,
+    pub part_size: u64,
+    pub part_concurrency: usize,
+    pub retry: RetryPolicy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskResult {
+    Done(TaskOutcome),
+    /// The job was stopped while this task ran; its own multipart upload was aborted and it is
+    /// neither counted nor reported.
+    Abandoned,
+}
+
+enum CopyError {
+    Failed(S3Failure),
+    Stopped,
+}
+
+impl From<S3Failure> for CopyError {
+    fn from(f: S3Failure) -> Self {
+        CopyError::Failed(f)
+    }
+}
+
+pub struct Copier<'a> {
+    pub s3: &'a Client,
+    pub spec: &'a CopySpec,
+    pub settings: &'a CopySettings,
+    /// Set when the job is cancelled or failing: running multipart copies abort.
+    pub stop: &'a AtomicBool,
+}
+
+/// Runs `call` until it succeeds, fails permanently, or the retry budget is spent.
+pub async fn with_retry<T, F, Fut>(policy: &RetryPolicy, mut call: F) -> Result<T, S3Failure>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, S3Failure>>,
+{
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Ok(value) => return Ok(value),
+            Err(failure) if policy.should_retry(attempt, failure.class()) => {
+                let delay = policy.delay(attempt, rand::random::<f64>());
+                tracing::debug!(attempt, code = ?failure.code, status = ?failure.status, ?delay, "retrying S3 call");
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+            Err(failure) => return Err(failure),
+        }
+    }
+}
+
+fn failed(object: &ObjectRef, failure: S3Failure) -> TaskOutcome {
+    TaskOutcome {
+        bucket: object.bucket.clone(),
+        key_encoded: encode_key(&object.key),
+        version_id: object.version_id.clone(),
+        status: TaskStatus::Failed,
+        http_status: failure.status.unwrap_or(500),
+        error_code: Some(failure.code.unwrap_or_else(|| "InternalError".to_string())),
+        message: failure.message,
+        bytes: 0,
+    }
+}
+
+/// HEAD responses carry no error body: name the error as GET would.
+fn head_failure(object: &ObjectRef, mut failure: S3Failure) -> S3Failure {
+    let (code, message) = match (failure.status, object.version_id.is_some()) {
+        (Some(404), false) => ("NoSuchKey", "The specified key does not exist."),
+        (Some(404), true) => ("NoSuchVersion", "The specified version does not exist."),
+        (Some(403), _) => ("AccessDenied", "Access Denied"),
+        (Some(405), _) => (
+            "MethodNotAllowed",
+            "The specified version is a delete marker.",
+        ),
+        (Some(400), true) => ("InvalidArgument", "Invalid version id specified"),
+        _ => return failure,
+    };
+    if failure
+        .code
+        .as_deref()
+        .is_none_or(|c| c == "NotFound" || c == "Forbidden" || c == "BadRequest" || c.is_empty())
+    {
+        failure.code = Some(code.to_string());
+        failure.message = message.to_string();
+    }
+    failure
+}
+
+fn parse_expires(value: &str) -> Option<DateTime> {
+    DateTime::from_str(value, Format::DateTime).ok()
+}
+
+impl Copier<'_> {
+    pub async fn run(&self, task: &ChunkTask) -> TaskResult {
+        match task {
+            ChunkTask::Malformed(m) => TaskResult::Done(TaskOutcome {
+                bucket: m.bucket.clone(),
+                key_encoded: m.key_encoded.clone(),
+                version_id: None,
+                status: TaskStatus::Failed,
+                http_status: 400,
+                error_code: Some("InvalidManifestLine".to_string()),
+                message: m.message.clone(),
+                bytes: 0,
+            }),
+            ChunkTask::Object { object, .. } => self.copy(object, None).await,
+        }
+    }
+
+    /// Copies one object; `if_match` pins the source ETag when it is known.
+    pub async fn copy(&self, object: &ObjectRef, if_match: Option<&str>) -> TaskResult {
+        let head = match self.head(object).await {
+            Ok(head) => head,
+            Err(failure) => return TaskResult::Done(failed(object, failure)),
+        };
+        let size = head.content_length().unwrap_or(0).max(0) as u64;
+        let result = if size > self.settings.multipart_threshold {
+            self.multipart_copy(object, &head, size, if_match).await
+        } else {
+            self.single_copy(object, if_match).await
+        };
+        match result {
+            Ok(()) => TaskResult::Done(TaskOutcome {
+                bucket: object.bucket.clone(),
+                key_encoded: encode_key(&object.key),
+                version_id: object.version_id.clone(),
+                status: TaskStatus::Succeeded,
+                http_status: 200,
+                error_code: None,
+                message: "Successful".to_string(),
+                bytes: size,
+            }),
+            Err(CopyError::Failed(failure)) => TaskResult::Done(failed(object, failure)),
+            Err(CopyError::Stopped) => TaskResult::Abandoned,
+        }
+    }
+
+    async fn head(&self, object: &ObjectRef) -> Result<HeadObjectOutput, S3Failure> {
+        with_retry(&self.settings.retry, || async {
+            self.s3
+                .head_object()
+                .bucket(&object.bucket)
+                .key(&object.key)
+                .set_version_id(object.version_id.clone())
+                .send()
+                .await
+                .map_err(|e| head_failure(object, S3Failure::from_sdk(&e)))
+        })
+        .await
+    }
+
+    async fn single_copy(
+        &self,
+        object: &ObjectRef,
+        if_match: Option<&str>,
+    ) -> Result<(), CopyError> {
+        let spec = self.spec;
+        let source = copy_source(&object.bucket, &object.key, object.version_id.as_deref());
+        let target_key = spec.target_key(&object.key);
+        with_retry(&self.settings.retry, || async {
+            let mut request = self
+                .s3
+                .copy_object()
+                .bucket(&spec.target_bucket)
+                .key(&target_key)
+                .copy_source(&source)
+                .set_copy_source_if_match(if_match.map(str::to_string))
+                .set_storage_class(spec.storage_class.as_deref().map(StorageClass::from))
+                .set_checksum_algorithm(
+                    spec.checksum_algorithm
+                        .as_deref()
+                        .map(ChecksumAlgorithm::from),
+                );
+            request = match spec.metadata_directive {
+                MetadataDirective::Copy => request.metadata_directive(SdkDirective::Copy),
+                MetadataDirective::Replace => {
+                    let m: &ReplacementMetadata = &spec.new_metadata;
+                    let mut r = request
+                        .metadata_directive(SdkDirective::Replace)
+                        .set_cache_control(m.cache_control.clone())
+                        .set_content_disposition(m.content_disposition.clone())
+                        .set_content_encoding(m.content_encoding.clone())
+                        .set_content_language(m.content_language.clone())
+                        .set_content_type(m.content_type.clone())
+                        .set_expires(m.expires.as_deref().and_then(parse_expires));
+                    for (k, v) in &m.user_metadata {
+                        r = r.metadata(k, v);
+                    }
+                    r
+                }
+            };
+            if spec.new_metadata.sse_algorithm.as_deref() == Some("AES256") {
+                request = request.server_side_encryption(ServerSideEncryption::Aes256);
+            }
+            if let Some(tags) = &spec.new_tagging {
+                request = request
+                    .tagging_directive(TaggingDirective::Replace)
+                    .tagging(encode_tag_set(tags));
+            }
+            let out = request.send().await.map_err(|e| S3Failure::from_sdk(&e))?;
+            // A 200 whose body is an error document parses to no CopyObjectResult.
+            match out.copy_object_result().and_then(|r| r.e_tag()) {
+                Some(_) => Ok(()),
+                None => Err(S3Failure {
+                    status: Some(500),
+                    code: Some("InternalError".to_string()),
+                    message: "CopyObject answered 200 without a CopyObjectResult (error in body)"
+                        .to_string(),
+                }),
+            }
+        })
+        .await
+        .map_err(CopyError::from)
+    }
+
+    async fn multipart_copy(
+        &self,
+        object: &ObjectRef,
+        head: &HeadObjectOutput,
+        size: u64,
+        if_match: Option<&str>,
+    ) -> Result<(), CopyError> {
+        let spec = self.spec;
+        let target_key = spec.target_key(&object.key);
+        // Pin every part to one source version: the given one, else the one HEAD saw.
+        let version = object
+            .version_id
+            .clone()
+            .or_else(|| head.version_id().map(str::to_string));
+        let source = copy_source(&object.bucket, &object.key, version.as_deref());
+        let part_if_match = if version.is_some() {
+            if_match.map(str::to_string)
+        } else {
+            head.e_tag().map(str::to_string)
+        };
+        let tagging = match &spec.new_tagging {
+            Some(tags) => Some(encode_tag_set(tags)),
+            None => self.source_tags(object, version.as_deref()).await?,
+        };
+        let upload_id = with_retry(&self.settings.retry, || async {
+            let mut request = self
+                .s3
+                .create_multipart_upload()
+                .bucket(&spec.target_bucket)
+                .key(&target_key)
+                .set_storage_class(spec.storage_class.as_deref().map(StorageClass::from))
+                .set_checksum_algorithm(
+                    spec.checksum_algorithm
+                        .as_deref()
+                        .map(ChecksumAlgorithm::from),
+                )
+                .set_tagging(tagging.clone());
+            request = match spec.metadata_directive {
+                // Multipart uploads do not inherit anything: carry the source's metadata over.
+                MetadataDirective::Copy => request
+                    .set_cache_control(head.cache_control().map(str::to_string))
+                    .set_content_disposition(head.content_disposition().map(str::to_string))
+                    .set_content_encoding(head.content_encoding().map(str::to_string))
+                    .set_content_language(head.content_language().map(str::to_string))
+                    .set_content_type(head.content_type().map(str::to_string))
+                    .set_metadata(head.metadata().cloned()),
+                MetadataDirective::Replace => {
+                    let m = &spec.new_metadata;
+                    request
+                        .set_cache_control(m.cache_control.clone())
+                        .set_content_disposition(m.content_disposition.clone())
+                        .set_content_encoding(m.content_encoding.clone())
+                        .set_content_language(m.content_language.clone())
+                        .set_content_type(m.content_type.clone())
+                        .set_expires(m.expires.as_deref().and_then(parse_expires))
+                        .set_metadata(Some(m.user_metadata.iter().cloned().collect()))
+                }
+            };
+            if spec.new_metadata.sse_algorithm.as_deref() == Some("AES256") {
+                request = request.server_side_encryption(ServerSideEncryption::Aes256);
+            }
+            let out = request.send().await.map_err(|e| S3Failure::from_sdk(&e))?;
+            out.upload_id()
+                .map(str::to_string)
+                .ok_or_else(|| S3Failure {
+                    status: Some(500),
+                    code: Some("InternalError".into()),
+                    message: "CreateMultipartUpload returned no UploadId".into(),
+                })
+        })
+        .await?;
+
+        let result = self
+            .copy_parts(
+                &target_key,
+                &upload_id,
+                &source,
+                part_if_match.as_deref(),
+                size,
+            )
+            .await;
+        let completed = match result {
+            Ok(parts) => self.complete(&target_key, &upload_id, parts).await,
+            Err(e) => Err(e),
+        };
+        if completed.is_err() {
+            // Abort only this task's own upload; nothing already written is touched.
+            let abort = self
+                .s3
+                .abort_multipart_upload()
+                .bucket(&spec.target_bucket)
+                .key(&target_key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+            if let Err(err) = abort {
+                tracing::warn!(bucket = %spec.target_bucket, key = %target_key, upload_id, error = %crate::error::describe_sdk(&err), "could not abort multipart upload");
+            }
+        }
+        completed
+    }
+
+    async fn source_tags(
+        &self,
+        object: &ObjectRef,
+        version: Option<&str>,
+    ) -> Result<Option<String>, CopyError> {
+        let out = with_retry(&self.settings.retry, || async {
+            self.s3
+                .get_object_tagging()
+                .bucket(&object.bucket)
+                .key(&object.key)
+                .set_version_id(version.map(str::to_string))
+                .send()
+                .await
+                .map_err(|e| S3Failure::from_sdk(&e))
+        })
+        .await?;
+        let tags: Vec<(String, String)> = out
+            .tag_set()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().to_string()))
+            .collect();
+        Ok((!tags.is_empty()).then(|| encode_tag_set(&tags)))
+    }
+
+    async fn copy_parts(
+        &self,
+        target_key: &str,
+        upload_id: &str,
+        source: &str,
+        if_match: Option<&str>,
+        size: u64,
+    ) -> Result<Vec<CompletedPart>, CopyError> {
+        let part_size = self.settings.part_size.max(size.div_ceil(MAX_PARTS));
+        let ranges: Vec<(i32, u64, u64)> = (0..size.div_ceil(part_size))
+            .map(|i| {
+                (
+                    i as i32 + 1,
+                    i * part_size,
+                    ((i + 1) * part_size).min(size) - 1,
+                )
+            })
+            .collect();
+        let mut parts: Vec<CompletedPart> = futures::stream::iter(ranges)
+            .map(|(number, first, last)| async move {
+                if self.stop.load(Ordering::Relaxed) {
+                    return Err(CopyError::Stopped);
+                }
+                let out = with_retry(&self.settings.retry, || async {
+                    self.s3
+                        .upload_part_copy()
+                        .bucket(&self.spec.target_bucket)
+                        .key(target_key)
+                        .upload_id(upload_id)
+                        .part_number(number)
+                        .copy_source(source)
+                        .copy_source_range(format!("bytes={first}-{last}"))
+                        .set_copy_source_if_match(if_match.map(str::to_string))
+                        .send()
+                        .await
+                        .map_err(|e| S3Failure::from_sdk(&e))
+                })
+                .await?;
+                let result = out.copy_part_result().ok_or_else(|| S3Failure {
+                    status: Some(500),
+                    code: Some("InternalError".into()),
+                    message: format!("UploadPartCopy of part {number} answered without a CopyPartResult (error in body)"),
+                })?;
+                Ok(CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(result.e_tag().map(str::to_string))
+                    .set_checksum_crc32(result.checksum_crc32().map(str::to_string))
+                    .set_checksum_crc32_c(result.checksum_crc32_c().map(str::to_string))
+                    .set_checksum_crc64_nvme(result.checksum_crc64_nvme().map(str::to_string))
+                    .set_checksum_sha1(result.checksum_sha1().map(str::to_string))
+                    .set_checksum_sha256(result.checksum_sha256().map(str::to_string))
+                    .build())
+            })
+            .buffer_unordered(self.settings.part_concurrency)
+            .try_collect()
+            .await?;
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(CopyError::Stopped);
+        }
+        parts.sort_by_key(|p| p.part_number());
+        Ok(parts)
+    }
+
+    async fn complete(
+        &self,
+        target_key: &str,
+        upload_id: &str,
+        parts: Vec<CompletedPart>,
+    ) -> Result<(), CopyError> {
+        let upload = CompletedMultipartUpload::builder()
+            .set_parts(Some(parts))
+            .build();
+        with_retry(&self.settings.retry, || async {
+            let out = self
+                .s3
+                .complete_multipart_upload()
+                .bucket(&self.spec.target_bucket)
+                .key(target_key)
+                .upload_id(upload_id)
+                .multipart_upload(upload.clone())
+                .send()
+                .await
+                .map_err(|e| S3Failure::from_sdk(&e))?;
+            match out.e_tag() {
+                Some(_) => Ok(()),
+                None => Err(S3Failure {
+                    status: Some(500),
+                    code: Some("InternalError".into()),
+                    message: "CompleteMultipartUpload answered 200 without an ETag (error in body)"
+                        .into(),
+                }),
+            }
+        })
+        .await
+        .map_err(CopyError::from)
+    }
+}

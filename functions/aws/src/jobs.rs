@@ -1,0 +1,165 @@
+//! The job API: CreateJob, DescribeJob, ListJobs, UpdateJobStatus, UpdateJobPriority. The CLI
+//! and any HTTP front end call these.
+
+use crate::error::{Error, Result};
+use crate::objects::bucket_reachable;
+use crate::store::Created;
+use crate::{now, App};
+use batchops_core::describe::{describe, list_entry, JobDescriptor, JobListDescriptor};
+use batchops_core::job::StatusRequestError;
+use batchops_core::{CreateJobRequest, JobRecord, JobStatus, RequestError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedJob {
+    pub job_id: String,
+    /// False when the ClientRequestToken had already created this job.
+    pub created: bool,
+}
+
+pub async fn create_job(app: &App, request: CreateJobRequest) -> Result<CreatedJob> {
+    let mut spec = request.validate()?;
+    // The manifest must exist now; its ETag is recorded so a later change fails the job.
+    let head = app
+        .s3
+        .head_object()
+        .bucket(&spec.manifest.bucket)
+        .key(&spec.manifest.key)
+        .set_version_id(spec.manifest.version_id.clone())
+        .send()
+        .await
+        .map_err(|e| {
+            let failure = crate::error::S3Failure::from_sdk(&e);
+            RequestError::new(
+                "Manifest.Location.ObjectArn",
+                format!(
+                    "cannot read manifest s3://{}/{} (HTTP {})",
+                    spec.manifest.bucket,
+                    spec.manifest.key,
+                    failure
+                        .status
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| failure.message.clone())
+                ),
+            )
+        })?;
+    if spec.manifest.etag.is_none() {
+        spec.manifest.etag = head.e_tag().map(str::to_string);
+    }
+    if let Some(report) = &spec.report {
+        bucket_reachable(&app.s3, &report.bucket)
+            .await
+            .map_err(|m| RequestError::new("Report.Bucket", m))?;
+    }
+    let token = request
+        .client_request_token
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let job_id = uuid::Uuid::new_v4().to_string();
+    let record = JobRecord::new(job_id, request, spec, now());
+    let (job_id, created) = app.store.create_job(&record, &token).await?;
+    if created == Created::New {
+        // Wake the planner now rather than at its next scheduled run; losing this only delays.
+        if let Err(err) = app.queues.request_planning(&job_id).await {
+            tracing::warn!(job_id, error = %err, "could not wake the planner");
+        }
+    }
+    Ok(CreatedJob {
+        job_id,
+        created: created == Created::New,
+    })
+}
+
+pub async fn describe_job(app: &App, job_id: &str) -> Result<JobDescriptor> {
+    let job = app.store.get_job(job_id).await?;
+    let counters = app.store.counters(job_id).await?;
+    Ok(describe(
+        &job,
+        &counters,
+        &app.config.region,
+        &app.config.account_id,
+        now(),
+    ))
+}
+
+/// Jobs in the given statuses (all statuses when empty), newest first.
+pub async fn list_jobs(app: &App, statuses: &[JobStatus]) -> Result<Vec<JobListDescriptor>> {
+    let statuses = if statuses.is_empty() {
+        &JobStatus::ALL[..]
+    } else {
+        statuses
+    };
+    let jobs = app.store.list_jobs(statuses).await?;
+    let mut entries = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let counters = app.store.counters(&job.job_id).await?;
+        entries.push(list_entry(&job, &counters, now()));
+    }
+    Ok(entries)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusChange {
+    pub job_id: String,
+    pub status: JobStatus,
+    pub status_update_reason: Option<String>,
+}
+
+/// UpdateJobStatus: `Ready` confirms a Suspended job, `Cancelled` cancels a running one.
+pub async fn update_job_status(
+    app: &App,
+    job_id: &str,
+    requested: JobStatus,
+    reason: Option<&str>,
+) -> Result<StatusChange> {
+    let updated = app
+        .store
+        .update_job(job_id, |job| {
+            job.request_status(requested, reason, now()).map(|_| true)
+        })
+        .await?;
+    let job = updated.map_err(|e: StatusRequestError| Error::State {
+        job_id: job_id.to_string(),
+        message: e.to_string(),
+    })?;
+    let wake = match job.status {
+        JobStatus::Ready => app.queues.request_planning(job_id).await,
+        _ => app.queues.request_finalize(job_id).await,
+    };
+    if let Err(err) = wake {
+        tracing::warn!(job_id, error = %err, "could not wake the next step; the scheduled planner will");
+    }
+    Ok(StatusChange {
+        job_id: job_id.to_string(),
+        status: job.status,
+        status_update_reason: job.status_update_reason,
+    })
+}
+
+pub async fn update_job_priority(app: &App, job_id: &str, priority: i64) -> Result<i64> {
+    if !(0..=i32::MAX as i64).contains(&priority) {
+        return Err(RequestError::new(
+            "Priority",
+            format!("must be between 0 and {}, got {priority}", i32::MAX),
+        )
+        .into());
+    }
+    let updated = app
+        .store
+        .update_job(job_id, |job| {
+            if job.status.is_terminal() {
+                return Err(format!(
+                    "the job is {}; its priority can no longer change",
+                    job.status
+                ));
+            }
+            job.priority = priority;
+            Ok(true)
+        })
+        .await?;
+    updated
+        .map(|job| job.priority)
+        .map_err(|message| Error::State {
+            job_id: job_id.to_string(),
+            message,
+        })
+}

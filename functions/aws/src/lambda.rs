@@ -1,0 +1,161 @@
+//! Lambda event adapters: parse the event, call the library, map the result. The binaries in
+//! `functions/*` wire these to `lambda_runtime`; tests drive them with real event JSON.
+
+use crate::finalizer::{finalize, Finalized};
+use crate::planner::{advance, sweep, Advance};
+use crate::queue::{ChunkPointer, JobPointer};
+use crate::worker::{local_deadline, process_chunk};
+use crate::App;
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant, SystemTime};
+
+/// The invocation's deadline, or the local default when the context has none (tests).
+fn deadline_of(app: &App, context: &Context) -> SystemTime {
+    if context.deadline == 0 {
+        local_deadline(app)
+    } else {
+        context.deadline()
+    }
+}
+
+fn instant_before(deadline: SystemTime, margin: Duration) -> Instant {
+    let left = deadline
+        .duration_since(SystemTime::now())
+        .unwrap_or_default()
+        .saturating_sub(margin);
+    Instant::now() + left
+}
+
+/// Runs `handle` on every record concurrently; each failure is reported by its message id so
+/// SQS retries only that message. A record without an id cannot be reported and is logged.
+async fn per_record<F, Fut>(records: Vec<SqsMessage>, handle: F) -> SqsBatchResponse
+where
+    F: Fn(SqsMessage) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let results = futures::future::join_all(records.into_iter().map(|record| {
+        let id = record.message_id.clone().unwrap_or_default();
+        let fut = handle(record);
+        async move { (id, fut.await) }
+    }))
+    .await;
+    let mut response = SqsBatchResponse::default();
+    for (id, result) in results {
+        if let Err(error) = result {
+            if id.is_empty() {
+                tracing::error!(
+                    error,
+                    "failed SQS record has no messageId; it cannot be retried individually"
+                );
+            } else {
+                tracing::error!(
+                    message_id = id,
+                    error,
+                    "SQS record failed; SQS will redeliver it"
+                );
+                response.add_failure(id);
+            }
+        }
+    }
+    response
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(record: &SqsMessage) -> Result<T, String> {
+    let body = record.body.as_deref().ok_or("message has no body")?;
+    serde_json::from_str(body)
+        .map_err(|e| format!("message body is not a valid pointer ({e}): {body}"))
+}
+
+/// Worker: SQS batch of chunk pointers -> partial batch response.
+pub async fn worker_handler(
+    app: &App,
+    event: LambdaEvent<SqsEvent>,
+) -> Result<SqsBatchResponse, lambda_runtime::Error> {
+    let deadline = deadline_of(app, &event.context);
+    Ok(per_record(event.payload.records, |record| async move {
+        let pointer: ChunkPointer = parse_body(&record)?;
+        let run = process_chunk(app, &pointer, deadline).await.map_err(|e| e.to_string())?;
+        tracing::info!(job_id = %pointer.job, seq = pointer.seq, first_task = pointer.first_task, ?run, "chunk done");
+        Ok(())
+    })
+    .await)
+}
+
+/// Finalizer: SQS batch of job pointers. A job still waiting on workers is retried later.
+pub async fn finalizer_handler(
+    app: &App,
+    event: LambdaEvent<SqsEvent>,
+) -> Result<SqsBatchResponse, lambda_runtime::Error> {
+    Ok(per_record(event.payload.records, |record| async move {
+        let pointer: JobPointer = parse_body(&record)?;
+        match finalize(app, &pointer.job)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Finalized::Waiting { leases } => Err(format!(
+                "job {} waits for {leases} running ranges",
+                pointer.job
+            )),
+            outcome => {
+                tracing::info!(job_id = %pointer.job, ?outcome, "finalizer ran");
+                Ok(())
+            }
+        }
+    })
+    .await)
+}
+
+/// Planner: an EventBridge scheduled event (sweep every job) or an SQS batch of job pointers
+/// from the plan queue (advance those jobs, re-queueing any that need another slice).
+pub async fn planner_handler(
+    app: &App,
+    event: LambdaEvent<Value>,
+) -> Result<Value, lambda_runtime::Error> {
+    let deadline = deadline_of(app, &event.context);
+    let budget_end = instant_before(deadline, Duration::from_secs(10))
+        .min(Instant::now() + app.config.plan_slice);
+    if event.payload.get("Records").is_some() {
+        let sqs: SqsEvent = serde_json::from_value(event.payload)?;
+        let response = per_record(sqs.records, |record| async move {
+            let pointer: JobPointer = parse_body(&record)?;
+            match advance(app, &pointer.job, budget_end)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Advance::MoreWork => app
+                    .queues
+                    .request_planning(&pointer.job)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Advance::Idle => Ok(()),
+            }
+        })
+        .await;
+        return Ok(serde_json::to_value(response)?);
+    }
+    let summary = sweep(app, budget_end).await?;
+    for job_id in &summary.jobs_with_more_work {
+        app.queues.request_planning(job_id).await?;
+    }
+    Ok(json!({
+        "jobsSeen": summary.jobs_seen,
+        "jobsWithMoreWork": summary.jobs_with_more_work,
+        "errors": summary.errors,
+    }))
+}
+
+/// Logging for the Lambda binaries: JSON lines, level from RUST_LOG (default info).
+pub fn init_lambda_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_current_span(false)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}

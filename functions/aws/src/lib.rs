@@ -1,0 +1,86 @@
+//! batchops services over S3, SQS and DynamoDB. The Lambda binaries and the `batchops` CLI are
+//! thin shells over this crate: they build one [`App`] per process and call in.
+
+pub mod audit;
+pub mod clients;
+pub mod config;
+pub mod copy;
+pub mod error;
+pub mod finalizer;
+pub mod jobs;
+pub mod lambda;
+pub mod objects;
+pub mod planner;
+pub mod queue;
+pub mod runtime;
+pub mod setup;
+pub mod store;
+pub mod worker;
+
+pub use clients::Clients;
+pub use config::Config;
+pub use error::{Error, Result};
+
+use copy::CopySettings;
+use queue::Queues;
+use store::Store;
+
+/// Everything a handler needs, built once per process.
+#[derive(Clone, Debug)]
+pub struct App {
+    pub config: Config,
+    pub s3: aws_sdk_s3::Client,
+    pub store: Store,
+    pub queues: Queues,
+    pub copy: CopySettings,
+}
+
+impl App {
+    pub async fn new(config: Config, clients: Clients) -> Result<Self> {
+        let queues = Queues::resolve(
+            clients.sqs.clone(),
+            &config.work_queue,
+            &config.plan_queue,
+            &config.finalize_queue,
+        )
+        .await?;
+        Ok(Self::with_queues(config, clients, queues))
+    }
+
+    pub fn with_queues(config: Config, clients: Clients, queues: Queues) -> Self {
+        App {
+            store: Store::new(
+                clients.dynamodb.clone(),
+                config.table.clone(),
+                config.counter_shards,
+            ),
+            copy: CopySettings {
+                multipart_threshold: config.multipart_threshold,
+                part_size: config.multipart_part_size,
+                part_concurrency: config.part_concurrency,
+                retry: config.retry,
+            },
+            s3: clients.s3,
+            queues,
+            config,
+        }
+    }
+
+    /// Reads the configuration from the environment and builds the clients.
+    pub async fn from_env() -> Result<Self> {
+        let config = Config::from_env().map_err(|e| Error::Invalid(e.to_string()))?;
+        let clients = Clients::load(&config).await;
+        Self::new(config, clients).await
+    }
+}
+
+pub fn now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

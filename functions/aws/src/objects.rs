@@ -1,0 +1,90 @@
+//! Small S3 helpers shared by the planner, worker and finalizer: whole-object reads and writes
+//! of the control files and report files.
+
+use crate::error::{aws, describe_sdk, Error, Result};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::Client;
+use base64::Engine;
+use md5::{Digest, Md5};
+
+/// Hex MD5 of `body`, as the report manifest lists it.
+pub fn md5_hex(body: &[u8]) -> String {
+    hex::encode(Md5::digest(body))
+}
+
+/// Writes `body` with a Content-MD5 header (so S3 verifies it arrived intact) and returns its
+/// hex MD5.
+pub async fn put_bytes(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    body: Vec<u8>,
+    content_type: &str,
+) -> Result<String> {
+    let digest = Md5::digest(&body);
+    s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .content_type(content_type)
+        .content_md5(base64::engine::general_purpose::STANDARD.encode(digest))
+        .body(ByteStream::from(body))
+        .send()
+        .await
+        .map_err(|e| Error::Aws {
+            service: "S3",
+            operation: "PutObject",
+            message: format!("s3://{bucket}/{key}: {}", describe_sdk(&e)),
+        })?;
+    Ok(hex::encode(digest))
+}
+
+pub async fn get_bytes(s3: &Client, bucket: &str, key: &str) -> Result<Vec<u8>> {
+    let out = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| Error::Aws {
+            service: "S3",
+            operation: "GetObject",
+            message: format!("s3://{bucket}/{key}: {}", describe_sdk(&e)),
+        })?;
+    let body = out.body.collect().await.map_err(aws("S3", "GetObject"))?;
+    Ok(body.into_bytes().to_vec())
+}
+
+pub async fn delete_object(s3: &Client, bucket: &str, key: &str) -> Result<()> {
+    s3.delete_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(aws("S3", "DeleteObject"))?;
+    Ok(())
+}
+
+/// Whether the bucket exists and can be reached with these credentials.
+pub async fn bucket_reachable(s3: &Client, bucket: &str) -> std::result::Result<(), String> {
+    s3.head_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            let failure = crate::error::S3Failure::from_sdk(&e);
+            match failure.status {
+                Some(404) => format!("bucket `{bucket}` does not exist"),
+                Some(403) => format!("access to bucket `{bucket}` is denied"),
+                _ => format!(
+                    "bucket `{bucket}` could not be reached: {}",
+                    failure.message
+                ),
+            }
+        })
+}
+
+/// ETags compare without their quotes (S3 returns them quoted, users often paste them bare).
+pub fn same_etag(a: &str, b: &str) -> bool {
+    a.trim_matches('"') == b.trim_matches('"')
+}

@@ -1,0 +1,155 @@
+//! Chunk files: the planner's unit of dispatch. A chunk is a small text file in the control
+//! bucket holding up to `chunk_size` tasks, one per line, in manifest order, so a worker can
+//! resume at any task index and a replayed chunk always holds the same tasks.
+//!
+//! Line format (tab-separated, every free-text field URL-encoded so no tab or newline survives):
+//! `O <manifest line> <bucket> <encoded key> <version or empty>` for an object,
+//! `M <manifest line> <bucket> <encoded key> <encoded message>` for a malformed manifest line.
+
+use crate::encoding::{decode_key, encode_key};
+use crate::manifest::{MalformedLine, ObjectRef};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunkTask {
+    Object { line: u64, object: ObjectRef },
+    Malformed(MalformedLine),
+}
+
+impl ChunkTask {
+    /// Appends this task's line to a chunk file body.
+    pub fn write_line(&self, out: &mut String) {
+        use std::fmt::Write;
+        match self {
+            ChunkTask::Object { line, object } => {
+                let _ = writeln!(
+                    out,
+                    "O\t{line}\t{}\t{}\t{}",
+                    object.bucket,
+                    encode_key(&object.key),
+                    object.version_id.as_deref().unwrap_or("")
+                );
+            }
+            ChunkTask::Malformed(m) => {
+                let _ = writeln!(
+                    out,
+                    "M\t{}\t{}\t{}\t{}",
+                    m.line,
+                    encode_key(&m.bucket),
+                    m.key_encoded.replace(['\t', '\n', '\r'], " "),
+                    encode_key(&m.message)
+                );
+            }
+        }
+    }
+
+    pub fn manifest_line(&self) -> u64 {
+        match self {
+            ChunkTask::Object { line, .. } => *line,
+            ChunkTask::Malformed(m) => m.line,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("chunk file line {line}: {message}")]
+pub struct ChunkFormatError {
+    pub line: usize,
+    pub message: String,
+}
+
+/// Reads a whole chunk file body back into tasks.
+pub fn parse_chunk(body: &str) -> Result<Vec<ChunkTask>, ChunkFormatError> {
+    body.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.is_empty())
+        .map(|(i, l)| {
+            parse_chunk_line(l).map_err(|message| ChunkFormatError {
+                line: i + 1,
+                message,
+            })
+        })
+        .collect()
+}
+
+fn parse_chunk_line(line: &str) -> Result<ChunkTask, String> {
+    let parts: Vec<&str> = line.split('\t').collect();
+    let manifest_line = |s: &str| {
+        s.parse::<u64>()
+            .map_err(|_| format!("bad line number `{s}`"))
+    };
+    let decode = |s: &str| decode_key(s).map_err(|e| e.to_string());
+    match parts.as_slice() {
+        ["O", line, bucket, key, version] => Ok(ChunkTask::Object {
+            line: manifest_line(line)?,
+            object: ObjectRef {
+                bucket: bucket.to_string(),
+                key: decode(key)?,
+                version_id: (!version.is_empty()).then(|| version.to_string()),
+            },
+        }),
+        ["M", line, bucket, key, message] => Ok(ChunkTask::Malformed(MalformedLine {
+            line: manifest_line(line)?,
+            bucket: decode(bucket)?,
+            key_encoded: key.to_string(),
+            message: decode(message)?,
+        })),
+        _ => Err(format!(
+            "expected 5 tab-separated fields starting with O or M, got `{line}`"
+        )),
+    }
+}
+
+/// Where chunk `seq` of a job lives in the control bucket.
+pub fn chunk_key(job_id: &str, seq: u64) -> String {
+    format!("jobs/{job_id}/chunks/{seq:010}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_objects_and_malformed_lines() {
+        let tasks = vec![
+            ChunkTask::Object {
+                line: 1,
+                object: ObjectRef {
+                    bucket: "src".into(),
+                    key: "a b/+%\t✓".into(),
+                    version_id: Some("null".into()),
+                },
+            },
+            ChunkTask::Object {
+                line: 3,
+                object: ObjectRef {
+                    bucket: "src".into(),
+                    key: "plain".into(),
+                    version_id: None,
+                },
+            },
+            ChunkTask::Malformed(MalformedLine {
+                line: 4,
+                bucket: "".into(),
+                key_encoded: "src%2Cx".into(),
+                message: "manifest line 4: expected 2 fields (Bucket, Key), found 1".into(),
+            }),
+        ];
+        let mut body = String::new();
+        for t in &tasks {
+            t.write_line(&mut body);
+        }
+        assert_eq!(body.lines().count(), 3);
+        assert_eq!(parse_chunk(&body).unwrap(), tasks);
+    }
+
+    #[test]
+    fn corrupt_chunk_names_the_line() {
+        let err = parse_chunk("O\t1\tb\tk\t\nX\n").unwrap_err();
+        assert_eq!(err.line, 2);
+    }
+
+    #[test]
+    fn chunk_keys_sort_by_sequence() {
+        assert!(chunk_key("j", 9) < chunk_key("j", 10));
+    }
+}

@@ -1,0 +1,125 @@
+//! DescribeJob / ListJobs response shapes (S3 Control `JobDescriptor` and `JobListDescriptor`),
+//! with batchops' extensions as extra fields.
+
+use crate::counts::Counters;
+use crate::job::{FailureReason, JobRecord};
+use crate::request::{Manifest, Operation, Report};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Timers {
+    pub elapsed_time_in_active_seconds: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ProgressSummary {
+    pub total_number_of_tasks: u64,
+    pub number_of_tasks_succeeded: u64,
+    pub number_of_tasks_failed: u64,
+    pub timers: Timers,
+    /// batchops extension: bytes written to destinations.
+    pub number_of_bytes_copied: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct JobDescriptor {
+    pub job_id: String,
+    pub job_arn: String,
+    pub status: String,
+    pub confirmation_required: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub operation: Operation,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<Manifest>,
+    pub report: Report,
+    pub priority: i64,
+    pub progress_summary: ProgressSummary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_update_reason: Option<String>,
+    pub failure_reasons: Vec<FailureReason>,
+    pub creation_time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub termination_date: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suspended_date: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suspended_cause: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct JobListDescriptor {
+    pub job_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub operation: String,
+    pub priority: i64,
+    pub status: String,
+    pub creation_time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub termination_date: Option<String>,
+    pub progress_summary: ProgressSummary,
+}
+
+pub fn progress(job: &JobRecord, counters: &Counters, now: OffsetDateTime) -> ProgressSummary {
+    ProgressSummary {
+        // Until planning ends the total is what has been planned so far, as S3 shows it.
+        total_number_of_tasks: job.plan.tasks,
+        number_of_tasks_succeeded: counters.succeeded,
+        number_of_tasks_failed: counters.failed,
+        timers: Timers {
+            elapsed_time_in_active_seconds: job.elapsed_active_seconds(now),
+        },
+        number_of_bytes_copied: counters.bytes,
+    }
+}
+
+pub fn describe(
+    job: &JobRecord,
+    counters: &Counters,
+    region: &str,
+    account: &str,
+    now: OffsetDateTime,
+) -> JobDescriptor {
+    let account = job.request.account_id.as_deref().unwrap_or(account);
+    JobDescriptor {
+        job_id: job.job_id.clone(),
+        job_arn: format!("arn:aws:s3:{region}:{account}:job/{}", job.job_id),
+        status: job.status.to_string(),
+        confirmation_required: job.request.confirmation_required,
+        description: job.request.description.clone(),
+        operation: job.request.operation.clone(),
+        manifest: job.request.manifest.clone(),
+        report: job.request.report.clone(),
+        priority: job.priority,
+        progress_summary: progress(job, counters, now),
+        status_update_reason: job.status_update_reason.clone(),
+        failure_reasons: job.failure_reasons.clone(),
+        creation_time: job.created_at.clone(),
+        termination_date: job.terminated_at.clone(),
+        role_arn: job.request.role_arn.clone(),
+        suspended_date: job.suspended_at.clone(),
+        suspended_cause: (job.status == crate::JobStatus::Suspended)
+            .then(|| "AwaitingConfirmation".to_string()),
+    }
+}
+
+pub fn list_entry(job: &JobRecord, counters: &Counters, now: OffsetDateTime) -> JobListDescriptor {
+    JobListDescriptor {
+        job_id: job.job_id.clone(),
+        description: job.request.description.clone(),
+        operation: "S3PutObjectCopy".to_string(),
+        priority: job.priority,
+        status: job.status.to_string(),
+        creation_time: job.created_at.clone(),
+        termination_date: job.terminated_at.clone(),
+        progress_summary: progress(job, counters, now),
+    }
+}

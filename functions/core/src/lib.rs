@@ -1,0 +1,18 @@
+//! batchops domain logic. Everything here is pure: no clocks read, no network, no randomness
+//! taken from the environment. The AWS adapters in `batchops-aws` call into these types.
+
+pub mod arn;
+pub mod backoff;
+pub mod chunk;
+pub mod counts;
+pub mod describe;
+pub mod encoding;
+pub mod job;
+pub mod manifest;
+pub mod report;
+pub mod request;
+pub mod status;
+
+pub use job::JobRecord;
+pub use request::{CreateJobRequest, JobSpec, RequestError};
+pub use status::JobStatus;

@@ -1,0 +1,899 @@
+//! The S3 Control `CreateJob` request, as `aws s3control create-job --cli-input-json` takes it,
+//! and its validation into the [`JobSpec`] the engine runs.
+//!
+//! Unknown fields are refused (a typo must not be silently dropped), and so are real S3 fields
+//! that batchops cannot honour yet, each with the JSON path of the field in the message.
+
+use crate::arn::{bucket_from_arn, object_from_arn};
+use crate::manifest::{ManifestField, ManifestFields};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub const CSV_MANIFEST_FORMAT: &str = "S3BatchOperations_CSV_20180820";
+pub const INVENTORY_MANIFEST_FORMAT: &str = "S3InventoryReport_CSV_20161130";
+pub const REPORT_FORMAT: &str = "Report_CSV_20180820";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct CreateJobRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+    #[serde(default)]
+    pub confirmation_required: bool,
+    pub operation: Operation,
+    pub report: Report,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_request_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<Manifest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub priority: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Tag>,
+    /// S3's generated manifests; accepted by the parser so the refusal can name it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_generator: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Tag {
+    pub key: String,
+    pub value: String,
+}
+
+/// One field per operation S3 knows; exactly one must be set, and only the copy is run today.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Operation {
+    #[serde(
+        default,
+        rename = "S3PutObjectCopy",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub s3_put_object_copy: Option<PutObjectCopy>,
+    #[serde(
+        default,
+        rename = "LambdaInvoke",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub lambda_invoke: Option<Value>,
+    #[serde(
+        default,
+        rename = "S3PutObjectAcl",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub s3_put_object_acl: Option<Value>,
+    #[serde(
+        default,
+        rename = "S3PutObjectTagging",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub s3_put_object_tagging: Option<Value>,
+    #[serde(
+        default,
+        rename = "S3DeleteObjectTagging",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub s3_delete_object_tagging: Option<Value>,
+    #[serde(
+        default,
+        rename = "S3InitiateRestoreObject",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub s3_initiate_restore_object: Option<Value>,
+    #[serde(
+        default,
+        rename = "S3PutObjectLegalHold",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub s3_put_object_legal_hold: Option<Value>,
+    #[serde(
+        default,
+        rename = "S3PutObjectRetention",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub s3_put_object_retention: Option<Value>,
+    #[serde(
+        default,
+        rename = "S3ReplicateObject",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub s3_replicate_object: Option<Value>,
+    #[serde(
+        default,
+        rename = "S3ComputeObjectChecksum",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub s3_compute_object_checksum: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct PutObjectCopy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_resource: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_key_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_directive: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_object_metadata: Option<NewObjectMetadata>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_object_tagging: Option<Vec<Tag>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum_algorithm: Option<String>,
+    // Real S3 fields batchops does not honour yet: parsed only so the refusal can name them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canned_access_control_list: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_control_grants: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_since_constraint: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub un_modified_since_constraint: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_location: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester_pays: Option<Value>,
+    #[serde(
+        default,
+        rename = "SSEAwsKmsKeyId",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub sse_aws_kms_key_id: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_key_prefix_transform: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock_legal_hold_status: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock_mode: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock_retain_until_date: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket_key_enabled: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct NewObjectMetadata {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_disposition: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_encoding: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_language: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_metadata: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_length: Option<i64>,
+    #[serde(
+        default,
+        rename = "ContentMD5",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub content_md5: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_expires_date: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester_charged: Option<bool>,
+    #[serde(
+        default,
+        rename = "SSEAlgorithm",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub sse_algorithm: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Manifest {
+    pub spec: ManifestSpec,
+    pub location: ManifestLocation,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ManifestSpec {
+    pub format: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ManifestLocation {
+    pub object_arn: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_version_id: Option<String>,
+    #[serde(default, rename = "ETag", skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Report {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_bucket_owner: Option<String>,
+}
+
+/// A refused request: which field, and why.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("invalid CreateJob request: {field}: {message}")]
+pub struct RequestError {
+    pub field: String,
+    pub message: String,
+}
+
+impl RequestError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        RequestError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReportScope {
+    AllTasks,
+    FailedTasksOnly,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportTarget {
+    pub bucket: String,
+    /// Prefix without a trailing slash; empty for the bucket root.
+    pub prefix: String,
+    pub scope: ReportScope,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestSource {
+    pub bucket: String,
+    pub key: String,
+    pub version_id: Option<String>,
+    /// ETag the manifest had when the job was created; checked again when it is read.
+    pub etag: Option<String>,
+    pub fields: ManifestFields,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetadataDirective {
+    Copy,
+    Replace,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ReplacementMetadata {
+    pub cache_control: Option<String>,
+    pub content_disposition: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_language: Option<String>,
+    pub content_type: Option<String>,
+    pub expires: Option<String>,
+    pub user_metadata: Vec<(String, String)>,
+    pub sse_algorithm: Option<String>,
+}
+
+/// What a copy task does, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopySpec {
+    pub target_bucket: String,
+    /// Joined in front of every key; ends with `/` when not empty.
+    pub target_key_prefix: String,
+    pub storage_class: Option<String>,
+    pub metadata_directive: MetadataDirective,
+    pub new_metadata: ReplacementMetadata,
+    /// `Some` replaces the tags (possibly with none); `None` copies the source's tags.
+    pub new_tagging: Option<Vec<(String, String)>>,
+    pub checksum_algorithm: Option<String>,
+}
+
+impl CopySpec {
+    pub fn target_key(&self, source_key: &str) -> String {
+        format!("{}{}", self.target_key_prefix, source_key)
+    }
+}
+
+/// A validated job: everything the planner, workers and finalizer need.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub copy: CopySpec,
+    pub manifest: ManifestSource,
+    pub report: Option<ReportTarget>,
+    pub priority: i64,
+    pub confirmation_required: bool,
+}
+
+const STORAGE_CLASSES: [&str; 8] = [
+    "STANDARD",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "GLACIER",
+    "INTELLIGENT_TIERING",
+    "DEEP_ARCHIVE",
+    "GLACIER_IR",
+    "REDUCED_REDUNDANCY",
+];
+const CHECKSUM_ALGORITHMS: [&str; 5] = ["CRC32", "CRC32C", "SHA1", "SHA256", "CRC64NVME"];
+
+impl CreateJobRequest {
+    /// Parses the JSON document, naming the path of the first offending field.
+    pub fn from_json(document: &str) -> Result<Self, RequestError> {
+        let deserializer = &mut serde_json::Deserializer::from_str(document);
+        serde_path_to_error::deserialize(deserializer).map_err(|err| {
+            let path = err.path().to_string();
+            let field = if path == "." {
+                "request".to_string()
+            } else {
+                path
+            };
+            RequestError::new(field, err.into_inner().to_string())
+        })
+    }
+
+    /// Validates every field and returns what the engine runs.
+    pub fn validate(&self) -> Result<JobSpec, RequestError> {
+        if self.manifest_generator.is_some() {
+            return Err(RequestError::new(
+                "ManifestGenerator",
+                "generated manifests are not supported yet; give Manifest with a CSV manifest",
+            ));
+        }
+        if self.priority < 0 || self.priority > i32::MAX as i64 {
+            return Err(RequestError::new(
+                "Priority",
+                format!("must be between 0 and {}, got {}", i32::MAX, self.priority),
+            ));
+        }
+        if let Some(token) = &self.client_request_token {
+            if token.is_empty() || token.len() > 64 {
+                return Err(RequestError::new(
+                    "ClientRequestToken",
+                    "must be 1 to 64 characters long",
+                ));
+            }
+        }
+        if let Some(description) = &self.description {
+            if description.chars().count() > 256 {
+                return Err(RequestError::new(
+                    "Description",
+                    "must be at most 256 characters",
+                ));
+            }
+        }
+        let copy = self.validate_operation()?;
+        let manifest = self.validate_manifest()?;
+        let report = self.validate_report()?;
+        Ok(JobSpec {
+            copy,
+            manifest,
+            report,
+            priority: self.priority,
+            confirmation_required: self.confirmation_required,
+        })
+    }
+
+    fn validate_operation(&self) -> Result<CopySpec, RequestError> {
+        let op = &self.operation;
+        let others = [
+            ("LambdaInvoke", op.lambda_invoke.is_some()),
+            ("S3PutObjectAcl", op.s3_put_object_acl.is_some()),
+            ("S3PutObjectTagging", op.s3_put_object_tagging.is_some()),
+            (
+                "S3DeleteObjectTagging",
+                op.s3_delete_object_tagging.is_some(),
+            ),
+            (
+                "S3InitiateRestoreObject",
+                op.s3_initiate_restore_object.is_some(),
+            ),
+            (
+                "S3PutObjectLegalHold",
+                op.s3_put_object_legal_hold.is_some(),
+            ),
+            ("S3PutObjectRetention", op.s3_put_object_retention.is_some()),
+            ("S3ReplicateObject", op.s3_replicate_object.is_some()),
+            (
+                "S3ComputeObjectChecksum",
+                op.s3_compute_object_checksum.is_some(),
+            ),
+        ];
+        let named: Vec<&str> = others
+            .iter()
+            .filter(|(_, set)| *set)
+            .map(|(n, _)| *n)
+            .collect();
+        let copy =
+            match (&op.s3_put_object_copy, named.as_slice()) {
+                (Some(_), [other, ..]) => {
+                    return Err(RequestError::new(
+                        format!("Operation.{other}"),
+                        "an operation must name exactly one action",
+                    ))
+                }
+                (None, [other, ..]) => return Err(RequestError::new(
+                    format!("Operation.{other}"),
+                    "this operation is not supported by batchops yet; supported: S3PutObjectCopy",
+                )),
+                (None, []) => {
+                    return Err(RequestError::new(
+                        "Operation",
+                        "no operation given; expected S3PutObjectCopy",
+                    ))
+                }
+                (Some(copy), []) => copy,
+            };
+        let base = "Operation.S3PutObjectCopy";
+        let unsupported = [
+            (
+                "CannedAccessControlList",
+                copy.canned_access_control_list.is_some(),
+            ),
+            ("AccessControlGrants", copy.access_control_grants.is_some()),
+            (
+                "ModifiedSinceConstraint",
+                copy.modified_since_constraint.is_some(),
+            ),
+            (
+                "UnModifiedSinceConstraint",
+                copy.un_modified_since_constraint.is_some(),
+            ),
+            ("RedirectLocation", copy.redirect_location.is_some()),
+            ("RequesterPays", copy.requester_pays.is_some()),
+            ("SSEAwsKmsKeyId", copy.sse_aws_kms_key_id.is_some()),
+            (
+                "TargetKeyPrefixTransform",
+                copy.target_key_prefix_transform.is_some(),
+            ),
+            (
+                "ObjectLockLegalHoldStatus",
+                copy.object_lock_legal_hold_status.is_some(),
+            ),
+            ("ObjectLockMode", copy.object_lock_mode.is_some()),
+            (
+                "ObjectLockRetainUntilDate",
+                copy.object_lock_retain_until_date.is_some(),
+            ),
+            ("BucketKeyEnabled", copy.bucket_key_enabled.is_some()),
+        ];
+        if let Some((name, _)) = unsupported.iter().find(|(_, set)| *set) {
+            return Err(RequestError::new(
+                format!("{base}.{name}"),
+                "batchops cannot honour this option yet; remove it to run the copy without it",
+            ));
+        }
+        let target = copy.target_resource.as_deref().ok_or_else(|| {
+            RequestError::new(
+                format!("{base}.TargetResource"),
+                "required: the destination bucket ARN",
+            )
+        })?;
+        let target_bucket = bucket_from_arn(target)
+            .map_err(|e| RequestError::new(format!("{base}.TargetResource"), e.to_string()))?;
+        let target_key_prefix = match copy.target_key_prefix.as_deref() {
+            None | Some("") => String::new(),
+            Some(prefix) if prefix.ends_with('/') => prefix.to_string(),
+            Some(prefix) => format!("{prefix}/"),
+        };
+        if let Some(class) = &copy.storage_class {
+            if !STORAGE_CLASSES.contains(&class.as_str()) {
+                return Err(RequestError::new(
+                    format!("{base}.StorageClass"),
+                    format!(
+                        "unknown storage class `{class}`; expected one of {}",
+                        STORAGE_CLASSES.join(", ")
+                    ),
+                ));
+            }
+        }
+        let metadata_directive = match copy.metadata_directive.as_deref() {
+            None | Some("COPY") => MetadataDirective::Copy,
+            Some("REPLACE") => MetadataDirective::Replace,
+            Some(other) => {
+                return Err(RequestError::new(
+                    format!("{base}.MetadataDirective"),
+                    format!("expected COPY or REPLACE, got `{other}`"),
+                ))
+            }
+        };
+        let new_metadata = match &copy.new_object_metadata {
+            None => ReplacementMetadata::default(),
+            Some(meta) => {
+                let field = |name: &str| format!("{base}.NewObjectMetadata.{name}");
+                if meta.content_length.is_some() {
+                    return Err(RequestError::new(
+                        field("ContentLength"),
+                        "cannot be set on a copy",
+                    ));
+                }
+                if meta.content_md5.is_some() {
+                    return Err(RequestError::new(
+                        field("ContentMD5"),
+                        "cannot be set on a copy",
+                    ));
+                }
+                if meta.requester_charged.is_some() {
+                    return Err(RequestError::new(
+                        field("RequesterCharged"),
+                        "batchops cannot honour this option yet",
+                    ));
+                }
+                if let Some(sse) = &meta.sse_algorithm {
+                    if sse != "AES256" && sse != "KMS" {
+                        return Err(RequestError::new(
+                            field("SSEAlgorithm"),
+                            format!("expected AES256 or KMS, got `{sse}`"),
+                        ));
+                    }
+                    if sse == "KMS" {
+                        return Err(RequestError::new(
+                            field("SSEAlgorithm"),
+                            "KMS encryption is not supported by batchops yet",
+                        ));
+                    }
+                }
+                if let Some(expires) = &meta.http_expires_date {
+                    time::OffsetDateTime::parse(
+                        expires,
+                        &time::format_description::well_known::Rfc3339,
+                    )
+                    .map_err(|e| {
+                        RequestError::new(
+                            field("HttpExpiresDate"),
+                            format!("not an ISO 8601 time: {e}"),
+                        )
+                    })?;
+                }
+                if metadata_directive != MetadataDirective::Replace {
+                    return Err(RequestError::new(
+                        format!("{base}.NewObjectMetadata"),
+                        "new metadata is only applied with MetadataDirective REPLACE",
+                    ));
+                }
+                ReplacementMetadata {
+                    cache_control: meta.cache_control.clone(),
+                    content_disposition: meta.content_disposition.clone(),
+                    content_encoding: meta.content_encoding.clone(),
+                    content_language: meta.content_language.clone(),
+                    content_type: meta.content_type.clone(),
+                    expires: meta.http_expires_date.clone(),
+                    user_metadata: meta
+                        .user_metadata
+                        .clone()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .collect(),
+                    sse_algorithm: meta.sse_algorithm.clone(),
+                }
+            }
+        };
+        let new_tagging = match &copy.new_object_tagging {
+            None => None,
+            Some(tags) => {
+                if tags.len() > 10 {
+                    return Err(RequestError::new(
+                        format!("{base}.NewObjectTagging"),
+                        format!("at most 10 tags per object, got {}", tags.len()),
+                    ));
+                }
+                for (i, tag) in tags.iter().enumerate() {
+                    if tag.key.is_empty() || tag.key.chars().count() > 128 {
+                        return Err(RequestError::new(
+                            format!("{base}.NewObjectTagging[{i}].Key"),
+                            "must be 1 to 128 characters",
+                        ));
+                    }
+                    if tag.value.chars().count() > 256 {
+                        return Err(RequestError::new(
+                            format!("{base}.NewObjectTagging[{i}].Value"),
+                            "must be at most 256 characters",
+                        ));
+                    }
+                }
+                Some(
+                    tags.iter()
+                        .map(|t| (t.key.clone(), t.value.clone()))
+                        .collect(),
+                )
+            }
+        };
+        if let Some(algorithm) = &copy.checksum_algorithm {
+            if !CHECKSUM_ALGORITHMS.contains(&algorithm.as_str()) {
+                return Err(RequestError::new(
+                    format!("{base}.ChecksumAlgorithm"),
+                    format!(
+                        "expected one of {}, got `{algorithm}`",
+                        CHECKSUM_ALGORITHMS.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(CopySpec {
+            target_bucket,
+            target_key_prefix,
+            storage_class: copy.storage_class.clone(),
+            metadata_directive,
+            new_metadata,
+            new_tagging,
+            checksum_algorithm: copy.checksum_algorithm.clone(),
+        })
+    }
+
+    fn validate_manifest(&self) -> Result<ManifestSource, RequestError> {
+        let manifest = self
+            .manifest
+            .as_ref()
+            .ok_or_else(|| RequestError::new("Manifest", "required"))?;
+        match manifest.spec.format.as_str() {
+            CSV_MANIFEST_FORMAT => {}
+            INVENTORY_MANIFEST_FORMAT => return Err(RequestError::new(
+                "Manifest.Spec.Format",
+                "S3 Inventory manifests are not supported yet; use S3BatchOperations_CSV_20180820",
+            )),
+            other => {
+                return Err(RequestError::new(
+                    "Manifest.Spec.Format",
+                    format!("unknown format `{other}`; expected {CSV_MANIFEST_FORMAT}"),
+                ))
+            }
+        }
+        let names = manifest.spec.fields.as_ref().ok_or_else(|| {
+            RequestError::new(
+                "Manifest.Spec.Fields",
+                "required for CSV manifests, e.g. [\"Bucket\", \"Key\"] or [\"Bucket\", \"Key\", \"VersionId\"]",
+            )
+        })?;
+        let mut fields = Vec::with_capacity(names.len());
+        for (i, name) in names.iter().enumerate() {
+            let field =
+                match name.as_str() {
+                    "Bucket" => ManifestField::Bucket,
+                    "Key" => ManifestField::Key,
+                    "VersionId" => ManifestField::VersionId,
+                    "Ignore" => ManifestField::Ignore,
+                    other => return Err(RequestError::new(
+                        format!("Manifest.Spec.Fields[{i}]"),
+                        format!(
+                            "unknown field `{other}`; expected Bucket, Key, VersionId or Ignore"
+                        ),
+                    )),
+                };
+            fields.push(field);
+        }
+        let fields = ManifestFields::new(fields)
+            .map_err(|message| RequestError::new("Manifest.Spec.Fields", message))?;
+        let (bucket, key) = object_from_arn(&manifest.location.object_arn)
+            .map_err(|e| RequestError::new("Manifest.Location.ObjectArn", e.to_string()))?;
+        if let Some(etag) = &manifest.location.etag {
+            if etag.trim_matches('"').is_empty() {
+                return Err(RequestError::new(
+                    "Manifest.Location.ETag",
+                    "must not be empty",
+                ));
+            }
+        }
+        Ok(ManifestSource {
+            bucket,
+            key,
+            version_id: manifest
+                .location
+                .object_version_id
+                .clone()
+                .filter(|v| !v.is_empty()),
+            etag: manifest.location.etag.clone(),
+            fields,
+        })
+    }
+
+    fn validate_report(&self) -> Result<Option<ReportTarget>, RequestError> {
+        let report = &self.report;
+        if !report.enabled {
+            return Ok(None);
+        }
+        let bucket_arn = report.bucket.as_deref().ok_or_else(|| {
+            RequestError::new("Report.Bucket", "required when Report.Enabled is true")
+        })?;
+        let bucket = bucket_from_arn(bucket_arn)
+            .map_err(|e| RequestError::new("Report.Bucket", e.to_string()))?;
+        match report.format.as_deref() {
+            Some(REPORT_FORMAT) => {}
+            None => {
+                return Err(RequestError::new(
+                    "Report.Format",
+                    format!("required when Report.Enabled is true; expected {REPORT_FORMAT}"),
+                ))
+            }
+            Some(other) => {
+                return Err(RequestError::new(
+                    "Report.Format",
+                    format!("unknown format `{other}`; expected {REPORT_FORMAT}"),
+                ))
+            }
+        }
+        let scope = match report.report_scope.as_deref() {
+            None | Some("AllTasks") => ReportScope::AllTasks,
+            Some("FailedTasksOnly") => ReportScope::FailedTasksOnly,
+            Some(other) => {
+                return Err(RequestError::new(
+                    "Report.ReportScope",
+                    format!("expected AllTasks or FailedTasksOnly, got `{other}`"),
+                ))
+            }
+        };
+        let prefix = report
+            .prefix
+            .clone()
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_string();
+        Ok(Some(ReportTarget {
+            bucket,
+            prefix,
+            scope,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> String {
+        r#"{
+          "AccountId": "123456789012",
+          "ConfirmationRequired": false,
+          "Operation": {"S3PutObjectCopy": {
+              "TargetResource": "arn:aws:s3:::dest",
+              "TargetKeyPrefix": "copies",
+              "StorageClass": "STANDARD",
+              "MetadataDirective": "COPY"}},
+          "Report": {"Bucket": "arn:aws:s3:::reports", "Prefix": "batch/", "Format": "Report_CSV_20180820",
+                     "Enabled": true, "ReportScope": "AllTasks"},
+          "ClientRequestToken": "token-1",
+          "Manifest": {"Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket", "Key"]},
+                       "Location": {"ObjectArn": "arn:aws:s3:::control/manifests/m.csv", "ETag": "\"abc\""}},
+          "Description": "copy job",
+          "Priority": 10,
+          "RoleArn": "arn:aws:iam::123456789012:role/batch",
+          "Tags": [{"Key": "team", "Value": "data"}]
+        }"#
+        .to_string()
+    }
+
+    #[test]
+    fn accepts_an_s3control_document() {
+        let request = CreateJobRequest::from_json(&sample()).unwrap();
+        let spec = request.validate().unwrap();
+        assert_eq!(spec.copy.target_bucket, "dest");
+        assert_eq!(spec.copy.target_key("a/b.txt"), "copies/a/b.txt");
+        assert_eq!(spec.manifest.bucket, "control");
+        assert_eq!(spec.manifest.key, "manifests/m.csv");
+        assert_eq!(spec.manifest.etag.as_deref(), Some("\"abc\""));
+        let report = spec.report.unwrap();
+        assert_eq!(
+            (report.bucket.as_str(), report.prefix.as_str()),
+            ("reports", "batch")
+        );
+        assert_eq!(spec.priority, 10);
+    }
+
+    #[test]
+    fn unknown_field_is_refused_with_its_path() {
+        let doc = sample().replace("\"StorageClass\"", "\"StorageKlass\"");
+        let err = CreateJobRequest::from_json(&doc).unwrap_err();
+        assert_eq!(err.field, "Operation.S3PutObjectCopy.StorageKlass");
+        assert!(err.message.contains("StorageKlass"), "{}", err.message);
+    }
+
+    #[test]
+    fn unsupported_option_is_refused_not_dropped() {
+        let doc = sample().replace(
+            "\"MetadataDirective\": \"COPY\"",
+            "\"MetadataDirective\": \"COPY\", \"ObjectLockMode\": \"GOVERNANCE\"",
+        );
+        let err = CreateJobRequest::from_json(&doc)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.field, "Operation.S3PutObjectCopy.ObjectLockMode");
+    }
+
+    #[test]
+    fn other_operations_are_refused_by_name() {
+        let doc = sample().replace(
+            "\"S3PutObjectCopy\": {",
+            "\"S3PutObjectTagging\": {\"TagSet\": []}, \"S3ReplicateObject\": {}, \"Unused\": {",
+        );
+        // `Unused` is not an operation at all: the parser names it.
+        let err = CreateJobRequest::from_json(&doc).unwrap_err();
+        assert_eq!(err.field, "Operation.Unused");
+        let doc = r#"{"Operation": {"S3PutObjectTagging": {"TagSet": []}}, "Report": {"Enabled": false},
+                      "Priority": 1, "Manifest": {"Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket","Key"]},
+                      "Location": {"ObjectArn": "arn:aws:s3:::b/m.csv"}}}"#;
+        let err = CreateJobRequest::from_json(doc)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.field, "Operation.S3PutObjectTagging");
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let cases = [
+            (
+                "\"arn:aws:s3:::dest\"",
+                "\"dest\"",
+                "Operation.S3PutObjectCopy.TargetResource",
+            ),
+            (
+                "\"STANDARD\"",
+                "\"FAST\"",
+                "Operation.S3PutObjectCopy.StorageClass",
+            ),
+            ("\"Key\"]", "\"Key\", \"Size\"]", "Manifest.Spec.Fields[2]"),
+            ("\"Bucket\", \"Key\"]", "\"Key\"]", "Manifest.Spec.Fields"),
+            ("\"AllTasks\"", "\"Some\"", "Report.ReportScope"),
+            ("\"Priority\": 10", "\"Priority\": -1", "Priority"),
+            (
+                "S3BatchOperations_CSV_20180820",
+                "S3InventoryReport_CSV_20161130",
+                "Manifest.Spec.Format",
+            ),
+            (
+                "\"arn:aws:s3:::control/manifests/m.csv\"",
+                "\"arn:aws:s3:::control\"",
+                "Manifest.Location.ObjectArn",
+            ),
+        ];
+        for (from, to, field) in cases {
+            let doc = sample().replace(from, to);
+            assert_ne!(doc, sample(), "{from}");
+            let err = CreateJobRequest::from_json(&doc)
+                .and_then(|r| r.validate().map(|_| r))
+                .unwrap_err();
+            assert_eq!(err.field, field, "{from} -> {to}: {err}");
+        }
+    }
+
+    #[test]
+    fn new_metadata_requires_replace() {
+        let doc = sample().replace(
+            "\"MetadataDirective\": \"COPY\"",
+            "\"MetadataDirective\": \"COPY\", \"NewObjectMetadata\": {\"ContentType\": \"text/plain\"}",
+        );
+        let err = CreateJobRequest::from_json(&doc)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.field, "Operation.S3PutObjectCopy.NewObjectMetadata");
+        let doc = doc.replace("\"COPY\"", "\"REPLACE\"");
+        let spec = CreateJobRequest::from_json(&doc)
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(
+            spec.copy.new_metadata.content_type.as_deref(),
+            Some("text/plain")
+        );
+    }
+}

@@ -1,0 +1,62 @@
+# Local AWS stack for batchops: moto's server (S3, SQS, DynamoDB on one loopback port), installed
+# from PyPI at a pinned version into the project's .venv, started on a free port, stopped at exit.
+# Source this file, then call `local_stack_start`.
+
+BATCHOPS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+MOTO_VERSION="${MOTO_VERSION:-5.2.5}"
+VENV="$BATCHOPS_ROOT/.venv"
+LOCAL_DIR="$BATCHOPS_ROOT/.local"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+ensure_python_venv() {
+  if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import moto, boto3; assert moto.__version__ == '$MOTO_VERSION'" 2>/dev/null; then
+    return 0
+  fi
+  if ! python3 -m venv --help >/dev/null 2>&1; then
+    log "installing python3-venv"
+    apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+  fi
+  log "installing moto[server]==$MOTO_VERSION into .venv"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+local_stack_stop() {
+  if [ -n "${MOTO_PID:-}" ] && kill -0 "$MOTO_PID" 2>/dev/null; then
+    kill "$MOTO_PID" 2>/dev/null || true
+    wait "$MOTO_PID" 2>/dev/null || true
+  fi
+  MOTO_PID=""
+}
+
+local_stack_start() {
+  ensure_python_venv
+  mkdir -p "$LOCAL_DIR"
+  local port
+  port="$(free_port)"
+  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$LOCAL_DIR/moto.log" 2>&1 &
+  MOTO_PID=$!
+  trap local_stack_stop EXIT
+  for _ in $(seq 1 100); do
+    if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/')" 2>/dev/null; then
+      break
+    fi
+    if ! kill -0 "$MOTO_PID" 2>/dev/null; then
+      cat "$LOCAL_DIR/moto.log" >&2
+      echo "moto server exited" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+  export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
+  export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-testing}"
+  export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-testing}"
+  export AWS_REGION="${AWS_REGION:-us-east-1}"
+  export AWS_DEFAULT_REGION="$AWS_REGION"
+  log "moto $MOTO_VERSION listening on $AWS_ENDPOINT_URL (pid $MOTO_PID, log .local/moto.log)"
+}
