@@ -62,7 +62,7 @@ enum LocalCommand {
 #[derive(Subcommand)]
 enum JobCommand {
     /// Create a job from an `aws s3control create-job` JSON document, or from flags.
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// Show a job (DescribeJob).
     Describe {
         job_id: String,
@@ -183,27 +183,27 @@ fn request_from_flags(args: &CreateArgs) -> Result<CreateJobRequest> {
 
 fn print_summary(job: &JobDescriptor) {
     let p = &job.progress_summary;
-    println!("Job        {}", job.job_id);
-    println!("Status     {}", job.status);
+    println!("Job         {}", job.job_id);
+    println!("Status      {}", job.status);
     if let Some(description) = &job.description {
         println!("Description {description}");
     }
-    println!("Priority   {}", job.priority);
+    println!("Priority    {}", job.priority);
     println!(
-        "Tasks      {} total, {} succeeded, {} failed ({} bytes copied)",
+        "Tasks       {} total, {} succeeded, {} failed ({} bytes copied)",
         p.total_number_of_tasks,
         p.number_of_tasks_succeeded,
         p.number_of_tasks_failed,
         p.number_of_bytes_copied
     );
-    println!("Active     {}s", p.timers.elapsed_time_in_active_seconds);
-    println!("Created    {}", job.creation_time);
+    println!("Active      {}s", p.timers.elapsed_time_in_active_seconds);
+    println!("Created     {}", job.creation_time);
     if let Some(ended) = &job.termination_date {
-        println!("Ended      {ended}");
+        println!("Ended       {ended}");
     }
     for reason in &job.failure_reasons {
         println!(
-            "Failure    {}: {}",
+            "Failure     {}: {}",
             reason.failure_code, reason.failure_reason
         );
     }
@@ -225,7 +225,7 @@ fn print_summary(job: &JobDescriptor) {
             } else {
                 format!("{prefix}/job-{}", job.job_id)
             };
-            println!("Report     s3://{bucket}/{root}/manifest.json");
+            println!("Report      s3://{bucket}/{root}/manifest.json");
         }
     }
 }
@@ -404,9 +404,9 @@ async fn main() -> Result<()> {
                         }))?
                     );
                 } else {
-                    println!("Report     {}", audit.manifest_url);
+                    println!("Report      {}", audit.manifest_url);
                     println!(
-                        "Shards     {} (checksums {})",
+                        "Shards      {} (checksums {})",
                         audit.shards,
                         if audit.bad_checksums.is_empty() {
                             "ok"
@@ -415,15 +415,15 @@ async fn main() -> Result<()> {
                         }
                     );
                     println!(
-                        "Rows       {} succeeded, {} failed, {} duplicates",
+                        "Rows        {} succeeded, {} failed, {} duplicates",
                         audit.succeeded_rows, audit.failed_rows, audit.duplicate_rows
                     );
                     println!(
-                        "Counters   {} succeeded, {} failed",
+                        "Counters    {} succeeded, {} failed",
                         audit.counters_succeeded, audit.counters_failed
                     );
                     println!(
-                        "Verdict    {}",
+                        "Verdict     {}",
                         if consistent {
                             "report matches the job's counters"
                         } else {

@@ -58,14 +58,14 @@ impl Config {
                 .cloned()
                 .unwrap_or_else(|| default.to_string())
         };
-        fn number<T: std::str::FromStr>(
+        fn number<T>(
             vars: &HashMap<String, String>,
             name: &str,
             default: T,
             min: T,
         ) -> Result<T, ConfigError>
         where
-            T: PartialOrd + std::fmt::Display + Copy,
+            T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
         {
             match vars.get(name).filter(|v| !v.is_empty()) {
                 None => Ok(default),

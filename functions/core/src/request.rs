@@ -665,19 +665,20 @@ impl CreateJobRequest {
         })?;
         let mut fields = Vec::with_capacity(names.len());
         for (i, name) in names.iter().enumerate() {
-            let field =
-                match name.as_str() {
-                    "Bucket" => ManifestField::Bucket,
-                    "Key" => ManifestField::Key,
-                    "VersionId" => ManifestField::VersionId,
-                    "Ignore" => ManifestField::Ignore,
-                    other => return Err(RequestError::new(
+            let field = match name.as_str() {
+                "Bucket" => ManifestField::Bucket,
+                "Key" => ManifestField::Key,
+                "VersionId" => ManifestField::VersionId,
+                "Ignore" => ManifestField::Ignore,
+                other => {
+                    return Err(RequestError::new(
                         format!("Manifest.Spec.Fields[{i}]"),
                         format!(
                             "unknown field `{other}`; expected Bucket, Key, VersionId or Ignore"
                         ),
-                    )),
-                };
+                    ))
+                }
+            };
             fields.push(field);
         }
         let fields = ManifestFields::new(fields)

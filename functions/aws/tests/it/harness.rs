@@ -1,0 +1,234 @@
+//! Test harness: every test gets its own table, queues and buckets (random suffix) on the one
+//! moto server that scripts/test.sh started, so tests run in parallel without seeing each other.
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+use batchops_aws::audit::{audit_report, ReportAudit};
+use batchops_aws::runtime::{run, RunOptions};
+use batchops_aws::{setup, App, Clients, Config};
+use batchops_core::describe::JobDescriptor;
+use batchops_core::CreateJobRequest;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct TestEnv {
+    pub app: Arc<App>,
+    pub clients: Clients,
+    pub src: String,
+    pub dst: String,
+    pub reports: String,
+}
+
+fn require_endpoint() {
+    if std::env::var("AWS_ENDPOINT_URL")
+        .map(|v| v.is_empty())
+        .unwrap_or(true)
+    {
+        panic!(
+            "AWS_ENDPOINT_URL is not set: run the tests through scripts/test.sh, which starts moto"
+        );
+    }
+}
+
+impl TestEnv {
+    pub async fn new() -> Self {
+        Self::with_vars(&[]).await
+    }
+
+    /// `vars` override batchops configuration (BATCHOPS_CHUNK_SIZE, thresholds, ...).
+    pub async fn with_vars(vars: &[(&str, &str)]) -> Self {
+        require_endpoint();
+        let suffix = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
+        let mut map: HashMap<String, String> = HashMap::from([
+            ("BATCHOPS_TABLE".into(), format!("t-{suffix}")),
+            ("BATCHOPS_WORK_QUEUE".into(), format!("w-{suffix}")),
+            ("BATCHOPS_PLAN_QUEUE".into(), format!("p-{suffix}")),
+            ("BATCHOPS_FINALIZE_QUEUE".into(), format!("f-{suffix}")),
+            ("BATCHOPS_CONTROL_BUCKET".into(), format!("ctl-{suffix}")),
+            ("BATCHOPS_STATUS_CHECK_SECONDS".into(), "0.1".into()),
+            ("BATCHOPS_RETRY_BASE_MS".into(), "10".into()),
+            ("BATCHOPS_LOCAL_CHUNK_DEADLINE_SECONDS".into(), "120".into()),
+            ("AWS_REGION".into(), "us-east-1".into()),
+        ]);
+        for (k, v) in vars {
+            map.insert(k.to_string(), v.to_string());
+        }
+        let config = Config::from_vars(&map).expect("test config");
+        let clients = Clients::load(&config).await;
+        setup::init(&clients, &config).await.expect("local init");
+        let app = App::new(config, clients.clone()).await.expect("app");
+        let env = TestEnv {
+            app: Arc::new(app),
+            clients,
+            src: format!("src-{suffix}"),
+            dst: format!("dst-{suffix}"),
+            reports: format!("rep-{suffix}"),
+        };
+        for bucket in [&env.src, &env.dst, &env.reports] {
+            env.clients
+                .s3
+                .create_bucket()
+                .bucket(bucket)
+                .send()
+                .await
+                .expect("create bucket");
+        }
+        for bucket in [&env.src, &env.dst] {
+            env.set_versioning(bucket).await;
+        }
+        env
+    }
+
+    pub async fn set_versioning(&self, bucket: &str) {
+        self.clients
+            .s3
+            .put_bucket_versioning()
+            .bucket(bucket)
+            .versioning_configuration(
+                VersioningConfiguration::builder()
+                    .status(BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("versioning");
+    }
+
+    /// Writes an object and returns its version id.
+    pub async fn put(&self, bucket: &str, key: &str, body: impl Into<Vec<u8>>) -> String {
+        let out = self
+            .clients
+            .s3
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(ByteStream::from(body.into()))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("put {bucket}/{key}: {e:?}"));
+        out.version_id().unwrap_or("null").to_string()
+    }
+
+    /// Writes many objects, 16 at a time.
+    pub async fn put_many(&self, bucket: &str, objects: Vec<(String, Vec<u8>)>) {
+        use futures::StreamExt;
+        futures::stream::iter(objects)
+            .for_each_concurrent(16, |(key, body)| async move {
+                self.put(bucket, &key, body).await;
+            })
+            .await;
+    }
+
+    pub async fn get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        let out = self
+            .clients
+            .s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .ok()?;
+        Some(
+            out.body
+                .collect()
+                .await
+                .expect("read body")
+                .into_bytes()
+                .to_vec(),
+        )
+    }
+
+    pub async fn keys(&self, bucket: &str) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .clients
+            .s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            for object in page.expect("list").contents() {
+                keys.push(object.key().unwrap_or_default().to_string());
+            }
+        }
+        keys.sort();
+        keys
+    }
+
+    /// Uploads a manifest (lines joined with `\n`) to the source bucket; returns its key.
+    pub async fn manifest(&self, name: &str, lines: &[String]) -> String {
+        let key = format!("manifests/{name}.csv");
+        let mut body = lines.join("\n");
+        body.push('\n');
+        self.put(&self.src, &key, body).await;
+        key
+    }
+
+    /// A CreateJob document copying to `dst/copied/` with an AllTasks report.
+    pub fn request_json(&self, manifest_key: &str, fields: &[&str]) -> Value {
+        json!({
+            "AccountId": "000000000000",
+            "ConfirmationRequired": false,
+            "Operation": {"S3PutObjectCopy": {"TargetResource": format!("arn:aws:s3:::{}", self.dst), "TargetKeyPrefix": "copied"}},
+            "Report": {"Bucket": format!("arn:aws:s3:::{}", self.reports), "Prefix": "reports", "Format": "Report_CSV_20180820",
+                       "Enabled": true, "ReportScope": "AllTasks"},
+            "Manifest": {"Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": fields},
+                         "Location": {"ObjectArn": format!("arn:aws:s3:::{}/{}", self.src, manifest_key)}},
+            "Priority": 10,
+            "RoleArn": "arn:aws:iam::000000000000:role/batchops"
+        })
+    }
+
+    pub async fn create(&self, document: Value) -> String {
+        let request = CreateJobRequest::from_json(&document.to_string()).expect("request parses");
+        batchops_aws::jobs::create_job(&self.app, request)
+            .await
+            .expect("create job")
+            .job_id
+    }
+
+    /// Runs the local runtime until no job has work left.
+    pub async fn run_until_idle(&self) {
+        let options = RunOptions {
+            until_idle: true,
+            concurrency: 4,
+            sweep_interval: Duration::from_millis(200),
+            max_duration: Some(Duration::from_secs(240)),
+        };
+        run(self.app.clone(), options)
+            .await
+            .expect("runtime reaches idle");
+    }
+
+    pub async fn describe(&self, job_id: &str) -> JobDescriptor {
+        batchops_aws::jobs::describe_job(&self.app, job_id)
+            .await
+            .expect("describe")
+    }
+
+    /// Reads the report back and asserts it lists every counted task exactly once, intact.
+    pub async fn audit(&self, job_id: &str) -> ReportAudit {
+        let audit = audit_report(&self.app, job_id)
+            .await
+            .expect("report readable");
+        assert!(
+            audit.bad_checksums.is_empty(),
+            "bad shard checksums: {:?}",
+            audit.bad_checksums
+        );
+        assert_eq!(audit.duplicate_rows, 0, "a task is reported twice");
+        assert_eq!(
+            audit.succeeded_rows, audit.counters_succeeded,
+            "succeeded rows vs counters"
+        );
+        assert_eq!(
+            audit.failed_rows, audit.counters_failed,
+            "failed rows vs counters"
+        );
+        audit
+    }
+}

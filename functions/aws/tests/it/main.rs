@@ -1,0 +1,5 @@
+//! Integration tests against moto over HTTP (started by scripts/test.sh).
+
+mod harness;
+mod job_path;
+mod lambda_events;
