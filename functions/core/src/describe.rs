@@ -123,3 +123,56 @@ pub fn list_entry(job: &JobRecord, counters: &Counters, now: OffsetDateTime) -> 
         progress_summary: progress(job, counters, now),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::CreateJobRequest;
+    use time::macros::datetime;
+
+    #[test]
+    fn describe_uses_the_job_descriptor_field_names() {
+        let doc = r#"{"Operation": {"S3PutObjectCopy": {"TargetResource": "arn:aws:s3:::dest"}},
+            "Report": {"Enabled": false}, "Priority": 5, "Description": "d",
+            "Manifest": {"Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket","Key"]},
+                         "Location": {"ObjectArn": "arn:aws:s3:::b/m.csv", "ETag": "e"}}}"#;
+        let request = CreateJobRequest::from_json(doc).unwrap();
+        let spec = request.validate().unwrap();
+        let mut job = JobRecord::new("j1".into(), request, spec, datetime!(2026-01-01 0:00 UTC));
+        job.plan.tasks = 10;
+        let counters = Counters {
+            succeeded: 7,
+            failed: 2,
+            bytes: 99,
+            ranges: 1,
+        };
+        let json = serde_json::to_value(describe(
+            &job,
+            &counters,
+            "us-east-1",
+            "123",
+            datetime!(2026-01-01 0:01 UTC),
+        ))
+        .unwrap();
+        assert_eq!(json["JobId"], "j1");
+        assert_eq!(json["JobArn"], "arn:aws:s3:us-east-1:123:job/j1");
+        assert_eq!(json["Status"], "New");
+        assert_eq!(
+            json["Operation"]["S3PutObjectCopy"]["TargetResource"],
+            "arn:aws:s3:::dest"
+        );
+        assert_eq!(json["Manifest"]["Location"]["ETag"], "e");
+        let progress = &json["ProgressSummary"];
+        assert_eq!(progress["TotalNumberOfTasks"], 10);
+        assert_eq!(progress["NumberOfTasksSucceeded"], 7);
+        assert_eq!(progress["NumberOfTasksFailed"], 2);
+        assert_eq!(progress["Timers"]["ElapsedTimeInActiveSeconds"], 0);
+        assert_eq!(json["CreationTime"], "2026-01-01T00:00:00Z");
+        assert!(json.get("TerminationDate").is_none());
+        let entry =
+            serde_json::to_value(list_entry(&job, &counters, datetime!(2026-01-01 0:01 UTC)))
+                .unwrap();
+        assert_eq!(entry["Operation"], "S3PutObjectCopy");
+        assert_eq!(entry["Priority"], 5);
+    }
+}

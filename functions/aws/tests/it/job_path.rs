@@ -768,3 +768,28 @@ async fn priority_can_change_until_the_job_ends() {
         .await
         .is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_tasks_only_reports_list_only_failures() {
+    let env = TestEnv::new().await;
+    env.put(&env.src, "ok", "ok").await;
+    let manifest = env
+        .manifest(
+            "failed-only",
+            &[line(&env.src, "ok"), line(&env.src, "nope")],
+        )
+        .await;
+    let mut document = env.request_json(&manifest, &["Bucket", "Key"]);
+    document["Report"]["ReportScope"] = json!("FailedTasksOnly");
+    let job = env.create(document).await;
+    env.run_until_idle().await;
+    let described = env.describe(&job).await;
+    assert_eq!(described.status, "Complete");
+    assert_eq!(described.progress_summary.number_of_tasks_succeeded, 1);
+    let audit = batchops_aws::audit::audit_report(&env.app, &job)
+        .await
+        .unwrap();
+    assert_eq!((audit.succeeded_rows, audit.failed_rows), (0, 1));
+    assert!(audit.consistent(false));
+    assert_eq!(audit.rows[0].key_encoded, "nope");
+}
