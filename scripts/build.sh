@@ -3,8 +3,16 @@
 # checks that each bootstrap is an aarch64 ELF executable.
 #
 # Tools are pinned and installed into .venv-tools (PyPI: cargo-lambda ships the binary, ziglang
-# is its cross-linker). Usage: scripts/build.sh   (extra args are passed to `cargo lambda build`)
+# is its cross-linker).
+# Usage: scripts/build.sh [cargo lambda build args...]
+#        scripts/build.sh --verify-only   (only check the existing bootstraps)
 set -euo pipefail
+
+VERIFY_ONLY=0
+if [[ "${1:-}" == "--verify-only" ]]; then
+    VERIFY_ONLY=1
+    shift
+fi
 
 CARGO_LAMBDA_VERSION="1.9.2"
 ZIGLANG_VERSION="0.17.1"
@@ -44,11 +52,13 @@ fi
 echo "==> $(cargo lambda --version)"
 
 # --- build ------------------------------------------------------------------------------------
-pkg_args=()
-for p in "${PACKAGES[@]}"; do pkg_args+=(-p "$p"); done
-start=$(date +%s)
-cargo lambda build --release --arm64 "${pkg_args[@]}" "$@"
-echo "==> cargo lambda build took $(( $(date +%s) - start ))s"
+if [[ "$VERIFY_ONLY" -eq 0 ]]; then
+    pkg_args=()
+    for p in "${PACKAGES[@]}"; do pkg_args+=(-p "$p"); done
+    start=$(date +%s)
+    cargo lambda build --release --arm64 "${pkg_args[@]}" "$@"
+    echo "==> cargo lambda build took $(( $(date +%s) - start ))s"
+fi
 
 # --- verify -----------------------------------------------------------------------------------
 # e_machine (bytes 18-19, little-endian) of an ELF file; 183 (0xb7) is EM_AARCH64.

@@ -39,6 +39,8 @@ enum Command {
         #[command(subcommand)]
         command: JobCommand,
     },
+    /// Dry run: the prepare step of a job over a manifest, without creating the job.
+    Plan(PlanArgs),
     /// Run planner, workers and finalizer locally against the configured endpoint.
     Run {
         /// Exit 0 once no job has work left.
@@ -93,6 +95,35 @@ enum JobCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    /// A local file or s3://bucket/key (for inventories: the report's manifest.json).
+    #[arg(long)]
+    manifest: String,
+    #[arg(long, value_enum, default_value_t = ManifestFormatArg::Csv)]
+    format: ManifestFormatArg,
+    /// CSV manifest columns, comma-separated.
+    #[arg(long, default_value = "Bucket,Key")]
+    fields: String,
+    /// Pin tasks to the version and ETag current now (HEADs objects that need it).
+    #[arg(long)]
+    pin_versions: bool,
+    /// Per key, the newest version not later than this RFC 3339 time.
+    #[arg(long)]
+    as_of: Option<String>,
+    /// Tasks per chunk (default: BATCHOPS_CHUNK_SIZE).
+    #[arg(long)]
+    chunk_size: Option<usize>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ManifestFormatArg {
+    Csv,
+    Inventory,
 }
 
 #[derive(Args)]
@@ -254,6 +285,96 @@ async fn watch(app: &App, job_id: &str) -> Result<JobDescriptor> {
     }
 }
 
+async fn plan(config: &Config, clients: &Clients, args: &PlanArgs) -> Result<()> {
+    use batchops_aws::prepare::{dry_run, ChunkWriter, Location, Reader, SourceOptions, SourceSpec};
+    use batchops_core::manifest::{ManifestField, ManifestFields};
+    use batchops_core::request::ManifestObject;
+    let location = match args.manifest.strip_prefix("s3://") {
+        Some(_) => {
+            let (bucket, key) = split_s3_url(&args.manifest)?;
+            Location::S3(ManifestObject { bucket, key, version_id: None, etag: None })
+        }
+        None => Location::Local(args.manifest.clone().into()),
+    };
+    let is_s3 = matches!(location, Location::S3(_));
+    let source = match args.format {
+        ManifestFormatArg::Csv => {
+            let mut fields = Vec::new();
+            for (i, name) in args.fields.split(',').map(str::trim).enumerate() {
+                fields.push(match name {
+                    "Bucket" => ManifestField::Bucket,
+                    "Key" => ManifestField::Key,
+                    "VersionId" => ManifestField::VersionId,
+                    "Ignore" => ManifestField::Ignore,
+                    other => bail!("--fields[{i}]: unknown field `{other}`; expected Bucket, Key, VersionId or Ignore"),
+                });
+            }
+            let fields = ManifestFields::new(fields).map_err(|m| anyhow::anyhow!("--fields: {m}"))?;
+            SourceSpec::Csv { location, fields, expected_etag: None }
+        }
+        ManifestFormatArg::Inventory => SourceSpec::Inventory { location, expected_etag: None },
+    };
+    let is_csv = matches!(source, SourceSpec::Csv { .. });
+    let pinned = args.pin_versions || args.as_of.is_some();
+    let needs_s3 = is_s3 || pinned;
+    let mut writer = ChunkWriter {
+        s3: needs_s3.then(|| clients.s3.clone()),
+        control: None,
+        output: None,
+        pin_with_head: args.pin_versions,
+        as_of_lookup: if is_csv { args.as_of.clone() } else { None },
+        concurrency: config.task_concurrency,
+        stats: Default::default(),
+    };
+    let options = SourceOptions {
+        chunk_size: args.chunk_size.unwrap_or(config.chunk_size),
+        keep_etags: pinned,
+        as_of: if is_csv { None } else { args.as_of.clone() },
+    };
+    let report = dry_run(Reader::new(needs_s3.then(|| clients.s3.clone())), source, options, &mut writer).await?;
+    let p = &report.progress;
+    if args.json {
+        let malformed: Vec<_> = report.stats.malformed.iter().map(|(line, message)| json!({"Line": line, "Message": message})).collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "Manifest": args.manifest,
+                "TotalNumberOfTasks": p.tasks,
+                "Chunks": p.next_seq,
+                "BytesKnown": p.bytes,
+                "MalformedLines": p.malformed,
+                "Malformed": malformed,
+                "Skipped": p.skipped,
+                "LinesRead": p.cursor.line,
+                "ElapsedSeconds": report.elapsed.as_secs_f64(),
+                "LinesPerSecond": report.lines_per_second().round(),
+                "PinRequests": report.stats.pin_requests,
+                "FailureCode": report.failure.as_ref().map(|f| f.0.clone()),
+                "FailureReason": report.failure.as_ref().map(|f| f.1.clone()),
+            }))?
+        );
+    } else {
+        println!("Manifest    {}", args.manifest);
+        println!("Tasks       {} ({} malformed, {} entries skipped)", p.tasks, p.malformed, p.skipped);
+        println!("Chunks      {}", p.next_seq);
+        println!("Bytes       {} (where the manifest gives sizes)", p.bytes);
+        println!("Rate        {:.0} lines/s ({} lines in {:.3}s)", report.lines_per_second(), p.cursor.line, report.elapsed.as_secs_f64());
+        for (line, message) in &report.stats.malformed {
+            println!("Malformed   line {line}: {message}");
+        }
+        if p.malformed as usize > report.stats.malformed.len() {
+            println!("Malformed   ... {} more", p.malformed as usize - report.stats.malformed.len());
+        }
+        if let Some((code, reason)) = &report.failure {
+            println!("Failure     {code}: {reason}");
+        }
+    }
+    if let Some((code, reason)) = report.failure {
+        bail!("the job would fail: {code}: {reason}");
+    }
+    Ok(())
+}
+
 fn read_document(path: &str) -> Result<String> {
     let path = path.strip_prefix("file://").unwrap_or(path);
     std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))
@@ -284,9 +405,12 @@ async fn main() -> Result<()> {
         }
         return Ok(());
     }
+    if let Command::Plan(args) = &cli.command {
+        return plan(&config, &clients, args).await;
+    }
     let app = App::new(config, clients).await?;
     match cli.command {
-        Command::Local { .. } => unreachable!("handled above"),
+        Command::Local { .. } | Command::Plan(_) => unreachable!("handled above"),
         Command::Run {
             until_idle,
             concurrency,

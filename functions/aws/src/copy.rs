@@ -134,7 +134,11 @@ impl Copier<'_> {
                 message: m.message.clone(),
                 bytes: 0,
             }),
-            ChunkTask::Object { object, .. } => self.copy(object, None).await,
+            ChunkTask::Object { object, etag, .. } => {
+                // Pinned tasks carry the ETag seen at planning: the copy must find that object.
+                let if_match = etag.as_deref().map(|e| format!("\"{}\"", e.trim_matches('"')));
+                self.copy(object, if_match.as_deref()).await
+            }
         }
     }
 

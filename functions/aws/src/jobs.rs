@@ -19,31 +19,26 @@ pub struct CreatedJob {
 pub async fn create_job(app: &App, request: CreateJobRequest) -> Result<CreatedJob> {
     let mut spec = request.validate()?;
     // The manifest must exist now; its ETag is recorded so a later change fails the job.
-    let head = app
-        .s3
-        .head_object()
-        .bucket(&spec.manifest.bucket)
-        .key(&spec.manifest.key)
-        .set_version_id(spec.manifest.version_id.clone())
-        .send()
-        .await
-        .map_err(|e| {
-            let failure = crate::error::S3Failure::from_sdk(&e);
-            RequestError::new(
-                "Manifest.Location.ObjectArn",
-                format!(
-                    "cannot read manifest s3://{}/{} (HTTP {})",
-                    spec.manifest.bucket,
-                    spec.manifest.key,
-                    failure
-                        .status
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|| failure.message.clone())
-                ),
-            )
-        })?;
-    if spec.manifest.etag.is_none() {
-        spec.manifest.etag = head.e_tag().map(str::to_string);
+    if let Some(manifest) = spec.manifest.object_mut() {
+        let head = app
+            .s3
+            .head_object()
+            .bucket(&manifest.bucket)
+            .key(&manifest.key)
+            .set_version_id(manifest.version_id.clone())
+            .send()
+            .await
+            .map_err(|e| {
+                let failure = crate::error::S3Failure::from_sdk(&e);
+                let status = failure.status.map(|s| s.to_string()).unwrap_or_else(|| failure.message.clone());
+                RequestError::new(
+                    "Manifest.Location.ObjectArn",
+                    format!("cannot read manifest s3://{}/{} (HTTP {status})", manifest.bucket, manifest.key),
+                )
+            })?;
+        if manifest.etag.is_none() {
+            manifest.etag = head.e_tag().map(str::to_string);
+        }
     }
     if let Some(report) = &spec.report {
         bucket_reachable(&app.s3, &report.bucket)

@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod lambda;
 pub mod objects;
 pub mod planner;
+pub mod prepare;
 pub mod queue;
 pub mod runtime;
 pub mod setup;

@@ -2,15 +2,15 @@
 //! manifest into chunk files with checkpoints, so a killed or timed-out planner resumes exactly
 //! where the last checkpoint left it; Active jobs get their chunk pointers dispatched.
 
-use crate::error::{aws, Error, Result, S3Failure};
-use crate::objects::{bucket_reachable, put_bytes, same_etag};
+use crate::error::{Error, Result};
+use crate::objects::bucket_reachable;
+use crate::prepare::{self, write_generated_manifest, ChunkWriter, Reader, SourceEvent, SourceOptions, SourceSpec};
 use crate::queue::ChunkPointer;
 use crate::{now, App};
-use batchops_core::chunk::{chunk_key, ChunkTask};
-use batchops_core::manifest::{CsvManifestParser, ParsedLine};
+use batchops_core::plan::PlanProgress;
+use batchops_core::request::{GeneratedManifest, ManifestSource};
 use batchops_core::{JobRecord, JobStatus};
 use std::time::Instant;
-use tokio::io::AsyncBufReadExt;
 
 /// Chunk pointers sent between two dispatch checkpoints.
 const DISPATCH_BATCH: u64 = 100;
@@ -153,244 +153,118 @@ pub async fn fail_job(app: &App, job_id: &str, code: &str, reason: String) -> Re
     app.queues.request_finalize(job_id).await
 }
 
+/// The writer and source options for a job's prepare step.
+pub fn job_writer(app: &App, job: &JobRecord, control: bool) -> (ChunkWriter, SourceOptions) {
+    let spec = &job.spec;
+    let pinning = &spec.pinning;
+    let (pin_with_head, as_of_lookup, as_of_in_source) = match &spec.manifest {
+        // CSV manifests name keys only: pin with a HEAD, or look the versions up for as-of.
+        ManifestSource::Csv { .. } => (pinning.pin_versions, pinning.as_of.clone(), None),
+        // Inventories carry versions and ETags when configured to; HEAD fills any gap.
+        ManifestSource::Inventory { .. } => (pinning.pin_versions, None, pinning.as_of.clone()),
+        // Listings have everything.
+        ManifestSource::Generated(_) => (false, None, pinning.as_of.clone()),
+    };
+    let output = match &spec.manifest {
+        ManifestSource::Generated(g) => g.output.clone().map(|o| (o, job.job_id.clone())),
+        _ => None,
+    };
+    let writer = ChunkWriter {
+        s3: Some(app.s3.clone()),
+        control: control.then(|| (app.config.control_bucket.clone(), job.job_id.clone())),
+        output,
+        pin_with_head,
+        as_of_lookup,
+        concurrency: app.config.task_concurrency,
+        stats: Default::default(),
+    };
+    let options = SourceOptions { chunk_size: app.config.chunk_size, keep_etags: pinning.is_pinned(), as_of: as_of_in_source };
+    (writer, options)
+}
+
 /// Reads the manifest from the checkpoint on, writing chunk files, until it ends or the
 /// deadline passes. One DynamoDB write per checkpoint, one S3 PUT per chunk.
 async fn plan_slice(app: &App, mut job: JobRecord, deadline: Instant) -> Result<Advance> {
     let job_id = job.job_id.clone();
     let spec = job.spec.clone();
-    let source = &spec.manifest;
-    let first_slice = job.plan.next_seq == 0 && job.plan.offset == 0;
+    let first_slice = job.plan.progress.next_seq == 0 && job.plan.progress.cursor == Default::default();
     if first_slice {
         if let Err(reason) = bucket_reachable(&app.s3, &spec.copy.target_bucket).await {
-            fail_job(
-                app,
-                &job_id,
-                "TargetBucketUnreachable",
-                format!("Operation.S3PutObjectCopy.TargetResource: {reason}"),
-            )
-            .await?;
+            fail_job(app, &job_id, "TargetBucketUnreachable", format!("Operation.S3PutObjectCopy.TargetResource: {reason}")).await?;
             return Ok(Advance::Idle);
         }
         if let Some(report) = &spec.report {
             if let Err(reason) = bucket_reachable(&app.s3, &report.bucket).await {
-                fail_job(
-                    app,
-                    &job_id,
-                    "ReportBucketUnreachable",
-                    format!("Report.Bucket: {reason}"),
-                )
-                .await?;
+                fail_job(app, &job_id, "ReportBucketUnreachable", format!("Report.Bucket: {reason}")).await?;
+                return Ok(Advance::Idle);
+            }
+        }
+        if let ManifestSource::Generated(g) = &spec.manifest {
+            if let Err(reason) = bucket_reachable(&app.s3, &g.source_bucket).await {
+                fail_job(app, &job_id, "SourceBucketUnreachable", format!("ManifestGenerator.S3JobManifestGenerator.SourceBucket: {reason}")).await?;
                 return Ok(Advance::Idle);
             }
         }
     }
-    let expected_etag = job
-        .plan
-        .manifest_etag
-        .clone()
-        .or_else(|| source.etag.clone());
-    let mut request = app
-        .s3
-        .get_object()
-        .bucket(&source.bucket)
-        .key(&source.key)
-        .set_version_id(source.version_id.clone())
-        .set_if_match(expected_etag.clone());
-    if job.plan.offset > 0 {
-        request = request.range(format!("bytes={}-", job.plan.offset));
-    }
-    let manifest_url = format!("s3://{}/{}", source.bucket, source.key);
-    let mut state = job.plan.clone();
-    let body = match request.send().await {
-        Ok(out) => {
-            if state.manifest_etag.is_none() {
-                state.manifest_etag = out.e_tag().map(str::to_string);
-            }
-            Some(out.body)
-        }
-        Err(err) => {
-            let failure = S3Failure::from_sdk(&err);
-            match failure.status {
-                Some(412) => {
-                    let actual = app
-                        .s3
-                        .head_object()
-                        .bucket(&source.bucket)
-                        .key(&source.key)
-                        .set_version_id(source.version_id.clone())
-                        .send()
-                        .await
-                        .ok()
-                        .and_then(|h| h.e_tag().map(str::to_string))
-                        .unwrap_or_else(|| "unknown".to_string());
-                    let expected = expected_etag.unwrap_or_default();
-                    fail_job(
-                        app,
-                        &job_id,
-                        "ManifestETagMismatch",
-                        format!("Manifest.Location.ETag: the manifest {manifest_url} has ETag {actual}, but the job expects {expected}; the manifest changed after the job was created"),
-                    )
-                    .await?;
-                    return Ok(Advance::Idle);
-                }
-                Some(404) | Some(403) => {
-                    fail_job(
-                        app,
-                        &job_id,
-                        "ManifestNotReadable",
-                        format!(
-                            "Manifest.Location.ObjectArn: cannot read {manifest_url}: {} ({})",
-                            failure.code.unwrap_or_default(),
-                            failure.message
-                        ),
-                    )
-                    .await?;
-                    return Ok(Advance::Idle);
-                }
-                // Resuming exactly at the end of the manifest: nothing left to read.
-                Some(416) if job.plan.offset > 0 => None,
-                _ => return Err(aws("S3", "GetObject")(err)),
-            }
-        }
-    };
-    if let (Some(expected), Some(seen)) = (source.etag.as_deref(), state.manifest_etag.as_deref()) {
-        // Emulators may ignore If-Match; compare as well.
-        if !same_etag(expected, seen) {
-            fail_job(
-                app,
-                &job_id,
-                "ManifestETagMismatch",
-                format!("Manifest.Location.ETag: the manifest {manifest_url} has ETag {seen}, but the job expects {expected}; the manifest changed after the job was created"),
-            )
-            .await?;
-            return Ok(Advance::Idle);
-        }
-    }
-
-    let chunk_size = app.config.chunk_size as u64;
-    let has_version_field = source.fields.has_version();
-    let mut parser = CsvManifestParser::new(source.fields.clone());
-    let mut chunk_body = String::with_capacity(chunk_size as usize * 96);
-    let mut chunk_tasks = 0u64;
-    // Position and line number just after the last line read.
-    let mut position = state.offset;
-    let mut line_no = state.next_line.max(1);
-    let mut chunks_since_checkpoint = 0u64;
-    let mut line = Vec::with_capacity(1024);
-
-    if let Some(body) = body {
-        let mut reader = tokio::io::BufReader::with_capacity(256 * 1024, body.into_async_read());
-        loop {
-            line.clear();
-            let read = reader
-                .read_until(b'\n', &mut line)
-                .await
-                .map_err(|e| Error::Aws {
-                    service: "S3",
-                    operation: "GetObject",
-                    message: format!("reading {manifest_url}: {e}"),
-                })?;
-            if read == 0 {
-                break;
-            }
-            position += read as u64;
-            let raw = line.strip_suffix(b"\n").unwrap_or(&line);
-            match parser.parse(line_no, raw) {
-                ParsedLine::Blank => {}
-                ParsedLine::Object(object) => {
-                    if has_version_field {
-                        if let Err(reason) =
-                            state.versions.observe(line_no, object.version_id.is_some())
-                        {
-                            fail_job(
-                                app,
-                                &job_id,
-                                "ManifestVersionIdsMixed",
-                                format!("{manifest_url}: {reason}"),
-                            )
-                            .await?;
-                            return Ok(Advance::Idle);
-                        }
-                    }
-                    ChunkTask::Object {
-                        line: line_no,
-                        object,
-                    }
-                    .write_line(&mut chunk_body);
-                    chunk_tasks += 1;
-                }
-                ParsedLine::Malformed(malformed) => {
-                    ChunkTask::Malformed(malformed).write_line(&mut chunk_body);
-                    chunk_tasks += 1;
-                    state.malformed += 1;
+    let (mut writer, options) = job_writer(app, &job, true);
+    let source = SourceSpec::of_job(&spec.manifest, job.plan.manifest_etag.clone());
+    let mut events = prepare::start(Reader::new(Some(app.s3.clone())), source, job.plan.progress.clone(), options);
+    let mut since_checkpoint = 0u64;
+    let mut resumable: Option<PlanProgress> = None;
+    while let Some(event) = events.recv().await {
+        match event? {
+            SourceEvent::ManifestEtag(etag) => {
+                if job.plan.manifest_etag.is_none() {
+                    job.plan.manifest_etag = Some(etag);
                 }
             }
-            line_no += 1;
-            if chunk_tasks == chunk_size {
-                write_chunk(
-                    app,
-                    &job_id,
-                    state.next_seq,
-                    std::mem::take(&mut chunk_body),
-                )
-                .await?;
-                state.next_seq += 1;
-                state.tasks += chunk_tasks;
-                state.offset = position;
-                state.next_line = line_no;
-                chunk_tasks = 0;
-                chunks_since_checkpoint += 1;
+            SourceEvent::Failed { code, reason } => {
+                fail_job(app, &job_id, code, reason).await?;
+                return Ok(Advance::Idle);
+            }
+            SourceEvent::Chunk(mut chunk) => {
+                writer.write(&mut chunk).await?;
+                if let Some(progress) = chunk.resume.take() {
+                    resumable = Some(progress);
+                    since_checkpoint += 1;
+                }
                 let out_of_time = Instant::now() >= deadline;
-                if chunks_since_checkpoint >= app.config.checkpoint_every_chunks || out_of_time {
-                    job.plan = state.clone();
+                if let Some(progress) = resumable.as_ref().filter(|_| since_checkpoint >= app.config.checkpoint_every_chunks || out_of_time) {
+                    job.plan.progress = progress.clone();
                     if !app.store.put_job(&mut job).await? {
                         // Cancelled, or another planner got here first: let the next advance re-read.
                         return Ok(Advance::MoreWork);
                     }
-                    chunks_since_checkpoint = 0;
+                    since_checkpoint = 0;
+                    resumable = None;
                     if out_of_time {
                         return Ok(Advance::MoreWork);
                     }
                 }
             }
+            SourceEvent::Finished(progress) => {
+                job.plan.progress = progress;
+                job.plan.finished = true;
+                if let ManifestSource::Generated(GeneratedManifest { output: Some(output), source_bucket, .. }) = &spec.manifest {
+                    write_generated_manifest(&app.s3, output, &job_id, source_bucket).await?;
+                }
+                let (next, reason) = if spec.confirmation_required {
+                    (JobStatus::Suspended, "Awaiting confirmation")
+                } else {
+                    (JobStatus::Active, "Manifest read; running")
+                };
+                job.transition(next, now(), reason)
+                    .map_err(|e| Error::State { job_id: job_id.clone(), message: e.to_string() })?;
+                if !app.store.put_job(&mut job).await? {
+                    return Ok(Advance::MoreWork);
+                }
+                let p = &job.plan.progress;
+                tracing::info!(job_id, tasks = p.tasks, chunks = p.next_seq, malformed = p.malformed, skipped = p.skipped, status = %job.status, "manifest planned");
+                return Ok(Advance::Idle);
+            }
         }
     }
-    if chunk_tasks > 0 {
-        write_chunk(app, &job_id, state.next_seq, chunk_body).await?;
-        state.next_seq += 1;
-        state.tasks += chunk_tasks;
-    }
-    state.offset = position;
-    state.next_line = line_no;
-    state.finished = true;
-    job.plan = state;
-    let (next, reason) = if spec.confirmation_required {
-        (JobStatus::Suspended, "Awaiting confirmation")
-    } else {
-        (JobStatus::Active, "Manifest read; running")
-    };
-    job.transition(next, now(), reason)
-        .map_err(|e| Error::State {
-            job_id: job_id.clone(),
-            message: e.to_string(),
-        })?;
-    if !app.store.put_job(&mut job).await? {
-        return Ok(Advance::MoreWork);
-    }
-    tracing::info!(job_id, tasks = job.plan.tasks, chunks = job.plan.next_seq, malformed = job.plan.malformed, status = %job.status, "manifest planned");
-    Ok(Advance::Idle)
-}
-
-async fn write_chunk(app: &App, job_id: &str, seq: u64, body: String) -> Result<()> {
-    put_bytes(
-        &app.s3,
-        &app.config.control_bucket,
-        &chunk_key(job_id, seq),
-        body.into_bytes(),
-        "text/plain",
-    )
-    .await?;
-    Ok(())
+    Err(Error::Data(format!("job {job_id}: the manifest reader stopped without finishing")))
 }
 
 /// Sends the pointers of every planned chunk not yet sent, checkpointing every hundred.

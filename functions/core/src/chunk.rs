@@ -3,7 +3,8 @@
 //! resume at any task index and a replayed chunk always holds the same tasks.
 //!
 //! Line format (tab-separated, every free-text field URL-encoded so no tab or newline survives):
-//! `O <manifest line> <bucket> <encoded key> <version or empty>` for an object,
+//! `O <manifest line> <bucket> <encoded key> <version or empty> <etag or empty> <size or empty>`
+//! for an object (version and ETag pin the task when known),
 //! `M <manifest line> <bucket> <encoded key> <encoded message>` for a malformed manifest line.
 
 use crate::encoding::{decode_key, encode_key};
@@ -11,7 +12,13 @@ use crate::manifest::{MalformedLine, ObjectRef};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChunkTask {
-    Object { line: u64, object: ObjectRef },
+    Object {
+        line: u64,
+        object: ObjectRef,
+        /// Sent as `x-amz-copy-source-if-match` when known (snapshot pinning).
+        etag: Option<String>,
+        size: Option<u64>,
+    },
     Malformed(MalformedLine),
 }
 
@@ -20,14 +27,24 @@ impl ChunkTask {
     pub fn write_line(&self, out: &mut String) {
         use std::fmt::Write;
         match self {
-            ChunkTask::Object { line, object } => {
-                let _ = writeln!(
+            ChunkTask::Object {
+                line,
+                object,
+                etag,
+                size,
+            } => {
+                let _ = write!(
                     out,
-                    "O\t{line}\t{}\t{}\t{}",
+                    "O\t{line}\t{}\t{}\t{}\t{}\t",
                     object.bucket,
                     encode_key(&object.key),
-                    object.version_id.as_deref().unwrap_or("")
+                    object.version_id.as_deref().unwrap_or(""),
+                    etag.as_deref().unwrap_or("")
                 );
+                if let Some(size) = size {
+                    let _ = write!(out, "{size}");
+                }
+                out.push('\n');
             }
             ChunkTask::Malformed(m) => {
                 let _ = writeln!(
@@ -79,12 +96,18 @@ fn parse_chunk_line(line: &str) -> Result<ChunkTask, String> {
     };
     let decode = |s: &str| decode_key(s).map_err(|e| e.to_string());
     match parts.as_slice() {
-        ["O", line, bucket, key, version] => Ok(ChunkTask::Object {
+        ["O", line, bucket, key, version, etag, size] => Ok(ChunkTask::Object {
             line: manifest_line(line)?,
             object: ObjectRef {
                 bucket: bucket.to_string(),
                 key: decode(key)?,
                 version_id: (!version.is_empty()).then(|| version.to_string()),
+            },
+            etag: (!etag.is_empty()).then(|| etag.to_string()),
+            size: if size.is_empty() {
+                None
+            } else {
+                Some(size.parse().map_err(|_| format!("bad size `{size}`"))?)
             },
         }),
         ["M", line, bucket, key, message] => Ok(ChunkTask::Malformed(MalformedLine {
@@ -94,7 +117,7 @@ fn parse_chunk_line(line: &str) -> Result<ChunkTask, String> {
             message: decode(message)?,
         })),
         _ => Err(format!(
-            "expected 5 tab-separated fields starting with O or M, got `{line}`"
+            "expected 7 tab-separated fields starting with O, or 5 starting with M, got `{line}`"
         )),
     }
 }
@@ -118,6 +141,8 @@ mod tests {
                     key: "a b/+%\t✓".into(),
                     version_id: Some("null".into()),
                 },
+                etag: Some("\"0cc175b9c0f1b6a831c399e269772661\"".into()),
+                size: Some(17),
             },
             ChunkTask::Object {
                 line: 3,
@@ -126,6 +151,8 @@ mod tests {
                     key: "plain".into(),
                     version_id: None,
                 },
+                etag: None,
+                size: None,
             },
             ChunkTask::Malformed(MalformedLine {
                 line: 4,
@@ -144,7 +171,7 @@ mod tests {
 
     #[test]
     fn corrupt_chunk_names_the_line() {
-        let err = parse_chunk("O\t1\tb\tk\t\nX\n").unwrap_err();
+        let err = parse_chunk("O\t1\tb\tk\t\t\t\nX\n").unwrap_err();
         assert_eq!(err.line, 2);
     }
 

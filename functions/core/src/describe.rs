@@ -71,7 +71,7 @@ pub struct JobListDescriptor {
 pub fn progress(job: &JobRecord, counters: &Counters, now: OffsetDateTime) -> ProgressSummary {
     ProgressSummary {
         // Until planning ends the total is what has been planned so far, as S3 shows it.
-        total_number_of_tasks: job.plan.tasks,
+        total_number_of_tasks: job.plan.progress.tasks,
         number_of_tasks_succeeded: counters.succeeded,
         number_of_tasks_failed: counters.failed,
         timers: Timers {
@@ -139,7 +139,7 @@ mod tests {
         let request = CreateJobRequest::from_json(doc).unwrap();
         let spec = request.validate().unwrap();
         let mut job = JobRecord::new("j1".into(), request, spec, datetime!(2026-01-01 0:00 UTC));
-        job.plan.tasks = 10;
+        job.plan.progress.tasks = 10;
         let counters = Counters {
             succeeded: 7,
             failed: 2,

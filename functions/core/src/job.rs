@@ -2,7 +2,7 @@
 //! on a copy read with its `revision` and written back conditionally, so two components racing
 //! on one job cannot both win.
 
-use crate::manifest::VersionPresence;
+use crate::plan::PlanProgress;
 use crate::request::{CreateJobRequest, JobSpec};
 use crate::status::JobStatus;
 use serde::{Deserialize, Serialize};
@@ -18,17 +18,9 @@ pub struct FailureReason {
 
 /// Where planning stands; written at each checkpoint so a new planner invocation resumes exactly.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PlanCheckpoint {
-    /// Byte offset in the manifest of the first line not yet in a written chunk.
-    pub offset: u64,
-    /// 1-based manifest line number at `offset`.
-    pub next_line: u64,
-    /// Sequence number of the next chunk to write.
-    pub next_seq: u64,
-    /// Tasks in chunks written so far (including malformed lines).
-    pub tasks: u64,
-    pub malformed: u64,
-    pub versions: VersionPresence,
+    pub progress: PlanProgress,
     /// ETag of the manifest as it was first read; every later read must see the same object.
     pub manifest_etag: Option<String>,
     pub finished: bool,
@@ -97,10 +89,7 @@ impl JobRecord {
             terminated_at: None,
             status_update_reason: None,
             failure_reasons: Vec::new(),
-            plan: PlanCheckpoint {
-                next_line: 1,
-                ..Default::default()
-            },
+            plan: PlanCheckpoint::default(),
             dispatched_chunks: 0,
             report_written: false,
             revision: 0,
@@ -156,11 +145,11 @@ impl JobRecord {
 
     /// Planning finished: the totals are known.
     pub fn total_tasks(&self) -> Option<u64> {
-        self.plan.finished.then_some(self.plan.tasks)
+        self.plan.finished.then_some(self.plan.progress.tasks)
     }
 
     pub fn total_chunks(&self) -> Option<u64> {
-        self.plan.finished.then_some(self.plan.next_seq)
+        self.plan.finished.then_some(self.plan.progress.next_seq)
     }
 
     /// Seconds spent since the job became Active, until it ended (or `now`).

@@ -108,7 +108,7 @@ impl From<ManifestFields> for Vec<ManifestField> {
 }
 
 /// One object named by a manifest line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ObjectRef {
     pub bucket: String,
     /// The decoded key, as S3 stores it.
@@ -127,11 +127,40 @@ pub struct MalformedLine {
     pub message: String,
 }
 
+/// One object a manifest names, with what the manifest knows about it (inventories and listings
+/// know more than CSV manifests).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObjectEntry {
+    pub object: ObjectRef,
+    pub etag: Option<String>,
+    pub size: Option<u64>,
+    pub last_modified: Option<String>,
+    pub is_latest: Option<bool>,
+    pub storage_class: Option<String>,
+}
+
+impl ObjectEntry {
+    pub fn of(object: ObjectRef) -> Self {
+        ObjectEntry { object, ..Default::default() }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParsedLine {
     Blank,
-    Object(ObjectRef),
+    Object(ObjectEntry),
+    /// A delete marker in an all-versions inventory or listing: not a task, but it matters to
+    /// point-in-time selection.
+    DeleteMarker(ObjectEntry),
     Malformed(MalformedLine),
+}
+
+/// Anything that turns one manifest line into a [`ParsedLine`].
+pub trait LineParser {
+    /// `line_no` is 1-based; `raw` is the line without its `\n`.
+    fn parse_line(&mut self, line_no: u64, raw: &[u8]) -> ParsedLine;
+    /// Whether every object line carries a version ID column (mixing is then checked).
+    fn has_version_field(&self) -> bool;
 }
 
 /// Splits one CSV record. Fields may be double-quoted with `""` escapes (S3 Inventory quotes every
@@ -279,11 +308,21 @@ impl CsvManifestParser {
                 (!version.is_empty()).then(|| version.to_string())
             }
         };
-        ParsedLine::Object(ObjectRef {
+        ParsedLine::Object(ObjectEntry::of(ObjectRef {
             bucket: bucket.to_string(),
             key,
             version_id,
-        })
+        }))
+    }
+}
+
+impl LineParser for CsvManifestParser {
+    fn parse_line(&mut self, line_no: u64, raw: &[u8]) -> ParsedLine {
+        self.parse(line_no, raw)
+    }
+
+    fn has_version_field(&self) -> bool {
+        self.fields.has_version()
     }
 }
 
@@ -326,22 +365,22 @@ mod tests {
     fn reads_bucket_key_and_decodes_the_key() {
         assert_eq!(
             parse(ManifestFields::bucket_key(), "src,dir/a+b%2Bc%C3%A9.txt\r"),
-            ParsedLine::Object(ObjectRef {
+            ParsedLine::Object(ObjectEntry::of(ObjectRef {
                 bucket: "src".into(),
                 key: "dir/a b+cé.txt".into(),
                 version_id: None
-            })
+            }))
         );
     }
 
     #[test]
     fn reads_versions_including_literal_null() {
         let fields = ManifestFields::bucket_key_version();
-        let ParsedLine::Object(obj) = parse(fields.clone(), "src,k,null") else {
+        let ParsedLine::Object(ObjectEntry { object: obj, .. }) = parse(fields.clone(), "src,k,null") else {
             panic!()
         };
         assert_eq!(obj.version_id.as_deref(), Some("null"));
-        let ParsedLine::Object(obj) = parse(fields, "src,k,") else {
+        let ParsedLine::Object(ObjectEntry { object: obj, .. }) = parse(fields, "src,k,") else {
             panic!()
         };
         assert_eq!(obj.version_id, None);
@@ -355,7 +394,7 @@ mod tests {
             ManifestField::Key,
         ])
         .unwrap();
-        let ParsedLine::Object(obj) =
+        let ParsedLine::Object(ObjectEntry { object: obj, .. }) =
             parse(fields, "\"x,y\",\"src\",\"k%20\"\"q\"").unwrap_or_else_panic()
         else {
             panic!()

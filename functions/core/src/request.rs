@@ -6,6 +6,7 @@
 
 use crate::arn::{bucket_from_arn, object_from_arn};
 use crate::manifest::{ManifestField, ManifestFields};
+use crate::plan::{parse_time, GeneratorFilter, Pinning};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -33,9 +34,91 @@ pub struct CreateJobRequest {
     pub role_arn: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<Tag>,
-    /// S3's generated manifests; accepted by the parser so the refusal can name it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub manifest_generator: Option<Value>,
+    pub manifest_generator: Option<ManifestGenerator>,
+    /// batchops extensions (snapshot pinning); absent from plain S3 documents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batchops: Option<BatchopsOptions>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct BatchopsOptions {
+    /// Pin every task to the version ID and ETag current when the job is planned.
+    #[serde(default)]
+    pub pin_versions: bool,
+    /// Per key, act on the newest version not later than this RFC 3339 time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<String>,
+    /// Generated manifests: list every version (ListObjectVersions), not only current ones.
+    #[serde(default)]
+    pub all_versions: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ManifestGenerator {
+    #[serde(default, rename = "S3JobManifestGenerator", skip_serializing_if = "Option::is_none")]
+    pub s3_job_manifest_generator: Option<S3JobManifestGenerator>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct S3JobManifestGenerator {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_bucket_owner: Option<String>,
+    pub source_bucket: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_output_location: Option<ManifestOutputLocation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<JobManifestGeneratorFilter>,
+    #[serde(default)]
+    pub enable_manifest_output: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ManifestOutputLocation {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_manifest_bucket_owner: Option<String>,
+    pub bucket: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_encryption: Option<Value>,
+    pub manifest_format: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct JobManifestGeneratorFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eligible_for_replication: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_after: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_before: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_replication_statuses: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_name_constraint: Option<KeyNameConstraint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_size_greater_than_bytes: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_size_less_than_bytes: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_any_storage_class: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct KeyNameConstraint {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_any_prefix: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_any_suffix: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_any_substring: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -266,14 +349,58 @@ pub struct ReportTarget {
     pub scope: ReportScope,
 }
 
+/// An object holding a manifest (a CSV file, or an inventory's manifest.json).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ManifestSource {
+pub struct ManifestObject {
     pub bucket: String,
     pub key: String,
     pub version_id: Option<String>,
     /// ETag the manifest had when the job was created; checked again when it is read.
     pub etag: Option<String>,
-    pub fields: ManifestFields,
+}
+
+/// Where a generated manifest is written for inspection and reuse (an S3 Inventory-style
+/// `manifest.json` with gzip CSV data files).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestOutput {
+    pub bucket: String,
+    /// Without a trailing slash; empty for the bucket root.
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GeneratedManifest {
+    pub source_bucket: String,
+    pub filter: GeneratorFilter,
+    pub all_versions: bool,
+    pub output: Option<ManifestOutput>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ManifestSource {
+    /// `S3BatchOperations_CSV_20180820`.
+    Csv { object: ManifestObject, fields: ManifestFields },
+    /// `S3InventoryReport_CSV_20161130`: the object is the report's manifest.json.
+    Inventory { object: ManifestObject },
+    /// `ManifestGenerator`: a listing of the source bucket.
+    Generated(GeneratedManifest),
+}
+
+impl ManifestSource {
+    /// The manifest object, for sources read from one.
+    pub fn object(&self) -> Option<&ManifestObject> {
+        match self {
+            ManifestSource::Csv { object, .. } | ManifestSource::Inventory { object } => Some(object),
+            ManifestSource::Generated(_) => None,
+        }
+    }
+
+    pub fn object_mut(&mut self) -> Option<&mut ManifestObject> {
+        match self {
+            ManifestSource::Csv { object, .. } | ManifestSource::Inventory { object } => Some(object),
+            ManifestSource::Generated(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -322,6 +449,8 @@ pub struct JobSpec {
     pub report: Option<ReportTarget>,
     pub priority: i64,
     pub confirmation_required: bool,
+    #[serde(default)]
+    pub pinning: Pinning,
 }
 
 const STORAGE_CLASSES: [&str; 8] = [
@@ -353,12 +482,6 @@ impl CreateJobRequest {
 
     /// Validates every field and returns what the engine runs.
     pub fn validate(&self) -> Result<JobSpec, RequestError> {
-        if self.manifest_generator.is_some() {
-            return Err(RequestError::new(
-                "ManifestGenerator",
-                "generated manifests are not supported yet; give Manifest with a CSV manifest",
-            ));
-        }
         if self.priority < 0 || self.priority > i32::MAX as i64 {
             return Err(RequestError::new(
                 "Priority",
@@ -382,14 +505,25 @@ impl CreateJobRequest {
             }
         }
         let copy = self.validate_operation()?;
-        let manifest = self.validate_manifest()?;
+        let manifest = match (&self.manifest, &self.manifest_generator) {
+            (Some(_), Some(_)) => {
+                return Err(RequestError::new(
+                    "ManifestGenerator",
+                    "give either Manifest or ManifestGenerator, not both",
+                ))
+            }
+            (None, Some(generator)) => self.validate_generator(generator)?,
+            _ => self.validate_manifest()?,
+        };
         let report = self.validate_report()?;
+        let pinning = self.validate_pinning(&manifest)?;
         Ok(JobSpec {
             copy,
             manifest,
             report,
             priority: self.priority,
             confirmation_required: self.confirmation_required,
+            pinning,
         })
     }
 
@@ -639,21 +773,48 @@ impl CreateJobRequest {
         })
     }
 
+    fn manifest_object(manifest: &Manifest) -> Result<ManifestObject, RequestError> {
+        let (bucket, key) = object_from_arn(&manifest.location.object_arn)
+            .map_err(|e| RequestError::new("Manifest.Location.ObjectArn", e.to_string()))?;
+        if let Some(etag) = &manifest.location.etag {
+            if etag.trim_matches('"').is_empty() {
+                return Err(RequestError::new("Manifest.Location.ETag", "must not be empty"));
+            }
+        }
+        Ok(ManifestObject {
+            bucket,
+            key,
+            version_id: manifest.location.object_version_id.clone().filter(|v| !v.is_empty()),
+            etag: manifest.location.etag.clone(),
+        })
+    }
+
     fn validate_manifest(&self) -> Result<ManifestSource, RequestError> {
         let manifest = self
             .manifest
             .as_ref()
-            .ok_or_else(|| RequestError::new("Manifest", "required"))?;
+            .ok_or_else(|| RequestError::new("Manifest", "required (or ManifestGenerator)"))?;
         match manifest.spec.format.as_str() {
             CSV_MANIFEST_FORMAT => {}
-            INVENTORY_MANIFEST_FORMAT => return Err(RequestError::new(
-                "Manifest.Spec.Format",
-                "S3 Inventory manifests are not supported yet; use S3BatchOperations_CSV_20180820",
-            )),
+            INVENTORY_MANIFEST_FORMAT => {
+                if manifest.spec.fields.is_some() {
+                    return Err(RequestError::new(
+                        "Manifest.Spec.Fields",
+                        "not used with S3 Inventory manifests: their manifest.json names the columns",
+                    ));
+                }
+                if !manifest.location.object_arn.ends_with("manifest.json") {
+                    return Err(RequestError::new(
+                        "Manifest.Location.ObjectArn",
+                        "an S3 Inventory manifest is the report's manifest.json",
+                    ));
+                }
+                return Ok(ManifestSource::Inventory { object: Self::manifest_object(manifest)? });
+            }
             other => {
                 return Err(RequestError::new(
                     "Manifest.Spec.Format",
-                    format!("unknown format `{other}`; expected {CSV_MANIFEST_FORMAT}"),
+                    format!("unknown format `{other}`; expected {CSV_MANIFEST_FORMAT} or {INVENTORY_MANIFEST_FORMAT}"),
                 ))
             }
         }
@@ -673,9 +834,7 @@ impl CreateJobRequest {
                 other => {
                     return Err(RequestError::new(
                         format!("Manifest.Spec.Fields[{i}]"),
-                        format!(
-                            "unknown field `{other}`; expected Bucket, Key, VersionId or Ignore"
-                        ),
+                        format!("unknown field `{other}`; expected Bucket, Key, VersionId or Ignore"),
                     ))
                 }
             };
@@ -683,27 +842,102 @@ impl CreateJobRequest {
         }
         let fields = ManifestFields::new(fields)
             .map_err(|message| RequestError::new("Manifest.Spec.Fields", message))?;
-        let (bucket, key) = object_from_arn(&manifest.location.object_arn)
-            .map_err(|e| RequestError::new("Manifest.Location.ObjectArn", e.to_string()))?;
-        if let Some(etag) = &manifest.location.etag {
-            if etag.trim_matches('"').is_empty() {
+        Ok(ManifestSource::Csv { object: Self::manifest_object(manifest)?, fields })
+    }
+
+    fn validate_generator(&self, generator: &ManifestGenerator) -> Result<ManifestSource, RequestError> {
+        let base = "ManifestGenerator.S3JobManifestGenerator";
+        let g = generator
+            .s3_job_manifest_generator
+            .as_ref()
+            .ok_or_else(|| RequestError::new(base, "required"))?;
+        let source_bucket = bucket_from_arn(&g.source_bucket)
+            .map_err(|e| RequestError::new(format!("{base}.SourceBucket"), e.to_string()))?;
+        let output = match (&g.manifest_output_location, g.enable_manifest_output) {
+            (None, true) => {
                 return Err(RequestError::new(
-                    "Manifest.Location.ETag",
-                    "must not be empty",
-                ));
+                    format!("{base}.ManifestOutputLocation"),
+                    "required when EnableManifestOutput is true",
+                ))
+            }
+            (Some(location), true) => {
+                let field = |name: &str| format!("{base}.ManifestOutputLocation.{name}");
+                if location.manifest_format != "S3InventoryReport_CSV_20211130" {
+                    return Err(RequestError::new(
+                        field("ManifestFormat"),
+                        format!("expected S3InventoryReport_CSV_20211130, got `{}`", location.manifest_format),
+                    ));
+                }
+                if let Some(encryption) = &location.manifest_encryption {
+                    if encryption.get("SSES3").is_none() || encryption.get("SSEKMS").is_some() {
+                        return Err(RequestError::new(
+                            field("ManifestEncryption"),
+                            "only SSES3 is supported by batchops",
+                        ));
+                    }
+                }
+                let bucket = bucket_from_arn(&location.bucket).map_err(|e| RequestError::new(field("Bucket"), e.to_string()))?;
+                let prefix = location.manifest_prefix.clone().unwrap_or_default().trim_end_matches('/').to_string();
+                Some(ManifestOutput { bucket, prefix })
+            }
+            (_, false) => None,
+        };
+        let mut filter = GeneratorFilter::default();
+        if let Some(f) = &g.filter {
+            let field = |name: &str| format!("{base}.Filter.{name}");
+            if f.eligible_for_replication.is_some() {
+                return Err(RequestError::new(field("EligibleForReplication"), "batchops cannot honour this filter yet"));
+            }
+            if f.object_replication_statuses.is_some() {
+                return Err(RequestError::new(field("ObjectReplicationStatuses"), "batchops cannot honour this filter yet"));
+            }
+            for (name, value) in [("CreatedAfter", &f.created_after), ("CreatedBefore", &f.created_before)] {
+                if let Some(v) = value {
+                    parse_time(v).map_err(|e| RequestError::new(field(name), e))?;
+                }
+            }
+            let size = |name: &str, v: Option<i64>| -> Result<Option<u64>, RequestError> {
+                match v {
+                    Some(n) if n < 0 => Err(RequestError::new(field(name), "must not be negative")),
+                    other => Ok(other.map(|n| n as u64)),
+                }
+            };
+            let constraint = f.key_name_constraint.clone().unwrap_or_default();
+            filter = GeneratorFilter {
+                prefixes: constraint.match_any_prefix.unwrap_or_default(),
+                suffixes: constraint.match_any_suffix.unwrap_or_default(),
+                substrings: constraint.match_any_substring.unwrap_or_default(),
+                created_after: f.created_after.clone(),
+                created_before: f.created_before.clone(),
+                size_greater_than: size("ObjectSizeGreaterThanBytes", f.object_size_greater_than_bytes)?,
+                size_less_than: size("ObjectSizeLessThanBytes", f.object_size_less_than_bytes)?,
+                storage_classes: f.match_any_storage_class.clone().unwrap_or_default(),
+            };
+            for (i, class) in filter.storage_classes.iter().enumerate() {
+                if !STORAGE_CLASSES.contains(&class.as_str()) {
+                    return Err(RequestError::new(field(&format!("MatchAnyStorageClass[{i}]")), format!("unknown storage class `{class}`")));
+                }
             }
         }
-        Ok(ManifestSource {
-            bucket,
-            key,
-            version_id: manifest
-                .location
-                .object_version_id
-                .clone()
-                .filter(|v| !v.is_empty()),
-            etag: manifest.location.etag.clone(),
-            fields,
-        })
+        let all_versions = self.batchops.as_ref().is_some_and(|b| b.all_versions);
+        Ok(ManifestSource::Generated(GeneratedManifest { source_bucket, filter, all_versions, output }))
+    }
+
+    fn validate_pinning(&self, manifest: &ManifestSource) -> Result<Pinning, RequestError> {
+        let Some(options) = &self.batchops else { return Ok(Pinning::default()) };
+        if let Some(as_of) = &options.as_of {
+            parse_time(as_of).map_err(|e| RequestError::new("Batchops.AsOf", e))?;
+            if options.pin_versions {
+                return Err(RequestError::new("Batchops.AsOf", "give AsOf or PinVersions, not both"));
+            }
+        }
+        if options.all_versions && !matches!(manifest, ManifestSource::Generated(_)) {
+            return Err(RequestError::new("Batchops.AllVersions", "only applies to ManifestGenerator jobs"));
+        }
+        if options.all_versions && (options.pin_versions || options.as_of.is_some()) {
+            return Err(RequestError::new("Batchops.AllVersions", "every version is already pinned; drop PinVersions/AsOf"));
+        }
+        Ok(Pinning { pin_versions: options.pin_versions, as_of: options.as_of.clone() })
     }
 
     fn validate_report(&self) -> Result<Option<ReportTarget>, RequestError> {
@@ -787,9 +1021,10 @@ mod tests {
         let spec = request.validate().unwrap();
         assert_eq!(spec.copy.target_bucket, "dest");
         assert_eq!(spec.copy.target_key("a/b.txt"), "copies/a/b.txt");
-        assert_eq!(spec.manifest.bucket, "control");
-        assert_eq!(spec.manifest.key, "manifests/m.csv");
-        assert_eq!(spec.manifest.etag.as_deref(), Some("\"abc\""));
+        let object = spec.manifest.object().unwrap();
+        assert_eq!(object.bucket, "control");
+        assert_eq!(object.key, "manifests/m.csv");
+        assert_eq!(object.etag.as_deref(), Some("\"abc\""));
         let report = spec.report.unwrap();
         assert_eq!(
             (report.bucket.as_str(), report.prefix.as_str()),
@@ -857,8 +1092,13 @@ mod tests {
             ("\"Priority\": 10", "\"Priority\": -1", "Priority"),
             (
                 "S3BatchOperations_CSV_20180820",
-                "S3InventoryReport_CSV_20161130",
+                "S3BatchOperations_CSV_20990101",
                 "Manifest.Spec.Format",
+            ),
+            (
+                "S3BatchOperations_CSV_20180820",
+                "S3InventoryReport_CSV_20161130",
+                "Manifest.Spec.Fields",
             ),
             (
                 "\"arn:aws:s3:::control/manifests/m.csv\"",
@@ -896,5 +1136,46 @@ mod tests {
             spec.copy.new_metadata.content_type.as_deref(),
             Some("text/plain")
         );
+    }
+
+    #[test]
+    fn inventory_and_generated_manifests_validate() {
+        let inventory = r#"{"Operation": {"S3PutObjectCopy": {"TargetResource": "arn:aws:s3:::dest"}},
+            "Report": {"Enabled": false}, "Priority": 1,
+            "Manifest": {"Spec": {"Format": "S3InventoryReport_CSV_20161130"},
+                         "Location": {"ObjectArn": "arn:aws:s3:::inv/src/config/2026-01-01T00-00Z/manifest.json"}},
+            "Batchops": {"PinVersions": true}}"#;
+        let spec = CreateJobRequest::from_json(inventory).unwrap().validate().unwrap();
+        assert!(matches!(spec.manifest, ManifestSource::Inventory { .. }));
+        assert!(spec.pinning.pin_versions);
+
+        let generated = r#"{"Operation": {"S3PutObjectCopy": {"TargetResource": "arn:aws:s3:::dest"}},
+            "Report": {"Enabled": false}, "Priority": 1,
+            "ManifestGenerator": {"S3JobManifestGenerator": {"SourceBucket": "arn:aws:s3:::src",
+                "EnableManifestOutput": true,
+                "ManifestOutputLocation": {"Bucket": "arn:aws:s3:::out", "ManifestPrefix": "gen/", "ManifestFormat": "S3InventoryReport_CSV_20211130"},
+                "Filter": {"KeyNameConstraint": {"MatchAnyPrefix": ["logs/"], "MatchAnySuffix": [".gz"]},
+                           "CreatedAfter": "2026-01-01T00:00:00Z", "ObjectSizeGreaterThanBytes": 10,
+                           "MatchAnyStorageClass": ["STANDARD"]}}},
+            "Batchops": {"AsOf": "2026-02-01T00:00:00Z"}}"#;
+        let spec = CreateJobRequest::from_json(generated).unwrap().validate().unwrap();
+        let ManifestSource::Generated(g) = &spec.manifest else { panic!() };
+        assert_eq!(g.source_bucket, "src");
+        assert_eq!(g.filter.prefixes, vec!["logs/".to_string()]);
+        assert_eq!(g.filter.size_greater_than, Some(10));
+        assert_eq!(g.output, Some(ManifestOutput { bucket: "out".into(), prefix: "gen".into() }));
+        assert_eq!(spec.pinning.as_of.as_deref(), Some("2026-02-01T00:00:00Z"));
+
+        let cases = [
+            (generated.replace("\"ObjectSizeGreaterThanBytes\": 10", "\"EligibleForReplication\": true"), "ManifestGenerator.S3JobManifestGenerator.Filter.EligibleForReplication"),
+            (generated.replace("2026-01-01T00:00:00Z", "yesterday"), "ManifestGenerator.S3JobManifestGenerator.Filter.CreatedAfter"),
+            (generated.replace("S3InventoryReport_CSV_20211130", "CSV"), "ManifestGenerator.S3JobManifestGenerator.ManifestOutputLocation.ManifestFormat"),
+            (generated.replace("2026-02-01T00:00:00Z", "later"), "Batchops.AsOf"),
+            (inventory.replace("\"PinVersions\": true", "\"AllVersions\": true"), "Batchops.AllVersions"),
+        ];
+        for (doc, field) in cases {
+            let err = CreateJobRequest::from_json(&doc).and_then(|r| r.validate().map(|_| ())).unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+        }
     }
 }

@@ -163,7 +163,7 @@ async fn the_planner_continues_itself_through_the_plan_queue() {
     }
     let record = env.app.store.get_job(&job).await.unwrap();
     assert!(invocations >= 3, "planning took {invocations} invocations");
-    assert_eq!(record.plan.tasks, 6);
+    assert_eq!(record.plan.progress.tasks, 6);
     assert!(record.plan.finished);
     assert_eq!(record.status, batchops_core::JobStatus::Active);
 }

@@ -1,0 +1,1024 @@
+//! The prepare step: read a manifest (CSV, S3 Inventory report, or a listing of the source
+//! bucket) from a cursor on, and turn it into chunks. The planner writes the chunks to the
+//! control bucket and checkpoints; `batchops plan` (dry run) counts them and writes nothing.
+//!
+//! CSV and inventory files are parsed on a blocking thread (decompression and parsing are CPU
+//! work) that hands whole chunks to the async side through a small bounded channel, so memory
+//! stays flat whatever the manifest's size.
+
+use crate::error::{aws, describe_sdk, Error, Result, S3Failure};
+use crate::objects::{md5_hex, put_bytes, same_etag};
+use aws_sdk_s3::Client;
+use batchops_core::chunk::{chunk_key, ChunkTask};
+use batchops_core::encoding::encode_key;
+use batchops_core::inventory::{
+    verify_file_checksum, verify_manifest_checksum, InventoryCsvParser, InventoryFormat, InventoryManifest, InventorySchema,
+};
+use batchops_core::manifest::{CsvManifestParser, LineParser, ManifestFields, ObjectEntry, ObjectRef, ParsedLine};
+use batchops_core::plan::{encode_chunk, parse_time, ChunkOut, Cursor, GeneratorFilter, PlanProgress, Planner};
+use batchops_core::request::{GeneratedManifest, ManifestObject, ManifestOutput, ManifestSource};
+use md5::{Digest, Md5};
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+/// Chunks buffered between the parsing thread and the writer.
+const CHANNEL_CHUNKS: usize = 4;
+
+/// What a source reports to the consumer.
+#[derive(Debug)]
+pub enum SourceEvent {
+    /// The manifest object's ETag as read (recorded at the first read, checked later).
+    ManifestEtag(String),
+    Chunk(ChunkOut),
+    Finished(PlanProgress),
+    /// The manifest cannot run; the job fails with this code and reason.
+    Failed { code: &'static str, reason: String },
+}
+
+/// Where manifest bytes come from: S3, or the local disk (dry runs and benchmarks).
+#[derive(Debug, Clone)]
+pub enum Location {
+    S3(ManifestObject),
+    Local(PathBuf),
+}
+
+impl Location {
+    fn describe(&self) -> String {
+        match self {
+            Location::S3(o) => format!("s3://{}/{}", o.bucket, o.key),
+            Location::Local(path) => path.display().to_string(),
+        }
+    }
+}
+
+/// What reading needs: the S3 client (absent for purely local dry runs) and the runtime handle
+/// the blocking thread uses for its S3 calls.
+#[derive(Clone)]
+pub struct Reader {
+    pub s3: Option<Client>,
+    handle: Handle,
+}
+
+/// Failures the job owner must fix, as opposed to errors worth retrying.
+enum OpenFailure {
+    Job { code: &'static str, reason: String },
+    RangeNotSatisfiable,
+    Retry(Error),
+}
+
+struct Opened {
+    reader: Box<dyn Read + Send>,
+    etag: Option<String>,
+}
+
+impl Reader {
+    pub fn new(s3: Option<Client>) -> Self {
+        Reader { s3, handle: Handle::current() }
+    }
+
+    fn client(&self) -> std::result::Result<&Client, OpenFailure> {
+        self.s3.as_ref().ok_or_else(|| OpenFailure::Retry(Error::Invalid("no S3 client configured".into())))
+    }
+
+    /// Opens `location` from byte `offset`, requiring `if_match` when given. Blocking: call from
+    /// a blocking thread.
+    fn open(&self, location: &Location, offset: u64, if_match: Option<&str>) -> std::result::Result<Opened, OpenFailure> {
+        match location {
+            Location::Local(path) => {
+                use std::io::{Seek, SeekFrom};
+                let mut file = std::fs::File::open(path).map_err(|e| OpenFailure::Job {
+                    code: "ManifestNotReadable",
+                    reason: format!("cannot open {}: {e}", path.display()),
+                })?;
+                file.seek(SeekFrom::Start(offset)).map_err(|e| OpenFailure::Retry(Error::Data(e.to_string())))?;
+                Ok(Opened { reader: Box::new(file), etag: None })
+            }
+            Location::S3(object) => {
+                let s3 = self.client()?;
+                let mut request = s3
+                    .get_object()
+                    .bucket(&object.bucket)
+                    .key(&object.key)
+                    .set_version_id(object.version_id.clone())
+                    .set_if_match(if_match.map(str::to_string));
+                if offset > 0 {
+                    request = request.range(format!("bytes={offset}-"));
+                }
+                let url = location.describe();
+                match self.handle.block_on(request.send()) {
+                    Ok(out) => {
+                        let etag = out.e_tag().map(str::to_string);
+                        let reader = tokio_util::io::SyncIoBridge::new_with_handle(out.body.into_async_read(), self.handle.clone());
+                        Ok(Opened { reader: Box::new(reader), etag })
+                    }
+                    Err(err) => {
+                        let failure = S3Failure::from_sdk(&err);
+                        Err(match failure.status {
+                            Some(412) => {
+                                let actual = self
+                                    .handle
+                                    .block_on(s3.head_object().bucket(&object.bucket).key(&object.key).set_version_id(object.version_id.clone()).send())
+                                    .ok()
+                                    .and_then(|h| h.e_tag().map(str::to_string))
+                                    .unwrap_or_else(|| "unknown".into());
+                                OpenFailure::Job {
+                                    code: "ManifestETagMismatch",
+                                    reason: format!(
+                                        "Manifest.Location.ETag: {url} has ETag {actual}, but the job expects {}; the manifest changed after the job was created",
+                                        if_match.unwrap_or_default()
+                                    ),
+                                }
+                            }
+                            Some(404) | Some(403) => OpenFailure::Job {
+                                code: "ManifestNotReadable",
+                                reason: format!("cannot read {url}: {} ({})", failure.code.unwrap_or_default(), failure.message),
+                            },
+                            Some(416) => OpenFailure::RangeNotSatisfiable,
+                            _ => OpenFailure::Retry(aws("S3", "GetObject")(err)),
+                        })
+                    }
+                }
+            }
+        }
+    }
+
+    fn read_all(&self, location: &Location) -> std::result::Result<Vec<u8>, OpenFailure> {
+        let mut opened = self.open(location, 0, None)?;
+        let mut body = Vec::new();
+        opened
+            .reader
+            .read_to_end(&mut body)
+            .map_err(|e| OpenFailure::Retry(Error::Data(format!("reading {}: {e}", location.describe()))))?;
+        Ok(body)
+    }
+}
+
+/// Updates an MD5 with every byte read through it (inventory files are verified as they stream).
+struct HashingReader<R> {
+    inner: R,
+    md5: Md5,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.md5.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// How the source should treat pinning, decided by the planner from the job's options.
+#[derive(Debug, Clone, Default)]
+pub struct SourceOptions {
+    pub chunk_size: usize,
+    /// Tasks keep ETags the source knows (pinned jobs).
+    pub keep_etags: bool,
+    /// As-of selection done while reading (sources that list versions).
+    pub as_of: Option<String>,
+}
+
+/// Sends events to the consumer; false once it has gone (deadline, lost race): stop reading.
+struct Emitter {
+    tx: mpsc::Sender<Result<SourceEvent>>,
+}
+
+impl Emitter {
+    fn send_blocking(&self, event: Result<SourceEvent>) -> bool {
+        self.tx.blocking_send(event).is_ok()
+    }
+    async fn send(&self, event: Result<SourceEvent>) -> bool {
+        self.tx.send(event).await.is_ok()
+    }
+}
+
+/// Starts reading `source` from `progress.cursor`; events arrive on the returned receiver.
+pub fn start(reader: Reader, source: SourceSpec, progress: PlanProgress, options: SourceOptions) -> mpsc::Receiver<Result<SourceEvent>> {
+    let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+    let emitter = Emitter { tx };
+    match source {
+        SourceSpec::Csv { location, fields, expected_etag } => {
+            tokio::task::spawn_blocking(move || {
+                let result = read_csv(&reader, &location, fields, expected_etag.as_deref(), progress, &options, &emitter);
+                if let Err(err) = result {
+                    emitter.send_blocking(Err(err));
+                }
+            });
+        }
+        SourceSpec::Inventory { location, expected_etag } => {
+            tokio::task::spawn_blocking(move || {
+                let result = read_inventory(&reader, &location, expected_etag.as_deref(), progress, &options, &emitter);
+                if let Err(err) = result {
+                    emitter.send_blocking(Err(err));
+                }
+            });
+        }
+        SourceSpec::Listing(generated) => {
+            tokio::spawn(async move {
+                let result = read_listing(&reader, &generated, progress, &options, &emitter).await;
+                if let Err(err) = result {
+                    emitter.send(Err(err)).await;
+                }
+            });
+        }
+    }
+    rx
+}
+
+/// A manifest to read, resolved to where its bytes are.
+#[derive(Debug, Clone)]
+pub enum SourceSpec {
+    Csv { location: Location, fields: ManifestFields, expected_etag: Option<String> },
+    /// `location` is the report's manifest.json.
+    Inventory { location: Location, expected_etag: Option<String> },
+    Listing(GeneratedManifest),
+}
+
+impl SourceSpec {
+    /// The S3 source of a job's manifest; `recorded_etag` is the ETag seen at the first read.
+    pub fn of_job(manifest: &ManifestSource, recorded_etag: Option<String>) -> Self {
+        match manifest {
+            ManifestSource::Csv { object, fields } => SourceSpec::Csv {
+                expected_etag: recorded_etag.or_else(|| object.etag.clone()),
+                location: Location::S3(object.clone()),
+                fields: fields.clone(),
+            },
+            ManifestSource::Inventory { object } => SourceSpec::Inventory {
+                expected_etag: recorded_etag.or_else(|| object.etag.clone()),
+                location: Location::S3(object.clone()),
+            },
+            ManifestSource::Generated(generated) => SourceSpec::Listing(generated.clone()),
+        }
+    }
+}
+
+fn job_failure(emitter: &Emitter, code: &'static str, reason: String) -> Result<()> {
+    emitter.send_blocking(Ok(SourceEvent::Failed { code, reason }));
+    Ok(())
+}
+
+fn open_failure(emitter: &Emitter, failure: OpenFailure) -> Result<()> {
+    match failure {
+        OpenFailure::Job { code, reason } => job_failure(emitter, code, reason),
+        OpenFailure::Retry(err) => Err(err),
+        OpenFailure::RangeNotSatisfiable => Err(Error::Data("range not satisfiable".into())),
+    }
+}
+
+/// Feeds every line of `reader` to the planner, sending chunks as they fill. Returns the cursor
+/// after the last line, or None when the consumer went away or the job failed.
+#[allow(clippy::too_many_arguments)]
+fn feed_lines<R: BufRead, P: LineParser>(
+    mut reader: R,
+    parser: &mut P,
+    planner: &mut Planner,
+    mut cursor: Cursor,
+    skip_lines: u64,
+    per_file: bool,
+    emitter: &Emitter,
+    source_name: &str,
+) -> Result<Option<Cursor>> {
+    let mut line = Vec::with_capacity(1024);
+    let mut out = Vec::new();
+    let mut skipped = 0u64;
+    loop {
+        line.clear();
+        let read = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| Error::Aws { service: "S3", operation: "GetObject", message: format!("reading {source_name}: {e}") })?;
+        if read == 0 {
+            return Ok(Some(cursor));
+        }
+        if skipped < skip_lines {
+            // Resuming inside a compressed file: lines before the cursor were planned already.
+            skipped += 1;
+            continue;
+        }
+        let before = cursor.clone();
+        cursor.offset += read as u64;
+        cursor.line += 1;
+        if per_file {
+            cursor.file_line += 1;
+        }
+        let raw = line.strip_suffix(b"\n").unwrap_or(&line);
+        let parsed = parser.parse_line(cursor.line, raw);
+        if let Err(reason) = planner.feed(cursor.line, parsed, &before, &cursor, &mut out) {
+            job_failure(emitter, "ManifestVersionIdsMixed", format!("{source_name}: {reason}"))?;
+            return Ok(None);
+        }
+        for chunk in out.drain(..) {
+            if !emitter.send_blocking(Ok(SourceEvent::Chunk(chunk))) {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+fn finish(planner: &mut Planner, end: &Cursor, emitter: &Emitter) -> Result<()> {
+    let mut out = Vec::new();
+    let progress = match planner.finish(end, &mut out) {
+        Ok(progress) => progress,
+        Err(reason) => return job_failure(emitter, "ManifestInvalid", reason),
+    };
+    for chunk in out {
+        if !emitter.send_blocking(Ok(SourceEvent::Chunk(chunk))) {
+            return Ok(());
+        }
+    }
+    emitter.send_blocking(Ok(SourceEvent::Finished(progress)));
+    Ok(())
+}
+
+fn read_csv(
+    reader: &Reader,
+    location: &Location,
+    fields: ManifestFields,
+    expected_etag: Option<&str>,
+    progress: PlanProgress,
+    options: &SourceOptions,
+    emitter: &Emitter,
+) -> Result<()> {
+    let check_versions = fields.has_version();
+    let mut planner = match Planner::new(options.chunk_size, progress.clone(), options.keep_etags, None, check_versions) {
+        Ok(p) => p,
+        Err(reason) => return job_failure(emitter, "ManifestInvalid", reason),
+    };
+    let start = progress.cursor.clone();
+    let opened = match reader.open(location, start.offset, expected_etag) {
+        Ok(opened) => opened,
+        // Resuming exactly at the end of the manifest: nothing left to read.
+        Err(OpenFailure::RangeNotSatisfiable) if start.offset > 0 => return finish(&mut planner, &start, emitter),
+        Err(failure) => return open_failure(emitter, failure),
+    };
+    if let Some(etag) = &opened.etag {
+        if let Some(expected) = expected_etag {
+            // Emulators may ignore If-Match; compare as well.
+            if !same_etag(expected, etag) {
+                return job_failure(
+                    emitter,
+                    "ManifestETagMismatch",
+                    format!("Manifest.Location.ETag: {} has ETag {etag}, but the job expects {expected}; the manifest changed after the job was created", location.describe()),
+                );
+            }
+        }
+        if !emitter.send_blocking(Ok(SourceEvent::ManifestEtag(etag.clone()))) {
+            return Ok(());
+        }
+    }
+    let mut parser = CsvManifestParser::new(fields);
+    let buffered = BufReader::with_capacity(256 * 1024, opened.reader);
+    match feed_lines(buffered, &mut parser, &mut planner, start, 0, false, emitter, &location.describe())? {
+        Some(end) => finish(&mut planner, &end, emitter),
+        None => Ok(()),
+    }
+}
+
+/// Resolves an inventory data file key: in S3, in the manifest's bucket; on disk, next to
+/// manifest.json (by its full key, or by its file name).
+fn data_file_location(manifest_location: &Location, manifest: &InventoryManifest, key: &str) -> Location {
+    match manifest_location {
+        Location::S3(object) => {
+            let bucket = manifest
+                .destination_bucket
+                .as_deref()
+                .and_then(|arn| batchops_core::arn::bucket_from_arn(arn).ok())
+                .unwrap_or_else(|| object.bucket.clone());
+            Location::S3(ManifestObject { bucket, key: key.to_string(), version_id: None, etag: None })
+        }
+        Location::Local(path) => {
+            let dir = path.parent().map(PathBuf::from).unwrap_or_default();
+            let full = dir.join(key);
+            if full.exists() {
+                Location::Local(full)
+            } else {
+                Location::Local(dir.join(key.rsplit('/').next().unwrap_or(key)))
+            }
+        }
+    }
+}
+
+fn sibling(location: &Location, name: &str) -> Location {
+    match location {
+        Location::S3(object) => {
+            let key = match object.key.rsplit_once('/') {
+                Some((dir, _)) => format!("{dir}/{name}"),
+                None => name.to_string(),
+            };
+            Location::S3(ManifestObject { bucket: object.bucket.clone(), key, version_id: None, etag: None })
+        }
+        Location::Local(path) => Location::Local(path.with_file_name(name)),
+    }
+}
+
+fn read_inventory(
+    reader: &Reader,
+    location: &Location,
+    expected_etag: Option<&str>,
+    progress: PlanProgress,
+    options: &SourceOptions,
+    emitter: &Emitter,
+) -> Result<()> {
+    let manifest_json = match reader.open(location, 0, expected_etag) {
+        Ok(mut opened) => {
+            let mut body = Vec::new();
+            opened.reader.read_to_end(&mut body).map_err(|e| Error::Data(e.to_string()))?;
+            if let Some(etag) = opened.etag {
+                if let Some(expected) = expected_etag {
+                    if !same_etag(expected, &etag) {
+                        return job_failure(emitter, "ManifestETagMismatch", format!("Manifest.Location.ETag: {} has ETag {etag}, but the job expects {expected}; the manifest changed after the job was created", location.describe()));
+                    }
+                }
+                if !emitter.send_blocking(Ok(SourceEvent::ManifestEtag(etag))) {
+                    return Ok(());
+                }
+            }
+            body
+        }
+        Err(failure) => return open_failure(emitter, failure),
+    };
+    let url = location.describe();
+    match reader.read_all(&sibling(location, "manifest.checksum")) {
+        Ok(checksum) => {
+            if let Err(err) = verify_manifest_checksum(&manifest_json, &String::from_utf8_lossy(&checksum)) {
+                return job_failure(emitter, "ManifestChecksumMismatch", format!("{url}: {err}"));
+            }
+        }
+        Err(OpenFailure::Job { .. }) => {
+            return job_failure(emitter, "ManifestChecksumMissing", format!("{url}: manifest.checksum is missing next to manifest.json"));
+        }
+        Err(failure) => return open_failure(emitter, failure),
+    }
+    let manifest = match InventoryManifest::parse(&manifest_json) {
+        Ok(m) => m,
+        Err(err) => return job_failure(emitter, "ManifestInvalid", format!("{url}: {err}")),
+    };
+    let mut planner = match Planner::new(options.chunk_size, progress.clone(), options.keep_etags, options.as_of.as_deref(), false) {
+        Ok(p) => p,
+        Err(reason) => return job_failure(emitter, "ManifestInvalid", reason),
+    };
+    let mut cursor = progress.cursor.clone();
+    let schema = if manifest.file_format == InventoryFormat::Csv {
+        match InventorySchema::parse(&manifest.file_schema) {
+            Ok(schema) => Some(schema),
+            Err(err) => return job_failure(emitter, "ManifestInvalid", format!("{url}: {err}")),
+        }
+    } else {
+        None
+    };
+    if options.as_of.is_some() {
+        let has_versions = match &schema {
+            Some(s) => s.version_id.is_some() && s.last_modified.is_some(),
+            None => manifest.file_schema.contains("version_id") && manifest.file_schema.contains("last_modified_date"),
+        };
+        if !has_versions {
+            return job_failure(emitter, "ManifestInvalid", format!("{url}: Batchops.AsOf needs an inventory with all versions (VersionId and LastModifiedDate columns)"));
+        }
+    }
+    while (cursor.file_index as usize) < manifest.files.len() {
+        let file = &manifest.files[cursor.file_index as usize];
+        let data = data_file_location(location, &manifest, &file.key);
+        let name = data.describe();
+        let skip = cursor.file_line;
+        let md5 = match &schema {
+            Some(schema) => {
+                let opened = match reader.open(&data, 0, None) {
+                    Ok(o) => o,
+                    Err(failure) => return open_failure(emitter, failure),
+                };
+                let hashing = HashingReader { inner: opened.reader, md5: Md5::new() };
+                let mut hashing = BufReader::with_capacity(256 * 1024, hashing);
+                let mut parser = InventoryCsvParser::new(schema.clone(), file.key.clone());
+                let end = {
+                    let gz = BufReader::with_capacity(256 * 1024, flate2::bufread::MultiGzDecoder::new(&mut hashing));
+                    let start = Cursor { offset: 0, file_line: 0, ..cursor.clone() };
+                    match feed_lines(gz, &mut parser, &mut planner, start, skip, true, emitter, &name)? {
+                        Some(end) => end,
+                        None => return Ok(()),
+                    }
+                };
+                // Drain whatever follows the gzip members so the digest covers the whole file.
+                std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|e| Error::Data(e.to_string()))?;
+                cursor = end;
+                hex::encode(hashing.into_inner().md5.finalize())
+            }
+            None => match read_columnar(reader, &data, manifest.file_format, &mut planner, &mut cursor, skip, emitter)? {
+                Some(md5) => md5,
+                None => return Ok(()),
+            },
+        };
+        if let Err(err) = verify_file_checksum(file, &md5) {
+            return job_failure(emitter, "ManifestChecksumMismatch", format!("{url}: {err}"));
+        }
+        cursor.file_index += 1;
+        cursor.file_line = 0;
+        cursor.offset = 0;
+    }
+    finish(&mut planner, &cursor, emitter)
+}
+
+/// Parquet and ORC inventory files: downloaded to a temporary file (their readers seek), MD5
+/// computed on the way, then read record by record.
+fn read_columnar(
+    reader: &Reader,
+    data: &Location,
+    format: InventoryFormat,
+    planner: &mut Planner,
+    cursor: &mut Cursor,
+    skip: u64,
+    emitter: &Emitter,
+) -> Result<Option<String>> {
+    let name = data.describe();
+    let (path, md5, _guard) = match data {
+        Location::Local(path) => {
+            let bytes = std::fs::read(path).map_err(|e| Error::Data(format!("{name}: {e}")))?;
+            (path.clone(), md5_hex(&bytes), None)
+        }
+        Location::S3(_) => {
+            let mut opened = match reader.open(data, 0, None) {
+                Ok(o) => o,
+                Err(failure) => {
+                    open_failure(emitter, failure)?;
+                    return Ok(None);
+                }
+            };
+            let mut temp = tempfile::NamedTempFile::new().map_err(|e| Error::Data(format!("temporary file: {e}")))?;
+            let mut hashing = HashingReader { inner: &mut opened.reader, md5: Md5::new() };
+            std::io::copy(&mut hashing, temp.as_file_mut()).map_err(|e| Error::Data(format!("{name}: {e}")))?;
+            let md5 = hex::encode(hashing.md5.finalize());
+            (temp.path().to_path_buf(), md5, Some(temp))
+        }
+    };
+    let columnar_format = match format {
+        InventoryFormat::Parquet => batchops_columnar::ColumnarFormat::Parquet,
+        InventoryFormat::Orc => batchops_columnar::ColumnarFormat::Orc,
+        InventoryFormat::Csv => return Err(Error::Data("CSV is not columnar".into())),
+    };
+    let records = match batchops_columnar::read_file(columnar_format, &path) {
+        Ok(records) => records,
+        Err(err) => {
+            job_failure(emitter, "ManifestInvalid", format!("{name}: {err}"))?;
+            return Ok(None);
+        }
+    };
+    let mut out = Vec::new();
+    for (index, record) in records.enumerate() {
+        if (index as u64) < skip {
+            continue;
+        }
+        let before = cursor.clone();
+        cursor.line += 1;
+        cursor.file_line += 1;
+        let parsed = match record {
+            Ok(r) => {
+                let entry = ObjectEntry {
+                    object: ObjectRef { bucket: r.bucket, key: r.key, version_id: r.version_id },
+                    etag: r.e_tag,
+                    size: r.size,
+                    last_modified: r.last_modified,
+                    is_latest: r.is_latest,
+                    storage_class: r.storage_class,
+                };
+                if r.is_delete_marker {
+                    ParsedLine::DeleteMarker(entry)
+                } else {
+                    ParsedLine::Object(entry)
+                }
+            }
+            Err(err) => ParsedLine::Malformed(batchops_core::manifest::MalformedLine {
+                line: cursor.line,
+                bucket: String::new(),
+                key_encoded: String::new(),
+                message: format!("inventory file {name} record {}: {err}", index + 1),
+            }),
+        };
+        if let Err(reason) = planner.feed(cursor.line, parsed, &before, cursor, &mut out) {
+            job_failure(emitter, "ManifestInvalid", format!("{name}: {reason}"))?;
+            return Ok(None);
+        }
+        for chunk in out.drain(..) {
+            if !emitter.send_blocking(Ok(SourceEvent::Chunk(chunk))) {
+                return Ok(None);
+            }
+        }
+    }
+    Ok(Some(md5))
+}
+
+/// Lists the source bucket (each filter prefix in turn), applying the generator's filter.
+async fn read_listing(reader: &Reader, generated: &GeneratedManifest, progress: PlanProgress, options: &SourceOptions, emitter: &Emitter) -> Result<()> {
+    let s3 = reader.s3.as_ref().ok_or_else(|| Error::Invalid("no S3 client configured".into()))?;
+    let versions_needed = generated.all_versions || options.keep_etags || options.as_of.is_some();
+    let mut planner = match Planner::new(options.chunk_size, progress.clone(), options.keep_etags || generated.all_versions, options.as_of.as_deref(), false) {
+        Ok(p) => p,
+        Err(reason) => {
+            emitter.send(Ok(SourceEvent::Failed { code: "ManifestInvalid", reason })).await;
+            return Ok(());
+        }
+    };
+    let prefixes = generated.filter.listing_prefixes();
+    let mut cursor = progress.cursor.clone();
+    let mut out = Vec::new();
+    while (cursor.prefix_index as usize) < prefixes.len() {
+        let prefix = &prefixes[cursor.prefix_index as usize];
+        loop {
+            let page = if versions_needed {
+                list_versions_page(s3, &generated.source_bucket, prefix, &cursor).await?
+            } else {
+                list_objects_page(s3, &generated.source_bucket, prefix, &cursor).await?
+            };
+            for (entry, is_delete_marker) in page.entries {
+                let before = cursor.clone();
+                cursor.line += 1;
+                cursor.key_marker = Some(entry.object.key.clone());
+                cursor.version_marker = entry.object.version_id.clone().filter(|_| versions_needed);
+                let parsed = if is_delete_marker {
+                    ParsedLine::DeleteMarker(entry)
+                } else if !passes(&generated.filter, &entry) || (!generated.all_versions && options.as_of.is_none() && entry.is_latest == Some(false)) {
+                    planner.skip();
+                    continue;
+                } else {
+                    ParsedLine::Object(entry)
+                };
+                if let Err(reason) = planner.feed(cursor.line, parsed, &before, &cursor, &mut out) {
+                    emitter.send(Ok(SourceEvent::Failed { code: "ManifestInvalid", reason })).await;
+                    return Ok(());
+                }
+                for chunk in out.drain(..) {
+                    if !emitter.send(Ok(SourceEvent::Chunk(chunk))).await {
+                        return Ok(());
+                    }
+                }
+            }
+            if !page.truncated {
+                break;
+            }
+        }
+        cursor.prefix_index += 1;
+        cursor.key_marker = None;
+        cursor.version_marker = None;
+    }
+    let progress = match planner.finish(&cursor, &mut out) {
+        Ok(p) => p,
+        Err(reason) => {
+            emitter.send(Ok(SourceEvent::Failed { code: "ManifestInvalid", reason })).await;
+            return Ok(());
+        }
+    };
+    for chunk in out {
+        if !emitter.send(Ok(SourceEvent::Chunk(chunk))).await {
+            return Ok(());
+        }
+    }
+    emitter.send(Ok(SourceEvent::Finished(progress))).await;
+    Ok(())
+}
+
+fn passes(filter: &GeneratorFilter, entry: &ObjectEntry) -> bool {
+    let modified = entry.last_modified.as_deref().and_then(|t| parse_time(t).ok());
+    filter.matches(&entry.object.key, modified, entry.size.unwrap_or(0), entry.storage_class.as_deref())
+}
+
+struct Page {
+    entries: Vec<(ObjectEntry, bool)>,
+    truncated: bool,
+}
+
+fn rfc3339(t: Option<&aws_smithy_types::DateTime>) -> Option<String> {
+    t.and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok())
+}
+
+async fn list_objects_page(s3: &Client, bucket: &str, prefix: &str, cursor: &Cursor) -> Result<Page> {
+    let out = s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .set_start_after(cursor.key_marker.clone())
+        .send()
+        .await
+        .map_err(|e| Error::Aws { service: "S3", operation: "ListObjectsV2", message: format!("s3://{bucket}/{prefix}: {}", describe_sdk(&e)) })?;
+    let entries = out
+        .contents()
+        .iter()
+        .map(|o| {
+            let entry = ObjectEntry {
+                object: ObjectRef { bucket: bucket.to_string(), key: o.key().unwrap_or_default().to_string(), version_id: None },
+                etag: o.e_tag().map(str::to_string),
+                size: o.size().map(|s| s.max(0) as u64),
+                last_modified: rfc3339(o.last_modified()),
+                is_latest: Some(true),
+                storage_class: o.storage_class().map(|c| c.as_str().to_string()),
+            };
+            (entry, false)
+        })
+        .collect();
+    Ok(Page { entries, truncated: out.is_truncated().unwrap_or(false) })
+}
+
+/// One ListObjectVersions page, versions and delete markers merged in listing order (key
+/// ascending, newest first). It has no paginator: the cursor's markers are the loop.
+async fn list_versions_page(s3: &Client, bucket: &str, prefix: &str, cursor: &Cursor) -> Result<Page> {
+    let out = s3
+        .list_object_versions()
+        .bucket(bucket)
+        .prefix(prefix)
+        .set_key_marker(cursor.key_marker.clone())
+        .set_version_id_marker(cursor.key_marker.as_ref().and(cursor.version_marker.clone()))
+        .send()
+        .await
+        .map_err(|e| Error::Aws { service: "S3", operation: "ListObjectVersions", message: format!("s3://{bucket}/{prefix}: {}", describe_sdk(&e)) })?;
+    let mut entries: Vec<(ObjectEntry, bool, Option<aws_smithy_types::DateTime>)> = Vec::new();
+    for v in out.versions() {
+        entries.push((
+            ObjectEntry {
+                object: ObjectRef {
+                    bucket: bucket.to_string(),
+                    key: v.key().unwrap_or_default().to_string(),
+                    version_id: Some(v.version_id().unwrap_or("null").to_string()),
+                },
+                etag: v.e_tag().map(str::to_string),
+                size: v.size().map(|s| s.max(0) as u64),
+                last_modified: rfc3339(v.last_modified()),
+                is_latest: v.is_latest(),
+                storage_class: v.storage_class().map(|c| c.as_str().to_string()),
+            },
+            false,
+            v.last_modified().cloned(),
+        ));
+    }
+    for m in out.delete_markers() {
+        entries.push((
+            ObjectEntry {
+                object: ObjectRef {
+                    bucket: bucket.to_string(),
+                    key: m.key().unwrap_or_default().to_string(),
+                    version_id: Some(m.version_id().unwrap_or("null").to_string()),
+                },
+                last_modified: rfc3339(m.last_modified()),
+                is_latest: m.is_latest(),
+                ..Default::default()
+            },
+            true,
+            m.last_modified().cloned(),
+        ));
+    }
+    // Key ascending, then newest first; the API orders each list this way but not the two merged.
+    entries.sort_by(|a, b| {
+        a.0.object.key.cmp(&b.0.object.key).then_with(|| {
+            let (ta, tb) = (a.2.map(|t| (t.secs(), t.subsec_nanos())), b.2.map(|t| (t.secs(), t.subsec_nanos())));
+            tb.cmp(&ta)
+        })
+    });
+    Ok(Page {
+        entries: entries.into_iter().map(|(e, dm, _)| (e, dm)).collect(),
+        truncated: out.is_truncated().unwrap_or(false),
+    })
+}
+
+/// Where prepared chunks go, and what pinning still needs S3 for.
+pub struct ChunkWriter {
+    pub s3: Option<Client>,
+    /// None for a dry run: chunks are encoded, counted and dropped.
+    pub control: Option<(String, String)>,
+    /// Generated manifests written for inspection: (output, job id).
+    pub output: Option<(ManifestOutput, String)>,
+    /// Fill a missing version ID and ETag with a HEAD at planning time.
+    pub pin_with_head: bool,
+    /// CSV manifests with an as-of time: look each key's versions up.
+    pub as_of_lookup: Option<String>,
+    pub concurrency: usize,
+    pub stats: WriteStats,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct WriteStats {
+    pub chunks: u64,
+    pub encoded_bytes: u64,
+    /// The first malformed lines (line number, message), for dry runs.
+    pub malformed: Vec<(u64, String)>,
+    pub s3_puts: u64,
+    pub pin_requests: u64,
+}
+
+const MALFORMED_KEPT: usize = 100;
+
+impl ChunkWriter {
+    pub async fn write(&mut self, chunk: &mut ChunkOut) -> Result<()> {
+        if self.pin_with_head {
+            self.pin(&mut chunk.tasks).await?;
+        }
+        if let Some(as_of) = self.as_of_lookup.clone() {
+            self.select_as_of(&mut chunk.tasks, &as_of).await?;
+        }
+        for task in &chunk.tasks {
+            if let ChunkTask::Malformed(m) = task {
+                if self.stats.malformed.len() < MALFORMED_KEPT {
+                    self.stats.malformed.push((m.line, m.message.clone()));
+                }
+            }
+        }
+        let body = encode_chunk(&chunk.tasks);
+        self.stats.chunks += 1;
+        self.stats.encoded_bytes += body.len() as u64;
+        if let (Some(s3), Some((bucket, job_id))) = (&self.s3, &self.control) {
+            put_bytes(s3, bucket, &chunk_key(job_id, chunk.seq), body.into_bytes(), "text/plain").await?;
+            self.stats.s3_puts += 1;
+            if let Some((output, job_id)) = &self.output {
+                let part = generated_part(&chunk.tasks)?;
+                let key = format!("{}/data/{:010}.csv.gz", output_root(output, job_id), chunk.seq);
+                put_bytes(s3, &output.bucket, &key, part, "application/gzip").await?;
+                self.stats.s3_puts += 1;
+            }
+        }
+        Ok(())
+    }
+
+    async fn pin(&mut self, tasks: &mut [ChunkTask]) -> Result<()> {
+        use futures::StreamExt;
+        let Some(s3) = self.s3.clone() else { return Err(Error::Invalid("pinning needs S3 access".into())) };
+        let lookups: Vec<usize> = tasks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| matches!(t, ChunkTask::Object { object, etag, .. } if object.version_id.is_none() || etag.is_none()))
+            .map(|(i, _)| i)
+            .collect();
+        self.stats.pin_requests += lookups.len() as u64;
+        let heads: Vec<(usize, Option<(Option<String>, Option<String>, Option<u64>)>)> = futures::stream::iter(lookups)
+            .map(|i| {
+                let s3 = s3.clone();
+                let object = match &tasks[i] {
+                    ChunkTask::Object { object, .. } => object.clone(),
+                    ChunkTask::Malformed(_) => ObjectRef::default(),
+                };
+                async move {
+                    let head = s3
+                        .head_object()
+                        .bucket(&object.bucket)
+                        .key(&object.key)
+                        .set_version_id(object.version_id.clone())
+                        .send()
+                        .await
+                        .ok()
+                        .map(|h| (h.version_id().map(str::to_string), h.e_tag().map(str::to_string), h.content_length().map(|l| l.max(0) as u64)));
+                    (i, head)
+                }
+            })
+            .buffer_unordered(self.concurrency.max(1))
+            .collect()
+            .await;
+        for (i, head) in heads {
+            // An object missing at planning time stays unpinned and fails when it runs.
+            if let (ChunkTask::Object { object, etag, size, .. }, Some((version, head_etag, length))) = (&mut tasks[i], head) {
+                if object.version_id.is_none() {
+                    object.version_id = version;
+                }
+                *etag = head_etag;
+                *size = length;
+            }
+        }
+        Ok(())
+    }
+
+    async fn select_as_of(&mut self, tasks: &mut [ChunkTask], as_of: &str) -> Result<()> {
+        use batchops_core::plan::{AsOfSelector, Selected};
+        let Some(s3) = self.s3.clone() else { return Err(Error::Invalid("as-of selection needs S3 access".into())) };
+        for task in tasks.iter_mut() {
+            let ChunkTask::Object { line, object, etag, size } = task else { continue };
+            self.stats.pin_requests += 1;
+            let mut selector = AsOfSelector::new(parse_time(as_of).map_err(Error::Invalid)?);
+            let mut cursor = Cursor::default();
+            let mut chosen = None;
+            loop {
+                let page = list_versions_page(&s3, &object.bucket, &object.key, &cursor).await?;
+                for (entry, is_delete_marker) in &page.entries {
+                    if entry.object.key != object.key {
+                        continue;
+                    }
+                    if let Selected::GroupEnded(Some(choice)) = selector.feed(*line, entry, *is_delete_marker).map_err(Error::Invalid)? {
+                        chosen = Some(choice);
+                    }
+                    cursor.key_marker = Some(entry.object.key.clone());
+                    cursor.version_marker = entry.object.version_id.clone();
+                }
+                if !page.truncated {
+                    break;
+                }
+            }
+            if let Some(choice) = selector.finish().or(chosen) {
+                object.version_id = choice.1.object.version_id;
+                *etag = choice.1.etag;
+                *size = choice.1.size;
+            } else {
+                *task = ChunkTask::Malformed(batchops_core::manifest::MalformedLine {
+                    line: *line,
+                    bucket: object.bucket.clone(),
+                    key_encoded: encode_key(&object.key),
+                    message: format!("manifest line {line}: no version of this key existed at {as_of}"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `<prefix>/job-<id>` under the manifest output location.
+pub fn output_root(output: &ManifestOutput, job_id: &str) -> String {
+    if output.prefix.is_empty() {
+        format!("job-{job_id}")
+    } else {
+        format!("{}/job-{job_id}", output.prefix)
+    }
+}
+
+/// One gzip CSV data file of a generated manifest, in S3 Inventory's quoting.
+fn generated_part(tasks: &[ChunkTask]) -> Result<Vec<u8>> {
+    use std::io::Write;
+    let mut csv = String::new();
+    for task in tasks {
+        if let ChunkTask::Object { object, .. } = task {
+            csv.push_str(&format!(
+                "\"{}\",\"{}\",\"{}\"\n",
+                object.bucket,
+                encode_key(&object.key),
+                object.version_id.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(csv.as_bytes()).map_err(|e| Error::Data(e.to_string()))?;
+    gz.finish().map_err(|e| Error::Data(e.to_string()))
+}
+
+/// Writes the generated manifest's `manifest.json` and `manifest.checksum` once planning is
+/// done: an S3 Inventory-style report any later job can take as its manifest.
+pub async fn write_generated_manifest(s3: &Client, output: &ManifestOutput, job_id: &str, source_bucket: &str) -> Result<String> {
+    let root = output_root(output, job_id);
+    let mut files = Vec::new();
+    let mut pages = s3.list_objects_v2().bucket(&output.bucket).prefix(format!("{root}/data/")).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(aws("S3", "ListObjectsV2"))?;
+        for object in page.contents() {
+            files.push(serde_json::json!({
+                "key": object.key().unwrap_or_default(),
+                "size": object.size().unwrap_or(0),
+                "MD5checksum": object.e_tag().unwrap_or_default().trim_matches('"'),
+            }));
+        }
+    }
+    let manifest = serde_json::json!({
+        "sourceBucket": source_bucket,
+        "destinationBucket": batchops_core::arn::bucket_arn(&output.bucket),
+        "version": "2016-11-30",
+        "creationTimestamp": (crate::unix_now() * 1000).to_string(),
+        "fileFormat": "CSV",
+        "fileSchema": "Bucket, Key, VersionId",
+        "files": files,
+    });
+    let body = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Data(e.to_string()))?;
+    let checksum = md5_hex(&body);
+    let key = format!("{root}/manifest.json");
+    put_bytes(s3, &output.bucket, &key, body, "application/json").await?;
+    put_bytes(s3, &output.bucket, &format!("{root}/manifest.checksum"), checksum.into_bytes(), "text/plain").await?;
+    Ok(key)
+}
+
+/// What a dry run found: the same prepare step as a job's, with nothing written.
+#[derive(Debug, Clone)]
+pub struct DryRunReport {
+    pub progress: PlanProgress,
+    pub stats: WriteStats,
+    pub elapsed: std::time::Duration,
+    /// Set when the manifest could not run at all (the job would fail with this).
+    pub failure: Option<(String, String)>,
+}
+
+impl DryRunReport {
+    /// Manifest lines (or listed entries) read per second.
+    pub fn lines_per_second(&self) -> f64 {
+        self.progress.cursor.line as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Runs the prepare step over a whole manifest without creating a job or writing anything.
+pub async fn dry_run(reader: Reader, source: SourceSpec, options: SourceOptions, writer: &mut ChunkWriter) -> Result<DryRunReport> {
+    let started = std::time::Instant::now();
+    let mut events = start(reader, source, PlanProgress::default(), options);
+    while let Some(event) = events.recv().await {
+        match event? {
+            SourceEvent::ManifestEtag(_) => {}
+            SourceEvent::Chunk(mut chunk) => writer.write(&mut chunk).await?,
+            SourceEvent::Failed { code, reason } => {
+                return Ok(DryRunReport {
+                    progress: PlanProgress::default(),
+                    stats: writer.stats.clone(),
+                    elapsed: started.elapsed(),
+                    failure: Some((code.to_string(), reason)),
+                })
+            }
+            SourceEvent::Finished(progress) => {
+                return Ok(DryRunReport { progress, stats: writer.stats.clone(), elapsed: started.elapsed(), failure: None })
+            }
+        }
+    }
+    Err(Error::Data("the manifest reader stopped without finishing".into()))
+}
