@@ -286,13 +286,20 @@ async fn watch(app: &App, job_id: &str) -> Result<JobDescriptor> {
 }
 
 async fn plan(config: &Config, clients: &Clients, args: &PlanArgs) -> Result<()> {
-    use batchops_aws::prepare::{dry_run, ChunkWriter, Location, Reader, SourceOptions, SourceSpec};
+    use batchops_aws::prepare::{
+        dry_run, ChunkWriter, Location, Reader, SourceOptions, SourceSpec,
+    };
     use batchops_core::manifest::{ManifestField, ManifestFields};
     use batchops_core::request::ManifestObject;
     let location = match args.manifest.strip_prefix("s3://") {
         Some(_) => {
             let (bucket, key) = split_s3_url(&args.manifest)?;
-            Location::S3(ManifestObject { bucket, key, version_id: None, etag: None })
+            Location::S3(ManifestObject {
+                bucket,
+                key,
+                version_id: None,
+                etag: None,
+            })
         }
         None => Location::Local(args.manifest.clone().into()),
     };
@@ -309,10 +316,18 @@ async fn plan(config: &Config, clients: &Clients, args: &PlanArgs) -> Result<()>
                     other => bail!("--fields[{i}]: unknown field `{other}`; expected Bucket, Key, VersionId or Ignore"),
                 });
             }
-            let fields = ManifestFields::new(fields).map_err(|m| anyhow::anyhow!("--fields: {m}"))?;
-            SourceSpec::Csv { location, fields, expected_etag: None }
+            let fields =
+                ManifestFields::new(fields).map_err(|m| anyhow::anyhow!("--fields: {m}"))?;
+            SourceSpec::Csv {
+                location,
+                fields,
+                expected_etag: None,
+            }
         }
-        ManifestFormatArg::Inventory => SourceSpec::Inventory { location, expected_etag: None },
+        ManifestFormatArg::Inventory => SourceSpec::Inventory {
+            location,
+            expected_etag: None,
+        },
     };
     let is_csv = matches!(source, SourceSpec::Csv { .. });
     let pinned = args.pin_versions || args.as_of.is_some();
@@ -331,10 +346,21 @@ async fn plan(config: &Config, clients: &Clients, args: &PlanArgs) -> Result<()>
         keep_etags: pinned,
         as_of: if is_csv { None } else { args.as_of.clone() },
     };
-    let report = dry_run(Reader::new(needs_s3.then(|| clients.s3.clone())), source, options, &mut writer).await?;
+    let report = dry_run(
+        Reader::new(needs_s3.then(|| clients.s3.clone())),
+        source,
+        options,
+        &mut writer,
+    )
+    .await?;
     let p = &report.progress;
     if args.json {
-        let malformed: Vec<_> = report.stats.malformed.iter().map(|(line, message)| json!({"Line": line, "Message": message})).collect();
+        let malformed: Vec<_> = report
+            .stats
+            .malformed
+            .iter()
+            .map(|(line, message)| json!({"Line": line, "Message": message}))
+            .collect();
         println!(
             "{}",
             serde_json::to_string_pretty(&json!({
@@ -355,15 +381,26 @@ async fn plan(config: &Config, clients: &Clients, args: &PlanArgs) -> Result<()>
         );
     } else {
         println!("Manifest    {}", args.manifest);
-        println!("Tasks       {} ({} malformed, {} entries skipped)", p.tasks, p.malformed, p.skipped);
+        println!(
+            "Tasks       {} ({} malformed, {} entries skipped)",
+            p.tasks, p.malformed, p.skipped
+        );
         println!("Chunks      {}", p.next_seq);
         println!("Bytes       {} (where the manifest gives sizes)", p.bytes);
-        println!("Rate        {:.0} lines/s ({} lines in {:.3}s)", report.lines_per_second(), p.cursor.line, report.elapsed.as_secs_f64());
+        println!(
+            "Rate        {:.0} lines/s ({} lines in {:.3}s)",
+            report.lines_per_second(),
+            p.cursor.line,
+            report.elapsed.as_secs_f64()
+        );
         for (line, message) in &report.stats.malformed {
             println!("Malformed   line {line}: {message}");
         }
         if p.malformed as usize > report.stats.malformed.len() {
-            println!("Malformed   ... {} more", p.malformed as usize - report.stats.malformed.len());
+            println!(
+                "Malformed   ... {} more",
+                p.malformed as usize - report.stats.malformed.len()
+            );
         }
         if let Some((code, reason)) = &report.failure {
             println!("Failure     {code}: {reason}");

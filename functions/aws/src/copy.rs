@@ -136,7 +136,9 @@ impl Copier<'_> {
             }),
             ChunkTask::Object { object, etag, .. } => {
                 // Pinned tasks carry the ETag seen at planning: the copy must find that object.
-                let if_match = etag.as_deref().map(|e| format!("\"{}\"", e.trim_matches('"')));
+                let if_match = etag
+                    .as_deref()
+                    .map(|e| format!("\"{}\"", e.trim_matches('"')));
                 self.copy(object, if_match.as_deref()).await
             }
         }

@@ -30,10 +30,16 @@ pub async fn create_job(app: &App, request: CreateJobRequest) -> Result<CreatedJ
             .await
             .map_err(|e| {
                 let failure = crate::error::S3Failure::from_sdk(&e);
-                let status = failure.status.map(|s| s.to_string()).unwrap_or_else(|| failure.message.clone());
+                let status = failure
+                    .status
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| failure.message.clone());
                 RequestError::new(
                     "Manifest.Location.ObjectArn",
-                    format!("cannot read manifest s3://{}/{} (HTTP {status})", manifest.bucket, manifest.key),
+                    format!(
+                        "cannot read manifest s3://{}/{} (HTTP {status})",
+                        manifest.bucket, manifest.key
+                    ),
                 )
             })?;
         if manifest.etag.is_none() {

@@ -4,7 +4,9 @@
 
 use crate::error::{Error, Result};
 use crate::objects::bucket_reachable;
-use crate::prepare::{self, write_generated_manifest, ChunkWriter, Reader, SourceEvent, SourceOptions, SourceSpec};
+use crate::prepare::{
+    self, write_generated_manifest, ChunkWriter, Reader, SourceEvent, SourceOptions, SourceSpec,
+};
 use crate::queue::ChunkPointer;
 use crate::{now, App};
 use batchops_core::plan::PlanProgress;
@@ -153,6 +155,14 @@ pub async fn fail_job(app: &App, job_id: &str, code: &str, reason: String) -> Re
     app.queues.request_finalize(job_id).await
 }
 
+/// Generated manifests name versions when the job lists them (all versions, or pinned).
+fn generated_with_versions(
+    generated: &GeneratedManifest,
+    pinning: &batchops_core::plan::Pinning,
+) -> bool {
+    generated.all_versions || pinning.is_pinned()
+}
+
 /// The writer and source options for a job's prepare step.
 pub fn job_writer(app: &App, job: &JobRecord, control: bool) -> (ChunkWriter, SourceOptions) {
     let spec = &job.spec;
@@ -166,7 +176,10 @@ pub fn job_writer(app: &App, job: &JobRecord, control: bool) -> (ChunkWriter, So
         ManifestSource::Generated(_) => (false, None, pinning.as_of.clone()),
     };
     let output = match &spec.manifest {
-        ManifestSource::Generated(g) => g.output.clone().map(|o| (o, job.job_id.clone())),
+        ManifestSource::Generated(g) => g
+            .output
+            .clone()
+            .map(|o| (o, job.job_id.clone(), generated_with_versions(g, pinning))),
         _ => None,
     };
     let writer = ChunkWriter {
@@ -178,7 +191,11 @@ pub fn job_writer(app: &App, job: &JobRecord, control: bool) -> (ChunkWriter, So
         concurrency: app.config.task_concurrency,
         stats: Default::default(),
     };
-    let options = SourceOptions { chunk_size: app.config.chunk_size, keep_etags: pinning.is_pinned(), as_of: as_of_in_source };
+    let options = SourceOptions {
+        chunk_size: app.config.chunk_size,
+        keep_etags: pinning.is_pinned(),
+        as_of: as_of_in_source,
+    };
     (writer, options)
 }
 
@@ -187,28 +204,52 @@ pub fn job_writer(app: &App, job: &JobRecord, control: bool) -> (ChunkWriter, So
 async fn plan_slice(app: &App, mut job: JobRecord, deadline: Instant) -> Result<Advance> {
     let job_id = job.job_id.clone();
     let spec = job.spec.clone();
-    let first_slice = job.plan.progress.next_seq == 0 && job.plan.progress.cursor == Default::default();
+    let first_slice =
+        job.plan.progress.next_seq == 0 && job.plan.progress.cursor == Default::default();
     if first_slice {
         if let Err(reason) = bucket_reachable(&app.s3, &spec.copy.target_bucket).await {
-            fail_job(app, &job_id, "TargetBucketUnreachable", format!("Operation.S3PutObjectCopy.TargetResource: {reason}")).await?;
+            fail_job(
+                app,
+                &job_id,
+                "TargetBucketUnreachable",
+                format!("Operation.S3PutObjectCopy.TargetResource: {reason}"),
+            )
+            .await?;
             return Ok(Advance::Idle);
         }
         if let Some(report) = &spec.report {
             if let Err(reason) = bucket_reachable(&app.s3, &report.bucket).await {
-                fail_job(app, &job_id, "ReportBucketUnreachable", format!("Report.Bucket: {reason}")).await?;
+                fail_job(
+                    app,
+                    &job_id,
+                    "ReportBucketUnreachable",
+                    format!("Report.Bucket: {reason}"),
+                )
+                .await?;
                 return Ok(Advance::Idle);
             }
         }
         if let ManifestSource::Generated(g) = &spec.manifest {
             if let Err(reason) = bucket_reachable(&app.s3, &g.source_bucket).await {
-                fail_job(app, &job_id, "SourceBucketUnreachable", format!("ManifestGenerator.S3JobManifestGenerator.SourceBucket: {reason}")).await?;
+                fail_job(
+                    app,
+                    &job_id,
+                    "SourceBucketUnreachable",
+                    format!("ManifestGenerator.S3JobManifestGenerator.SourceBucket: {reason}"),
+                )
+                .await?;
                 return Ok(Advance::Idle);
             }
         }
     }
     let (mut writer, options) = job_writer(app, &job, true);
     let source = SourceSpec::of_job(&spec.manifest, job.plan.manifest_etag.clone());
-    let mut events = prepare::start(Reader::new(Some(app.s3.clone())), source, job.plan.progress.clone(), options);
+    let mut events = prepare::start(
+        Reader::new(Some(app.s3.clone())),
+        source,
+        job.plan.progress.clone(),
+        options,
+    );
     let mut since_checkpoint = 0u64;
     let mut resumable: Option<PlanProgress> = None;
     while let Some(event) = events.recv().await {
@@ -229,7 +270,9 @@ async fn plan_slice(app: &App, mut job: JobRecord, deadline: Instant) -> Result<
                     since_checkpoint += 1;
                 }
                 let out_of_time = Instant::now() >= deadline;
-                if let Some(progress) = resumable.as_ref().filter(|_| since_checkpoint >= app.config.checkpoint_every_chunks || out_of_time) {
+                if let Some(progress) = resumable.as_ref().filter(|_| {
+                    since_checkpoint >= app.config.checkpoint_every_chunks || out_of_time
+                }) {
                     job.plan.progress = progress.clone();
                     if !app.store.put_job(&mut job).await? {
                         // Cancelled, or another planner got here first: let the next advance re-read.
@@ -245,8 +288,22 @@ async fn plan_slice(app: &App, mut job: JobRecord, deadline: Instant) -> Result<
             SourceEvent::Finished(progress) => {
                 job.plan.progress = progress;
                 job.plan.finished = true;
-                if let ManifestSource::Generated(GeneratedManifest { output: Some(output), source_bucket, .. }) = &spec.manifest {
-                    write_generated_manifest(&app.s3, output, &job_id, source_bucket).await?;
+                if let ManifestSource::Generated(
+                    generated @ GeneratedManifest {
+                        output: Some(output),
+                        ..
+                    },
+                ) = &spec.manifest
+                {
+                    let with_versions = generated_with_versions(generated, &spec.pinning);
+                    write_generated_manifest(
+                        &app.s3,
+                        output,
+                        &job_id,
+                        &generated.source_bucket,
+                        with_versions,
+                    )
+                    .await?;
                 }
                 let (next, reason) = if spec.confirmation_required {
                     (JobStatus::Suspended, "Awaiting confirmation")
@@ -254,7 +311,10 @@ async fn plan_slice(app: &App, mut job: JobRecord, deadline: Instant) -> Result<
                     (JobStatus::Active, "Manifest read; running")
                 };
                 job.transition(next, now(), reason)
-                    .map_err(|e| Error::State { job_id: job_id.clone(), message: e.to_string() })?;
+                    .map_err(|e| Error::State {
+                        job_id: job_id.clone(),
+                        message: e.to_string(),
+                    })?;
                 if !app.store.put_job(&mut job).await? {
                     return Ok(Advance::MoreWork);
                 }
@@ -264,7 +324,9 @@ async fn plan_slice(app: &App, mut job: JobRecord, deadline: Instant) -> Result<
             }
         }
     }
-    Err(Error::Data(format!("job {job_id}: the manifest reader stopped without finishing")))
+    Err(Error::Data(format!(
+        "job {job_id}: the manifest reader stopped without finishing"
+    )))
 }
 
 /// Sends the pointers of every planned chunk not yet sent, checkpointing every hundred.

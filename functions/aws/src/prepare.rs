@@ -12,10 +12,15 @@ use aws_sdk_s3::Client;
 use batchops_core::chunk::{chunk_key, ChunkTask};
 use batchops_core::encoding::encode_key;
 use batchops_core::inventory::{
-    verify_file_checksum, verify_manifest_checksum, InventoryCsvParser, InventoryFormat, InventoryManifest, InventorySchema,
+    verify_file_checksum, verify_manifest_checksum, InventoryCsvParser, InventoryFormat,
+    InventoryManifest, InventorySchema,
 };
-use batchops_core::manifest::{CsvManifestParser, LineParser, ManifestFields, ObjectEntry, ObjectRef, ParsedLine};
-use batchops_core::plan::{encode_chunk, parse_time, ChunkOut, Cursor, GeneratorFilter, PlanProgress, Planner};
+use batchops_core::manifest::{
+    CsvManifestParser, LineParser, ManifestFields, ObjectEntry, ObjectRef, ParsedLine,
+};
+use batchops_core::plan::{
+    encode_chunk, parse_time, ChunkOut, Cursor, GeneratorFilter, PlanProgress, Planner,
+};
 use batchops_core::request::{GeneratedManifest, ManifestObject, ManifestOutput, ManifestSource};
 use md5::{Digest, Md5};
 use std::io::{BufRead, BufReader, Read};
@@ -34,7 +39,10 @@ pub enum SourceEvent {
     Chunk(ChunkOut),
     Finished(PlanProgress),
     /// The manifest cannot run; the job fails with this code and reason.
-    Failed { code: &'static str, reason: String },
+    Failed {
+        code: &'static str,
+        reason: String,
+    },
 }
 
 /// Where manifest bytes come from: S3, or the local disk (dry runs and benchmarks).
@@ -75,16 +83,26 @@ struct Opened {
 
 impl Reader {
     pub fn new(s3: Option<Client>) -> Self {
-        Reader { s3, handle: Handle::current() }
+        Reader {
+            s3,
+            handle: Handle::current(),
+        }
     }
 
     fn client(&self) -> std::result::Result<&Client, OpenFailure> {
-        self.s3.as_ref().ok_or_else(|| OpenFailure::Retry(Error::Invalid("no S3 client configured".into())))
+        self.s3
+            .as_ref()
+            .ok_or_else(|| OpenFailure::Retry(Error::Invalid("no S3 client configured".into())))
     }
 
     /// Opens `location` from byte `offset`, requiring `if_match` when given. Blocking: call from
     /// a blocking thread.
-    fn open(&self, location: &Location, offset: u64, if_match: Option<&str>) -> std::result::Result<Opened, OpenFailure> {
+    fn open(
+        &self,
+        location: &Location,
+        offset: u64,
+        if_match: Option<&str>,
+    ) -> std::result::Result<Opened, OpenFailure> {
         match location {
             Location::Local(path) => {
                 use std::io::{Seek, SeekFrom};
@@ -92,8 +110,12 @@ impl Reader {
                     code: "ManifestNotReadable",
                     reason: format!("cannot open {}: {e}", path.display()),
                 })?;
-                file.seek(SeekFrom::Start(offset)).map_err(|e| OpenFailure::Retry(Error::Data(e.to_string())))?;
-                Ok(Opened { reader: Box::new(file), etag: None })
+                file.seek(SeekFrom::Start(offset))
+                    .map_err(|e| OpenFailure::Retry(Error::Data(e.to_string())))?;
+                Ok(Opened {
+                    reader: Box::new(file),
+                    etag: None,
+                })
             }
             Location::S3(object) => {
                 let s3 = self.client()?;
@@ -110,8 +132,14 @@ impl Reader {
                 match self.handle.block_on(request.send()) {
                     Ok(out) => {
                         let etag = out.e_tag().map(str::to_string);
-                        let reader = tokio_util::io::SyncIoBridge::new_with_handle(out.body.into_async_read(), self.handle.clone());
-                        Ok(Opened { reader: Box::new(reader), etag })
+                        let reader = tokio_util::io::SyncIoBridge::new_with_handle(
+                            out.body.into_async_read(),
+                            self.handle.clone(),
+                        );
+                        Ok(Opened {
+                            reader: Box::new(reader),
+                            etag,
+                        })
                     }
                     Err(err) => {
                         let failure = S3Failure::from_sdk(&err);
@@ -119,7 +147,13 @@ impl Reader {
                             Some(412) => {
                                 let actual = self
                                     .handle
-                                    .block_on(s3.head_object().bucket(&object.bucket).key(&object.key).set_version_id(object.version_id.clone()).send())
+                                    .block_on(
+                                        s3.head_object()
+                                            .bucket(&object.bucket)
+                                            .key(&object.key)
+                                            .set_version_id(object.version_id.clone())
+                                            .send(),
+                                    )
                                     .ok()
                                     .and_then(|h| h.e_tag().map(str::to_string))
                                     .unwrap_or_else(|| "unknown".into());
@@ -133,7 +167,11 @@ impl Reader {
                             }
                             Some(404) | Some(403) => OpenFailure::Job {
                                 code: "ManifestNotReadable",
-                                reason: format!("cannot read {url}: {} ({})", failure.code.unwrap_or_default(), failure.message),
+                                reason: format!(
+                                    "cannot read {url}: {} ({})",
+                                    failure.code.unwrap_or_default(),
+                                    failure.message
+                                ),
                             },
                             Some(416) => OpenFailure::RangeNotSatisfiable,
                             _ => OpenFailure::Retry(aws("S3", "GetObject")(err)),
@@ -147,10 +185,9 @@ impl Reader {
     fn read_all(&self, location: &Location) -> std::result::Result<Vec<u8>, OpenFailure> {
         let mut opened = self.open(location, 0, None)?;
         let mut body = Vec::new();
-        opened
-            .reader
-            .read_to_end(&mut body)
-            .map_err(|e| OpenFailure::Retry(Error::Data(format!("reading {}: {e}", location.describe()))))?;
+        opened.reader.read_to_end(&mut body).map_err(|e| {
+            OpenFailure::Retry(Error::Data(format!("reading {}: {e}", location.describe())))
+        })?;
         Ok(body)
     }
 }
@@ -194,21 +231,48 @@ impl Emitter {
 }
 
 /// Starts reading `source` from `progress.cursor`; events arrive on the returned receiver.
-pub fn start(reader: Reader, source: SourceSpec, progress: PlanProgress, options: SourceOptions) -> mpsc::Receiver<Result<SourceEvent>> {
+pub fn start(
+    reader: Reader,
+    source: SourceSpec,
+    progress: PlanProgress,
+    options: SourceOptions,
+) -> mpsc::Receiver<Result<SourceEvent>> {
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
     let emitter = Emitter { tx };
     match source {
-        SourceSpec::Csv { location, fields, expected_etag } => {
+        SourceSpec::Csv {
+            location,
+            fields,
+            expected_etag,
+        } => {
             tokio::task::spawn_blocking(move || {
-                let result = read_csv(&reader, &location, fields, expected_etag.as_deref(), progress, &options, &emitter);
+                let result = read_csv(
+                    &reader,
+                    &location,
+                    fields,
+                    expected_etag.as_deref(),
+                    progress,
+                    &options,
+                    &emitter,
+                );
                 if let Err(err) = result {
                     emitter.send_blocking(Err(err));
                 }
             });
         }
-        SourceSpec::Inventory { location, expected_etag } => {
+        SourceSpec::Inventory {
+            location,
+            expected_etag,
+        } => {
             tokio::task::spawn_blocking(move || {
-                let result = read_inventory(&reader, &location, expected_etag.as_deref(), progress, &options, &emitter);
+                let result = read_inventory(
+                    &reader,
+                    &location,
+                    expected_etag.as_deref(),
+                    progress,
+                    &options,
+                    &emitter,
+                );
                 if let Err(err) = result {
                     emitter.send_blocking(Err(err));
                 }
@@ -229,9 +293,16 @@ pub fn start(reader: Reader, source: SourceSpec, progress: PlanProgress, options
 /// A manifest to read, resolved to where its bytes are.
 #[derive(Debug, Clone)]
 pub enum SourceSpec {
-    Csv { location: Location, fields: ManifestFields, expected_etag: Option<String> },
+    Csv {
+        location: Location,
+        fields: ManifestFields,
+        expected_etag: Option<String>,
+    },
     /// `location` is the report's manifest.json.
-    Inventory { location: Location, expected_etag: Option<String> },
+    Inventory {
+        location: Location,
+        expected_etag: Option<String>,
+    },
     Listing(GeneratedManifest),
 }
 
@@ -286,7 +357,11 @@ fn feed_lines<R: BufRead, P: LineParser>(
         line.clear();
         let read = reader
             .read_until(b'\n', &mut line)
-            .map_err(|e| Error::Aws { service: "S3", operation: "GetObject", message: format!("reading {source_name}: {e}") })?;
+            .map_err(|e| Error::Aws {
+                service: "S3",
+                operation: "GetObject",
+                message: format!("reading {source_name}: {e}"),
+            })?;
         if read == 0 {
             return Ok(Some(cursor));
         }
@@ -304,7 +379,11 @@ fn feed_lines<R: BufRead, P: LineParser>(
         let raw = line.strip_suffix(b"\n").unwrap_or(&line);
         let parsed = parser.parse_line(cursor.line, raw);
         if let Err(reason) = planner.feed(cursor.line, parsed, &before, &cursor, &mut out) {
-            job_failure(emitter, "ManifestVersionIdsMixed", format!("{source_name}: {reason}"))?;
+            job_failure(
+                emitter,
+                "ManifestVersionIdsMixed",
+                format!("{source_name}: {reason}"),
+            )?;
             return Ok(None);
         }
         for chunk in out.drain(..) {
@@ -340,7 +419,13 @@ fn read_csv(
     emitter: &Emitter,
 ) -> Result<()> {
     let check_versions = fields.has_version();
-    let mut planner = match Planner::new(options.chunk_size, progress.clone(), options.keep_etags, None, check_versions) {
+    let mut planner = match Planner::new(
+        options.chunk_size,
+        progress.clone(),
+        options.keep_etags,
+        None,
+        check_versions,
+    ) {
         Ok(p) => p,
         Err(reason) => return job_failure(emitter, "ManifestInvalid", reason),
     };
@@ -348,7 +433,9 @@ fn read_csv(
     let opened = match reader.open(location, start.offset, expected_etag) {
         Ok(opened) => opened,
         // Resuming exactly at the end of the manifest: nothing left to read.
-        Err(OpenFailure::RangeNotSatisfiable) if start.offset > 0 => return finish(&mut planner, &start, emitter),
+        Err(OpenFailure::RangeNotSatisfiable) if start.offset > 0 => {
+            return finish(&mut planner, &start, emitter)
+        }
         Err(failure) => return open_failure(emitter, failure),
     };
     if let Some(etag) = &opened.etag {
@@ -368,7 +455,16 @@ fn read_csv(
     }
     let mut parser = CsvManifestParser::new(fields);
     let buffered = BufReader::with_capacity(256 * 1024, opened.reader);
-    match feed_lines(buffered, &mut parser, &mut planner, start, 0, false, emitter, &location.describe())? {
+    match feed_lines(
+        buffered,
+        &mut parser,
+        &mut planner,
+        start,
+        0,
+        false,
+        emitter,
+        &location.describe(),
+    )? {
         Some(end) => finish(&mut planner, &end, emitter),
         None => Ok(()),
     }
@@ -376,7 +472,11 @@ fn read_csv(
 
 /// Resolves an inventory data file key: in S3, in the manifest's bucket; on disk, next to
 /// manifest.json (by its full key, or by its file name).
-fn data_file_location(manifest_location: &Location, manifest: &InventoryManifest, key: &str) -> Location {
+fn data_file_location(
+    manifest_location: &Location,
+    manifest: &InventoryManifest,
+    key: &str,
+) -> Location {
     match manifest_location {
         Location::S3(object) => {
             let bucket = manifest
@@ -384,7 +484,12 @@ fn data_file_location(manifest_location: &Location, manifest: &InventoryManifest
                 .as_deref()
                 .and_then(|arn| batchops_core::arn::bucket_from_arn(arn).ok())
                 .unwrap_or_else(|| object.bucket.clone());
-            Location::S3(ManifestObject { bucket, key: key.to_string(), version_id: None, etag: None })
+            Location::S3(ManifestObject {
+                bucket,
+                key: key.to_string(),
+                version_id: None,
+                etag: None,
+            })
         }
         Location::Local(path) => {
             let dir = path.parent().map(PathBuf::from).unwrap_or_default();
@@ -405,7 +510,12 @@ fn sibling(location: &Location, name: &str) -> Location {
                 Some((dir, _)) => format!("{dir}/{name}"),
                 None => name.to_string(),
             };
-            Location::S3(ManifestObject { bucket: object.bucket.clone(), key, version_id: None, etag: None })
+            Location::S3(ManifestObject {
+                bucket: object.bucket.clone(),
+                key,
+                version_id: None,
+                etag: None,
+            })
         }
         Location::Local(path) => Location::Local(path.with_file_name(name)),
     }
@@ -422,7 +532,10 @@ fn read_inventory(
     let manifest_json = match reader.open(location, 0, expected_etag) {
         Ok(mut opened) => {
             let mut body = Vec::new();
-            opened.reader.read_to_end(&mut body).map_err(|e| Error::Data(e.to_string()))?;
+            opened
+                .reader
+                .read_to_end(&mut body)
+                .map_err(|e| Error::Data(e.to_string()))?;
             if let Some(etag) = opened.etag {
                 if let Some(expected) = expected_etag {
                     if !same_etag(expected, &etag) {
@@ -440,12 +553,18 @@ fn read_inventory(
     let url = location.describe();
     match reader.read_all(&sibling(location, "manifest.checksum")) {
         Ok(checksum) => {
-            if let Err(err) = verify_manifest_checksum(&manifest_json, &String::from_utf8_lossy(&checksum)) {
+            if let Err(err) =
+                verify_manifest_checksum(&manifest_json, &String::from_utf8_lossy(&checksum))
+            {
                 return job_failure(emitter, "ManifestChecksumMismatch", format!("{url}: {err}"));
             }
         }
         Err(OpenFailure::Job { .. }) => {
-            return job_failure(emitter, "ManifestChecksumMissing", format!("{url}: manifest.checksum is missing next to manifest.json"));
+            return job_failure(
+                emitter,
+                "ManifestChecksumMissing",
+                format!("{url}: manifest.checksum is missing next to manifest.json"),
+            );
         }
         Err(failure) => return open_failure(emitter, failure),
     }
@@ -453,7 +572,13 @@ fn read_inventory(
         Ok(m) => m,
         Err(err) => return job_failure(emitter, "ManifestInvalid", format!("{url}: {err}")),
     };
-    let mut planner = match Planner::new(options.chunk_size, progress.clone(), options.keep_etags, options.as_of.as_deref(), false) {
+    let mut planner = match Planner::new(
+        options.chunk_size,
+        progress.clone(),
+        options.keep_etags,
+        options.as_of.as_deref(),
+        false,
+    ) {
         Ok(p) => p,
         Err(reason) => return job_failure(emitter, "ManifestInvalid", reason),
     };
@@ -469,7 +594,10 @@ fn read_inventory(
     if options.as_of.is_some() {
         let has_versions = match &schema {
             Some(s) => s.version_id.is_some() && s.last_modified.is_some(),
-            None => manifest.file_schema.contains("version_id") && manifest.file_schema.contains("last_modified_date"),
+            None => {
+                manifest.file_schema.contains("version_id")
+                    && manifest.file_schema.contains("last_modified_date")
+            }
         };
         if !has_versions {
             return job_failure(emitter, "ManifestInvalid", format!("{url}: Batchops.AsOf needs an inventory with all versions (VersionId and LastModifiedDate columns)"));
@@ -486,23 +614,50 @@ fn read_inventory(
                     Ok(o) => o,
                     Err(failure) => return open_failure(emitter, failure),
                 };
-                let hashing = HashingReader { inner: opened.reader, md5: Md5::new() };
+                let hashing = HashingReader {
+                    inner: opened.reader,
+                    md5: Md5::new(),
+                };
                 let mut hashing = BufReader::with_capacity(256 * 1024, hashing);
                 let mut parser = InventoryCsvParser::new(schema.clone(), file.key.clone());
                 let end = {
-                    let gz = BufReader::with_capacity(256 * 1024, flate2::bufread::MultiGzDecoder::new(&mut hashing));
-                    let start = Cursor { offset: 0, file_line: 0, ..cursor.clone() };
-                    match feed_lines(gz, &mut parser, &mut planner, start, skip, true, emitter, &name)? {
+                    let gz = BufReader::with_capacity(
+                        256 * 1024,
+                        flate2::bufread::MultiGzDecoder::new(&mut hashing),
+                    );
+                    let start = Cursor {
+                        offset: 0,
+                        ..cursor.clone()
+                    };
+                    match feed_lines(
+                        gz,
+                        &mut parser,
+                        &mut planner,
+                        start,
+                        skip,
+                        true,
+                        emitter,
+                        &name,
+                    )? {
                         Some(end) => end,
                         None => return Ok(()),
                     }
                 };
                 // Drain whatever follows the gzip members so the digest covers the whole file.
-                std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|e| Error::Data(e.to_string()))?;
+                std::io::copy(&mut hashing, &mut std::io::sink())
+                    .map_err(|e| Error::Data(e.to_string()))?;
                 cursor = end;
                 hex::encode(hashing.into_inner().md5.finalize())
             }
-            None => match read_columnar(reader, &data, manifest.file_format, &mut planner, &mut cursor, skip, emitter)? {
+            None => match read_columnar(
+                reader,
+                &data,
+                manifest.file_format,
+                &mut planner,
+                &mut cursor,
+                skip,
+                emitter,
+            )? {
                 Some(md5) => md5,
                 None => return Ok(()),
             },
@@ -542,9 +697,14 @@ fn read_columnar(
                     return Ok(None);
                 }
             };
-            let mut temp = tempfile::NamedTempFile::new().map_err(|e| Error::Data(format!("temporary file: {e}")))?;
-            let mut hashing = HashingReader { inner: &mut opened.reader, md5: Md5::new() };
-            std::io::copy(&mut hashing, temp.as_file_mut()).map_err(|e| Error::Data(format!("{name}: {e}")))?;
+            let mut temp = tempfile::NamedTempFile::new()
+                .map_err(|e| Error::Data(format!("temporary file: {e}")))?;
+            let mut hashing = HashingReader {
+                inner: &mut opened.reader,
+                md5: Md5::new(),
+            };
+            std::io::copy(&mut hashing, temp.as_file_mut())
+                .map_err(|e| Error::Data(format!("{name}: {e}")))?;
             let md5 = hex::encode(hashing.md5.finalize());
             (temp.path().to_path_buf(), md5, Some(temp))
         }
@@ -572,7 +732,11 @@ fn read_columnar(
         let parsed = match record {
             Ok(r) => {
                 let entry = ObjectEntry {
-                    object: ObjectRef { bucket: r.bucket, key: r.key, version_id: r.version_id },
+                    object: ObjectRef {
+                        bucket: r.bucket,
+                        key: r.key,
+                        version_id: r.version_id,
+                    },
                     etag: r.e_tag,
                     size: r.size,
                     last_modified: r.last_modified,
@@ -606,13 +770,33 @@ fn read_columnar(
 }
 
 /// Lists the source bucket (each filter prefix in turn), applying the generator's filter.
-async fn read_listing(reader: &Reader, generated: &GeneratedManifest, progress: PlanProgress, options: &SourceOptions, emitter: &Emitter) -> Result<()> {
-    let s3 = reader.s3.as_ref().ok_or_else(|| Error::Invalid("no S3 client configured".into()))?;
+async fn read_listing(
+    reader: &Reader,
+    generated: &GeneratedManifest,
+    progress: PlanProgress,
+    options: &SourceOptions,
+    emitter: &Emitter,
+) -> Result<()> {
+    let s3 = reader
+        .s3
+        .as_ref()
+        .ok_or_else(|| Error::Invalid("no S3 client configured".into()))?;
     let versions_needed = generated.all_versions || options.keep_etags || options.as_of.is_some();
-    let mut planner = match Planner::new(options.chunk_size, progress.clone(), options.keep_etags || generated.all_versions, options.as_of.as_deref(), false) {
+    let mut planner = match Planner::new(
+        options.chunk_size,
+        progress.clone(),
+        options.keep_etags || generated.all_versions,
+        options.as_of.as_deref(),
+        false,
+    ) {
         Ok(p) => p,
         Err(reason) => {
-            emitter.send(Ok(SourceEvent::Failed { code: "ManifestInvalid", reason })).await;
+            emitter
+                .send(Ok(SourceEvent::Failed {
+                    code: "ManifestInvalid",
+                    reason,
+                }))
+                .await;
             return Ok(());
         }
     };
@@ -634,14 +818,23 @@ async fn read_listing(reader: &Reader, generated: &GeneratedManifest, progress: 
                 cursor.version_marker = entry.object.version_id.clone().filter(|_| versions_needed);
                 let parsed = if is_delete_marker {
                     ParsedLine::DeleteMarker(entry)
-                } else if !passes(&generated.filter, &entry) || (!generated.all_versions && options.as_of.is_none() && entry.is_latest == Some(false)) {
+                } else if !passes(&generated.filter, &entry)
+                    || (!generated.all_versions
+                        && options.as_of.is_none()
+                        && entry.is_latest == Some(false))
+                {
                     planner.skip();
                     continue;
                 } else {
                     ParsedLine::Object(entry)
                 };
                 if let Err(reason) = planner.feed(cursor.line, parsed, &before, &cursor, &mut out) {
-                    emitter.send(Ok(SourceEvent::Failed { code: "ManifestInvalid", reason })).await;
+                    emitter
+                        .send(Ok(SourceEvent::Failed {
+                            code: "ManifestInvalid",
+                            reason,
+                        }))
+                        .await;
                     return Ok(());
                 }
                 for chunk in out.drain(..) {
@@ -661,7 +854,12 @@ async fn read_listing(reader: &Reader, generated: &GeneratedManifest, progress: 
     let progress = match planner.finish(&cursor, &mut out) {
         Ok(p) => p,
         Err(reason) => {
-            emitter.send(Ok(SourceEvent::Failed { code: "ManifestInvalid", reason })).await;
+            emitter
+                .send(Ok(SourceEvent::Failed {
+                    code: "ManifestInvalid",
+                    reason,
+                }))
+                .await;
             return Ok(());
         }
     };
@@ -675,8 +873,16 @@ async fn read_listing(reader: &Reader, generated: &GeneratedManifest, progress: 
 }
 
 fn passes(filter: &GeneratorFilter, entry: &ObjectEntry) -> bool {
-    let modified = entry.last_modified.as_deref().and_then(|t| parse_time(t).ok());
-    filter.matches(&entry.object.key, modified, entry.size.unwrap_or(0), entry.storage_class.as_deref())
+    let modified = entry
+        .last_modified
+        .as_deref()
+        .and_then(|t| parse_time(t).ok());
+    filter.matches(
+        &entry.object.key,
+        modified,
+        entry.size.unwrap_or(0),
+        entry.storage_class.as_deref(),
+    )
 }
 
 struct Page {
@@ -688,7 +894,12 @@ fn rfc3339(t: Option<&aws_smithy_types::DateTime>) -> Option<String> {
     t.and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok())
 }
 
-async fn list_objects_page(s3: &Client, bucket: &str, prefix: &str, cursor: &Cursor) -> Result<Page> {
+async fn list_objects_page(
+    s3: &Client,
+    bucket: &str,
+    prefix: &str,
+    cursor: &Cursor,
+) -> Result<Page> {
     let out = s3
         .list_objects_v2()
         .bucket(bucket)
@@ -696,13 +907,21 @@ async fn list_objects_page(s3: &Client, bucket: &str, prefix: &str, cursor: &Cur
         .set_start_after(cursor.key_marker.clone())
         .send()
         .await
-        .map_err(|e| Error::Aws { service: "S3", operation: "ListObjectsV2", message: format!("s3://{bucket}/{prefix}: {}", describe_sdk(&e)) })?;
+        .map_err(|e| Error::Aws {
+            service: "S3",
+            operation: "ListObjectsV2",
+            message: format!("s3://{bucket}/{prefix}: {}", describe_sdk(&e)),
+        })?;
     let entries = out
         .contents()
         .iter()
         .map(|o| {
             let entry = ObjectEntry {
-                object: ObjectRef { bucket: bucket.to_string(), key: o.key().unwrap_or_default().to_string(), version_id: None },
+                object: ObjectRef {
+                    bucket: bucket.to_string(),
+                    key: o.key().unwrap_or_default().to_string(),
+                    version_id: None,
+                },
                 etag: o.e_tag().map(str::to_string),
                 size: o.size().map(|s| s.max(0) as u64),
                 last_modified: rfc3339(o.last_modified()),
@@ -712,21 +931,38 @@ async fn list_objects_page(s3: &Client, bucket: &str, prefix: &str, cursor: &Cur
             (entry, false)
         })
         .collect();
-    Ok(Page { entries, truncated: out.is_truncated().unwrap_or(false) })
+    Ok(Page {
+        entries,
+        truncated: out.is_truncated().unwrap_or(false),
+    })
 }
 
 /// One ListObjectVersions page, versions and delete markers merged in listing order (key
 /// ascending, newest first). It has no paginator: the cursor's markers are the loop.
-async fn list_versions_page(s3: &Client, bucket: &str, prefix: &str, cursor: &Cursor) -> Result<Page> {
+async fn list_versions_page(
+    s3: &Client,
+    bucket: &str,
+    prefix: &str,
+    cursor: &Cursor,
+) -> Result<Page> {
     let out = s3
         .list_object_versions()
         .bucket(bucket)
         .prefix(prefix)
         .set_key_marker(cursor.key_marker.clone())
-        .set_version_id_marker(cursor.key_marker.as_ref().and(cursor.version_marker.clone()))
+        .set_version_id_marker(
+            cursor
+                .key_marker
+                .as_ref()
+                .and(cursor.version_marker.clone()),
+        )
         .send()
         .await
-        .map_err(|e| Error::Aws { service: "S3", operation: "ListObjectVersions", message: format!("s3://{bucket}/{prefix}: {}", describe_sdk(&e)) })?;
+        .map_err(|e| Error::Aws {
+            service: "S3",
+            operation: "ListObjectVersions",
+            message: format!("s3://{bucket}/{prefix}: {}", describe_sdk(&e)),
+        })?;
     let mut entries: Vec<(ObjectEntry, bool, Option<aws_smithy_types::DateTime>)> = Vec::new();
     for v in out.versions() {
         entries.push((
@@ -763,10 +999,18 @@ async fn list_versions_page(s3: &Client, bucket: &str, prefix: &str, cursor: &Cu
         ));
     }
     // Key ascending, then newest first; the API orders each list this way but not the two merged.
+    // Equal times (second-precision emulators, or bad luck) put the latest version first.
     entries.sort_by(|a, b| {
         a.0.object.key.cmp(&b.0.object.key).then_with(|| {
-            let (ta, tb) = (a.2.map(|t| (t.secs(), t.subsec_nanos())), b.2.map(|t| (t.secs(), t.subsec_nanos())));
-            tb.cmp(&ta)
+            let (ta, tb) = (
+                a.2.map(|t| (t.secs(), t.subsec_nanos())),
+                b.2.map(|t| (t.secs(), t.subsec_nanos())),
+            );
+            tb.cmp(&ta).then_with(|| {
+                b.0.is_latest
+                    .unwrap_or(false)
+                    .cmp(&a.0.is_latest.unwrap_or(false))
+            })
         })
     });
     Ok(Page {
@@ -775,13 +1019,16 @@ async fn list_versions_page(s3: &Client, bucket: &str, prefix: &str, cursor: &Cu
     })
 }
 
+/// What a planning-time HEAD pins: version ID, ETag, size.
+type HeadPin = (Option<String>, Option<String>, Option<u64>);
+
 /// Where prepared chunks go, and what pinning still needs S3 for.
 pub struct ChunkWriter {
     pub s3: Option<Client>,
     /// None for a dry run: chunks are encoded, counted and dropped.
     pub control: Option<(String, String)>,
-    /// Generated manifests written for inspection: (output, job id).
-    pub output: Option<(ManifestOutput, String)>,
+    /// Generated manifests written for inspection: (output, job id, with a VersionId column).
+    pub output: Option<(ManifestOutput, String, bool)>,
     /// Fill a missing version ID and ETag with a HEAD at planning time.
     pub pin_with_head: bool,
     /// CSV manifests with an as-of time: look each key's versions up.
@@ -821,11 +1068,22 @@ impl ChunkWriter {
         self.stats.chunks += 1;
         self.stats.encoded_bytes += body.len() as u64;
         if let (Some(s3), Some((bucket, job_id))) = (&self.s3, &self.control) {
-            put_bytes(s3, bucket, &chunk_key(job_id, chunk.seq), body.into_bytes(), "text/plain").await?;
+            put_bytes(
+                s3,
+                bucket,
+                &chunk_key(job_id, chunk.seq),
+                body.into_bytes(),
+                "text/plain",
+            )
+            .await?;
             self.stats.s3_puts += 1;
-            if let Some((output, job_id)) = &self.output {
-                let part = generated_part(&chunk.tasks)?;
-                let key = format!("{}/data/{:010}.csv.gz", output_root(output, job_id), chunk.seq);
+            if let Some((output, job_id, with_versions)) = &self.output {
+                let part = generated_part(&chunk.tasks, *with_versions)?;
+                let key = format!(
+                    "{}/data/{:010}.csv.gz",
+                    output_root(output, job_id),
+                    chunk.seq
+                );
                 put_bytes(s3, &output.bucket, &key, part, "application/gzip").await?;
                 self.stats.s3_puts += 1;
             }
@@ -835,7 +1093,9 @@ impl ChunkWriter {
 
     async fn pin(&mut self, tasks: &mut [ChunkTask]) -> Result<()> {
         use futures::StreamExt;
-        let Some(s3) = self.s3.clone() else { return Err(Error::Invalid("pinning needs S3 access".into())) };
+        let Some(s3) = self.s3.clone() else {
+            return Err(Error::Invalid("pinning needs S3 access".into()));
+        };
         let lookups: Vec<usize> = tasks
             .iter()
             .enumerate()
@@ -843,32 +1103,45 @@ impl ChunkWriter {
             .map(|(i, _)| i)
             .collect();
         self.stats.pin_requests += lookups.len() as u64;
-        let heads: Vec<(usize, Option<(Option<String>, Option<String>, Option<u64>)>)> = futures::stream::iter(lookups)
-            .map(|i| {
-                let s3 = s3.clone();
-                let object = match &tasks[i] {
-                    ChunkTask::Object { object, .. } => object.clone(),
-                    ChunkTask::Malformed(_) => ObjectRef::default(),
-                };
-                async move {
-                    let head = s3
-                        .head_object()
-                        .bucket(&object.bucket)
-                        .key(&object.key)
-                        .set_version_id(object.version_id.clone())
-                        .send()
-                        .await
-                        .ok()
-                        .map(|h| (h.version_id().map(str::to_string), h.e_tag().map(str::to_string), h.content_length().map(|l| l.max(0) as u64)));
-                    (i, head)
-                }
-            })
-            .buffer_unordered(self.concurrency.max(1))
-            .collect()
-            .await;
+        let heads: Vec<(usize, Option<HeadPin>)> =
+            futures::stream::iter(lookups)
+                .map(|i| {
+                    let s3 = s3.clone();
+                    let object = match &tasks[i] {
+                        ChunkTask::Object { object, .. } => object.clone(),
+                        ChunkTask::Malformed(_) => ObjectRef::default(),
+                    };
+                    async move {
+                        let head = s3
+                            .head_object()
+                            .bucket(&object.bucket)
+                            .key(&object.key)
+                            .set_version_id(object.version_id.clone())
+                            .send()
+                            .await
+                            .ok()
+                            .map(|h| {
+                                (
+                                    h.version_id().map(str::to_string),
+                                    h.e_tag().map(str::to_string),
+                                    h.content_length().map(|l| l.max(0) as u64),
+                                )
+                            });
+                        (i, head)
+                    }
+                })
+                .buffer_unordered(self.concurrency.max(1))
+                .collect()
+                .await;
         for (i, head) in heads {
             // An object missing at planning time stays unpinned and fails when it runs.
-            if let (ChunkTask::Object { object, etag, size, .. }, Some((version, head_etag, length))) = (&mut tasks[i], head) {
+            if let (
+                ChunkTask::Object {
+                    object, etag, size, ..
+                },
+                Some((version, head_etag, length)),
+            ) = (&mut tasks[i], head)
+            {
                 if object.version_id.is_none() {
                     object.version_id = version;
                 }
@@ -881,9 +1154,19 @@ impl ChunkWriter {
 
     async fn select_as_of(&mut self, tasks: &mut [ChunkTask], as_of: &str) -> Result<()> {
         use batchops_core::plan::{AsOfSelector, Selected};
-        let Some(s3) = self.s3.clone() else { return Err(Error::Invalid("as-of selection needs S3 access".into())) };
+        let Some(s3) = self.s3.clone() else {
+            return Err(Error::Invalid("as-of selection needs S3 access".into()));
+        };
         for task in tasks.iter_mut() {
-            let ChunkTask::Object { line, object, etag, size } = task else { continue };
+            let ChunkTask::Object {
+                line,
+                object,
+                etag,
+                size,
+            } = task
+            else {
+                continue;
+            };
             self.stats.pin_requests += 1;
             let mut selector = AsOfSelector::new(parse_time(as_of).map_err(Error::Invalid)?);
             let mut cursor = Cursor::default();
@@ -894,7 +1177,10 @@ impl ChunkWriter {
                     if entry.object.key != object.key {
                         continue;
                     }
-                    if let Selected::GroupEnded(Some(choice)) = selector.feed(*line, entry, *is_delete_marker).map_err(Error::Invalid)? {
+                    if let Selected::GroupEnded(Some(choice)) = selector
+                        .feed(*line, entry, *is_delete_marker)
+                        .map_err(Error::Invalid)?
+                    {
                         chosen = Some(choice);
                     }
                     cursor.key_marker = Some(entry.object.key.clone());
@@ -913,7 +1199,9 @@ impl ChunkWriter {
                     line: *line,
                     bucket: object.bucket.clone(),
                     key_encoded: encode_key(&object.key),
-                    message: format!("manifest line {line}: no version of this key existed at {as_of}"),
+                    message: format!(
+                        "manifest line {line}: no version of this key existed at {as_of}"
+                    ),
                 });
             }
         }
@@ -931,30 +1219,48 @@ pub fn output_root(output: &ManifestOutput, job_id: &str) -> String {
 }
 
 /// One gzip CSV data file of a generated manifest, in S3 Inventory's quoting.
-fn generated_part(tasks: &[ChunkTask]) -> Result<Vec<u8>> {
+fn generated_part(tasks: &[ChunkTask], with_versions: bool) -> Result<Vec<u8>> {
     use std::io::Write;
     let mut csv = String::new();
     for task in tasks {
         if let ChunkTask::Object { object, .. } = task {
             csv.push_str(&format!(
-                "\"{}\",\"{}\",\"{}\"\n",
+                "\"{}\",\"{}\"",
                 object.bucket,
-                encode_key(&object.key),
-                object.version_id.as_deref().unwrap_or("")
+                encode_key(&object.key)
             ));
+            if with_versions {
+                csv.push_str(&format!(
+                    ",\"{}\"",
+                    object.version_id.as_deref().unwrap_or("")
+                ));
+            }
+            csv.push('\n');
         }
     }
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(csv.as_bytes()).map_err(|e| Error::Data(e.to_string()))?;
+    gz.write_all(csv.as_bytes())
+        .map_err(|e| Error::Data(e.to_string()))?;
     gz.finish().map_err(|e| Error::Data(e.to_string()))
 }
 
 /// Writes the generated manifest's `manifest.json` and `manifest.checksum` once planning is
 /// done: an S3 Inventory-style report any later job can take as its manifest.
-pub async fn write_generated_manifest(s3: &Client, output: &ManifestOutput, job_id: &str, source_bucket: &str) -> Result<String> {
+pub async fn write_generated_manifest(
+    s3: &Client,
+    output: &ManifestOutput,
+    job_id: &str,
+    source_bucket: &str,
+    with_versions: bool,
+) -> Result<String> {
     let root = output_root(output, job_id);
     let mut files = Vec::new();
-    let mut pages = s3.list_objects_v2().bucket(&output.bucket).prefix(format!("{root}/data/")).into_paginator().send();
+    let mut pages = s3
+        .list_objects_v2()
+        .bucket(&output.bucket)
+        .prefix(format!("{root}/data/"))
+        .into_paginator()
+        .send();
     while let Some(page) = pages.next().await {
         let page = page.map_err(aws("S3", "ListObjectsV2"))?;
         for object in page.contents() {
@@ -971,14 +1277,21 @@ pub async fn write_generated_manifest(s3: &Client, output: &ManifestOutput, job_
         "version": "2016-11-30",
         "creationTimestamp": (crate::unix_now() * 1000).to_string(),
         "fileFormat": "CSV",
-        "fileSchema": "Bucket, Key, VersionId",
+        "fileSchema": if with_versions { "Bucket, Key, VersionId" } else { "Bucket, Key" },
         "files": files,
     });
     let body = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Data(e.to_string()))?;
     let checksum = md5_hex(&body);
     let key = format!("{root}/manifest.json");
     put_bytes(s3, &output.bucket, &key, body, "application/json").await?;
-    put_bytes(s3, &output.bucket, &format!("{root}/manifest.checksum"), checksum.into_bytes(), "text/plain").await?;
+    put_bytes(
+        s3,
+        &output.bucket,
+        &format!("{root}/manifest.checksum"),
+        checksum.into_bytes(),
+        "text/plain",
+    )
+    .await?;
     Ok(key)
 }
 
@@ -1000,7 +1313,12 @@ impl DryRunReport {
 }
 
 /// Runs the prepare step over a whole manifest without creating a job or writing anything.
-pub async fn dry_run(reader: Reader, source: SourceSpec, options: SourceOptions, writer: &mut ChunkWriter) -> Result<DryRunReport> {
+pub async fn dry_run(
+    reader: Reader,
+    source: SourceSpec,
+    options: SourceOptions,
+    writer: &mut ChunkWriter,
+) -> Result<DryRunReport> {
     let started = std::time::Instant::now();
     let mut events = start(reader, source, PlanProgress::default(), options);
     while let Some(event) = events.recv().await {
@@ -1016,9 +1334,16 @@ pub async fn dry_run(reader: Reader, source: SourceSpec, options: SourceOptions,
                 })
             }
             SourceEvent::Finished(progress) => {
-                return Ok(DryRunReport { progress, stats: writer.stats.clone(), elapsed: started.elapsed(), failure: None })
+                return Ok(DryRunReport {
+                    progress,
+                    stats: writer.stats.clone(),
+                    elapsed: started.elapsed(),
+                    failure: None,
+                })
             }
         }
     }
-    Err(Error::Data("the manifest reader stopped without finishing".into()))
+    Err(Error::Data(
+        "the manifest reader stopped without finishing".into(),
+    ))
 }

@@ -83,7 +83,10 @@ pub enum ColumnarError {
         #[source]
         source: orc_rust::error::OrcError,
     },
-    /// Structural damage found before handing the file to the decoder.
+    /// Damage found before handing the file to the decoder, or a decoder
+    /// panic caught while opening or reading (only where panics unwind; under
+    /// `panic = "abort"` such a panic ends the process). No further records
+    /// are produced.
     #[error("{file}: not a valid {format} file: {message}")]
     Corrupt {
         file: String,
@@ -162,7 +165,10 @@ pub fn read_file(format: ColumnarFormat, path: &Path) -> Result<RecordIter, Colu
 }
 
 /// Streams the records of a data file held in memory.
-pub fn read_bytes(format: ColumnarFormat, bytes: bytes::Bytes) -> Result<RecordIter, ColumnarError> {
+pub fn read_bytes(
+    format: ColumnarFormat,
+    bytes: bytes::Bytes,
+) -> Result<RecordIter, ColumnarError> {
     read::read_source(format, bytes, "<input>".to_owned())
 }
 

@@ -6,6 +6,7 @@ use arrow::datatypes::{DataType, Schema, TimeUnit};
 use arrow::error::ArrowError;
 use arrow::record_batch::{RecordBatch, RecordBatchReader};
 use prost::Message;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::timefmt::format_millis;
 use crate::{ChunkSource, ColumnarError, ColumnarFormat, InventoryRecord, RecordIter};
@@ -41,13 +42,30 @@ pub(crate) fn read_source<R: ChunkSource>(
     source: R,
     file: String,
 ) -> Result<RecordIter, ColumnarError> {
-    let batches: Box<dyn RecordBatchReader + Send> = match format {
-        ColumnarFormat::Parquet => open_parquet(source, &file)?,
-        ColumnarFormat::Orc => open_orc(source, &file)?,
+    // The decoders panic on some kinds of damage (orc-rust much more than
+    // parquet). Where panics unwind, turn them into errors; under
+    // `panic = "abort"` they still end the process.
+    let opened = catch_unwind(AssertUnwindSafe(|| {
+        let batches: Box<dyn RecordBatchReader + Send> = match format {
+            ColumnarFormat::Parquet => open_parquet(source, &file)?,
+            ColumnarFormat::Orc => open_orc(source, &file)?,
+        };
+        let layout = Layout::resolve(&batches.schema(), &file)?;
+        Ok((batches, layout))
+    }));
+    let (batches, layout) = match opened {
+        Ok(result) => result?,
+        Err(panic) => {
+            return Err(ColumnarError::Corrupt {
+                file,
+                format,
+                message: format!("the decoder panicked: {}", panic_message(&*panic)),
+            })
+        }
     };
-    let layout = Layout::resolve(&batches.schema(), &file)?;
     Ok(Box::new(Records {
         file,
+        format,
         layout,
         batches: Some(batches),
         current: None,
@@ -97,7 +115,12 @@ fn open_orc<R: ChunkSource>(
         file: file.to_owned(),
         source,
     })?;
-    for (i, stripe) in builder.file_metadata().stripe_metadatas().iter().enumerate() {
+    for (i, stripe) in builder
+        .file_metadata()
+        .stripe_metadatas()
+        .iter()
+        .enumerate()
+    {
         let end = stripe
             .offset()
             .checked_add(stripe.index_length())
@@ -113,7 +136,12 @@ fn open_orc<R: ChunkSource>(
     let root = builder.file_metadata().root_data_type();
     let names: Vec<&str> = root.children().iter().map(|c| c.name()).collect();
     let wanted = wanted_indices(&names);
-    let mask = ProjectionMask::roots(root, wanted.iter().map(|&i| root.children()[i].data_type().column_index()));
+    let mask = ProjectionMask::roots(
+        root,
+        wanted
+            .iter()
+            .map(|&i| root.children()[i].data_type().column_index()),
+    );
     let reader = builder
         .with_projection(mask)
         .with_batch_size(BATCH_SIZE)
@@ -187,10 +215,11 @@ fn check_orc_tail<R: ChunkSource>(source: &R, file: &str) -> Result<u64, Columna
 
 /// Finds a column by name: exact match first, then ASCII case-insensitive.
 fn find_column<S: AsRef<str>>(names: &[S], wanted: &str) -> Option<usize> {
-    names
-        .iter()
-        .position(|n| n.as_ref() == wanted)
-        .or_else(|| names.iter().position(|n| n.as_ref().eq_ignore_ascii_case(wanted)))
+    names.iter().position(|n| n.as_ref() == wanted).or_else(|| {
+        names
+            .iter()
+            .position(|n| n.as_ref().eq_ignore_ascii_case(wanted))
+    })
 }
 
 /// Indices (ascending, deduplicated) of the columns we decode.
@@ -291,7 +320,10 @@ impl Layout {
         let find = |column: &'static str| -> Result<Option<(usize, Kind)>, ColumnarError> {
             match find_column(&names, column) {
                 None => Ok(None),
-                Some(i) => Ok(Some((i, kind_of(column, schema.field(i).data_type(), file)?))),
+                Some(i) => Ok(Some((
+                    i,
+                    kind_of(column, schema.field(i).data_type(), file)?,
+                ))),
             }
         };
         let required = |column: &'static str| -> Result<usize, ColumnarError> {
@@ -404,12 +436,11 @@ impl Columns {
                 .map(str::to_owned)
                 .ok_or((column, "is null".to_owned()))
         };
-        let optional = |a: &Option<StringArray>| a.as_ref().and_then(|a| get_str(a, i)).map(str::to_owned);
+        let optional =
+            |a: &Option<StringArray>| a.as_ref().and_then(|a| get_str(a, i)).map(str::to_owned);
         let size = match self.size.as_ref().and_then(|a| get_i64(a, i)) {
             None => None,
-            Some(v) => Some(
-                u64::try_from(v).map_err(|_| (SIZE, format!("is negative ({v})")))?,
-            ),
+            Some(v) => Some(u64::try_from(v).map_err(|_| (SIZE, format!("is negative ({v})")))?),
         };
         let last_modified = match &self.last_modified {
             None => None,
@@ -446,6 +477,7 @@ impl Columns {
 
 struct Records {
     file: String,
+    format: ColumnarFormat,
     layout: Layout,
     /// `None` once exhausted or failed.
     batches: Option<Box<dyn RecordBatchReader + Send>>,
@@ -457,15 +489,49 @@ struct Records {
 }
 
 impl Records {
-    fn fail(&mut self, source: ArrowError) -> Option<Result<InventoryRecord, ColumnarError>> {
+    /// Ends the iteration with `error`.
+    fn fail(&mut self, error: ColumnarError) -> Option<Result<InventoryRecord, ColumnarError>> {
         self.batches = None;
         self.current = None;
-        Some(Err(ColumnarError::Decode {
-            file: self.file.clone(),
-            row: self.next_row,
-            source,
-        }))
+        Some(Err(error))
     }
+
+    /// Decodes the next batch; `None` at the end.
+    fn next_batch(&mut self) -> Option<Result<Columns, ColumnarError>> {
+        let batches = self.batches.as_mut()?;
+        let layout = &self.layout;
+        let decoded = catch_unwind(AssertUnwindSafe(|| {
+            batches
+                .next()
+                .map(|batch| batch.and_then(|batch| layout.columns(&batch)))
+        }));
+        match decoded {
+            Ok(None) => None,
+            Ok(Some(Ok(columns))) => Some(Ok(columns)),
+            Ok(Some(Err(source))) => Some(Err(ColumnarError::Decode {
+                file: self.file.clone(),
+                row: self.next_row,
+                source,
+            })),
+            Err(panic) => Some(Err(ColumnarError::Corrupt {
+                file: self.file.clone(),
+                format: self.format,
+                message: format!(
+                    "the decoder panicked on the rows from row {} on: {}",
+                    self.next_row,
+                    panic_message(&*panic)
+                ),
+            })),
+        }
+    }
+}
+
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
 }
 
 impl Iterator for Records {
@@ -490,20 +556,16 @@ impl Iterator for Records {
                 }
                 self.current = None;
             }
-            let batch = match self.batches.as_mut()?.next() {
+            match self.next_batch() {
                 None => {
                     self.batches = None;
                     return None;
                 }
                 Some(Err(e)) => return self.fail(e),
-                Some(Ok(batch)) => batch,
-            };
-            match self.layout.columns(&batch) {
-                Ok(columns) => {
+                Some(Ok(columns)) => {
                     self.current = Some(columns);
                     self.pos = 0;
                 }
-                Err(e) => return self.fail(e),
             }
         }
     }

@@ -5,9 +5,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, BooleanArray, Int64Array, StringArray, TimestampMillisecondArray,
-};
+use arrow::array::{ArrayRef, BooleanArray, Int64Array, StringArray, TimestampMillisecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 
@@ -28,7 +26,10 @@ const EXTRA_COLUMNS: [(&str, ExtraValue); 9] = [
     ("encryption_status", ExtraValue::Str(Some("SSE-S3"))),
     ("object_lock_retain_until_date", ExtraValue::NullTimestamp),
     ("object_lock_mode", ExtraValue::Str(None)),
-    ("object_lock_legal_hold_status", ExtraValue::Str(Some("OFF"))),
+    (
+        "object_lock_legal_hold_status",
+        ExtraValue::Str(Some("OFF")),
+    ),
     ("intelligent_tiering_access_tier", ExtraValue::Str(None)),
     ("bucket_key_status", ExtraValue::Str(Some("DISABLED"))),
     ("checksum_algorithm", ExtraValue::Str(Some("CRC64NVME"))),
@@ -62,7 +63,9 @@ pub(crate) fn write(
     ];
     for &column in &options.columns {
         if !matches!(column, InventoryColumn::Bucket | InventoryColumn::Key)
-            && !columns.iter().any(|c| matches!(c, Column::Known(k) if *k == column))
+            && !columns
+                .iter()
+                .any(|c| matches!(c, Column::Known(k) if *k == column))
         {
             columns.push(Column::Known(column));
         }
@@ -166,11 +169,7 @@ pub(crate) fn write(
             match encode {
                 Ok(result) => result?,
                 Err(panic) => {
-                    let message = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
+                    let message = crate::read::panic_message(&*panic);
                     return Err(write_err(
                         format!("{ORC_ENCODER_BUG} (the encoder panicked: {message})").into(),
                     ));
@@ -182,10 +181,12 @@ pub(crate) fn write(
         file: file_name.clone(),
         source,
     })?;
-    out.get_ref().sync_all().map_err(|source| ColumnarError::Io {
-        file: file_name.clone(),
-        source,
-    })?;
+    out.get_ref()
+        .sync_all()
+        .map_err(|source| ColumnarError::Io {
+            file: file_name.clone(),
+            source,
+        })?;
     drop(out);
     if format == ColumnarFormat::Orc {
         verify(format, path, records, &columns).map_err(write_err)?;
@@ -203,15 +204,21 @@ fn verify(
     records: &[InventoryRecord],
     columns: &[Column],
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let has = |c: InventoryColumn| columns.iter().any(|k| matches!(k, Column::Known(k) if *k == c));
+    let has = |c: InventoryColumn| {
+        columns
+            .iter()
+            .any(|k| matches!(k, Column::Known(k) if *k == c))
+    };
     let mut read = crate::read_file(format, path)?;
     for (index, record) in records.iter().enumerate() {
         let expected = InventoryRecord {
             bucket: record.bucket.clone(),
             key: record.key.clone(),
-            version_id: has(InventoryColumn::VersionId).then(|| match record.version_id.as_deref() {
-                None | Some("") => "null".to_owned(),
-                Some(v) => v.to_owned(),
+            version_id: has(InventoryColumn::VersionId).then(|| {
+                match record.version_id.as_deref() {
+                    None | Some("") => "null".to_owned(),
+                    Some(v) => v.to_owned(),
+                }
             }),
             is_latest: record.is_latest.filter(|_| has(InventoryColumn::IsLatest)),
             is_delete_marker: record.is_delete_marker && has(InventoryColumn::IsDeleteMarker),
@@ -272,9 +279,12 @@ fn build_batch(
             Column::Known(InventoryColumn::VersionId) => {
                 strings(|r| r.version_id.as_deref().filter(|v| *v != "null"))
             }
-            Column::Known(InventoryColumn::IsLatest) => {
-                Arc::new(records.iter().map(|r| r.is_latest).collect::<BooleanArray>())
-            }
+            Column::Known(InventoryColumn::IsLatest) => Arc::new(
+                records
+                    .iter()
+                    .map(|r| r.is_latest)
+                    .collect::<BooleanArray>(),
+            ),
             Column::Known(InventoryColumn::IsDeleteMarker) => Arc::new(
                 records
                     .iter()
@@ -318,9 +328,7 @@ fn build_batch(
                 timestamps(values)
             }
             Column::Known(InventoryColumn::ETag) => strings(|r| r.e_tag.as_deref()),
-            Column::Known(InventoryColumn::StorageClass) => {
-                strings(|r| r.storage_class.as_deref())
-            }
+            Column::Known(InventoryColumn::StorageClass) => strings(|r| r.storage_class.as_deref()),
             Column::Extra(i) => match EXTRA_COLUMNS[*i].1 {
                 ExtraValue::Bool(b) => Arc::new(BooleanArray::from(vec![b; records.len()])),
                 ExtraValue::Str(s) => {

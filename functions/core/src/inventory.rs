@@ -3,7 +3,9 @@
 //! are gzip, every field quoted, keys URL-encoded; ORC and Parquet files carry typed columns.
 
 use crate::encoding::{decode_key, encode_key};
-use crate::manifest::{split_csv_record, LineParser, MalformedLine, ObjectEntry, ObjectRef, ParsedLine};
+use crate::manifest::{
+    split_csv_record, LineParser, MalformedLine, ObjectEntry, ObjectRef, ParsedLine,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,7 +49,11 @@ pub enum InventoryError {
     #[error("manifest.json has MD5 {actual} but manifest.checksum says {expected}")]
     ManifestChecksum { expected: String, actual: String },
     #[error("inventory file {key} has MD5 {actual} but manifest.json says {expected}")]
-    FileChecksum { key: String, expected: String, actual: String },
+    FileChecksum {
+        key: String,
+        expected: String,
+        actual: String,
+    },
     #[error("fileSchema `{0}` has no `Key` column")]
     NoKeyColumn(String),
     #[error("fileSchema `{0}` has no `Bucket` column")]
@@ -66,7 +72,10 @@ impl InventoryManifest {
 }
 
 /// `manifest.checksum` holds the hex MD5 of `manifest.json`.
-pub fn verify_manifest_checksum(manifest_json: &[u8], checksum_file: &str) -> Result<(), InventoryError> {
+pub fn verify_manifest_checksum(
+    manifest_json: &[u8],
+    checksum_file: &str,
+) -> Result<(), InventoryError> {
     use md5::{Digest, Md5};
     let actual = hex::encode(Md5::digest(manifest_json));
     let expected = checksum_file.trim().to_ascii_lowercase();
@@ -76,7 +85,10 @@ pub fn verify_manifest_checksum(manifest_json: &[u8], checksum_file: &str) -> Re
     Ok(())
 }
 
-pub fn verify_file_checksum(file: &InventoryFile, actual_md5_hex: &str) -> Result<(), InventoryError> {
+pub fn verify_file_checksum(
+    file: &InventoryFile,
+    actual_md5_hex: &str,
+) -> Result<(), InventoryError> {
     if !file.md5_checksum.eq_ignore_ascii_case(actual_md5_hex) {
         return Err(InventoryError::FileChecksum {
             key: file.key.clone(),
@@ -104,11 +116,15 @@ pub struct InventorySchema {
 
 impl InventorySchema {
     pub fn parse(file_schema: &str) -> Result<Self, InventoryError> {
-        let names: Vec<String> = file_schema.split(',').map(|c| c.trim().to_ascii_lowercase()).collect();
+        let names: Vec<String> = file_schema
+            .split(',')
+            .map(|c| c.trim().to_ascii_lowercase())
+            .collect();
         let find = |name: &str| names.iter().position(|c| c == name);
         Ok(InventorySchema {
             columns: names.len(),
-            bucket: find("bucket").ok_or_else(|| InventoryError::NoBucketColumn(file_schema.to_string()))?,
+            bucket: find("bucket")
+                .ok_or_else(|| InventoryError::NoBucketColumn(file_schema.to_string()))?,
             key: find("key").ok_or_else(|| InventoryError::NoKeyColumn(file_schema.to_string()))?,
             version_id: find("versionid"),
             is_latest: find("islatest"),
@@ -132,7 +148,11 @@ pub struct InventoryCsvParser {
 
 impl InventoryCsvParser {
     pub fn new(schema: InventorySchema, file_key: impl Into<String>) -> Self {
-        InventoryCsvParser { schema, file_key: file_key.into(), scratch: Vec::with_capacity(12) }
+        InventoryCsvParser {
+            schema,
+            file_key: file_key.into(),
+            scratch: Vec::with_capacity(12),
+        }
     }
 }
 
@@ -160,7 +180,11 @@ impl LineParser for InventoryCsvParser {
             })
         };
         let Ok(text) = std::str::from_utf8(raw) else {
-            return malformed("", &encode_key(&String::from_utf8_lossy(raw)), "line is not valid UTF-8".into());
+            return malformed(
+                "",
+                &encode_key(&String::from_utf8_lossy(raw)),
+                "line is not valid UTF-8".into(),
+            );
         };
         if split_csv_record(text, &mut self.scratch).is_none() {
             return malformed("", &encode_key(text), "unterminated quoted field".into());
@@ -171,7 +195,11 @@ impl LineParser for InventoryCsvParser {
             return malformed(
                 "",
                 &encode_key(text),
-                format!("expected {} fields as fileSchema names, found {}", schema.columns, columns.len()),
+                format!(
+                    "expected {} fields as fileSchema names, found {}",
+                    schema.columns,
+                    columns.len()
+                ),
             );
         }
         let column = |i: Option<usize>| i.map(|i| columns[i].as_str()).filter(|v| !v.is_empty());
@@ -183,23 +211,38 @@ impl LineParser for InventoryCsvParser {
         }
         let key = match decode_key(key_encoded) {
             Ok(key) => key,
-            Err(err) => return malformed(bucket, &encode_key(key_encoded), format!("Key `{key_encoded}`: {err}")),
+            Err(err) => {
+                return malformed(
+                    bucket,
+                    &encode_key(key_encoded),
+                    format!("Key `{key_encoded}`: {err}"),
+                )
+            }
         };
         // In an all-versions report an empty VersionId is the null version.
-        let version_id = schema
-            .version_id
-            .map(|i| columns[i].as_str())
-            .map(|v| if v.is_empty() { "null".to_string() } else { v.to_string() });
+        let version_id = schema.version_id.map(|i| columns[i].as_str()).map(|v| {
+            if v.is_empty() {
+                "null".to_string()
+            } else {
+                v.to_string()
+            }
+        });
         let size = match column(schema.size) {
             _ if is_delete_marker => None,
             None => None,
             Some(v) => match v.parse::<u64>() {
                 Ok(size) => Some(size),
-                Err(_) => return malformed(bucket, key_encoded, format!("Size `{v}` is not a number")),
+                Err(_) => {
+                    return malformed(bucket, key_encoded, format!("Size `{v}` is not a number"))
+                }
             },
         };
         let entry = ObjectEntry {
-            object: ObjectRef { bucket: bucket.to_string(), key, version_id },
+            object: ObjectRef {
+                bucket: bucket.to_string(),
+                key,
+                version_id,
+            },
             etag: column(schema.etag).map(str::to_string),
             size,
             last_modified: column(schema.last_modified).map(str::to_string),
@@ -233,11 +276,16 @@ mod tests {
     #[test]
     fn parses_quoted_rows_and_decodes_keys() {
         let line = br#""src","dir/a+b%2Bc","v1","true","false","12","2026-01-01T00:00:00.000Z","0cc175b9c0f1b6a831c399e269772661","STANDARD""#;
-        let ParsedLine::Object(entry) = parser().parse_line(1, line) else { panic!() };
+        let ParsedLine::Object(entry) = parser().parse_line(1, line) else {
+            panic!()
+        };
         assert_eq!(entry.object.key, "dir/a b+c");
         assert_eq!(entry.object.version_id.as_deref(), Some("v1"));
         assert_eq!(entry.size, Some(12));
-        assert_eq!(entry.etag.as_deref(), Some("0cc175b9c0f1b6a831c399e269772661"));
+        assert_eq!(
+            entry.etag.as_deref(),
+            Some("0cc175b9c0f1b6a831c399e269772661")
+        );
         assert_eq!(entry.is_latest, Some(true));
         assert_eq!(entry.storage_class.as_deref(), Some("STANDARD"));
     }
@@ -245,19 +293,30 @@ mod tests {
     #[test]
     fn empty_version_is_null_and_delete_markers_are_not_tasks() {
         let line = br#""src","k","","true","false","1","2026-01-01T00:00:00.000Z","e","STANDARD""#;
-        let ParsedLine::Object(entry) = parser().parse_line(1, line) else { panic!() };
+        let ParsedLine::Object(entry) = parser().parse_line(1, line) else {
+            panic!()
+        };
         assert_eq!(entry.object.version_id.as_deref(), Some("null"));
         let marker = br#""src","k","v2","true","true","","2026-01-02T00:00:00.000Z","","""#;
-        let ParsedLine::DeleteMarker(marker) = parser().parse_line(2, marker) else { panic!() };
+        let ParsedLine::DeleteMarker(marker) = parser().parse_line(2, marker) else {
+            panic!()
+        };
         assert_eq!(marker.object.version_id.as_deref(), Some("v2"));
     }
 
     #[test]
     fn bad_rows_name_file_and_line() {
-        let ParsedLine::Malformed(m) = parser().parse_line(9, br#""src","k""#) else { panic!() };
-        assert_eq!(m.message, "inventory file files/a.csv.gz line 9: expected 9 fields as fileSchema names, found 2");
+        let ParsedLine::Malformed(m) = parser().parse_line(9, br#""src","k""#) else {
+            panic!()
+        };
+        assert_eq!(
+            m.message,
+            "inventory file files/a.csv.gz line 9: expected 9 fields as fileSchema names, found 2"
+        );
         let line = br#""src","k","v","true","false","big","t","e","S""#;
-        let ParsedLine::Malformed(m) = parser().parse_line(3, line) else { panic!() };
+        let ParsedLine::Malformed(m) = parser().parse_line(3, line) else {
+            panic!()
+        };
         assert!(m.message.ends_with("Size `big` is not a number"));
     }
 
@@ -271,9 +330,15 @@ mod tests {
         assert_eq!(manifest.files[0].md5_checksum, "abc");
         let md5 = hex::encode(Md5::digest(json));
         verify_manifest_checksum(json, &format!("{md5}\n")).unwrap();
-        assert!(matches!(verify_manifest_checksum(json, "00"), Err(InventoryError::ManifestChecksum { .. })));
+        assert!(matches!(
+            verify_manifest_checksum(json, "00"),
+            Err(InventoryError::ManifestChecksum { .. })
+        ));
         assert!(verify_file_checksum(&manifest.files[0], "ABC").is_ok());
-        assert!(matches!(verify_file_checksum(&manifest.files[0], "abd"), Err(InventoryError::FileChecksum { .. })));
+        assert!(matches!(
+            verify_file_checksum(&manifest.files[0], "abd"),
+            Err(InventoryError::FileChecksum { .. })
+        ));
         assert!(InventorySchema::parse("Key, Size").is_err());
     }
 }

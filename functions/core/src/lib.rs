@@ -3,6 +3,7 @@
 
 pub mod arn;
 pub mod backoff;
+pub mod backup;
 pub mod chunk;
 pub mod counts;
 pub mod describe;
@@ -13,6 +14,7 @@ pub mod manifest;
 pub mod plan;
 pub mod report;
 pub mod request;
+pub mod schedule;
 pub mod status;
 
 pub use job::JobRecord;

@@ -141,7 +141,10 @@ pub struct ObjectEntry {
 
 impl ObjectEntry {
     pub fn of(object: ObjectRef) -> Self {
-        ObjectEntry { object, ..Default::default() }
+        ObjectEntry {
+            object,
+            ..Default::default()
+        }
     }
 }
 
@@ -376,7 +379,9 @@ mod tests {
     #[test]
     fn reads_versions_including_literal_null() {
         let fields = ManifestFields::bucket_key_version();
-        let ParsedLine::Object(ObjectEntry { object: obj, .. }) = parse(fields.clone(), "src,k,null") else {
+        let ParsedLine::Object(ObjectEntry { object: obj, .. }) =
+            parse(fields.clone(), "src,k,null")
+        else {
             panic!()
         };
         assert_eq!(obj.version_id.as_deref(), Some("null"));

@@ -71,7 +71,12 @@ pub struct Chunker {
 impl Chunker {
     /// `keep_etags`: pinned jobs keep the ETag (sent as If-Match); others copy what is current.
     /// `check_versions`: refuse manifests that mix lines with and without version IDs.
-    pub fn new(chunk_size: usize, progress: PlanProgress, keep_etags: bool, check_versions: bool) -> Self {
+    pub fn new(
+        chunk_size: usize,
+        progress: PlanProgress,
+        keep_etags: bool,
+        check_versions: bool,
+    ) -> Self {
         Chunker {
             chunk_size: chunk_size.max(1),
             keep_etags,
@@ -83,7 +88,11 @@ impl Chunker {
 
     /// Takes one parsed line. Returns a full chunk when this line completed one, or the job's
     /// failure reason when the manifest cannot run at all.
-    pub fn push(&mut self, line_no: u64, parsed: ParsedLine) -> Result<Option<Vec<ChunkTask>>, String> {
+    pub fn push(
+        &mut self,
+        line_no: u64,
+        parsed: ParsedLine,
+    ) -> Result<Option<Vec<ChunkTask>>, String> {
         let task = match parsed {
             ParsedLine::Blank => return Ok(None),
             ParsedLine::DeleteMarker(_) => {
@@ -92,7 +101,9 @@ impl Chunker {
             }
             ParsedLine::Object(entry) => {
                 if self.check_versions {
-                    self.progress.versions.observe(line_no, entry.object.version_id.is_some())?;
+                    self.progress
+                        .versions
+                        .observe(line_no, entry.object.version_id.is_some())?;
                 }
                 self.progress.bytes += entry.size.unwrap_or(0);
                 ChunkTask::Object {
@@ -148,7 +159,8 @@ pub fn encode_chunk(tasks: &[ChunkTask]) -> String {
 }
 
 pub fn parse_time(value: &str) -> Result<OffsetDateTime, String> {
-    OffsetDateTime::parse(value, &Rfc3339).map_err(|e| format!("`{value}` is not an RFC 3339 time: {e}"))
+    OffsetDateTime::parse(value, &Rfc3339)
+        .map_err(|e| format!("`{value}` is not an RFC 3339 time: {e}"))
 }
 
 /// Point-in-time selection over versions listed key by key (each key's versions together, as
@@ -176,16 +188,30 @@ pub enum Selected {
 
 impl AsOfSelector {
     pub fn new(as_of: OffsetDateTime) -> Self {
-        AsOfSelector { as_of, current_key: None, best: None }
+        AsOfSelector {
+            as_of,
+            current_key: None,
+            best: None,
+        }
     }
 
     /// Feeds one version or delete marker. The chosen entry comes back with its `line_no`.
-    pub fn feed(&mut self, line_no: u64, entry: &ObjectEntry, is_delete_marker: bool) -> Result<Selected, String> {
+    pub fn feed(
+        &mut self,
+        line_no: u64,
+        entry: &ObjectEntry,
+        is_delete_marker: bool,
+    ) -> Result<Selected, String> {
         let key = (entry.object.bucket.clone(), entry.object.key.clone());
         let modified = entry
             .last_modified
             .as_deref()
-            .ok_or_else(|| format!("as-of selection needs LastModified for {}", entry.object.key))
+            .ok_or_else(|| {
+                format!(
+                    "as-of selection needs LastModified for {}",
+                    entry.object.key
+                )
+            })
             .and_then(parse_time)?;
         let outcome = if self.current_key.as_ref() != Some(&key) {
             let ended = self.take_choice();
@@ -195,7 +221,10 @@ impl AsOfSelector {
             Selected::Same
         };
         if modified <= self.as_of && self.best.as_ref().is_none_or(|(t, _)| modified > *t) {
-            self.best = Some((modified, (!is_delete_marker).then(|| (line_no, entry.clone()))));
+            self.best = Some((
+                modified,
+                (!is_delete_marker).then(|| (line_no, entry.clone())),
+            ));
         }
         Ok(outcome)
     }
@@ -237,7 +266,13 @@ pub struct Planner {
 impl Planner {
     /// `keep_etags`: tasks keep the ETags the source knows (pinned jobs). `as_of`: select per key
     /// here (sources that list versions); None when the source has no versions to choose from.
-    pub fn new(chunk_size: usize, progress: PlanProgress, keep_etags: bool, as_of: Option<&str>, check_versions: bool) -> Result<Self, String> {
+    pub fn new(
+        chunk_size: usize,
+        progress: PlanProgress,
+        keep_etags: bool,
+        as_of: Option<&str>,
+        check_versions: bool,
+    ) -> Result<Self, String> {
         let as_of = match as_of {
             Some(t) => Some(AsOfSelector::new(parse_time(t)?)),
             None => None,
@@ -262,7 +297,11 @@ impl Planner {
     }
 
     fn emit(&mut self, tasks: Vec<ChunkTask>, out: &mut Vec<ChunkOut>) {
-        out.push(ChunkOut { seq: self.chunker.progress.next_seq - 1, tasks, resume: None });
+        out.push(ChunkOut {
+            seq: self.chunker.progress.next_seq - 1,
+            tasks,
+            resume: None,
+        });
     }
 
     /// Marks the last chunk of `out` resumable at `cursor` when nothing read before it is held.
@@ -276,7 +315,14 @@ impl Planner {
         }
     }
 
-    pub fn feed(&mut self, line_no: u64, parsed: ParsedLine, before: &Cursor, after: &Cursor, out: &mut Vec<ChunkOut>) -> Result<(), String> {
+    pub fn feed(
+        &mut self,
+        line_no: u64,
+        parsed: ParsedLine,
+        before: &Cursor,
+        after: &Cursor,
+        out: &mut Vec<ChunkOut>,
+    ) -> Result<(), String> {
         let first_new = out.len();
         if self.as_of.is_none() {
             if let Some(tasks) = self.chunker.push(line_no, parsed)? {
@@ -305,7 +351,11 @@ impl Planner {
         Ok(())
     }
 
-    fn release_group(&mut self, choice: Option<(u64, ObjectEntry)>, out: &mut Vec<ChunkOut>) -> Result<(), String> {
+    fn release_group(
+        &mut self,
+        choice: Option<(u64, ObjectEntry)>,
+        out: &mut Vec<ChunkOut>,
+    ) -> Result<(), String> {
         let chosen = u64::from(choice.is_some());
         for _ in chosen..self.group_size {
             self.chunker.skip();
@@ -324,7 +374,11 @@ impl Planner {
     }
 
     /// The end of the manifest: releases what is held and the last partial chunk.
-    pub fn finish(&mut self, end: &Cursor, out: &mut Vec<ChunkOut>) -> Result<PlanProgress, String> {
+    pub fn finish(
+        &mut self,
+        end: &Cursor,
+        out: &mut Vec<ChunkOut>,
+    ) -> Result<PlanProgress, String> {
         let first_new = out.len();
         if let Some(selector) = self.as_of.as_mut() {
             let choice = selector.finish();
@@ -372,25 +426,45 @@ impl GeneratorFilter {
         kept
     }
 
-    pub fn matches(&self, key: &str, last_modified: Option<OffsetDateTime>, size: u64, storage_class: Option<&str>) -> bool {
-        let any = |list: &[String], f: &dyn Fn(&str) -> bool| list.is_empty() || list.iter().any(|v| f(v));
+    pub fn matches(
+        &self,
+        key: &str,
+        last_modified: Option<OffsetDateTime>,
+        size: u64,
+        storage_class: Option<&str>,
+    ) -> bool {
+        let any = |list: &[String], f: &dyn Fn(&str) -> bool| {
+            list.is_empty() || list.iter().any(|v| f(v))
+        };
         if !any(&self.prefixes, &|p| key.starts_with(p))
             || !any(&self.suffixes, &|s| key.ends_with(s))
             || !any(&self.substrings, &|s| key.contains(s))
         {
             return false;
         }
-        if let (Some(after), Some(modified)) = (self.created_after.as_deref().and_then(|t| parse_time(t).ok()), last_modified) {
+        if let (Some(after), Some(modified)) = (
+            self.created_after
+                .as_deref()
+                .and_then(|t| parse_time(t).ok()),
+            last_modified,
+        ) {
             if modified <= after {
                 return false;
             }
         }
-        if let (Some(before), Some(modified)) = (self.created_before.as_deref().and_then(|t| parse_time(t).ok()), last_modified) {
+        if let (Some(before), Some(modified)) = (
+            self.created_before
+                .as_deref()
+                .and_then(|t| parse_time(t).ok()),
+            last_modified,
+        ) {
             if modified >= before {
                 return false;
             }
         }
-        if self.size_greater_than.is_some_and(|min| size <= min) || self.size_less_than.is_some_and(|max| size >= max) {
+        if self.size_greater_than.is_some_and(|min| size <= min)
+            || self.size_less_than.is_some_and(|max| size >= max)
+        {
             return false;
         }
         let class = storage_class.unwrap_or("STANDARD");
@@ -405,7 +479,11 @@ mod tests {
 
     fn entry(key: &str, version: &str, modified: &str) -> ObjectEntry {
         ObjectEntry {
-            object: ObjectRef { bucket: "b".into(), key: key.into(), version_id: Some(version.into()) },
+            object: ObjectRef {
+                bucket: "b".into(),
+                key: key.into(),
+                version_id: Some(version.into()),
+            },
             etag: Some(format!("etag-{version}")),
             size: Some(10),
             last_modified: Some(modified.into()),
@@ -417,23 +495,55 @@ mod tests {
     fn chunker_fills_chunks_and_counts() {
         let mut chunker = Chunker::new(2, PlanProgress::default(), false, true);
         assert_eq!(chunker.push(1, ParsedLine::Blank).unwrap(), None);
-        assert_eq!(chunker.push(2, ParsedLine::Object(entry("a", "v1", "t"))).unwrap(), None);
-        let malformed = MalformedLine { line: 3, bucket: String::new(), key_encoded: "x".into(), message: "bad".into() };
-        let chunk = chunker.push(3, ParsedLine::Malformed(malformed)).unwrap().expect("full");
+        assert_eq!(
+            chunker
+                .push(2, ParsedLine::Object(entry("a", "v1", "t")))
+                .unwrap(),
+            None
+        );
+        let malformed = MalformedLine {
+            line: 3,
+            bucket: String::new(),
+            key_encoded: "x".into(),
+            message: "bad".into(),
+        };
+        let chunk = chunker
+            .push(3, ParsedLine::Malformed(malformed))
+            .unwrap()
+            .expect("full");
         assert_eq!(chunk.len(), 2);
-        assert!(matches!(&chunk[0], ChunkTask::Object { etag: None, size: Some(10), .. }), "unpinned jobs drop the ETag");
-        chunker.push(4, ParsedLine::DeleteMarker(entry("a", "v2", "t"))).unwrap();
-        chunker.push(5, ParsedLine::Object(entry("b", "v1", "t"))).unwrap();
+        assert!(
+            matches!(
+                &chunk[0],
+                ChunkTask::Object {
+                    etag: None,
+                    size: Some(10),
+                    ..
+                }
+            ),
+            "unpinned jobs drop the ETag"
+        );
+        chunker
+            .push(4, ParsedLine::DeleteMarker(entry("a", "v2", "t")))
+            .unwrap();
+        chunker
+            .push(5, ParsedLine::Object(entry("b", "v1", "t")))
+            .unwrap();
         assert_eq!(chunker.finish().unwrap().len(), 1);
         assert_eq!(chunker.finish(), None);
         let p = &chunker.progress;
-        assert_eq!((p.tasks, p.next_seq, p.malformed, p.skipped, p.bytes), (3, 2, 1, 1, 20));
+        assert_eq!(
+            (p.tasks, p.next_seq, p.malformed, p.skipped, p.bytes),
+            (3, 2, 1, 1, 20)
+        );
     }
 
     #[test]
     fn chunker_refuses_mixed_versions_when_asked() {
         let mut chunker = Chunker::new(10, PlanProgress::default(), true, true);
-        chunker.push(1, ParsedLine::Object(entry("a", "v1", "t"))).unwrap();
+        chunker
+            .push(1, ParsedLine::Object(entry("a", "v1", "t")))
+            .unwrap();
         let mut unversioned = entry("b", "v1", "t");
         unversioned.object.version_id = None;
         assert!(chunker.push(2, ParsedLine::Object(unversioned)).is_err());
@@ -444,17 +554,59 @@ mod tests {
         let mut selector = AsOfSelector::new(parse_time("2026-01-10T00:00:00Z").unwrap());
         let feed = |s: &mut AsOfSelector, line, e: ObjectEntry, dm| s.feed(line, &e, dm).unwrap();
         // key a: v3 (after), v2 (chosen), v1 (older)
-        assert_eq!(feed(&mut selector, 1, entry("a", "v3", "2026-01-11T00:00:00Z"), false), Selected::GroupEnded(None));
-        assert_eq!(feed(&mut selector, 2, entry("a", "v2", "2026-01-09T00:00:00Z"), false), Selected::Same);
-        assert_eq!(feed(&mut selector, 3, entry("a", "v1", "2026-01-01T00:00:00Z"), false), Selected::Same);
+        assert_eq!(
+            feed(
+                &mut selector,
+                1,
+                entry("a", "v3", "2026-01-11T00:00:00Z"),
+                false
+            ),
+            Selected::GroupEnded(None)
+        );
+        assert_eq!(
+            feed(
+                &mut selector,
+                2,
+                entry("a", "v2", "2026-01-09T00:00:00Z"),
+                false
+            ),
+            Selected::Same
+        );
+        assert_eq!(
+            feed(
+                &mut selector,
+                3,
+                entry("a", "v1", "2026-01-01T00:00:00Z"),
+                false
+            ),
+            Selected::Same
+        );
         // key b: deleted before the time -> nothing
-        let Selected::GroupEnded(Some((line, chosen))) = feed(&mut selector, 4, entry("b", "d1", "2026-01-05T00:00:00Z"), true) else {
+        let Selected::GroupEnded(Some((line, chosen))) = feed(
+            &mut selector,
+            4,
+            entry("b", "d1", "2026-01-05T00:00:00Z"),
+            true,
+        ) else {
             panic!()
         };
         assert_eq!((line, chosen.object.version_id.as_deref()), (2, Some("v2")));
-        feed(&mut selector, 5, entry("b", "v1", "2026-01-02T00:00:00Z"), false);
+        feed(
+            &mut selector,
+            5,
+            entry("b", "v1", "2026-01-02T00:00:00Z"),
+            false,
+        );
         // key c: created after the time -> nothing
-        assert_eq!(feed(&mut selector, 6, entry("c", "v1", "2026-01-12T00:00:00Z"), false), Selected::GroupEnded(None));
+        assert_eq!(
+            feed(
+                &mut selector,
+                6,
+                entry("c", "v1", "2026-01-12T00:00:00Z"),
+                false
+            ),
+            Selected::GroupEnded(None)
+        );
         assert_eq!(selector.finish(), None);
     }
 
@@ -475,24 +627,54 @@ mod tests {
         assert!(filter.matches("logs/2026/a.gz", jan, 100, None));
         assert!(!filter.matches("other/2026/a.gz", jan, 100, None), "prefix");
         assert!(!filter.matches("logs/2026/a.txt", jan, 100, None), "suffix");
-        assert!(!filter.matches("logs/2025/a.gz", jan, 100, None), "substring");
-        assert!(!filter.matches("logs/2026/a.gz", t("2025-12-31T00:00:00Z"), 100, None), "created after");
-        assert!(!filter.matches("logs/2026/a.gz", t("2026-02-02T00:00:00Z"), 100, None), "created before");
-        assert!(!filter.matches("logs/2026/a.gz", jan, 10, None), "size greater than is strict");
-        assert!(!filter.matches("logs/2026/a.gz", jan, 1000, None), "size less than is strict");
-        assert!(!filter.matches("logs/2026/a.gz", jan, 100, Some("GLACIER")), "storage class");
+        assert!(
+            !filter.matches("logs/2025/a.gz", jan, 100, None),
+            "substring"
+        );
+        assert!(
+            !filter.matches("logs/2026/a.gz", t("2025-12-31T00:00:00Z"), 100, None),
+            "created after"
+        );
+        assert!(
+            !filter.matches("logs/2026/a.gz", t("2026-02-02T00:00:00Z"), 100, None),
+            "created before"
+        );
+        assert!(
+            !filter.matches("logs/2026/a.gz", jan, 10, None),
+            "size greater than is strict"
+        );
+        assert!(
+            !filter.matches("logs/2026/a.gz", jan, 1000, None),
+            "size less than is strict"
+        );
+        assert!(
+            !filter.matches("logs/2026/a.gz", jan, 100, Some("GLACIER")),
+            "storage class"
+        );
         assert!(GeneratorFilter::default().matches("anything", None, 0, Some("GLACIER")));
     }
 
     #[test]
     fn listing_prefixes_drop_covered_ones() {
-        let filter = GeneratorFilter { prefixes: vec!["a/b/".into(), "a/".into(), "c".into(), "a/".into()], ..Default::default() };
-        assert_eq!(filter.listing_prefixes(), vec!["a/".to_string(), "c".to_string()]);
-        assert_eq!(GeneratorFilter::default().listing_prefixes(), vec![String::new()]);
+        let filter = GeneratorFilter {
+            prefixes: vec!["a/b/".into(), "a/".into(), "c".into(), "a/".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            filter.listing_prefixes(),
+            vec!["a/".to_string(), "c".to_string()]
+        );
+        assert_eq!(
+            GeneratorFilter::default().listing_prefixes(),
+            vec![String::new()]
+        );
     }
 
     fn cursor(line: u64) -> Cursor {
-        Cursor { line, ..Default::default() }
+        Cursor {
+            line,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -500,10 +682,23 @@ mod tests {
         let mut planner = Planner::new(2, PlanProgress::default(), false, None, false).unwrap();
         let mut out = Vec::new();
         for i in 1..=5u64 {
-            planner.feed(i, ParsedLine::Object(entry(&format!("k{i}"), "v", "t")), &cursor(i - 1), &cursor(i), &mut out).unwrap();
+            planner
+                .feed(
+                    i,
+                    ParsedLine::Object(entry(&format!("k{i}"), "v", "t")),
+                    &cursor(i - 1),
+                    &cursor(i),
+                    &mut out,
+                )
+                .unwrap();
         }
         let progress = planner.finish(&cursor(5), &mut out).unwrap();
-        assert_eq!(out.iter().map(|c| (c.seq, c.tasks.len())).collect::<Vec<_>>(), vec![(0, 2), (1, 2), (2, 1)]);
+        assert_eq!(
+            out.iter()
+                .map(|c| (c.seq, c.tasks.len()))
+                .collect::<Vec<_>>(),
+            vec![(0, 2), (1, 2), (2, 1)]
+        );
         assert_eq!(out[0].resume.as_ref().unwrap().cursor, cursor(2));
         assert_eq!(out[1].resume.as_ref().unwrap().next_seq, 2);
         assert_eq!(out[2].resume.as_ref().unwrap().cursor, cursor(5));
@@ -520,11 +715,20 @@ mod tests {
             ("c", "c1", "2026-01-03T00:00:00Z"),
         ];
         let run = |start: usize, progress: PlanProgress| {
-            let mut planner = Planner::new(1, progress, true, Some("2026-01-10T00:00:00Z"), false).unwrap();
+            let mut planner =
+                Planner::new(1, progress, true, Some("2026-01-10T00:00:00Z"), false).unwrap();
             let mut out = Vec::new();
             for (i, (key, version, time)) in lines.iter().enumerate().skip(start) {
                 let line = i as u64 + 1;
-                planner.feed(line, ParsedLine::Object(entry(key, version, time)), &cursor(line - 1), &cursor(line), &mut out).unwrap();
+                planner
+                    .feed(
+                        line,
+                        ParsedLine::Object(entry(key, version, time)),
+                        &cursor(line - 1),
+                        &cursor(line),
+                        &mut out,
+                    )
+                    .unwrap();
             }
             planner.finish(&cursor(5), &mut out).unwrap();
             out

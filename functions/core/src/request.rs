@@ -58,7 +58,11 @@ pub struct BatchopsOptions {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct ManifestGenerator {
-    #[serde(default, rename = "S3JobManifestGenerator", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "S3JobManifestGenerator",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub s3_job_manifest_generator: Option<S3JobManifestGenerator>,
 }
 
@@ -379,7 +383,10 @@ pub struct GeneratedManifest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ManifestSource {
     /// `S3BatchOperations_CSV_20180820`.
-    Csv { object: ManifestObject, fields: ManifestFields },
+    Csv {
+        object: ManifestObject,
+        fields: ManifestFields,
+    },
     /// `S3InventoryReport_CSV_20161130`: the object is the report's manifest.json.
     Inventory { object: ManifestObject },
     /// `ManifestGenerator`: a listing of the source bucket.
@@ -390,14 +397,18 @@ impl ManifestSource {
     /// The manifest object, for sources read from one.
     pub fn object(&self) -> Option<&ManifestObject> {
         match self {
-            ManifestSource::Csv { object, .. } | ManifestSource::Inventory { object } => Some(object),
+            ManifestSource::Csv { object, .. } | ManifestSource::Inventory { object } => {
+                Some(object)
+            }
             ManifestSource::Generated(_) => None,
         }
     }
 
     pub fn object_mut(&mut self) -> Option<&mut ManifestObject> {
         match self {
-            ManifestSource::Csv { object, .. } | ManifestSource::Inventory { object } => Some(object),
+            ManifestSource::Csv { object, .. } | ManifestSource::Inventory { object } => {
+                Some(object)
+            }
             ManifestSource::Generated(_) => None,
         }
     }
@@ -778,13 +789,20 @@ impl CreateJobRequest {
             .map_err(|e| RequestError::new("Manifest.Location.ObjectArn", e.to_string()))?;
         if let Some(etag) = &manifest.location.etag {
             if etag.trim_matches('"').is_empty() {
-                return Err(RequestError::new("Manifest.Location.ETag", "must not be empty"));
+                return Err(RequestError::new(
+                    "Manifest.Location.ETag",
+                    "must not be empty",
+                ));
             }
         }
         Ok(ManifestObject {
             bucket,
             key,
-            version_id: manifest.location.object_version_id.clone().filter(|v| !v.is_empty()),
+            version_id: manifest
+                .location
+                .object_version_id
+                .clone()
+                .filter(|v| !v.is_empty()),
             etag: manifest.location.etag.clone(),
         })
     }
@@ -826,26 +844,33 @@ impl CreateJobRequest {
         })?;
         let mut fields = Vec::with_capacity(names.len());
         for (i, name) in names.iter().enumerate() {
-            let field = match name.as_str() {
-                "Bucket" => ManifestField::Bucket,
-                "Key" => ManifestField::Key,
-                "VersionId" => ManifestField::VersionId,
-                "Ignore" => ManifestField::Ignore,
-                other => {
-                    return Err(RequestError::new(
+            let field =
+                match name.as_str() {
+                    "Bucket" => ManifestField::Bucket,
+                    "Key" => ManifestField::Key,
+                    "VersionId" => ManifestField::VersionId,
+                    "Ignore" => ManifestField::Ignore,
+                    other => return Err(RequestError::new(
                         format!("Manifest.Spec.Fields[{i}]"),
-                        format!("unknown field `{other}`; expected Bucket, Key, VersionId or Ignore"),
-                    ))
-                }
-            };
+                        format!(
+                            "unknown field `{other}`; expected Bucket, Key, VersionId or Ignore"
+                        ),
+                    )),
+                };
             fields.push(field);
         }
         let fields = ManifestFields::new(fields)
             .map_err(|message| RequestError::new("Manifest.Spec.Fields", message))?;
-        Ok(ManifestSource::Csv { object: Self::manifest_object(manifest)?, fields })
+        Ok(ManifestSource::Csv {
+            object: Self::manifest_object(manifest)?,
+            fields,
+        })
     }
 
-    fn validate_generator(&self, generator: &ManifestGenerator) -> Result<ManifestSource, RequestError> {
+    fn validate_generator(
+        &self,
+        generator: &ManifestGenerator,
+    ) -> Result<ManifestSource, RequestError> {
         let base = "ManifestGenerator.S3JobManifestGenerator";
         let g = generator
             .s3_job_manifest_generator
@@ -865,7 +890,10 @@ impl CreateJobRequest {
                 if location.manifest_format != "S3InventoryReport_CSV_20211130" {
                     return Err(RequestError::new(
                         field("ManifestFormat"),
-                        format!("expected S3InventoryReport_CSV_20211130, got `{}`", location.manifest_format),
+                        format!(
+                            "expected S3InventoryReport_CSV_20211130, got `{}`",
+                            location.manifest_format
+                        ),
                     ));
                 }
                 if let Some(encryption) = &location.manifest_encryption {
@@ -876,8 +904,14 @@ impl CreateJobRequest {
                         ));
                     }
                 }
-                let bucket = bucket_from_arn(&location.bucket).map_err(|e| RequestError::new(field("Bucket"), e.to_string()))?;
-                let prefix = location.manifest_prefix.clone().unwrap_or_default().trim_end_matches('/').to_string();
+                let bucket = bucket_from_arn(&location.bucket)
+                    .map_err(|e| RequestError::new(field("Bucket"), e.to_string()))?;
+                let prefix = location
+                    .manifest_prefix
+                    .clone()
+                    .unwrap_or_default()
+                    .trim_end_matches('/')
+                    .to_string();
                 Some(ManifestOutput { bucket, prefix })
             }
             (_, false) => None,
@@ -886,12 +920,21 @@ impl CreateJobRequest {
         if let Some(f) = &g.filter {
             let field = |name: &str| format!("{base}.Filter.{name}");
             if f.eligible_for_replication.is_some() {
-                return Err(RequestError::new(field("EligibleForReplication"), "batchops cannot honour this filter yet"));
+                return Err(RequestError::new(
+                    field("EligibleForReplication"),
+                    "batchops cannot honour this filter yet",
+                ));
             }
             if f.object_replication_statuses.is_some() {
-                return Err(RequestError::new(field("ObjectReplicationStatuses"), "batchops cannot honour this filter yet"));
+                return Err(RequestError::new(
+                    field("ObjectReplicationStatuses"),
+                    "batchops cannot honour this filter yet",
+                ));
             }
-            for (name, value) in [("CreatedAfter", &f.created_after), ("CreatedBefore", &f.created_before)] {
+            for (name, value) in [
+                ("CreatedAfter", &f.created_after),
+                ("CreatedBefore", &f.created_before),
+            ] {
                 if let Some(v) = value {
                     parse_time(v).map_err(|e| RequestError::new(field(name), e))?;
                 }
@@ -909,35 +952,60 @@ impl CreateJobRequest {
                 substrings: constraint.match_any_substring.unwrap_or_default(),
                 created_after: f.created_after.clone(),
                 created_before: f.created_before.clone(),
-                size_greater_than: size("ObjectSizeGreaterThanBytes", f.object_size_greater_than_bytes)?,
+                size_greater_than: size(
+                    "ObjectSizeGreaterThanBytes",
+                    f.object_size_greater_than_bytes,
+                )?,
                 size_less_than: size("ObjectSizeLessThanBytes", f.object_size_less_than_bytes)?,
                 storage_classes: f.match_any_storage_class.clone().unwrap_or_default(),
             };
             for (i, class) in filter.storage_classes.iter().enumerate() {
                 if !STORAGE_CLASSES.contains(&class.as_str()) {
-                    return Err(RequestError::new(field(&format!("MatchAnyStorageClass[{i}]")), format!("unknown storage class `{class}`")));
+                    return Err(RequestError::new(
+                        field(&format!("MatchAnyStorageClass[{i}]")),
+                        format!("unknown storage class `{class}`"),
+                    ));
                 }
             }
         }
         let all_versions = self.batchops.as_ref().is_some_and(|b| b.all_versions);
-        Ok(ManifestSource::Generated(GeneratedManifest { source_bucket, filter, all_versions, output }))
+        Ok(ManifestSource::Generated(GeneratedManifest {
+            source_bucket,
+            filter,
+            all_versions,
+            output,
+        }))
     }
 
     fn validate_pinning(&self, manifest: &ManifestSource) -> Result<Pinning, RequestError> {
-        let Some(options) = &self.batchops else { return Ok(Pinning::default()) };
+        let Some(options) = &self.batchops else {
+            return Ok(Pinning::default());
+        };
         if let Some(as_of) = &options.as_of {
             parse_time(as_of).map_err(|e| RequestError::new("Batchops.AsOf", e))?;
             if options.pin_versions {
-                return Err(RequestError::new("Batchops.AsOf", "give AsOf or PinVersions, not both"));
+                return Err(RequestError::new(
+                    "Batchops.AsOf",
+                    "give AsOf or PinVersions, not both",
+                ));
             }
         }
         if options.all_versions && !matches!(manifest, ManifestSource::Generated(_)) {
-            return Err(RequestError::new("Batchops.AllVersions", "only applies to ManifestGenerator jobs"));
+            return Err(RequestError::new(
+                "Batchops.AllVersions",
+                "only applies to ManifestGenerator jobs",
+            ));
         }
         if options.all_versions && (options.pin_versions || options.as_of.is_some()) {
-            return Err(RequestError::new("Batchops.AllVersions", "every version is already pinned; drop PinVersions/AsOf"));
+            return Err(RequestError::new(
+                "Batchops.AllVersions",
+                "every version is already pinned; drop PinVersions/AsOf",
+            ));
         }
-        Ok(Pinning { pin_versions: options.pin_versions, as_of: options.as_of.clone() })
+        Ok(Pinning {
+            pin_versions: options.pin_versions,
+            as_of: options.as_of.clone(),
+        })
     }
 
     fn validate_report(&self) -> Result<Option<ReportTarget>, RequestError> {
@@ -1145,7 +1213,10 @@ mod tests {
             "Manifest": {"Spec": {"Format": "S3InventoryReport_CSV_20161130"},
                          "Location": {"ObjectArn": "arn:aws:s3:::inv/src/config/2026-01-01T00-00Z/manifest.json"}},
             "Batchops": {"PinVersions": true}}"#;
-        let spec = CreateJobRequest::from_json(inventory).unwrap().validate().unwrap();
+        let spec = CreateJobRequest::from_json(inventory)
+            .unwrap()
+            .validate()
+            .unwrap();
         assert!(matches!(spec.manifest, ManifestSource::Inventory { .. }));
         assert!(spec.pinning.pin_versions);
 
@@ -1158,23 +1229,54 @@ mod tests {
                            "CreatedAfter": "2026-01-01T00:00:00Z", "ObjectSizeGreaterThanBytes": 10,
                            "MatchAnyStorageClass": ["STANDARD"]}}},
             "Batchops": {"AsOf": "2026-02-01T00:00:00Z"}}"#;
-        let spec = CreateJobRequest::from_json(generated).unwrap().validate().unwrap();
-        let ManifestSource::Generated(g) = &spec.manifest else { panic!() };
+        let spec = CreateJobRequest::from_json(generated)
+            .unwrap()
+            .validate()
+            .unwrap();
+        let ManifestSource::Generated(g) = &spec.manifest else {
+            panic!()
+        };
         assert_eq!(g.source_bucket, "src");
         assert_eq!(g.filter.prefixes, vec!["logs/".to_string()]);
         assert_eq!(g.filter.size_greater_than, Some(10));
-        assert_eq!(g.output, Some(ManifestOutput { bucket: "out".into(), prefix: "gen".into() }));
+        assert_eq!(
+            g.output,
+            Some(ManifestOutput {
+                bucket: "out".into(),
+                prefix: "gen".into()
+            })
+        );
         assert_eq!(spec.pinning.as_of.as_deref(), Some("2026-02-01T00:00:00Z"));
 
         let cases = [
-            (generated.replace("\"ObjectSizeGreaterThanBytes\": 10", "\"EligibleForReplication\": true"), "ManifestGenerator.S3JobManifestGenerator.Filter.EligibleForReplication"),
-            (generated.replace("2026-01-01T00:00:00Z", "yesterday"), "ManifestGenerator.S3JobManifestGenerator.Filter.CreatedAfter"),
-            (generated.replace("S3InventoryReport_CSV_20211130", "CSV"), "ManifestGenerator.S3JobManifestGenerator.ManifestOutputLocation.ManifestFormat"),
-            (generated.replace("2026-02-01T00:00:00Z", "later"), "Batchops.AsOf"),
-            (inventory.replace("\"PinVersions\": true", "\"AllVersions\": true"), "Batchops.AllVersions"),
+            (
+                generated.replace(
+                    "\"ObjectSizeGreaterThanBytes\": 10",
+                    "\"EligibleForReplication\": true",
+                ),
+                "ManifestGenerator.S3JobManifestGenerator.Filter.EligibleForReplication",
+            ),
+            (
+                generated.replace("2026-01-01T00:00:00Z", "yesterday"),
+                "ManifestGenerator.S3JobManifestGenerator.Filter.CreatedAfter",
+            ),
+            (
+                generated.replace("S3InventoryReport_CSV_20211130", "CSV"),
+                "ManifestGenerator.S3JobManifestGenerator.ManifestOutputLocation.ManifestFormat",
+            ),
+            (
+                generated.replace("2026-02-01T00:00:00Z", "later"),
+                "Batchops.AsOf",
+            ),
+            (
+                inventory.replace("\"PinVersions\": true", "\"AllVersions\": true"),
+                "Batchops.AllVersions",
+            ),
         ];
         for (doc, field) in cases {
-            let err = CreateJobRequest::from_json(&doc).and_then(|r| r.validate().map(|_| ())).unwrap_err();
+            let err = CreateJobRequest::from_json(&doc)
+                .and_then(|r| r.validate().map(|_| ()))
+                .unwrap_err();
             assert_eq!(err.field, field, "{err}");
         }
     }

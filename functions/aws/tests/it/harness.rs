@@ -232,3 +232,96 @@ impl TestEnv {
         audit
     }
 }
+
+pub fn gzip(text: &str) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(text.as_bytes()).unwrap();
+    gz.finish().unwrap()
+}
+
+pub fn md5_hex(bytes: &[u8]) -> String {
+    batchops_aws::objects::md5_hex(bytes)
+}
+
+impl TestEnv {
+    /// Writes an S3 Inventory report the way S3 lays it out: data files under `data/`,
+    /// `manifest.json` listing them with their MD5s, and `manifest.checksum`. Returns the
+    /// manifest.json key. `files` are (file name, bytes).
+    pub async fn inventory(
+        &self,
+        name: &str,
+        format: &str,
+        schema: &str,
+        files: Vec<(String, Vec<u8>)>,
+    ) -> String {
+        let root = format!("inventory/{}/{name}/2026-11-22T00-00Z", self.src);
+        let mut listed = Vec::new();
+        for (file, bytes) in files {
+            let key = format!("inventory/{}/{name}/data/{file}", self.src);
+            listed.push(json!({"key": key, "size": bytes.len(), "MD5checksum": md5_hex(&bytes)}));
+            self.put(&self.reports, &key, bytes).await;
+        }
+        let manifest = json!({
+            "sourceBucket": self.src,
+            "destinationBucket": format!("arn:aws:s3:::{}", self.reports),
+            "version": "2016-11-30",
+            "creationTimestamp": "1763769600000",
+            "fileFormat": format,
+            "fileSchema": schema,
+            "files": listed,
+        });
+        let body = serde_json::to_vec(&manifest).unwrap();
+        let checksum = md5_hex(&body);
+        self.put(&self.reports, &format!("{root}/manifest.json"), body)
+            .await;
+        self.put(
+            &self.reports,
+            &format!("{root}/manifest.checksum"),
+            checksum,
+        )
+        .await;
+        format!("{root}/manifest.json")
+    }
+
+    /// A CreateJob document over an inventory manifest in the reports bucket.
+    pub fn inventory_request(&self, manifest_key: &str) -> Value {
+        let mut document = self.request_json("unused", &["Bucket", "Key"]);
+        document["Manifest"] = json!({
+            "Spec": {"Format": "S3InventoryReport_CSV_20161130"},
+            "Location": {"ObjectArn": format!("arn:aws:s3:::{}/{}", self.reports, manifest_key)}
+        });
+        document
+    }
+
+    /// The tasks planned for a job, read back from its chunk files: (line, key, version, etag).
+    pub async fn planned(
+        &self,
+        job_id: &str,
+    ) -> Vec<(u64, String, Option<String>, Option<String>)> {
+        let record = self.app.store.get_job(job_id).await.unwrap();
+        let mut tasks = Vec::new();
+        for seq in 0..record.plan.progress.next_seq {
+            let body = batchops_aws::objects::get_bytes(
+                &self.app.s3,
+                &self.app.config.control_bucket,
+                &batchops_core::chunk::chunk_key(job_id, seq),
+            )
+            .await
+            .unwrap();
+            for task in
+                batchops_core::chunk::parse_chunk(&String::from_utf8(body).unwrap()).unwrap()
+            {
+                match task {
+                    batchops_core::chunk::ChunkTask::Object {
+                        line, object, etag, ..
+                    } => tasks.push((line, object.key, object.version_id, etag)),
+                    batchops_core::chunk::ChunkTask::Malformed(m) => {
+                        tasks.push((m.line, format!("MALFORMED {}", m.message), None, None))
+                    }
+                }
+            }
+        }
+        tasks
+    }
+}

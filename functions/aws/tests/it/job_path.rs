@@ -160,7 +160,10 @@ async fn a_few_thousand_tasks_over_many_chunks_each_run_once() {
     assert_eq!(described.progress_summary.total_number_of_tasks, 2000);
     assert_eq!(described.progress_summary.number_of_tasks_succeeded, 2000);
     let record = env.app.store.get_job(&job).await.unwrap();
-    assert_eq!(record.plan.progress.next_seq, 40, "2000 tasks in chunks of 50");
+    assert_eq!(
+        record.plan.progress.next_seq, 40,
+        "2000 tasks in chunks of 50"
+    );
     let ranges = env.app.store.committed_ranges(&job).await.unwrap();
     let covered: u64 = ranges.iter().map(|r| r.end_task - r.first_task).sum();
     assert_eq!(covered, 2000);

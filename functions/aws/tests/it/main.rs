@@ -3,3 +3,4 @@
 mod harness;
 mod job_path;
 mod lambda_events;
+mod manifests;

@@ -1,0 +1,477 @@
+//! Backups: policies, snapshot catalogs, and the sorted-merge diff of a bucket listing against
+//! the previous snapshot. All pure; the AWS side streams listings and catalogs through here.
+
+use crate::encoding::{decode_key, encode_key};
+use crate::manifest::{ObjectEntry, ObjectRef};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DeleteMode {
+    /// Objects deleted at the source stay in new snapshots as they were.
+    #[default]
+    Ignore,
+    /// Deleted objects leave new snapshots; their backup copies stay for older snapshots.
+    Record,
+    /// As `record`, and a delete marker is put on the backup copy (its data stays as an older
+    /// version until retention frees it).
+    Propagate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VersionsMode {
+    /// Back up the current version of each object.
+    #[default]
+    Current,
+    /// Back up every version, oldest first, so the destination's history matches the source's.
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Retention {
+    /// Keep the newest N snapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u32>,
+    /// Keep snapshots younger than N days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_days: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Location {
+    pub bucket: String,
+    #[serde(default)]
+    pub prefix: String,
+}
+
+/// A backup policy, as `batchops backup policy put` takes it (JSON or YAML).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackupPolicy {
+    pub name: String,
+    pub source: Location,
+    /// The backup "directory": copies land at `<prefix><source key>`.
+    pub destination: Location,
+    /// EventBridge syntax: `rate(1 day)`, `cron(0 2 * * ? *)`; none for manual runs only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    #[serde(default = "utc")]
+    pub time_zone: String,
+    #[serde(default)]
+    pub retention: Retention,
+    #[serde(default)]
+    pub deletes: DeleteMode,
+    /// A run that would delete more than this many objects fails instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_deletes: Option<u64>,
+    #[serde(default)]
+    pub versions: VersionsMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Accept an unversioned destination (an overwrite there destroys the earlier copy).
+    #[serde(default)]
+    pub allow_unversioned_destination: bool,
+}
+
+fn utc() -> String {
+    "UTC".to_string()
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl BackupPolicy {
+    /// Checks what can be checked without AWS; names the field.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let err = |field: &str, message: &str| Err((field.to_string(), message.to_string()));
+        if self.name.is_empty() || self.name.len() > 64 || !self.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return err("name", "1 to 64 characters of letters, digits, `-` and `_`");
+        }
+        for (field, location) in [("source", &self.source), ("destination", &self.destination)] {
+            if !crate::manifest::is_valid_bucket_name(&location.bucket) {
+                return Err((format!("{field}.bucket"), format!("`{}` is not a valid bucket name", location.bucket)));
+            }
+        }
+        if self.source.bucket == self.destination.bucket && self.destination.prefix.starts_with(&self.source.prefix) {
+            return err("destination.prefix", "must not be inside the source prefix of the same bucket (the backup would back itself up)");
+        }
+        if self.retention.keep_last == Some(0) {
+            return err("retention.keepLast", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Where this policy's snapshot catalogs live in the destination bucket.
+    pub fn catalog_prefix(&self) -> String {
+        format!("{}.batchops/snapshots/{}/", self.destination.prefix, self.name)
+    }
+}
+
+/// One object (version) in a snapshot: what was backed up, and where its copy is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CatalogEntry {
+    pub key: String,
+    pub source_version: Option<String>,
+    pub etag: Option<String>,
+    pub size: u64,
+    pub last_modified: String,
+    pub dest_key: String,
+    pub dest_version: Option<String>,
+}
+
+pub const CATALOG_HEADER: &str = "#batchops-catalog\tv1\tkey\tsource_version\tetag\tsize\tlast_modified\tdest_key\tdest_version";
+
+impl CatalogEntry {
+    pub fn write_line(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = writeln!(
+            out,
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            encode_key(&self.key),
+            self.source_version.as_deref().unwrap_or(""),
+            self.etag.as_deref().unwrap_or("").trim_matches('"'),
+            self.size,
+            self.last_modified,
+            encode_key(&self.dest_key),
+            self.dest_version.as_deref().unwrap_or("")
+        );
+    }
+
+    pub fn parse_line(line: &str) -> Result<Option<CatalogEntry>, String> {
+        if line.is_empty() || line.starts_with('#') {
+            return Ok(None);
+        }
+        let f: Vec<&str> = line.split('\t').collect();
+        if f.len() != 7 {
+            return Err(format!("catalog line has {} fields, expected 7: `{line}`", f.len()));
+        }
+        let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        Ok(Some(CatalogEntry {
+            key: decode_key(f[0]).map_err(|e| format!("catalog key `{}`: {e}", f[0]))?,
+            source_version: opt(f[1]),
+            etag: opt(f[2]),
+            size: f[3].parse().map_err(|_| format!("catalog size `{}`", f[3]))?,
+            last_modified: f[4].to_string(),
+            dest_key: decode_key(f[5]).map_err(|e| format!("catalog dest key `{}`: {e}", f[5]))?,
+            dest_version: opt(f[6]),
+        }))
+    }
+
+    /// The backup copy, as a copy source for restores.
+    pub fn backup_object(&self, dest_bucket: &str) -> ObjectRef {
+        ObjectRef { bucket: dest_bucket.to_string(), key: self.dest_key.clone(), version_id: self.dest_version.clone() }
+    }
+}
+
+/// What the diff says about one source object (version).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Not in the previous snapshot: copy it.
+    New(ObjectEntry),
+    /// In the previous snapshot with other content: copy it; `previous` stays valid if the copy fails.
+    Changed { entry: ObjectEntry, previous: CatalogEntry },
+    /// Same as in the previous snapshot: nothing to copy.
+    Unchanged(CatalogEntry),
+    /// In the previous snapshot, gone from the source.
+    Deleted(CatalogEntry),
+}
+
+/// Sorted merge of a listing (keys ascending; with all versions, each key's versions oldest
+/// first) against the previous catalog (same order). Memory: one key's versions.
+pub struct Differ<C: Iterator<Item = Result<CatalogEntry, String>>> {
+    catalog: std::iter::Peekable<C>,
+    /// Catalog entries taken so far (a resumed diff skips this many).
+    pub catalog_taken: u64,
+    versioned: bool,
+    all_versions: bool,
+}
+
+impl<C: Iterator<Item = Result<CatalogEntry, String>>> Differ<C> {
+    pub fn new(catalog: C, versioned: bool, all_versions: bool) -> Self {
+        Differ { catalog: catalog.peekable(), catalog_taken: 0, versioned, all_versions }
+    }
+
+    fn next_catalog_key(&mut self) -> Result<Option<String>, String> {
+        match self.catalog.peek() {
+            None => Ok(None),
+            Some(Ok(entry)) => Ok(Some(entry.key.clone())),
+            Some(Err(e)) => Err(e.clone()),
+        }
+    }
+
+    fn take_catalog(&mut self) -> Result<CatalogEntry, String> {
+        self.catalog_taken += 1;
+        self.catalog.next().ok_or("catalog ended")?
+    }
+
+    /// Emits catalog entries with keys before `key` as deleted.
+    fn deletions_before(&mut self, key: Option<&str>, out: &mut Vec<Change>) -> Result<(), String> {
+        while let Some(next) = self.next_catalog_key()? {
+            if key.is_some_and(|k| next.as_str() >= k) {
+                break;
+            }
+            out.push(Change::Deleted(self.take_catalog()?));
+        }
+        Ok(())
+    }
+
+    /// Diffs one key's listed versions (one in `current` mode).
+    pub fn feed_key(&mut self, listed: Vec<ObjectEntry>, out: &mut Vec<Change>) -> Result<(), String> {
+        let Some(key) = listed.first().map(|e| e.object.key.clone()) else { return Ok(()) };
+        self.deletions_before(Some(&key), out)?;
+        let mut previous = Vec::new();
+        while self.next_catalog_key()?.as_deref() == Some(key.as_str()) {
+            previous.push(self.take_catalog()?);
+        }
+        if !self.all_versions {
+            let entry = listed.into_iter().next_back().ok_or("no entry")?;
+            let change = match previous.pop() {
+                None => Change::New(entry),
+                Some(prev) => {
+                    let same = if self.versioned {
+                        prev.source_version == entry.object.version_id
+                    } else {
+                        prev.etag.as_deref().map(|e| e.trim_matches('"')) == entry.etag.as_deref().map(|e| e.trim_matches('"'))
+                            && Some(prev.size) == entry.size
+                    };
+                    if same {
+                        Change::Unchanged(prev)
+                    } else {
+                        Change::Changed { entry, previous: prev }
+                    }
+                }
+            };
+            out.push(change);
+            return Ok(());
+        }
+        let mut matched = vec![false; previous.len()];
+        for entry in listed {
+            match previous.iter().position(|p| p.source_version == entry.object.version_id) {
+                Some(i) => {
+                    matched[i] = true;
+                    out.push(Change::Unchanged(previous[i].clone()));
+                }
+                None => out.push(Change::New(entry)),
+            }
+        }
+        for (prev, seen) in previous.into_iter().zip(matched) {
+            if !seen {
+                out.push(Change::Deleted(prev));
+            }
+        }
+        Ok(())
+    }
+
+    /// The listing ended: every remaining catalog entry is deleted.
+    pub fn finish(&mut self, out: &mut Vec<Change>) -> Result<(), String> {
+        self.deletions_before(None, out)
+    }
+}
+
+/// One row of a run's draft snapshot: complete, or waiting for its copy's destination version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DraftRow {
+    Done(CatalogEntry),
+    /// Filled from the copy task's result; if the copy failed, `fallback` (the previous
+    /// snapshot's entry) stands, or the key is left out.
+    Pending { entry: CatalogEntry, fallback: Option<CatalogEntry> },
+}
+
+impl DraftRow {
+    pub fn write_line(&self, out: &mut String) {
+        match self {
+            DraftRow::Done(e) => {
+                out.push_str("D\t");
+                e.write_line(out);
+            }
+            DraftRow::Pending { entry, fallback } => {
+                out.push_str("P\t");
+                entry.write_line(out);
+                match fallback {
+                    Some(f) => {
+                        out.push_str("F\t");
+                        f.write_line(out);
+                    }
+                    None => out.push_str("N\n"),
+                }
+            }
+        }
+    }
+
+    /// Parses a whole draft part back.
+    pub fn parse_part(body: &str) -> Result<Vec<DraftRow>, String> {
+        let mut rows = Vec::new();
+        let mut lines = body.lines();
+        while let Some(line) = lines.next() {
+            let (tag, rest) = line.split_once('\t').unwrap_or((line, ""));
+            match tag {
+                "D" => rows.push(DraftRow::Done(CatalogEntry::parse_line(rest)?.ok_or("empty draft row")?)),
+                "P" => {
+                    let entry = CatalogEntry::parse_line(rest)?.ok_or("empty draft row")?;
+                    let next = lines.next().ok_or("pending row without its fallback line")?;
+                    let fallback = match next.split_once('\t') {
+                        Some(("F", f)) => CatalogEntry::parse_line(f)?,
+                        _ if next == "N" => None,
+                        _ => return Err(format!("bad fallback line `{next}`")),
+                    };
+                    rows.push(DraftRow::Pending { entry, fallback });
+                }
+                "" => {}
+                other => return Err(format!("bad draft row tag `{other}`")),
+            }
+        }
+        Ok(rows)
+    }
+}
+
+/// Which snapshots retention keeps: the newest `keep_last`, and those younger than `keep_days`
+/// (either rule keeps a snapshot; with no rule, all are kept). `snapshots` are (id, unix time),
+/// any order; returns the ids to expire. The newest snapshot is always kept.
+pub fn expired_snapshots(snapshots: &[(String, i64)], retention: &Retention, now_unix: i64) -> Vec<String> {
+    if retention.keep_last.is_none() && retention.keep_days.is_none() {
+        return Vec::new();
+    }
+    let mut sorted: Vec<&(String, i64)> = snapshots.iter().collect();
+    sorted.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.cmp(&a.0)));
+    sorted
+        .iter()
+        .enumerate()
+        .filter(|(rank, (_, time))| {
+            let by_count = retention.keep_last.is_some_and(|n| (*rank as u32) < n);
+            let by_age = retention.keep_days.is_some_and(|d| now_unix - *time < i64::from(d) * 86_400);
+            *rank > 0 && !by_count && !by_age
+        })
+        .map(|(_, (id, _))| id.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(key: &str, version: &str, etag: &str, size: u64) -> ObjectEntry {
+        ObjectEntry {
+            object: ObjectRef { bucket: "src".into(), key: key.into(), version_id: Some(version.into()) },
+            etag: Some(etag.into()),
+            size: Some(size),
+            last_modified: Some("2026-01-01T00:00:00Z".into()),
+            ..Default::default()
+        }
+    }
+
+    fn cataloged(key: &str, version: &str, etag: &str, size: u64) -> CatalogEntry {
+        CatalogEntry {
+            key: key.into(),
+            source_version: Some(version.into()),
+            etag: Some(etag.into()),
+            size,
+            last_modified: "2026-01-01T00:00:00Z".into(),
+            dest_key: format!("backup/{key}"),
+            dest_version: Some(format!("d-{version}")),
+        }
+    }
+
+    fn kinds(changes: &[Change]) -> Vec<String> {
+        changes
+            .iter()
+            .map(|c| match c {
+                Change::New(e) => format!("new {}", e.object.key),
+                Change::Changed { entry, .. } => format!("changed {}", entry.object.key),
+                Change::Unchanged(e) => format!("unchanged {}", e.key),
+                Change::Deleted(e) => format!("deleted {}", e.key),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn versioned_diff_by_version_id() {
+        let catalog = vec![cataloged("a", "1", "e", 1), cataloged("b", "1", "e", 1), cataloged("c", "1", "e", 1)];
+        let mut differ = Differ::new(catalog.into_iter().map(Ok), true, false);
+        let mut out = Vec::new();
+        differ.feed_key(vec![listed("a", "1", "e", 1)], &mut out).unwrap();
+        differ.feed_key(vec![listed("aa", "1", "e", 1)], &mut out).unwrap();
+        differ.feed_key(vec![listed("c", "2", "e", 1)], &mut out).unwrap();
+        differ.finish(&mut out).unwrap();
+        assert_eq!(kinds(&out), vec!["unchanged a", "new aa", "deleted b", "changed c"]);
+        assert_eq!(differ.catalog_taken, 3);
+    }
+
+    #[test]
+    fn unversioned_diff_by_etag_and_size() {
+        let catalog = vec![cataloged("a", "null", "e1", 1), cataloged("b", "null", "e1", 1), cataloged("z", "null", "e", 1)];
+        let mut differ = Differ::new(catalog.into_iter().map(Ok), false, false);
+        let mut out = Vec::new();
+        differ.feed_key(vec![listed("a", "x", "\"e1\"", 1)], &mut out).unwrap();
+        differ.feed_key(vec![listed("b", "x", "e1", 2)], &mut out).unwrap();
+        differ.finish(&mut out).unwrap();
+        assert_eq!(kinds(&out), vec!["unchanged a", "changed b", "deleted z"]);
+    }
+
+    #[test]
+    fn all_versions_diff_per_version() {
+        let catalog = vec![cataloged("a", "1", "e", 1), cataloged("a", "2", "e", 1)];
+        let mut differ = Differ::new(catalog.into_iter().map(Ok), true, true);
+        let mut out = Vec::new();
+        differ.feed_key(vec![listed("a", "2", "e", 1), listed("a", "3", "e", 1)], &mut out).unwrap();
+        differ.finish(&mut out).unwrap();
+        assert_eq!(kinds(&out), vec!["unchanged a", "new a", "deleted a"]);
+    }
+
+    #[test]
+    fn catalog_and_draft_round_trip() {
+        let entry = cataloged("dir/a b+✓", "v1", "\"abc\"", 42);
+        let mut body = String::new();
+        entry.write_line(&mut body);
+        let back = CatalogEntry::parse_line(body.trim_end()).unwrap().unwrap();
+        assert_eq!(back.key, "dir/a b+✓");
+        assert_eq!(back.etag.as_deref(), Some("abc"));
+        assert_eq!(CatalogEntry::parse_line(CATALOG_HEADER).unwrap(), None);
+        let rows = vec![
+            DraftRow::Done(back.clone()),
+            DraftRow::Pending { entry: back.clone(), fallback: Some(back.clone()) },
+            DraftRow::Pending { entry: back.clone(), fallback: None },
+        ];
+        let mut part = String::new();
+        for r in &rows {
+            r.write_line(&mut part);
+        }
+        assert_eq!(DraftRow::parse_part(&part).unwrap(), rows);
+    }
+
+    #[test]
+    fn retention_keeps_by_count_or_age_and_always_the_newest() {
+        let day = 86_400;
+        let snaps: Vec<(String, i64)> = (0..5).map(|i| (format!("s{i}"), i * day)).collect();
+        let now = 4 * day + 10;
+        assert_eq!(expired_snapshots(&snaps, &Retention { keep_last: Some(2), keep_days: None }, now), vec!["s2", "s1", "s0"]);
+        assert_eq!(expired_snapshots(&snaps, &Retention { keep_last: None, keep_days: Some(2) }, now), vec!["s2", "s1", "s0"]);
+        assert_eq!(expired_snapshots(&snaps, &Retention { keep_last: Some(1), keep_days: Some(3) }, now), vec!["s1", "s0"]);
+        assert!(expired_snapshots(&snaps, &Retention::default(), now).is_empty());
+        assert!(expired_snapshots(&snaps, &Retention { keep_last: None, keep_days: Some(0) }, now).iter().all(|s| s != "s4"));
+    }
+
+    #[test]
+    fn policies_validate_names_and_buckets() {
+        let json = r#"{"name": "nightly", "source": {"bucket": "src", "prefix": "data/"},
+            "destination": {"bucket": "vault", "prefix": "backups/src/"}, "schedule": "cron(0 2 * * ? *)",
+            "retention": {"keepLast": 30}, "deletes": "propagate", "maxDeletes": 100, "versions": "all"}"#;
+        let policy: BackupPolicy = serde_json::from_str(json).unwrap();
+        policy.validate().unwrap();
+        assert_eq!(policy.deletes, DeleteMode::Propagate);
+        assert!(policy.enabled);
+        assert_eq!(policy.catalog_prefix(), "backups/src/.batchops/snapshots/nightly/");
+        let mut bad = policy.clone();
+        bad.name = "has space".into();
+        assert_eq!(bad.validate().unwrap_err().0, "name");
+        let mut inside = policy.clone();
+        inside.destination = Location { bucket: "src".into(), prefix: "data/backup/".into() };
+        assert_eq!(inside.validate().unwrap_err().0, "destination.prefix");
+        assert!(serde_json::from_str::<BackupPolicy>(&json.replace("\"deletes\"", "\"delets\"")).is_err());
+    }
+}
