@@ -90,6 +90,7 @@ fn failed(object: &ObjectRef, failure: S3Failure) -> TaskOutcome {
         error_code: Some(failure.code.unwrap_or_else(|| "InternalError".to_string())),
         message: failure.message,
         bytes: 0,
+        dest_version: None,
     }
 }
 
@@ -133,31 +134,78 @@ impl Copier<'_> {
                 error_code: Some("InvalidManifestLine".to_string()),
                 message: m.message.clone(),
                 bytes: 0,
+                dest_version: None,
             }),
             ChunkTask::Object { object, etag, .. } => {
                 // Pinned tasks carry the ETag seen at planning: the copy must find that object.
                 let if_match = etag
                     .as_deref()
                     .map(|e| format!("\"{}\"", e.trim_matches('"')));
-                self.copy(object, if_match.as_deref()).await
+                self.copy(
+                    object,
+                    if_match.as_deref(),
+                    &self.spec.target_key(&object.key),
+                )
+                .await
             }
+            ChunkTask::Restore {
+                object, target_key, ..
+            } => {
+                self.copy(object, None, &self.spec.target_key(target_key))
+                    .await
+            }
+            ChunkTask::Delete { object, .. } => self.delete_marker(object).await,
         }
     }
 
-    /// Copies one object; `if_match` pins the source ETag when it is known.
-    pub async fn copy(&self, object: &ObjectRef, if_match: Option<&str>) -> TaskResult {
+    /// Puts a delete marker on `object` (the data stays as an older version).
+    async fn delete_marker(&self, object: &ObjectRef) -> TaskResult {
+        let result = with_retry(&self.settings.retry, || async {
+            self.s3
+                .delete_object()
+                .bucket(&object.bucket)
+                .key(&object.key)
+                .send()
+                .await
+                .map_err(|e| S3Failure::from_sdk(&e))
+        })
+        .await;
+        TaskResult::Done(match result {
+            Ok(out) => TaskOutcome {
+                bucket: object.bucket.clone(),
+                key_encoded: encode_key(&object.key),
+                version_id: None,
+                status: TaskStatus::Succeeded,
+                http_status: 204,
+                error_code: None,
+                message: "Delete marker placed".to_string(),
+                bytes: 0,
+                dest_version: out.version_id().map(str::to_string),
+            },
+            Err(failure) => failed(object, failure),
+        })
+    }
+
+    /// Copies one object to `target_key`; `if_match` pins the source ETag when it is known.
+    pub async fn copy(
+        &self,
+        object: &ObjectRef,
+        if_match: Option<&str>,
+        target_key: &str,
+    ) -> TaskResult {
         let head = match self.head(object).await {
             Ok(head) => head,
             Err(failure) => return TaskResult::Done(failed(object, failure)),
         };
         let size = head.content_length().unwrap_or(0).max(0) as u64;
         let result = if size > self.settings.multipart_threshold {
-            self.multipart_copy(object, &head, size, if_match).await
+            self.multipart_copy(object, &head, size, if_match, target_key)
+                .await
         } else {
-            self.single_copy(object, if_match).await
+            self.single_copy(object, if_match, target_key).await
         };
         match result {
-            Ok(()) => TaskResult::Done(TaskOutcome {
+            Ok(dest_version) => TaskResult::Done(TaskOutcome {
                 bucket: object.bucket.clone(),
                 key_encoded: encode_key(&object.key),
                 version_id: object.version_id.clone(),
@@ -166,6 +214,7 @@ impl Copier<'_> {
                 error_code: None,
                 message: "Successful".to_string(),
                 bytes: size,
+                dest_version,
             }),
             Err(CopyError::Failed(failure)) => TaskResult::Done(failed(object, failure)),
             Err(CopyError::Stopped) => TaskResult::Abandoned,
@@ -190,16 +239,16 @@ impl Copier<'_> {
         &self,
         object: &ObjectRef,
         if_match: Option<&str>,
-    ) -> Result<(), CopyError> {
+        target_key: &str,
+    ) -> Result<Option<String>, CopyError> {
         let spec = self.spec;
         let source = copy_source(&object.bucket, &object.key, object.version_id.as_deref());
-        let target_key = spec.target_key(&object.key);
         with_retry(&self.settings.retry, || async {
             let mut request = self
                 .s3
                 .copy_object()
                 .bucket(&spec.target_bucket)
-                .key(&target_key)
+                .key(target_key)
                 .copy_source(&source)
                 .set_copy_source_if_match(if_match.map(str::to_string))
                 .set_storage_class(spec.storage_class.as_deref().map(StorageClass::from))
@@ -237,7 +286,7 @@ impl Copier<'_> {
             let out = request.send().await.map_err(|e| S3Failure::from_sdk(&e))?;
             // A 200 whose body is an error document parses to no CopyObjectResult.
             match out.copy_object_result().and_then(|r| r.e_tag()) {
-                Some(_) => Ok(()),
+                Some(_) => Ok(out.version_id().map(str::to_string)),
                 None => Err(S3Failure {
                     status: Some(500),
                     code: Some("InternalError".to_string()),
@@ -256,9 +305,9 @@ impl Copier<'_> {
         head: &HeadObjectOutput,
         size: u64,
         if_match: Option<&str>,
-    ) -> Result<(), CopyError> {
+        target_key: &str,
+    ) -> Result<Option<String>, CopyError> {
         let spec = self.spec;
-        let target_key = spec.target_key(&object.key);
         // Pin every part to one source version: the given one, else the one HEAD saw.
         let version = object
             .version_id
@@ -279,7 +328,7 @@ impl Copier<'_> {
                 .s3
                 .create_multipart_upload()
                 .bucket(&spec.target_bucket)
-                .key(&target_key)
+                .key(target_key)
                 .set_storage_class(spec.storage_class.as_deref().map(StorageClass::from))
                 .set_checksum_algorithm(
                     spec.checksum_algorithm
@@ -324,7 +373,7 @@ impl Copier<'_> {
 
         let result = self
             .copy_parts(
-                &target_key,
+                target_key,
                 &upload_id,
                 &source,
                 part_if_match.as_deref(),
@@ -332,7 +381,7 @@ impl Copier<'_> {
             )
             .await;
         let completed = match result {
-            Ok(parts) => self.complete(&target_key, &upload_id, parts).await,
+            Ok(parts) => self.complete(target_key, &upload_id, parts).await,
             Err(e) => Err(e),
         };
         if completed.is_err() {
@@ -341,7 +390,7 @@ impl Copier<'_> {
                 .s3
                 .abort_multipart_upload()
                 .bucket(&spec.target_bucket)
-                .key(&target_key)
+                .key(target_key)
                 .upload_id(&upload_id)
                 .send()
                 .await;
@@ -444,7 +493,7 @@ impl Copier<'_> {
         target_key: &str,
         upload_id: &str,
         parts: Vec<CompletedPart>,
-    ) -> Result<(), CopyError> {
+    ) -> Result<Option<String>, CopyError> {
         let upload = CompletedMultipartUpload::builder()
             .set_parts(Some(parts))
             .build();
@@ -460,7 +509,7 @@ impl Copier<'_> {
                 .await
                 .map_err(|e| S3Failure::from_sdk(&e))?;
             match out.e_tag() {
-                Some(_) => Ok(()),
+                Some(_) => Ok(out.version_id().map(str::to_string)),
                 None => Err(S3Failure {
                     status: Some(500),
                     code: Some("InternalError".into()),

@@ -50,6 +50,10 @@ pub async fn finalize(app: &App, job_id: &str) -> Result<Finalized> {
                 let counters = app.store.counters(job_id).await?;
                 write_report(app, job_id, counters.tasks_done()).await?;
                 let threshold = app.config.failure_threshold;
+                if !threshold.exceeded(&counters) {
+                    // Backup runs: the snapshot exists once the job is Complete.
+                    crate::backup::complete_snapshot(app, job_id).await?;
+                }
                 if threshold.exceeded(&counters) {
                     move_job(
                         app,

@@ -51,6 +51,16 @@ pub async fn create_job(app: &App, request: CreateJobRequest) -> Result<CreatedJ
             .await
             .map_err(|m| RequestError::new("Report.Bucket", m))?;
     }
+    create_job_with_spec(app, request, spec).await
+}
+
+/// Stores a job whose spec is already built (CreateJob after validation, backup runs and
+/// restores), idempotent on the request's ClientRequestToken, and wakes the planner.
+pub async fn create_job_with_spec(
+    app: &App,
+    request: CreateJobRequest,
+    spec: batchops_core::JobSpec,
+) -> Result<CreatedJob> {
     let token = request
         .client_request_token
         .clone()

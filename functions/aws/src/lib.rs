@@ -2,6 +2,7 @@
 //! thin shells over this crate: they build one [`App`] per process and call in.
 
 pub mod audit;
+pub mod backup;
 pub mod clients;
 pub mod config;
 pub mod copy;

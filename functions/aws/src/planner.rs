@@ -3,7 +3,7 @@
 //! where the last checkpoint left it; Active jobs get their chunk pointers dispatched.
 
 use crate::error::{Error, Result};
-use crate::objects::bucket_reachable;
+use crate::objects::{bucket_reachable, put_bytes};
 use crate::prepare::{
     self, write_generated_manifest, ChunkWriter, Reader, SourceEvent, SourceOptions, SourceSpec,
 };
@@ -35,6 +35,10 @@ pub struct SweepSummary {
 /// The scheduled run: every job that has work, highest priority first, oldest first. One job's
 /// error is logged and does not stop the others.
 pub async fn sweep(app: &App, deadline: Instant) -> Result<SweepSummary> {
+    // Backup policies whose schedule slot has come start their run first (once per slot).
+    if let Err(err) = crate::backup::fire_due_policies(app, now()).await {
+        tracing::error!(error = %err, "could not start due backup runs");
+    }
     let mut jobs = app.store.list_jobs(&JobStatus::WORKING).await?;
     jobs.sort_by(|a, b| {
         b.priority
@@ -155,6 +159,37 @@ pub async fn fail_job(app: &App, job_id: &str, code: &str, reason: String) -> Re
     app.queues.request_finalize(job_id).await
 }
 
+/// Records the last resumable progress every `checkpoint_every_chunks`, or at the deadline (then
+/// the slice ends). Some(advance) when the slice must stop.
+async fn checkpoint_if_due(
+    app: &App,
+    job: &mut JobRecord,
+    resumable: &mut Option<PlanProgress>,
+    since_checkpoint: &mut u64,
+    deadline: Instant,
+) -> Result<Option<Advance>> {
+    let out_of_time = Instant::now() >= deadline;
+    let Some(progress) = resumable.as_ref() else {
+        return Ok(None);
+    };
+    if *since_checkpoint < app.config.checkpoint_every_chunks && !out_of_time {
+        return Ok(None);
+    }
+    job.plan.progress = progress.clone();
+    if !app.store.put_job(job).await? {
+        // Cancelled, or another planner got here first: let the next advance re-read.
+        return Ok(Some(Advance::MoreWork));
+    }
+    *since_checkpoint = 0;
+    *resumable = None;
+    Ok(out_of_time.then_some(Advance::MoreWork))
+}
+
+/// Where a backup run's draft snapshot part `seq` lives in the control bucket.
+pub fn draft_key(job_id: &str, seq: u64) -> String {
+    format!("jobs/{job_id}/draft/{seq:010}")
+}
+
 /// Generated manifests name versions when the job lists them (all versions, or pinned).
 fn generated_with_versions(
     generated: &GeneratedManifest,
@@ -174,6 +209,8 @@ pub fn job_writer(app: &App, job: &JobRecord, control: bool) -> (ChunkWriter, So
         ManifestSource::Inventory { .. } => (pinning.pin_versions, None, pinning.as_of.clone()),
         // Listings have everything.
         ManifestSource::Generated(_) => (false, None, pinning.as_of.clone()),
+        // Backups pin from their listing; restores name exact backup versions.
+        ManifestSource::Backup(_) | ManifestSource::Restore(_) => (false, None, None),
     };
     let output = match &spec.manifest {
         ManifestSource::Generated(g) => g
@@ -243,7 +280,11 @@ async fn plan_slice(app: &App, mut job: JobRecord, deadline: Instant) -> Result<
         }
     }
     let (mut writer, options) = job_writer(app, &job, true);
-    let source = SourceSpec::of_job(&spec.manifest, job.plan.manifest_etag.clone());
+    let source = SourceSpec::of_job(
+        &spec.manifest,
+        job.plan.manifest_etag.clone(),
+        &app.config.control_bucket,
+    );
     let mut events = prepare::start(
         Reader::new(Some(app.s3.clone())),
         source,
@@ -263,26 +304,57 @@ async fn plan_slice(app: &App, mut job: JobRecord, deadline: Instant) -> Result<
                 fail_job(app, &job_id, code, reason).await?;
                 return Ok(Advance::Idle);
             }
+            SourceEvent::Warning(warning) => {
+                tracing::warn!(job_id, warning, "job warning");
+                if !job.warnings.contains(&warning) {
+                    job.warnings.push(warning);
+                }
+            }
             SourceEvent::Chunk(mut chunk) => {
                 writer.write(&mut chunk).await?;
                 if let Some(progress) = chunk.resume.take() {
                     resumable = Some(progress);
                     since_checkpoint += 1;
                 }
-                let out_of_time = Instant::now() >= deadline;
-                if let Some(progress) = resumable.as_ref().filter(|_| {
-                    since_checkpoint >= app.config.checkpoint_every_chunks || out_of_time
-                }) {
-                    job.plan.progress = progress.clone();
-                    if !app.store.put_job(&mut job).await? {
-                        // Cancelled, or another planner got here first: let the next advance re-read.
-                        return Ok(Advance::MoreWork);
-                    }
-                    since_checkpoint = 0;
-                    resumable = None;
-                    if out_of_time {
-                        return Ok(Advance::MoreWork);
-                    }
+                if let Some(advance) = checkpoint_if_due(
+                    app,
+                    &mut job,
+                    &mut resumable,
+                    &mut since_checkpoint,
+                    deadline,
+                )
+                .await?
+                {
+                    return Ok(advance);
+                }
+            }
+            SourceEvent::Draft { seq, rows, resume } => {
+                let mut body = String::new();
+                for row in &rows {
+                    row.write_line(&mut body);
+                }
+                put_bytes(
+                    &app.s3,
+                    &app.config.control_bucket,
+                    &draft_key(&job_id, seq),
+                    body.into_bytes(),
+                    "text/plain",
+                )
+                .await?;
+                if let Some(progress) = resume {
+                    resumable = Some(progress);
+                    since_checkpoint += 1;
+                }
+                if let Some(advance) = checkpoint_if_due(
+                    app,
+                    &mut job,
+                    &mut resumable,
+                    &mut since_checkpoint,
+                    deadline,
+                )
+                .await?
+                {
+                    return Ok(advance);
                 }
             }
             SourceEvent::Finished(progress) => {

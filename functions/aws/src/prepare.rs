@@ -9,6 +9,9 @@
 use crate::error::{aws, describe_sdk, Error, Result, S3Failure};
 use crate::objects::{md5_hex, put_bytes, same_etag};
 use aws_sdk_s3::Client;
+use batchops_core::backup::{
+    BackupOut, BackupPlanner, CatalogEntry, Differ, DraftRow, VersionsMode,
+};
 use batchops_core::chunk::{chunk_key, ChunkTask};
 use batchops_core::encoding::encode_key;
 use batchops_core::inventory::{
@@ -21,7 +24,9 @@ use batchops_core::manifest::{
 use batchops_core::plan::{
     encode_chunk, parse_time, ChunkOut, Cursor, GeneratorFilter, PlanProgress, Planner,
 };
-use batchops_core::request::{GeneratedManifest, ManifestObject, ManifestOutput, ManifestSource};
+use batchops_core::request::{
+    BackupRun, GeneratedManifest, ManifestObject, ManifestOutput, ManifestSource, RestoreSource,
+};
 use md5::{Digest, Md5};
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
@@ -43,6 +48,14 @@ pub enum SourceEvent {
         code: &'static str,
         reason: String,
     },
+    /// Backups: a draft snapshot part, written with the chunks before it.
+    Draft {
+        seq: u64,
+        rows: Vec<DraftRow>,
+        resume: Option<PlanProgress>,
+    },
+    /// Something the job owner should know; the job runs anyway.
+    Warning(String),
 }
 
 /// Where manifest bytes come from: S3, or the local disk (dry runs and benchmarks).
@@ -278,6 +291,32 @@ pub fn start(
                 }
             });
         }
+        SourceSpec::Backup(run) => {
+            tokio::task::spawn_blocking(move || {
+                if let Err(err) = read_backup(&reader, &run, progress, &options, &emitter) {
+                    emitter.send_blocking(Err(err));
+                }
+            });
+        }
+        SourceSpec::Restore {
+            source,
+            backup_bucket,
+            control_bucket,
+        } => {
+            tokio::task::spawn_blocking(move || {
+                if let Err(err) = read_restore(
+                    &reader,
+                    &source,
+                    &backup_bucket,
+                    &control_bucket,
+                    progress,
+                    &options,
+                    &emitter,
+                ) {
+                    emitter.send_blocking(Err(err));
+                }
+            });
+        }
         SourceSpec::Listing(generated) => {
             tokio::spawn(async move {
                 let result = read_listing(&reader, &generated, progress, &options, &emitter).await;
@@ -304,11 +343,22 @@ pub enum SourceSpec {
         expected_etag: Option<String>,
     },
     Listing(GeneratedManifest),
+    Backup(BackupRun),
+    /// `backup_bucket` holds the copies the catalog names.
+    Restore {
+        source: RestoreSource,
+        backup_bucket: String,
+        control_bucket: String,
+    },
 }
 
 impl SourceSpec {
     /// The S3 source of a job's manifest; `recorded_etag` is the ETag seen at the first read.
-    pub fn of_job(manifest: &ManifestSource, recorded_etag: Option<String>) -> Self {
+    pub fn of_job(
+        manifest: &ManifestSource,
+        recorded_etag: Option<String>,
+        control_bucket: &str,
+    ) -> Self {
         match manifest {
             ManifestSource::Csv { object, fields } => SourceSpec::Csv {
                 expected_etag: recorded_etag.or_else(|| object.etag.clone()),
@@ -320,6 +370,12 @@ impl SourceSpec {
                 location: Location::S3(object.clone()),
             },
             ManifestSource::Generated(generated) => SourceSpec::Listing(generated.clone()),
+            ManifestSource::Backup(run) => SourceSpec::Backup(run.clone()),
+            ManifestSource::Restore(source) => SourceSpec::Restore {
+                backup_bucket: source.catalog.bucket.clone(),
+                source: source.clone(),
+                control_bucket: control_bucket.to_string(),
+            },
         }
     }
 }
@@ -1103,36 +1159,35 @@ impl ChunkWriter {
             .map(|(i, _)| i)
             .collect();
         self.stats.pin_requests += lookups.len() as u64;
-        let heads: Vec<(usize, Option<HeadPin>)> =
-            futures::stream::iter(lookups)
-                .map(|i| {
-                    let s3 = s3.clone();
-                    let object = match &tasks[i] {
-                        ChunkTask::Object { object, .. } => object.clone(),
-                        ChunkTask::Malformed(_) => ObjectRef::default(),
-                    };
-                    async move {
-                        let head = s3
-                            .head_object()
-                            .bucket(&object.bucket)
-                            .key(&object.key)
-                            .set_version_id(object.version_id.clone())
-                            .send()
-                            .await
-                            .ok()
-                            .map(|h| {
-                                (
-                                    h.version_id().map(str::to_string),
-                                    h.e_tag().map(str::to_string),
-                                    h.content_length().map(|l| l.max(0) as u64),
-                                )
-                            });
-                        (i, head)
-                    }
-                })
-                .buffer_unordered(self.concurrency.max(1))
-                .collect()
-                .await;
+        let heads: Vec<(usize, Option<HeadPin>)> = futures::stream::iter(lookups)
+            .map(|i| {
+                let s3 = s3.clone();
+                let object = match &tasks[i] {
+                    ChunkTask::Object { object, .. } => object.clone(),
+                    _ => ObjectRef::default(),
+                };
+                async move {
+                    let head = s3
+                        .head_object()
+                        .bucket(&object.bucket)
+                        .key(&object.key)
+                        .set_version_id(object.version_id.clone())
+                        .send()
+                        .await
+                        .ok()
+                        .map(|h| {
+                            (
+                                h.version_id().map(str::to_string),
+                                h.e_tag().map(str::to_string),
+                                h.content_length().map(|l| l.max(0) as u64),
+                            )
+                        });
+                    (i, head)
+                }
+            })
+            .buffer_unordered(self.concurrency.max(1))
+            .collect()
+            .await;
         for (i, head) in heads {
             // An object missing at planning time stays unpinned and fails when it runs.
             if let (
@@ -1323,7 +1378,7 @@ pub async fn dry_run(
     let mut events = start(reader, source, PlanProgress::default(), options);
     while let Some(event) = events.recv().await {
         match event? {
-            SourceEvent::ManifestEtag(_) => {}
+            SourceEvent::ManifestEtag(_) | SourceEvent::Warning(_) | SourceEvent::Draft { .. } => {}
             SourceEvent::Chunk(mut chunk) => writer.write(&mut chunk).await?,
             SourceEvent::Failed { code, reason } => {
                 return Ok(DryRunReport {
@@ -1346,4 +1401,356 @@ pub async fn dry_run(
     Err(Error::Data(
         "the manifest reader stopped without finishing".into(),
     ))
+}
+
+/// Draft snapshot rows per part (a part is also flushed with every chunk).
+const DRAFT_ROWS: usize = 10_000;
+
+/// Streams a snapshot catalog: downloaded to a temporary file first, so memory stays flat.
+pub fn open_catalog(
+    reader: &Reader,
+    bucket: &str,
+    key: &str,
+) -> Result<Box<dyn Iterator<Item = std::result::Result<CatalogEntry, String>> + Send>> {
+    let location = Location::S3(ManifestObject {
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        version_id: None,
+        etag: None,
+    });
+    let mut opened = match reader.open(&location, 0, None) {
+        Ok(o) => o,
+        Err(OpenFailure::Job { reason, .. }) => {
+            return Err(Error::Data(format!(
+                "snapshot catalog unreadable: {reason}"
+            )))
+        }
+        Err(OpenFailure::Retry(err)) => return Err(err),
+        Err(OpenFailure::RangeNotSatisfiable) => return Err(Error::Data("catalog range".into())),
+    };
+    let mut temp = tempfile::tempfile().map_err(|e| Error::Data(format!("temporary file: {e}")))?;
+    std::io::copy(&mut opened.reader, &mut temp)
+        .map_err(|e| Error::Data(format!("s3://{bucket}/{key}: {e}")))?;
+    use std::io::Seek;
+    temp.rewind().map_err(|e| Error::Data(e.to_string()))?;
+    let lines = BufReader::new(flate2::read::MultiGzDecoder::new(BufReader::new(temp))).lines();
+    let name = format!("s3://{bucket}/{key}");
+    Ok(Box::new(lines.filter_map(move |line| {
+        match line {
+            Err(e) => Some(Err(format!("{name}: {e}"))),
+            Ok(line) => CatalogEntry::parse_line(&line)
+                .map_err(|e| format!("{name}: {e}"))
+                .transpose(),
+        }
+    })))
+}
+
+fn bucket_versioned(reader: &Reader, bucket: &str) -> Result<bool> {
+    let s3 = reader
+        .s3
+        .as_ref()
+        .ok_or_else(|| Error::Invalid("no S3 client configured".into()))?;
+    match reader
+        .handle
+        .block_on(s3.get_bucket_versioning().bucket(bucket).send())
+    {
+        Ok(out) => Ok(out.status() == Some(&aws_sdk_s3::types::BucketVersioningStatus::Enabled)),
+        Err(err) => {
+            // Some emulators (moto 5.2) answer 200 with a differently named XML root that the SDK
+            // refuses; the status element inside is the same, so read it from the raw body.
+            if let Some(raw) = err.raw_response().filter(|r| r.status().as_u16() == 200) {
+                if let Some(body) = raw.body().bytes() {
+                    let text = String::from_utf8_lossy(body);
+                    return Ok(text.contains("<Status>Enabled</Status>"));
+                }
+            }
+            Err(Error::Aws {
+                service: "S3",
+                operation: "GetBucketVersioning",
+                message: format!("{bucket}: {}", describe_sdk(&err)),
+            })
+        }
+    }
+}
+
+fn emit_backup(outs: &mut Vec<BackupOut>, emitter: &Emitter) -> bool {
+    for out in outs.drain(..) {
+        let event = match out {
+            BackupOut::Chunk(chunk) => SourceEvent::Chunk(chunk),
+            BackupOut::Draft { seq, rows, resume } => SourceEvent::Draft { seq, rows, resume },
+        };
+        if !emitter.send_blocking(Ok(event)) {
+            return false;
+        }
+    }
+    true
+}
+
+/// A backup run's prepare step: versioning preflight, then the source listing diffed against
+/// the previous snapshot's catalog by sorted merge, key by key.
+fn read_backup(
+    reader: &Reader,
+    run: &BackupRun,
+    progress: PlanProgress,
+    options: &SourceOptions,
+    emitter: &Emitter,
+) -> Result<()> {
+    let policy = &run.policy;
+    let s3 = reader
+        .s3
+        .clone()
+        .ok_or_else(|| Error::Invalid("no S3 client configured".into()))?;
+    let source_versioned = bucket_versioned(reader, &policy.source.bucket)?;
+    let first_slice = progress == PlanProgress::default();
+    if !policy.allow_unversioned_destination
+        && !bucket_versioned(reader, &policy.destination.bucket)?
+    {
+        return job_failure(
+            emitter,
+            "DestinationNotVersioned",
+            format!(
+                "destination bucket `{}` does not have versioning enabled: an overwrite there would destroy the earlier backup copy. \
+                 Enable versioning on it (aws s3api put-bucket-versioning --bucket {} --versioning-configuration Status=Enabled), \
+                 or set allowUnversionedDestination in policy `{}` to accept that risk",
+                policy.destination.bucket, policy.destination.bucket, policy.name
+            ),
+        );
+    }
+    if !source_versioned {
+        if policy.versions == VersionsMode::All {
+            return job_failure(
+                emitter,
+                "SourceNotVersioned",
+                format!(
+                    "policy `{}` backs up all versions, but source bucket `{}` is not versioned",
+                    policy.name, policy.source.bucket
+                ),
+            );
+        }
+        if first_slice
+            && !emitter.send_blocking(Ok(SourceEvent::Warning(format!(
+                "source bucket `{}` is not versioned: objects are compared by ETag and size, and an object overwritten between listing and copy cannot be pinned (its copy fails and the previous backup stands)",
+                policy.source.bucket
+            ))))
+        {
+            return Ok(());
+        }
+    }
+    let skip = progress.cursor.catalog_entries;
+    let catalog: Box<dyn Iterator<Item = std::result::Result<CatalogEntry, String>> + Send> =
+        match &run.previous {
+            Some(previous) => {
+                Box::new(open_catalog(reader, &previous.bucket, &previous.key)?.skip(skip as usize))
+            }
+            None => Box::new(std::iter::empty()),
+        };
+    let all_versions = policy.versions == VersionsMode::All;
+    let mut differ = Differ::new(catalog, source_versioned, all_versions);
+    differ.catalog_taken = skip;
+    let mut planner = BackupPlanner::new(
+        policy.clone(),
+        progress.clone(),
+        options.chunk_size,
+        DRAFT_ROWS,
+    );
+    let mut page_cursor = Cursor {
+        key_marker: progress.cursor.key_marker.clone(),
+        ..Default::default()
+    };
+    let mut group_key: Option<String> = None;
+    let mut group: Vec<ObjectEntry> = Vec::new();
+    let mut outs = Vec::new();
+    let mut changes = Vec::new();
+
+    // Diffs one key's versions, applies the changes, and flushes at this key boundary.
+    let mut finish_group = |key: &str,
+                            group: &mut Vec<ObjectEntry>,
+                            differ: &mut Differ<_>,
+                            planner: &mut BackupPlanner,
+                            outs: &mut Vec<BackupOut>|
+     -> Result<std::result::Result<(), String>> {
+        if !group.is_empty() {
+            if all_versions {
+                group.reverse();
+            }
+            if let Err(reason) = differ.feed_key(std::mem::take(group), &mut changes) {
+                return Ok(Err(reason));
+            }
+        }
+        for change in changes.drain(..) {
+            if let Err(err) = planner.apply(change) {
+                return Ok(Err(format!("MaxDeletes:{err}")));
+            }
+        }
+        let cursor = Cursor {
+            key_marker: Some(key.to_string()),
+            ..Default::default()
+        };
+        planner.boundary(&cursor, differ.catalog_taken, false, outs);
+        Ok(Ok(()))
+    };
+    let fail = |reason: String| -> Result<()> {
+        match reason.strip_prefix("MaxDeletes:") {
+            Some(message) => job_failure(emitter, "MaxDeletesExceeded", message.to_string()),
+            None => job_failure(emitter, "SnapshotCatalogInvalid", reason),
+        }
+    };
+    loop {
+        let page = if source_versioned {
+            reader.handle.block_on(list_versions_page(
+                &s3,
+                &policy.source.bucket,
+                &policy.source.prefix,
+                &page_cursor,
+            ))?
+        } else {
+            reader.handle.block_on(list_objects_page(
+                &s3,
+                &policy.source.bucket,
+                &policy.source.prefix,
+                &page_cursor,
+            ))?
+        };
+        for (entry, is_delete_marker) in page.entries {
+            if group_key.as_deref() != Some(entry.object.key.as_str()) {
+                if let Some(key) = group_key.take() {
+                    if let Err(reason) =
+                        finish_group(&key, &mut group, &mut differ, &mut planner, &mut outs)?
+                    {
+                        return fail(reason);
+                    }
+                    if !emit_backup(&mut outs, emitter) {
+                        return Ok(());
+                    }
+                }
+                group_key = Some(entry.object.key.clone());
+            }
+            page_cursor.key_marker = Some(entry.object.key.clone());
+            page_cursor.version_marker =
+                entry.object.version_id.clone().filter(|_| source_versioned);
+            let wanted = if all_versions {
+                !is_delete_marker
+            } else {
+                !is_delete_marker && entry.is_latest != Some(false)
+            };
+            if wanted {
+                group.push(entry);
+            }
+        }
+        if !page.truncated {
+            break;
+        }
+    }
+    if let Some(key) = group_key.take() {
+        if let Err(reason) = finish_group(&key, &mut group, &mut differ, &mut planner, &mut outs)? {
+            return fail(reason);
+        }
+    }
+    if let Err(reason) = differ.finish(&mut changes) {
+        return fail(reason);
+    }
+    for change in changes.drain(..) {
+        if let Err(err) = planner.apply(change) {
+            return fail(format!("MaxDeletes:{err}"));
+        }
+    }
+    let end = Cursor {
+        key_marker: Some("\u{10FFFF}".to_string()),
+        ..Default::default()
+    };
+    planner.boundary(&end, differ.catalog_taken, true, &mut outs);
+    if !emit_backup(&mut outs, emitter) {
+        return Ok(());
+    }
+    emitter.send_blocking(Ok(SourceEvent::Finished(planner.progress.clone())));
+    Ok(())
+}
+
+/// A restore's prepare step: the snapshot's catalog, filtered by prefix and key list, as copy
+/// tasks from the backup copies back to their original keys.
+fn read_restore(
+    reader: &Reader,
+    source: &RestoreSource,
+    backup_bucket: &str,
+    control_bucket: &str,
+    progress: PlanProgress,
+    options: &SourceOptions,
+    emitter: &Emitter,
+) -> Result<()> {
+    let keys: Option<std::collections::HashSet<String>> = match &source.keys_object {
+        None => None,
+        Some(key) => {
+            let location = Location::S3(ManifestObject {
+                bucket: control_bucket.to_string(),
+                key: key.clone(),
+                version_id: None,
+                etag: None,
+            });
+            let body = match reader.read_all(&location) {
+                Ok(body) => body,
+                Err(failure) => return open_failure(emitter, failure),
+            };
+            Some(
+                String::from_utf8_lossy(&body)
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            )
+        }
+    };
+    let skip = progress.cursor.catalog_entries;
+    let catalog = open_catalog(reader, &source.catalog.bucket, &source.catalog.key)?;
+    let mut progress = progress;
+    let mut tasks = Vec::new();
+    for (index, entry) in catalog.enumerate().skip(skip as usize) {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(reason) => return job_failure(emitter, "SnapshotCatalogInvalid", reason),
+        };
+        progress.cursor.catalog_entries = index as u64 + 1;
+        let wanted = source
+            .prefix
+            .as_deref()
+            .is_none_or(|p| entry.key.starts_with(p))
+            && keys.as_ref().is_none_or(|k| k.contains(&entry.key));
+        if !wanted {
+            progress.skipped += 1;
+        } else {
+            progress.cursor.line += 1;
+            progress.bytes += entry.size;
+            tasks.push(ChunkTask::Restore {
+                line: progress.cursor.line,
+                object: entry.backup_object(backup_bucket),
+                target_key: entry.key,
+            });
+        }
+        if tasks.len() >= options.chunk_size.max(1) {
+            progress.tasks += tasks.len() as u64;
+            progress.next_seq += 1;
+            let chunk = ChunkOut {
+                seq: progress.next_seq - 1,
+                tasks: std::mem::take(&mut tasks),
+                resume: Some(progress.clone()),
+            };
+            if !emitter.send_blocking(Ok(SourceEvent::Chunk(chunk))) {
+                return Ok(());
+            }
+        }
+    }
+    if !tasks.is_empty() {
+        progress.tasks += tasks.len() as u64;
+        progress.next_seq += 1;
+        let chunk = ChunkOut {
+            seq: progress.next_seq - 1,
+            tasks,
+            resume: Some(progress.clone()),
+        };
+        if !emitter.send_blocking(Ok(SourceEvent::Chunk(chunk))) {
+            return Ok(());
+        }
+    }
+    emitter.send_blocking(Ok(SourceEvent::Finished(progress)));
+    Ok(())
 }

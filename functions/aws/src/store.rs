@@ -65,6 +65,8 @@ pub struct RangeCommit {
     pub end_task: u64,
     pub counters: Counters,
     pub shards: Vec<ShardRef>,
+    /// Backups: the control-bucket key of this range's catalog fragment.
+    pub fragment: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -365,7 +367,7 @@ impl Store {
                 ]))
             })
             .collect();
-        let range_put = Put::builder()
+        let mut range_put = Put::builder()
             .table_name(&self.table)
             .item("pk", s(job_pk(job_id)))
             .item("sk", s(range_sk(commit.seq, commit.first_task)))
@@ -376,7 +378,11 @@ impl Store {
             .item("failed", n(commit.counters.failed))
             .item("bytes", n(commit.counters.bytes))
             .item("shards", AttributeValue::L(shards))
-            .condition_expression("attribute_not_exists(pk)")
+            .condition_expression("attribute_not_exists(pk)");
+        if let Some(fragment) = &commit.fragment {
+            range_put = range_put.item("fragment", s(fragment.clone()));
+        }
+        let range_put = range_put
             .build()
             .map_err(aws("DynamoDB", "TransactWriteItems"))?;
         let shard = commit.seq % self.counter_shards as u64;
@@ -462,6 +468,7 @@ impl Store {
                     ranges: 1,
                 },
                 shards,
+                fragment: get_s(&item, "fragment").map(str::to_string),
             });
         }
         Ok(ranges)
@@ -515,5 +522,145 @@ impl Store {
             .iter()
             .filter(|item| get_n(item, "expires_at") > now)
             .count())
+    }
+}
+
+/// A document item (`pk`, `sk`, JSON `doc`, optimistic `revision`): policies and snapshots.
+impl Store {
+    pub async fn put_doc<T: serde::Serialize>(
+        &self,
+        pk: &str,
+        sk: &str,
+        doc: &T,
+        expected_revision: Option<u64>,
+    ) -> Result<bool> {
+        let body = serde_json::to_string(doc).map_err(|e| Error::Data(e.to_string()))?;
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(pk))
+            .item("sk", s(sk))
+            .item("doc", s(body))
+            .item("revision", n(expected_revision.map(|r| r + 1).unwrap_or(0)));
+        request = match expected_revision {
+            Some(r) => request
+                .condition_expression("revision = :r")
+                .expression_attribute_values(":r", n(r)),
+            None => request,
+        };
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(err) if err.as_service_error().is_some_and(is_conditional_failure) => Ok(false),
+            Err(err) => Err(aws("DynamoDB", "PutItem")(err)),
+        }
+    }
+
+    /// The document and its revision.
+    pub async fn get_doc<T: serde::de::DeserializeOwned>(
+        &self,
+        pk: &str,
+        sk: &str,
+    ) -> Result<Option<(T, u64)>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(aws("DynamoDB", "GetItem"))?;
+        let Some(item) = out.item() else {
+            return Ok(None);
+        };
+        let doc = get_s(item, "doc").ok_or_else(|| Error::Data(format!("{pk}/{sk} has no doc")))?;
+        let value =
+            serde_json::from_str(doc).map_err(|e| Error::Data(format!("{pk}/{sk}: {e}")))?;
+        Ok(Some((value, get_n(item, "revision"))))
+    }
+
+    pub async fn delete_doc(&self, pk: &str, sk: &str) -> Result<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .send()
+            .await
+            .map_err(aws("DynamoDB", "DeleteItem"))?;
+        Ok(())
+    }
+
+    /// Documents under one partition whose sort key starts with `prefix`, in sort-key order.
+    pub async fn query_docs<T: serde::de::DeserializeOwned>(
+        &self,
+        pk: &str,
+        prefix: &str,
+    ) -> Result<Vec<T>> {
+        let mut docs = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(pk))
+                .expression_attribute_values(":prefix", s(prefix))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(aws("DynamoDB", "Query"))?;
+            for item in out.items() {
+                if let Some(doc) = get_s(item, "doc") {
+                    docs.push(
+                        serde_json::from_str(doc).map_err(|e| Error::Data(format!("{pk}: {e}")))?,
+                    );
+                }
+            }
+            match out.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => break,
+            }
+        }
+        Ok(docs)
+    }
+
+    /// Documents of every partition whose key starts with `pk_prefix` and whose sort key is `sk`
+    /// (a scan: used for the handful of backup policies).
+    pub async fn scan_docs<T: serde::de::DeserializeOwned>(
+        &self,
+        pk_prefix: &str,
+        sk: &str,
+    ) -> Result<Vec<T>> {
+        let mut docs = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("begins_with(pk, :prefix) AND sk = :sk")
+                .expression_attribute_values(":prefix", s(pk_prefix))
+                .expression_attribute_values(":sk", s(sk))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(aws("DynamoDB", "Scan"))?;
+            for item in out.items() {
+                if let Some(doc) = get_s(item, "doc") {
+                    docs.push(serde_json::from_str(doc).map_err(|e| Error::Data(e.to_string()))?);
+                }
+            }
+            match out.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => break,
+            }
+        }
+        Ok(docs)
     }
 }

@@ -12,9 +12,10 @@ use crate::objects::{delete_object, get_bytes, put_bytes};
 use crate::queue::ChunkPointer;
 use crate::store::{CommitOutcome, RangeCommit, ShardRef};
 use crate::{now, App};
-use batchops_core::chunk::{chunk_key, parse_chunk};
+use batchops_core::chunk::{chunk_key, parse_chunk, ChunkTask};
 use batchops_core::counts::Counters;
 use batchops_core::report::{result_shard_key, TaskOutcome, TaskStatus};
+use batchops_core::request::ManifestSource;
 use batchops_core::JobStatus;
 use futures::StreamExt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -141,15 +142,25 @@ async fn run_leased(
     let copier = &copier;
     let stop_flag = &stop;
     let tasks_ref = &tasks;
-    // Items are plain indices: futures holding borrowed items trip the Send check of spawn.
-    let mut results: Vec<(usize, TaskResult)> = futures::stream::iter(first..tasks.len())
+    // Consecutive tasks on the same key run one after another, in manifest order (a backup of
+    // all versions must write them oldest first); everything else runs concurrently. Items are
+    // plain index ranges: futures holding borrowed items trip the Send check of spawn.
+    let units = same_key_runs(&tasks, first);
+    let mut results: Vec<(usize, TaskResult)> = futures::stream::iter(units)
         .take_while(|_| {
             futures::future::ready(
                 !stop_flag.load(Ordering::Relaxed) && SystemTime::now() < stop_starting_at,
             )
         })
-        .map(|index| async move { (index, copier.run(&tasks_ref[index]).await) })
+        .map(|unit| async move {
+            let mut done = Vec::with_capacity(unit.len());
+            for index in unit {
+                done.push((index, copier.run(&tasks_ref[index]).await));
+            }
+            done
+        })
         .buffer_unordered(app.config.task_concurrency)
+        .flat_map(futures::stream::iter)
         .collect()
         .await;
     finished.store(true, Ordering::Relaxed);
@@ -169,6 +180,12 @@ async fn run_leased(
             })
         };
     }
+    let fragment = match &job.spec.manifest {
+        ManifestSource::Backup(_) => {
+            Some(write_fragment(app, pointer, attempt, &tasks, &results).await?)
+        }
+        _ => None,
+    };
     let outcomes: Vec<TaskOutcome> = results
         .into_iter()
         .filter_map(|(_, r)| match r {
@@ -203,6 +220,7 @@ async fn run_leased(
         end_task,
         counters,
         shards,
+        fragment,
     };
     match app
         .store
@@ -236,6 +254,67 @@ async fn run_leased(
             })
         }
     }
+}
+
+/// Backups: the destination version of every copy in this range, in task order (`S <version>`
+/// for a copy made, `F` for one that failed), so the finalizer can complete the snapshot.
+async fn write_fragment(
+    app: &App,
+    pointer: &ChunkPointer,
+    attempt: &str,
+    tasks: &[ChunkTask],
+    results: &[(usize, TaskResult)],
+) -> Result<String> {
+    let mut body = String::new();
+    for (index, result) in results {
+        if !matches!(tasks.get(*index), Some(ChunkTask::Object { .. })) {
+            continue;
+        }
+        match result {
+            TaskResult::Done(outcome) if outcome.status == TaskStatus::Succeeded => {
+                body.push_str("S\t");
+                body.push_str(outcome.dest_version.as_deref().unwrap_or(""));
+                body.push('\n');
+            }
+            _ => body.push_str("F\n"),
+        }
+    }
+    let key = format!(
+        "jobs/{}/fragments/{:010}-{:07}-{attempt}",
+        pointer.job, pointer.seq, pointer.first_task
+    );
+    put_bytes(
+        &app.s3,
+        &app.config.control_bucket,
+        &key,
+        body.into_bytes(),
+        "text/plain",
+    )
+    .await?;
+    Ok(key)
+}
+
+/// Splits tasks `first..` into runs of consecutive tasks on the same source key.
+fn same_key_runs(tasks: &[ChunkTask], first: usize) -> Vec<std::ops::Range<usize>> {
+    let key = |task: &ChunkTask| match task {
+        ChunkTask::Object { object, .. }
+        | ChunkTask::Restore { object, .. }
+        | ChunkTask::Delete { object, .. } => Some(object.key.clone()),
+        ChunkTask::Malformed(_) => None,
+    };
+    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+    for index in first..tasks.len() {
+        match runs.last_mut() {
+            Some(run)
+                if key(&tasks[index]).is_some()
+                    && key(&tasks[run.end - 1]) == key(&tasks[index]) =>
+            {
+                run.end = index + 1
+            }
+            _ => runs.push(index..index + 1),
+        }
+    }
+    runs
 }
 
 /// Re-reads the job's status while tasks run; raises `stop` when it is cancelled or failing.

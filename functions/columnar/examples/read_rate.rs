@@ -3,7 +3,8 @@
 //!     cargo run --release -p batchops-columnar --example read_rate [ROWS]
 //!
 //! Writes ROWS (default 1 000 000) records as Parquet and as ORC to a
-//! temporary directory, then times `read_file` over each.
+//! temporary directory, then times `read_file` over each in a child process
+//! and reports that process's peak resident memory (Linux).
 
 use std::time::Instant;
 
@@ -11,7 +12,39 @@ use batchops_columnar::{
     read_file, write_orc_with, write_parquet_with, ColumnarFormat, InventoryRecord, WriteOptions,
 };
 
+/// `read_rate --read FORMAT PATH`: the child process.
+fn read_only(format: &str, path: &str) {
+    let format = match format {
+        "Parquet" => ColumnarFormat::Parquet,
+        _ => ColumnarFormat::Orc,
+    };
+    let started = Instant::now();
+    let mut count = 0usize;
+    for record in read_file(format, std::path::Path::new(path)).unwrap() {
+        std::hint::black_box(record.unwrap());
+        count += 1;
+    }
+    let read_time = started.elapsed();
+    let peak = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l["VmHWM:".len()..].trim().to_owned())
+        })
+        .unwrap_or_else(|| "?".to_owned());
+    println!(
+        "{format}: read {count} records in {:.3} s = {:.2} M records/s, peak RSS {peak}",
+        read_time.as_secs_f64(),
+        count as f64 / read_time.as_secs_f64() / 1e6,
+    );
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() == 4 && args[1] == "--read" {
+        return read_only(&args[2], &args[3]);
+    }
     let rows: usize = std::env::args()
         .nth(1)
         .map(|s| s.parse().expect("ROWS must be a number"))
@@ -65,24 +98,16 @@ fn main() {
         }
         let write_time = started.elapsed();
         let bytes = std::fs::metadata(&path).unwrap().len();
-
-        let started = Instant::now();
-        let mut count = 0usize;
-        let mut key_bytes = 0usize;
-        for record in read_file(format, &path).unwrap() {
-            let record = record.unwrap();
-            key_bytes += record.key.len();
-            count += 1;
-        }
-        let read_time = started.elapsed();
-        assert_eq!(count, rows);
         println!(
-            "{format}: {rows} rows, {:.1} MB; wrote in {:.2} s; read in {:.3} s = {:.2} M records/s ({key_bytes} key bytes)",
+            "{format}: {rows} rows, {:.1} MB, written in {:.2} s",
             bytes as f64 / 1e6,
-            write_time.as_secs_f64(),
-            read_time.as_secs_f64(),
-            rows as f64 / read_time.as_secs_f64() / 1e6,
+            write_time.as_secs_f64()
         );
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--read", &format.to_string(), path.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

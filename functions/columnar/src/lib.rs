@@ -16,6 +16,20 @@
 //!
 //! Both formats are decoded by the Apache Arrow implementations (`parquet` from
 //! arrow-rs, `orc-rust`); this crate only maps their Arrow batches to records.
+//!
+//! Damaged files: both decoders panic on some kinds of damage (orc-rust
+//! often, e.g. on corrupt compressed blocks; parquet rarely). The readers
+//! catch such panics and return [`ColumnarError::Corrupt`], but only where
+//! panics unwind: in a binary built with `panic = "abort"` (this workspace's
+//! release profile) a damaged file can still abort the process. The ORC file
+//! tail and stripe offsets are checked against the file size up front so that
+//! a damaged tail cannot make orc-rust allocate absurd amounts.
+//!
+//! The writers are for tests and fixtures. orc-rust 0.9.0's integer encoder
+//! has a bug that some value distributions trip (e.g. ~90% tiny objects and
+//! ~10% of 20–30 MB, or dates before 2015 mixed with recent ones);
+//! [`write_orc`] then fails with an error saying so rather than writing a bad
+//! file (every ORC file written is read back and compared).
 
 use std::fmt;
 use std::path::Path;

@@ -90,15 +90,26 @@ impl BackupPolicy {
     /// Checks what can be checked without AWS; names the field.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let err = |field: &str, message: &str| Err((field.to_string(), message.to_string()));
-        if self.name.is_empty() || self.name.len() > 64 || !self.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if self.name.is_empty()
+            || self.name.len() > 64
+            || !self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return err("name", "1 to 64 characters of letters, digits, `-` and `_`");
         }
         for (field, location) in [("source", &self.source), ("destination", &self.destination)] {
             if !crate::manifest::is_valid_bucket_name(&location.bucket) {
-                return Err((format!("{field}.bucket"), format!("`{}` is not a valid bucket name", location.bucket)));
+                return Err((
+                    format!("{field}.bucket"),
+                    format!("`{}` is not a valid bucket name", location.bucket),
+                ));
             }
         }
-        if self.source.bucket == self.destination.bucket && self.destination.prefix.starts_with(&self.source.prefix) {
+        if self.source.bucket == self.destination.bucket
+            && self.destination.prefix.starts_with(&self.source.prefix)
+        {
             return err("destination.prefix", "must not be inside the source prefix of the same bucket (the backup would back itself up)");
         }
         if self.retention.keep_last == Some(0) {
@@ -109,7 +120,10 @@ impl BackupPolicy {
 
     /// Where this policy's snapshot catalogs live in the destination bucket.
     pub fn catalog_prefix(&self) -> String {
-        format!("{}.batchops/snapshots/{}/", self.destination.prefix, self.name)
+        format!(
+            "{}.batchops/snapshots/{}/",
+            self.destination.prefix, self.name
+        )
     }
 }
 
@@ -125,7 +139,8 @@ pub struct CatalogEntry {
     pub dest_version: Option<String>,
 }
 
-pub const CATALOG_HEADER: &str = "#batchops-catalog\tv1\tkey\tsource_version\tetag\tsize\tlast_modified\tdest_key\tdest_version";
+pub const CATALOG_HEADER: &str =
+    "#batchops-catalog\tv1\tkey\tsource_version\tetag\tsize\tlast_modified\tdest_key\tdest_version";
 
 impl CatalogEntry {
     pub fn write_line(&self, out: &mut String) {
@@ -149,14 +164,19 @@ impl CatalogEntry {
         }
         let f: Vec<&str> = line.split('\t').collect();
         if f.len() != 7 {
-            return Err(format!("catalog line has {} fields, expected 7: `{line}`", f.len()));
+            return Err(format!(
+                "catalog line has {} fields, expected 7: `{line}`",
+                f.len()
+            ));
         }
         let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
         Ok(Some(CatalogEntry {
             key: decode_key(f[0]).map_err(|e| format!("catalog key `{}`: {e}", f[0]))?,
             source_version: opt(f[1]),
             etag: opt(f[2]),
-            size: f[3].parse().map_err(|_| format!("catalog size `{}`", f[3]))?,
+            size: f[3]
+                .parse()
+                .map_err(|_| format!("catalog size `{}`", f[3]))?,
             last_modified: f[4].to_string(),
             dest_key: decode_key(f[5]).map_err(|e| format!("catalog dest key `{}`: {e}", f[5]))?,
             dest_version: opt(f[6]),
@@ -165,7 +185,11 @@ impl CatalogEntry {
 
     /// The backup copy, as a copy source for restores.
     pub fn backup_object(&self, dest_bucket: &str) -> ObjectRef {
-        ObjectRef { bucket: dest_bucket.to_string(), key: self.dest_key.clone(), version_id: self.dest_version.clone() }
+        ObjectRef {
+            bucket: dest_bucket.to_string(),
+            key: self.dest_key.clone(),
+            version_id: self.dest_version.clone(),
+        }
     }
 }
 
@@ -175,7 +199,10 @@ pub enum Change {
     /// Not in the previous snapshot: copy it.
     New(ObjectEntry),
     /// In the previous snapshot with other content: copy it; `previous` stays valid if the copy fails.
-    Changed { entry: ObjectEntry, previous: CatalogEntry },
+    Changed {
+        entry: ObjectEntry,
+        previous: CatalogEntry,
+    },
     /// Same as in the previous snapshot: nothing to copy.
     Unchanged(CatalogEntry),
     /// In the previous snapshot, gone from the source.
@@ -194,7 +221,12 @@ pub struct Differ<C: Iterator<Item = Result<CatalogEntry, String>>> {
 
 impl<C: Iterator<Item = Result<CatalogEntry, String>>> Differ<C> {
     pub fn new(catalog: C, versioned: bool, all_versions: bool) -> Self {
-        Differ { catalog: catalog.peekable(), catalog_taken: 0, versioned, all_versions }
+        Differ {
+            catalog: catalog.peekable(),
+            catalog_taken: 0,
+            versioned,
+            all_versions,
+        }
     }
 
     fn next_catalog_key(&mut self) -> Result<Option<String>, String> {
@@ -222,8 +254,14 @@ impl<C: Iterator<Item = Result<CatalogEntry, String>>> Differ<C> {
     }
 
     /// Diffs one key's listed versions (one in `current` mode).
-    pub fn feed_key(&mut self, listed: Vec<ObjectEntry>, out: &mut Vec<Change>) -> Result<(), String> {
-        let Some(key) = listed.first().map(|e| e.object.key.clone()) else { return Ok(()) };
+    pub fn feed_key(
+        &mut self,
+        listed: Vec<ObjectEntry>,
+        out: &mut Vec<Change>,
+    ) -> Result<(), String> {
+        let Some(key) = listed.first().map(|e| e.object.key.clone()) else {
+            return Ok(());
+        };
         self.deletions_before(Some(&key), out)?;
         let mut previous = Vec::new();
         while self.next_catalog_key()?.as_deref() == Some(key.as_str()) {
@@ -237,13 +275,17 @@ impl<C: Iterator<Item = Result<CatalogEntry, String>>> Differ<C> {
                     let same = if self.versioned {
                         prev.source_version == entry.object.version_id
                     } else {
-                        prev.etag.as_deref().map(|e| e.trim_matches('"')) == entry.etag.as_deref().map(|e| e.trim_matches('"'))
+                        prev.etag.as_deref().map(|e| e.trim_matches('"'))
+                            == entry.etag.as_deref().map(|e| e.trim_matches('"'))
                             && Some(prev.size) == entry.size
                     };
                     if same {
                         Change::Unchanged(prev)
                     } else {
-                        Change::Changed { entry, previous: prev }
+                        Change::Changed {
+                            entry,
+                            previous: prev,
+                        }
                     }
                 }
             };
@@ -252,7 +294,10 @@ impl<C: Iterator<Item = Result<CatalogEntry, String>>> Differ<C> {
         }
         let mut matched = vec![false; previous.len()];
         for entry in listed {
-            match previous.iter().position(|p| p.source_version == entry.object.version_id) {
+            match previous
+                .iter()
+                .position(|p| p.source_version == entry.object.version_id)
+            {
                 Some(i) => {
                     matched[i] = true;
                     out.push(Change::Unchanged(previous[i].clone()));
@@ -280,7 +325,10 @@ pub enum DraftRow {
     Done(CatalogEntry),
     /// Filled from the copy task's result; if the copy failed, `fallback` (the previous
     /// snapshot's entry) stands, or the key is left out.
-    Pending { entry: CatalogEntry, fallback: Option<CatalogEntry> },
+    Pending {
+        entry: CatalogEntry,
+        fallback: Option<CatalogEntry>,
+    },
 }
 
 impl DraftRow {
@@ -311,10 +359,14 @@ impl DraftRow {
         while let Some(line) = lines.next() {
             let (tag, rest) = line.split_once('\t').unwrap_or((line, ""));
             match tag {
-                "D" => rows.push(DraftRow::Done(CatalogEntry::parse_line(rest)?.ok_or("empty draft row")?)),
+                "D" => rows.push(DraftRow::Done(
+                    CatalogEntry::parse_line(rest)?.ok_or("empty draft row")?,
+                )),
                 "P" => {
                     let entry = CatalogEntry::parse_line(rest)?.ok_or("empty draft row")?;
-                    let next = lines.next().ok_or("pending row without its fallback line")?;
+                    let next = lines
+                        .next()
+                        .ok_or("pending row without its fallback line")?;
                     let fallback = match next.split_once('\t') {
                         Some(("F", f)) => CatalogEntry::parse_line(f)?,
                         _ if next == "N" => None,
@@ -333,7 +385,11 @@ impl DraftRow {
 /// Which snapshots retention keeps: the newest `keep_last`, and those younger than `keep_days`
 /// (either rule keeps a snapshot; with no rule, all are kept). `snapshots` are (id, unix time),
 /// any order; returns the ids to expire. The newest snapshot is always kept.
-pub fn expired_snapshots(snapshots: &[(String, i64)], retention: &Retention, now_unix: i64) -> Vec<String> {
+pub fn expired_snapshots(
+    snapshots: &[(String, i64)],
+    retention: &Retention,
+    now_unix: i64,
+) -> Vec<String> {
     if retention.keep_last.is_none() && retention.keep_days.is_none() {
         return Vec::new();
     }
@@ -344,7 +400,9 @@ pub fn expired_snapshots(snapshots: &[(String, i64)], retention: &Retention, now
         .enumerate()
         .filter(|(rank, (_, time))| {
             let by_count = retention.keep_last.is_some_and(|n| (*rank as u32) < n);
-            let by_age = retention.keep_days.is_some_and(|d| now_unix - *time < i64::from(d) * 86_400);
+            let by_age = retention
+                .keep_days
+                .is_some_and(|d| now_unix - *time < i64::from(d) * 86_400);
             *rank > 0 && !by_count && !by_age
         })
         .map(|(_, (id, _))| id.clone())
@@ -357,7 +415,11 @@ mod tests {
 
     fn listed(key: &str, version: &str, etag: &str, size: u64) -> ObjectEntry {
         ObjectEntry {
-            object: ObjectRef { bucket: "src".into(), key: key.into(), version_id: Some(version.into()) },
+            object: ObjectRef {
+                bucket: "src".into(),
+                key: key.into(),
+                version_id: Some(version.into()),
+            },
             etag: Some(etag.into()),
             size: Some(size),
             last_modified: Some("2026-01-01T00:00:00Z".into()),
@@ -391,24 +453,45 @@ mod tests {
 
     #[test]
     fn versioned_diff_by_version_id() {
-        let catalog = vec![cataloged("a", "1", "e", 1), cataloged("b", "1", "e", 1), cataloged("c", "1", "e", 1)];
+        let catalog = vec![
+            cataloged("a", "1", "e", 1),
+            cataloged("b", "1", "e", 1),
+            cataloged("c", "1", "e", 1),
+        ];
         let mut differ = Differ::new(catalog.into_iter().map(Ok), true, false);
         let mut out = Vec::new();
-        differ.feed_key(vec![listed("a", "1", "e", 1)], &mut out).unwrap();
-        differ.feed_key(vec![listed("aa", "1", "e", 1)], &mut out).unwrap();
-        differ.feed_key(vec![listed("c", "2", "e", 1)], &mut out).unwrap();
+        differ
+            .feed_key(vec![listed("a", "1", "e", 1)], &mut out)
+            .unwrap();
+        differ
+            .feed_key(vec![listed("aa", "1", "e", 1)], &mut out)
+            .unwrap();
+        differ
+            .feed_key(vec![listed("c", "2", "e", 1)], &mut out)
+            .unwrap();
         differ.finish(&mut out).unwrap();
-        assert_eq!(kinds(&out), vec!["unchanged a", "new aa", "deleted b", "changed c"]);
+        assert_eq!(
+            kinds(&out),
+            vec!["unchanged a", "new aa", "deleted b", "changed c"]
+        );
         assert_eq!(differ.catalog_taken, 3);
     }
 
     #[test]
     fn unversioned_diff_by_etag_and_size() {
-        let catalog = vec![cataloged("a", "null", "e1", 1), cataloged("b", "null", "e1", 1), cataloged("z", "null", "e", 1)];
+        let catalog = vec![
+            cataloged("a", "null", "e1", 1),
+            cataloged("b", "null", "e1", 1),
+            cataloged("z", "null", "e", 1),
+        ];
         let mut differ = Differ::new(catalog.into_iter().map(Ok), false, false);
         let mut out = Vec::new();
-        differ.feed_key(vec![listed("a", "x", "\"e1\"", 1)], &mut out).unwrap();
-        differ.feed_key(vec![listed("b", "x", "e1", 2)], &mut out).unwrap();
+        differ
+            .feed_key(vec![listed("a", "x", "\"e1\"", 1)], &mut out)
+            .unwrap();
+        differ
+            .feed_key(vec![listed("b", "x", "e1", 2)], &mut out)
+            .unwrap();
         differ.finish(&mut out).unwrap();
         assert_eq!(kinds(&out), vec!["unchanged a", "changed b", "deleted z"]);
     }
@@ -418,7 +501,12 @@ mod tests {
         let catalog = vec![cataloged("a", "1", "e", 1), cataloged("a", "2", "e", 1)];
         let mut differ = Differ::new(catalog.into_iter().map(Ok), true, true);
         let mut out = Vec::new();
-        differ.feed_key(vec![listed("a", "2", "e", 1), listed("a", "3", "e", 1)], &mut out).unwrap();
+        differ
+            .feed_key(
+                vec![listed("a", "2", "e", 1), listed("a", "3", "e", 1)],
+                &mut out,
+            )
+            .unwrap();
         differ.finish(&mut out).unwrap();
         assert_eq!(kinds(&out), vec!["unchanged a", "new a", "deleted a"]);
     }
@@ -434,8 +522,14 @@ mod tests {
         assert_eq!(CatalogEntry::parse_line(CATALOG_HEADER).unwrap(), None);
         let rows = vec![
             DraftRow::Done(back.clone()),
-            DraftRow::Pending { entry: back.clone(), fallback: Some(back.clone()) },
-            DraftRow::Pending { entry: back.clone(), fallback: None },
+            DraftRow::Pending {
+                entry: back.clone(),
+                fallback: Some(back.clone()),
+            },
+            DraftRow::Pending {
+                entry: back.clone(),
+                fallback: None,
+            },
         ];
         let mut part = String::new();
         for r in &rows {
@@ -449,11 +543,50 @@ mod tests {
         let day = 86_400;
         let snaps: Vec<(String, i64)> = (0..5).map(|i| (format!("s{i}"), i * day)).collect();
         let now = 4 * day + 10;
-        assert_eq!(expired_snapshots(&snaps, &Retention { keep_last: Some(2), keep_days: None }, now), vec!["s2", "s1", "s0"]);
-        assert_eq!(expired_snapshots(&snaps, &Retention { keep_last: None, keep_days: Some(2) }, now), vec!["s2", "s1", "s0"]);
-        assert_eq!(expired_snapshots(&snaps, &Retention { keep_last: Some(1), keep_days: Some(3) }, now), vec!["s1", "s0"]);
+        assert_eq!(
+            expired_snapshots(
+                &snaps,
+                &Retention {
+                    keep_last: Some(2),
+                    keep_days: None
+                },
+                now
+            ),
+            vec!["s2", "s1", "s0"]
+        );
+        assert_eq!(
+            expired_snapshots(
+                &snaps,
+                &Retention {
+                    keep_last: None,
+                    keep_days: Some(2)
+                },
+                now
+            ),
+            vec!["s2", "s1", "s0"]
+        );
+        assert_eq!(
+            expired_snapshots(
+                &snaps,
+                &Retention {
+                    keep_last: Some(1),
+                    keep_days: Some(3)
+                },
+                now
+            ),
+            vec!["s1", "s0"]
+        );
         assert!(expired_snapshots(&snaps, &Retention::default(), now).is_empty());
-        assert!(expired_snapshots(&snaps, &Retention { keep_last: None, keep_days: Some(0) }, now).iter().all(|s| s != "s4"));
+        assert!(expired_snapshots(
+            &snaps,
+            &Retention {
+                keep_last: None,
+                keep_days: Some(0)
+            },
+            now
+        )
+        .iter()
+        .all(|s| s != "s4"));
     }
 
     #[test]
@@ -465,13 +598,328 @@ mod tests {
         policy.validate().unwrap();
         assert_eq!(policy.deletes, DeleteMode::Propagate);
         assert!(policy.enabled);
-        assert_eq!(policy.catalog_prefix(), "backups/src/.batchops/snapshots/nightly/");
+        assert_eq!(
+            policy.catalog_prefix(),
+            "backups/src/.batchops/snapshots/nightly/"
+        );
         let mut bad = policy.clone();
         bad.name = "has space".into();
         assert_eq!(bad.validate().unwrap_err().0, "name");
         let mut inside = policy.clone();
-        inside.destination = Location { bucket: "src".into(), prefix: "data/backup/".into() };
+        inside.destination = Location {
+            bucket: "src".into(),
+            prefix: "data/backup/".into(),
+        };
         assert_eq!(inside.validate().unwrap_err().0, "destination.prefix");
-        assert!(serde_json::from_str::<BackupPolicy>(&json.replace("\"deletes\"", "\"delets\"")).is_err());
+        assert!(
+            serde_json::from_str::<BackupPolicy>(&json.replace("\"deletes\"", "\"delets\""))
+                .is_err()
+        );
+    }
+}
+
+/// What a backup's prepare step emits: chunks of tasks and the draft snapshot parts that go
+/// with them, flushed together at key boundaries so a checkpoint never splits a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupOut {
+    Chunk(crate::plan::ChunkOut),
+    Draft {
+        seq: u64,
+        rows: Vec<DraftRow>,
+        resume: Option<crate::plan::PlanProgress>,
+    },
+}
+
+/// Turns diff changes into copy (and delete-marker) tasks and draft snapshot rows.
+pub struct BackupPlanner {
+    pub progress: crate::plan::PlanProgress,
+    policy: BackupPolicy,
+    chunk_size: usize,
+    draft_rows: usize,
+    tasks: Vec<crate::chunk::ChunkTask>,
+    draft: Vec<DraftRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("this run would delete {deleted} objects from the snapshot, more than the policy's maxDeletes of {max}; nothing was changed. If the deletions are intended, raise maxDeletes and run again")]
+pub struct TooManyDeletes {
+    pub deleted: u64,
+    pub max: u64,
+}
+
+impl BackupPlanner {
+    pub fn new(
+        policy: BackupPolicy,
+        progress: crate::plan::PlanProgress,
+        chunk_size: usize,
+        draft_rows: usize,
+    ) -> Self {
+        BackupPlanner {
+            progress,
+            policy,
+            chunk_size: chunk_size.max(1),
+            draft_rows: draft_rows.max(1),
+            tasks: Vec::new(),
+            draft: Vec::new(),
+        }
+    }
+
+    fn catalog_entry(&self, entry: &ObjectEntry) -> CatalogEntry {
+        CatalogEntry {
+            key: entry.object.key.clone(),
+            source_version: entry.object.version_id.clone(),
+            etag: entry.etag.as_ref().map(|e| e.trim_matches('"').to_string()),
+            size: entry.size.unwrap_or(0),
+            last_modified: entry.last_modified.clone().unwrap_or_default(),
+            dest_key: format!("{}{}", self.policy.destination.prefix, entry.object.key),
+            dest_version: None,
+        }
+    }
+
+    pub fn apply(&mut self, change: Change) -> Result<(), TooManyDeletes> {
+        use crate::chunk::ChunkTask;
+        match change {
+            Change::Unchanged(previous) => {
+                self.progress.skipped += 1;
+                self.draft.push(DraftRow::Done(previous));
+            }
+            Change::New(entry) => self.copy(entry, None),
+            Change::Changed { entry, previous } => self.copy(entry, Some(previous)),
+            Change::Deleted(previous) => match self.policy.deletes {
+                DeleteMode::Ignore => self.draft.push(DraftRow::Done(previous)),
+                mode => {
+                    self.progress.deleted += 1;
+                    if let Some(max) = self.policy.max_deletes {
+                        if self.progress.deleted > max {
+                            return Err(TooManyDeletes {
+                                deleted: self.progress.deleted,
+                                max,
+                            });
+                        }
+                    }
+                    if mode == DeleteMode::Propagate
+                        && self.policy.versions == VersionsMode::Current
+                    {
+                        self.progress.cursor.line += 1;
+                        self.tasks.push(ChunkTask::Delete {
+                            line: self.progress.cursor.line,
+                            object: ObjectRef {
+                                bucket: self.policy.destination.bucket.clone(),
+                                key: previous.dest_key,
+                                version_id: None,
+                            },
+                        });
+                    }
+                }
+            },
+        }
+        Ok(())
+    }
+
+    fn copy(&mut self, entry: ObjectEntry, fallback: Option<CatalogEntry>) {
+        let row = self.catalog_entry(&entry);
+        self.progress.cursor.line += 1;
+        self.progress.bytes += entry.size.unwrap_or(0);
+        self.tasks.push(crate::chunk::ChunkTask::Object {
+            line: self.progress.cursor.line,
+            etag: entry.etag.clone(),
+            size: entry.size,
+            object: entry.object,
+        });
+        self.draft.push(DraftRow::Pending {
+            entry: row,
+            fallback,
+        });
+    }
+
+    /// At a key boundary (`cursor` is where a resumed run continues, `catalog_taken` how much of
+    /// the previous catalog the diff consumed): flushes when a chunk is full, the draft is large,
+    /// or `force` (the end).
+    pub fn boundary(
+        &mut self,
+        cursor: &crate::plan::Cursor,
+        catalog_taken: u64,
+        force: bool,
+        out: &mut Vec<BackupOut>,
+    ) {
+        if !force && self.tasks.len() < self.chunk_size && self.draft.len() < self.draft_rows {
+            return;
+        }
+        if !self.tasks.is_empty() {
+            let tasks = std::mem::take(&mut self.tasks);
+            self.progress.tasks += tasks.len() as u64;
+            self.progress.next_seq += 1;
+            out.push(BackupOut::Chunk(crate::plan::ChunkOut {
+                seq: self.progress.next_seq - 1,
+                tasks,
+                resume: None,
+            }));
+        }
+        if !self.draft.is_empty() || force {
+            let rows = std::mem::take(&mut self.draft);
+            self.progress.draft_parts += 1;
+            let mut resume = self.progress.clone();
+            let line = resume.cursor.line;
+            resume.cursor = crate::plan::Cursor {
+                line,
+                catalog_entries: catalog_taken,
+                ..cursor.clone()
+            };
+            self.progress.cursor = resume.cursor.clone();
+            out.push(BackupOut::Draft {
+                seq: self.progress.draft_parts - 1,
+                rows,
+                resume: Some(resume),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod planner_tests {
+    use super::*;
+    use crate::plan::{Cursor, PlanProgress};
+
+    fn policy(deletes: DeleteMode, max: Option<u64>) -> BackupPolicy {
+        BackupPolicy {
+            name: "p".into(),
+            source: Location {
+                bucket: "src".into(),
+                prefix: String::new(),
+            },
+            destination: Location {
+                bucket: "vault".into(),
+                prefix: "b/".into(),
+            },
+            schedule: None,
+            time_zone: "UTC".into(),
+            retention: Retention::default(),
+            deletes,
+            max_deletes: max,
+            versions: VersionsMode::Current,
+            storage_class: None,
+            enabled: true,
+            allow_unversioned_destination: false,
+        }
+    }
+
+    fn entry(key: &str) -> ObjectEntry {
+        ObjectEntry {
+            object: ObjectRef {
+                bucket: "src".into(),
+                key: key.into(),
+                version_id: Some("v".into()),
+            },
+            etag: Some("e".into()),
+            size: Some(3),
+            last_modified: Some("t".into()),
+            ..Default::default()
+        }
+    }
+
+    fn prev(key: &str) -> CatalogEntry {
+        CatalogEntry {
+            key: key.into(),
+            dest_key: format!("b/{key}"),
+            dest_version: Some("d".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn changes_become_tasks_and_draft_rows_flushed_together() {
+        let mut planner = BackupPlanner::new(
+            policy(DeleteMode::Propagate, None),
+            PlanProgress::default(),
+            2,
+            100,
+        );
+        let mut out = Vec::new();
+        planner.apply(Change::New(entry("a"))).unwrap();
+        planner.apply(Change::Unchanged(prev("b"))).unwrap();
+        planner.boundary(
+            &Cursor {
+                key_marker: Some("b".into()),
+                ..Default::default()
+            },
+            1,
+            false,
+            &mut out,
+        );
+        assert!(out.is_empty(), "one task is not a chunk yet");
+        planner.apply(Change::Deleted(prev("c"))).unwrap();
+        planner.boundary(
+            &Cursor {
+                key_marker: Some("c".into()),
+                ..Default::default()
+            },
+            2,
+            false,
+            &mut out,
+        );
+        assert_eq!(out.len(), 2);
+        let BackupOut::Chunk(chunk) = &out[0] else {
+            panic!()
+        };
+        assert_eq!(chunk.tasks.len(), 2);
+        assert!(
+            matches!(&chunk.tasks[1], crate::chunk::ChunkTask::Delete { object, .. } if object.key == "b/c")
+        );
+        let BackupOut::Draft { seq, rows, resume } = &out[1] else {
+            panic!()
+        };
+        assert_eq!((*seq, rows.len()), (0, 2));
+        let resume = resume.as_ref().unwrap();
+        assert_eq!(
+            (
+                resume.cursor.key_marker.as_deref(),
+                resume.cursor.catalog_entries
+            ),
+            (Some("c"), 2)
+        );
+        assert_eq!(
+            (
+                resume.tasks,
+                resume.next_seq,
+                resume.skipped,
+                resume.deleted,
+                resume.draft_parts
+            ),
+            (2, 1, 1, 1, 1)
+        );
+        let DraftRow::Pending {
+            entry,
+            fallback: None,
+        } = &rows[0]
+        else {
+            panic!()
+        };
+        assert_eq!(entry.dest_key, "b/a");
+    }
+
+    #[test]
+    fn delete_modes_and_the_guard() {
+        let mut ignore = BackupPlanner::new(
+            policy(DeleteMode::Ignore, Some(0)),
+            PlanProgress::default(),
+            10,
+            10,
+        );
+        ignore.apply(Change::Deleted(prev("x"))).unwrap();
+        let mut out = Vec::new();
+        ignore.boundary(&Cursor::default(), 1, true, &mut out);
+        assert!(
+            matches!(&out[0], BackupOut::Draft { rows, .. } if rows.len() == 1),
+            "ignore keeps the entry"
+        );
+        let mut record = BackupPlanner::new(
+            policy(DeleteMode::Record, Some(1)),
+            PlanProgress::default(),
+            10,
+            10,
+        );
+        record.apply(Change::Deleted(prev("x"))).unwrap();
+        let err = record.apply(Change::Deleted(prev("y"))).unwrap_err();
+        assert_eq!(err, TooManyDeletes { deleted: 2, max: 1 });
     }
 }

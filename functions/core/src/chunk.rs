@@ -5,7 +5,9 @@
 //! Line format (tab-separated, every free-text field URL-encoded so no tab or newline survives):
 //! `O <manifest line> <bucket> <encoded key> <version or empty> <etag or empty> <size or empty>`
 //! for an object (version and ETag pin the task when known),
-//! `M <manifest line> <bucket> <encoded key> <encoded message>` for a malformed manifest line.
+//! `M <manifest line> <bucket> <encoded key> <encoded message>` for a malformed manifest line,
+//! `R <line> <bucket> <encoded key> <version> <encoded target key>` for a restore (copy a backup
+//! version back to its original key), `X <line> <bucket> <encoded key>` for a delete marker.
 
 use crate::encoding::{decode_key, encode_key};
 use crate::manifest::{MalformedLine, ObjectRef};
@@ -20,6 +22,17 @@ pub enum ChunkTask {
         size: Option<u64>,
     },
     Malformed(MalformedLine),
+    /// Copy `object` (a backup copy) to `target_key` under the job's target prefix.
+    Restore {
+        line: u64,
+        object: ObjectRef,
+        target_key: String,
+    },
+    /// Put a delete marker on `object` (backups propagating a source deletion).
+    Delete {
+        line: u64,
+        object: ObjectRef,
+    },
 }
 
 impl ChunkTask {
@@ -46,6 +59,28 @@ impl ChunkTask {
                 }
                 out.push('\n');
             }
+            ChunkTask::Restore {
+                line,
+                object,
+                target_key,
+            } => {
+                let _ = writeln!(
+                    out,
+                    "R\t{line}\t{}\t{}\t{}\t{}",
+                    object.bucket,
+                    encode_key(&object.key),
+                    object.version_id.as_deref().unwrap_or(""),
+                    encode_key(target_key)
+                );
+            }
+            ChunkTask::Delete { line, object } => {
+                let _ = writeln!(
+                    out,
+                    "X\t{line}\t{}\t{}",
+                    object.bucket,
+                    encode_key(&object.key)
+                );
+            }
             ChunkTask::Malformed(m) => {
                 let _ = writeln!(
                     out,
@@ -61,7 +96,9 @@ impl ChunkTask {
 
     pub fn manifest_line(&self) -> u64 {
         match self {
-            ChunkTask::Object { line, .. } => *line,
+            ChunkTask::Object { line, .. }
+            | ChunkTask::Restore { line, .. }
+            | ChunkTask::Delete { line, .. } => *line,
             ChunkTask::Malformed(m) => m.line,
         }
     }
@@ -110,6 +147,23 @@ fn parse_chunk_line(line: &str) -> Result<ChunkTask, String> {
                 Some(size.parse().map_err(|_| format!("bad size `{size}`"))?)
             },
         }),
+        ["R", line, bucket, key, version, target] => Ok(ChunkTask::Restore {
+            line: manifest_line(line)?,
+            object: ObjectRef {
+                bucket: bucket.to_string(),
+                key: decode(key)?,
+                version_id: (!version.is_empty()).then(|| version.to_string()),
+            },
+            target_key: decode(target)?,
+        }),
+        ["X", line, bucket, key] => Ok(ChunkTask::Delete {
+            line: manifest_line(line)?,
+            object: ObjectRef {
+                bucket: bucket.to_string(),
+                key: decode(key)?,
+                version_id: None,
+            },
+        }),
         ["M", line, bucket, key, message] => Ok(ChunkTask::Malformed(MalformedLine {
             line: manifest_line(line)?,
             bucket: decode(bucket)?,
@@ -117,7 +171,7 @@ fn parse_chunk_line(line: &str) -> Result<ChunkTask, String> {
             message: decode(message)?,
         })),
         _ => Err(format!(
-            "expected 7 tab-separated fields starting with O, or 5 starting with M, got `{line}`"
+            "expected a task line (O: 7 fields, M: 5, R: 6, X: 4), got `{line}`"
         )),
     }
 }
@@ -154,6 +208,23 @@ mod tests {
                 etag: None,
                 size: None,
             },
+            ChunkTask::Restore {
+                line: 5,
+                object: ObjectRef {
+                    bucket: "vault".into(),
+                    key: "b/a b".into(),
+                    version_id: Some("v".into()),
+                },
+                target_key: "a b".into(),
+            },
+            ChunkTask::Delete {
+                line: 6,
+                object: ObjectRef {
+                    bucket: "vault".into(),
+                    key: "b/gone%".into(),
+                    version_id: None,
+                },
+            },
             ChunkTask::Malformed(MalformedLine {
                 line: 4,
                 bucket: "".into(),
@@ -165,7 +236,7 @@ mod tests {
         for t in &tasks {
             t.write_line(&mut body);
         }
-        assert_eq!(body.lines().count(), 3);
+        assert_eq!(body.lines().count(), 5);
         assert_eq!(parse_chunk(&body).unwrap(), tasks);
     }
 

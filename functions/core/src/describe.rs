@@ -51,6 +51,9 @@ pub struct JobDescriptor {
     pub suspended_date: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suspended_cause: Option<String>,
+    /// batchops extension: things the owner should know that did not stop the job.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -108,6 +111,7 @@ pub fn describe(
         suspended_date: job.suspended_at.clone(),
         suspended_cause: (job.status == crate::JobStatus::Suspended)
             .then(|| "AwaitingConfirmation".to_string()),
+        warnings: job.warnings.clone(),
     }
 }
 

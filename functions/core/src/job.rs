@@ -46,6 +46,9 @@ pub struct JobRecord {
     pub dispatched_chunks: u64,
     /// Whether the completion report has been written (or was not wanted).
     pub report_written: bool,
+    /// Things the owner should know that did not stop the job (e.g. an unversioned backup source).
+    #[serde(default)]
+    pub warnings: Vec<String>,
     /// Optimistic-locking counter: bumped on every write.
     #[serde(default)]
     pub revision: u64,
@@ -92,6 +95,7 @@ impl JobRecord {
             plan: PlanCheckpoint::default(),
             dispatched_chunks: 0,
             report_written: false,
+            warnings: Vec::new(),
             revision: 0,
         }
     }

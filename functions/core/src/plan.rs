@@ -24,6 +24,8 @@ pub struct Cursor {
     pub prefix_index: u64,
     pub key_marker: Option<String>,
     pub version_marker: Option<String>,
+    /// Backups: entries of the previous snapshot's catalog consumed by the diff.
+    pub catalog_entries: u64,
 }
 
 /// Progress of planning, checkpointed in the job item.
@@ -41,6 +43,10 @@ pub struct PlanProgress {
     /// Sum of sizes of planned objects, where the manifest knows them.
     pub bytes: u64,
     pub versions: VersionPresence,
+    /// Backups: objects deleted at the source since the previous snapshot.
+    pub deleted: u64,
+    /// Backups: draft snapshot parts written.
+    pub draft_parts: u64,
 }
 
 /// How tasks are pinned to one point in time.

@@ -39,6 +39,8 @@ pub struct TaskOutcome {
     pub message: String,
     /// Bytes written to the destination (0 for failures).
     pub bytes: u64,
+    /// Version ID of the copy written (versioned destinations); backups record it.
+    pub dest_version: Option<String>,
 }
 
 impl TaskOutcome {
@@ -191,6 +193,7 @@ mod tests {
                 "Not Found, \"k\"".into()
             },
             bytes: 0,
+            dest_version: None,
         }
     }
 

@@ -391,6 +391,35 @@ pub enum ManifestSource {
     Inventory { object: ManifestObject },
     /// `ManifestGenerator`: a listing of the source bucket.
     Generated(GeneratedManifest),
+    /// A backup run: the source listing diffed against the previous snapshot's catalog.
+    Backup(BackupRun),
+    /// A restore: a snapshot's catalog, filtered.
+    Restore(RestoreSource),
+}
+
+/// A snapshot catalog object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogRef {
+    pub snapshot_id: String,
+    pub bucket: String,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupRun {
+    /// The policy as it was when the run started.
+    pub policy: crate::backup::BackupPolicy,
+    pub snapshot_id: String,
+    pub previous: Option<CatalogRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreSource {
+    pub catalog: CatalogRef,
+    /// Only keys starting with this.
+    pub prefix: Option<String>,
+    /// Only these keys: a newline-separated list in the control bucket.
+    pub keys_object: Option<String>,
 }
 
 impl ManifestSource {
@@ -400,7 +429,7 @@ impl ManifestSource {
             ManifestSource::Csv { object, .. } | ManifestSource::Inventory { object } => {
                 Some(object)
             }
-            ManifestSource::Generated(_) => None,
+            _ => None,
         }
     }
 
@@ -409,7 +438,7 @@ impl ManifestSource {
             ManifestSource::Csv { object, .. } | ManifestSource::Inventory { object } => {
                 Some(object)
             }
-            ManifestSource::Generated(_) => None,
+            _ => None,
         }
     }
 }
@@ -844,19 +873,20 @@ impl CreateJobRequest {
         })?;
         let mut fields = Vec::with_capacity(names.len());
         for (i, name) in names.iter().enumerate() {
-            let field =
-                match name.as_str() {
-                    "Bucket" => ManifestField::Bucket,
-                    "Key" => ManifestField::Key,
-                    "VersionId" => ManifestField::VersionId,
-                    "Ignore" => ManifestField::Ignore,
-                    other => return Err(RequestError::new(
+            let field = match name.as_str() {
+                "Bucket" => ManifestField::Bucket,
+                "Key" => ManifestField::Key,
+                "VersionId" => ManifestField::VersionId,
+                "Ignore" => ManifestField::Ignore,
+                other => {
+                    return Err(RequestError::new(
                         format!("Manifest.Spec.Fields[{i}]"),
                         format!(
                             "unknown field `{other}`; expected Bucket, Key, VersionId or Ignore"
                         ),
-                    )),
-                };
+                    ))
+                }
+            };
             fields.push(field);
         }
         let fields = ManifestFields::new(fields)

@@ -40,6 +40,11 @@ impl TestEnv {
     /// `vars` override batchops configuration (BATCHOPS_CHUNK_SIZE, thresholds, ...).
     pub async fn with_vars(vars: &[(&str, &str)]) -> Self {
         require_endpoint();
+        // RUST_LOG=batchops_aws=debug shows what the services do during a test.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let suffix = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
         let mut map: HashMap<String, String> = HashMap::from([
             ("BATCHOPS_TABLE".into(), format!("t-{suffix}")),
@@ -316,6 +321,10 @@ impl TestEnv {
                     batchops_core::chunk::ChunkTask::Object {
                         line, object, etag, ..
                     } => tasks.push((line, object.key, object.version_id, etag)),
+                    other @ (batchops_core::chunk::ChunkTask::Restore { .. }
+                    | batchops_core::chunk::ChunkTask::Delete { .. }) => {
+                        tasks.push((other.manifest_line(), format!("{other:?}"), None, None))
+                    }
                     batchops_core::chunk::ChunkTask::Malformed(m) => {
                         tasks.push((m.line, format!("MALFORMED {}", m.message), None, None))
                     }

@@ -290,7 +290,10 @@ async fn stopping_mid_multipart_aborts_the_upload_and_writes_nothing() {
         key: "big.bin".into(),
         version_id: None,
     };
-    assert_eq!(copier.copy(&object, None).await, TaskResult::Abandoned);
+    assert_eq!(
+        copier.copy(&object, None, "copied/big.bin").await,
+        TaskResult::Abandoned
+    );
     assert!(
         env.keys(&env.dst).await.is_empty(),
         "nothing is written by an abandoned copy"

@@ -1,5 +1,6 @@
 //! Integration tests against moto over HTTP (started by scripts/test.sh).
 
+mod backups;
 mod harness;
 mod job_path;
 mod lambda_events;

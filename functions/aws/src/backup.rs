@@ -1,0 +1,624 @@
+//! Backups: policies in the table, runs started on schedule slots (exactly once per slot) or by
+//! hand, snapshot catalogs written when a run completes, retention, and restores. A run and a
+//! restore are ordinary jobs, so they have progress, cancel and a completion report.
+
+use crate::error::{Error, Result};
+use crate::jobs::{create_job_with_spec, CreatedJob};
+use crate::objects::{delete_object, get_bytes, put_bytes};
+use crate::planner::draft_key;
+use crate::prepare::{open_catalog, Reader};
+use crate::{now, App};
+use batchops_core::arn::bucket_arn;
+use batchops_core::backup::{
+    expired_snapshots, BackupPolicy, CatalogEntry, DraftRow, CATALOG_HEADER,
+};
+use batchops_core::job::timestamp;
+use batchops_core::plan::parse_time;
+use batchops_core::request::{
+    BackupRun, CatalogRef, CopySpec, CreateJobRequest, ManifestSource, MetadataDirective,
+    Operation, PutObjectCopy, ReplacementMetadata, Report, ReportScope, ReportTarget,
+    RestoreSource,
+};
+use batchops_core::schedule::{slot_token, Schedule};
+use batchops_core::JobSpec;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use time::OffsetDateTime;
+
+/// A policy as stored: the policy plus what the scheduler and snapshots need.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyRecord {
+    pub policy: BackupPolicy,
+    /// When the policy was first stored: rate schedules count from here.
+    pub created_at: String,
+    /// The last schedule slot a run was started for.
+    pub last_slot: Option<String>,
+    /// The newest completed snapshot: the next run diffs against it.
+    pub last_snapshot: Option<String>,
+}
+
+/// One completed run's snapshot, indexed under its policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    pub id: String,
+    pub policy: String,
+    pub job_id: String,
+    pub created_at: String,
+    pub catalog: CatalogRef,
+    /// Objects (versions) in the snapshot, and their bytes.
+    pub objects: u64,
+    pub bytes: u64,
+    /// Copied by this run; carried over unchanged; dropped as deleted at the source.
+    pub copied: u64,
+    pub unchanged: u64,
+    pub deleted: u64,
+}
+
+fn policy_pk(name: &str) -> String {
+    format!("POLICY#{name}")
+}
+
+fn snapshot_id(at: OffsetDateTime) -> String {
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
+}
+
+pub async fn put_policy(app: &App, policy: BackupPolicy) -> Result<PolicyRecord> {
+    policy
+        .validate()
+        .map_err(|(field, message)| Error::Invalid(format!("policy {field}: {message}")))?;
+    if let Some(expression) = &policy.schedule {
+        Schedule::parse(expression, &policy.time_zone, now())
+            .map_err(|e| Error::Invalid(format!("policy schedule: {e}")))?;
+    }
+    for _ in 0..10 {
+        let existing: Option<(PolicyRecord, u64)> =
+            app.store.get_doc(&policy_pk(&policy.name), "META").await?;
+        let (record, revision) = match existing {
+            Some((mut record, revision)) => {
+                record.policy = policy.clone();
+                (record, Some(revision))
+            }
+            None => (
+                PolicyRecord {
+                    policy: policy.clone(),
+                    created_at: timestamp(now()),
+                    last_slot: None,
+                    last_snapshot: None,
+                },
+                None,
+            ),
+        };
+        let stored = match revision {
+            Some(r) => {
+                app.store
+                    .put_doc(&policy_pk(&policy.name), "META", &record, Some(r))
+                    .await?
+            }
+            None => put_new(app, &record).await?,
+        };
+        if stored {
+            return Ok(record);
+        }
+    }
+    Err(Error::Invalid(format!(
+        "policy {}: too many concurrent updates",
+        policy.name
+    )))
+}
+
+async fn put_new(app: &App, record: &PolicyRecord) -> Result<bool> {
+    // A brand-new item has no revision attribute; writing revision 0 unconditionally is safe
+    // because a racing creator writes the same content.
+    app.store
+        .put_doc(&policy_pk(&record.policy.name), "META", record, None)
+        .await
+}
+
+pub async fn get_policy(app: &App, name: &str) -> Result<PolicyRecord> {
+    app.store
+        .get_doc::<PolicyRecord>(&policy_pk(name), "META")
+        .await?
+        .map(|(record, _)| record)
+        .ok_or_else(|| Error::Invalid(format!("no backup policy named `{name}`")))
+}
+
+pub async fn list_policies(app: &App) -> Result<Vec<PolicyRecord>> {
+    let mut policies: Vec<PolicyRecord> = app.store.scan_docs("POLICY#", "META").await?;
+    policies.sort_by(|a, b| a.policy.name.cmp(&b.policy.name));
+    Ok(policies)
+}
+
+pub async fn delete_policy(app: &App, name: &str) -> Result<()> {
+    get_policy(app, name).await?;
+    app.store.delete_doc(&policy_pk(name), "META").await
+}
+
+pub async fn list_snapshots(app: &App, name: &str) -> Result<Vec<SnapshotRecord>> {
+    app.store.query_docs(&policy_pk(name), "SNAP#").await
+}
+
+/// Changes a stored policy record (read, change, conditional write; retried on races).
+async fn update_policy_record(
+    app: &App,
+    name: &str,
+    change: impl Fn(&mut PolicyRecord) -> bool,
+) -> Result<()> {
+    for _ in 0..10 {
+        let Some((mut record, revision)) = app
+            .store
+            .get_doc::<PolicyRecord>(&policy_pk(name), "META")
+            .await?
+        else {
+            return Err(Error::Invalid(format!("no backup policy named `{name}`")));
+        };
+        if !change(&mut record) {
+            return Ok(());
+        }
+        if app
+            .store
+            .put_doc(&policy_pk(name), "META", &record, Some(revision))
+            .await?
+        {
+            return Ok(());
+        }
+    }
+    Err(Error::Invalid(format!(
+        "policy {name}: too many concurrent updates"
+    )))
+}
+
+/// A copy job's spec and request around a backup or restore source.
+fn internal_job(
+    description: String,
+    token: String,
+    target_bucket: &str,
+    target_prefix: &str,
+    storage_class: Option<String>,
+    report: ReportTarget,
+    manifest: ManifestSource,
+) -> (CreateJobRequest, JobSpec) {
+    let request = CreateJobRequest {
+        account_id: None,
+        confirmation_required: false,
+        operation: Operation {
+            s3_put_object_copy: Some(PutObjectCopy {
+                target_resource: Some(bucket_arn(target_bucket)),
+                target_key_prefix: (!target_prefix.is_empty()).then(|| target_prefix.to_string()),
+                storage_class: storage_class.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        report: Report {
+            bucket: Some(bucket_arn(&report.bucket)),
+            format: Some(batchops_core::request::REPORT_FORMAT.to_string()),
+            enabled: true,
+            prefix: Some(report.prefix.clone()),
+            report_scope: Some("FailedTasksOnly".to_string()),
+            expected_bucket_owner: None,
+        },
+        client_request_token: Some(token),
+        manifest: None,
+        description: Some(description),
+        priority: 10,
+        role_arn: None,
+        tags: Vec::new(),
+        manifest_generator: None,
+        batchops: None,
+    };
+    let spec = JobSpec {
+        copy: CopySpec {
+            target_bucket: target_bucket.to_string(),
+            // Taken literally: a backup "directory" is exactly the prefix the policy names.
+            target_key_prefix: target_prefix.to_string(),
+            storage_class,
+            metadata_directive: MetadataDirective::Copy,
+            new_metadata: ReplacementMetadata::default(),
+            new_tagging: None,
+            checksum_algorithm: None,
+        },
+        manifest,
+        report: Some(report),
+        priority: 10,
+        confirmation_required: false,
+        pinning: Default::default(),
+    };
+    (request, spec)
+}
+
+/// Starts a run of `name`: for a schedule slot (idempotent: one job per policy and slot,
+/// however many triggers fire), or by hand now.
+pub async fn start_run(app: &App, name: &str, slot: Option<OffsetDateTime>) -> Result<CreatedJob> {
+    let record = get_policy(app, name).await?;
+    let policy = record.policy.clone();
+    let at = slot.unwrap_or_else(now);
+    let id = snapshot_id(at);
+    let previous = match &record.last_snapshot {
+        Some(snapshot) => app
+            .store
+            .get_doc::<SnapshotRecord>(&policy_pk(name), &format!("SNAP#{snapshot}"))
+            .await?
+            .map(|(s, _)| s.catalog),
+        None => None,
+    };
+    let token = match slot {
+        Some(slot) => slot_token(name, slot),
+        None => format!(
+            "backup-{}-{}",
+            &name[..name.len().min(20)],
+            uuid::Uuid::new_v4().simple()
+        ),
+    };
+    let report = ReportTarget {
+        bucket: policy.destination.bucket.clone(),
+        prefix: format!(
+            "{}.batchops/reports/{}",
+            policy.destination.prefix, policy.name
+        ),
+        scope: ReportScope::FailedTasksOnly,
+    };
+    let (request, spec) = internal_job(
+        format!("backup {name} snapshot {id}"),
+        token,
+        &policy.destination.bucket,
+        &policy.destination.prefix,
+        policy.storage_class.clone(),
+        report,
+        ManifestSource::Backup(BackupRun {
+            policy: policy.clone(),
+            snapshot_id: id,
+            previous,
+        }),
+    );
+    create_job_with_spec(app, request, spec).await
+}
+
+/// Starts every enabled policy's run for its latest due slot not yet started. Two overlapping
+/// invocations compute the same slot and the same request token, so one job is created.
+pub async fn fire_due_policies(app: &App, at: OffsetDateTime) -> Result<Vec<(String, String)>> {
+    let mut started = Vec::new();
+    for record in list_policies(app).await? {
+        let policy = &record.policy;
+        let (Some(expression), true) = (&policy.schedule, policy.enabled) else {
+            continue;
+        };
+        let created = parse_time(&record.created_at).map_err(Error::Data)?;
+        let schedule = match Schedule::parse(expression, &policy.time_zone, created) {
+            Ok(s) => s,
+            Err(err) => {
+                tracing::error!(policy = %policy.name, error = %err, "invalid schedule");
+                continue;
+            }
+        };
+        let Some(slot) = schedule.latest_slot_at_or_before(at) else {
+            continue;
+        };
+        if slot < created
+            || record
+                .last_slot
+                .as_deref()
+                .and_then(|s| parse_time(s).ok())
+                .is_some_and(|last| last >= slot)
+        {
+            continue;
+        }
+        let job = start_run(app, &policy.name, Some(slot)).await?;
+        let slot_text = timestamp(slot);
+        update_policy_record(app, &policy.name, |r| {
+            if r.last_slot
+                .as_deref()
+                .and_then(|s| parse_time(s).ok())
+                .is_some_and(|last| last >= slot)
+            {
+                return false;
+            }
+            r.last_slot = Some(slot_text.clone());
+            true
+        })
+        .await?;
+        started.push((policy.name.clone(), job.job_id));
+    }
+    Ok(started)
+}
+
+/// Called by the finalizer when a backup run completes: fills the draft snapshot with the
+/// destination versions the workers recorded, writes the catalog, indexes it, applies retention.
+pub async fn complete_snapshot(app: &App, job_id: &str) -> Result<Option<SnapshotRecord>> {
+    use std::io::Write;
+    let job = app.store.get_job(job_id).await?;
+    let ManifestSource::Backup(run) = &job.spec.manifest else {
+        return Ok(None);
+    };
+    let policy = &run.policy;
+    let snapshot_key = format!("SNAP#{}", run.snapshot_id);
+    if let Some((existing, _)) = app
+        .store
+        .get_doc::<SnapshotRecord>(&policy_pk(&policy.name), &snapshot_key)
+        .await?
+    {
+        return Ok(Some(existing));
+    }
+    let ranges = app.store.committed_ranges(job_id).await?;
+    let mut fragments = ranges.iter().filter_map(|r| r.fragment.clone());
+    let mut pending: std::collections::VecDeque<String> = Default::default();
+    let mut catalog = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut line = String::with_capacity(256);
+    writeln!(catalog, "{CATALOG_HEADER}").map_err(|e| Error::Data(e.to_string()))?;
+    let mut snapshot = SnapshotRecord {
+        id: run.snapshot_id.clone(),
+        policy: policy.name.clone(),
+        job_id: job_id.to_string(),
+        created_at: timestamp(now()),
+        catalog: CatalogRef {
+            snapshot_id: run.snapshot_id.clone(),
+            bucket: policy.destination.bucket.clone(),
+            key: format!("{}{}.catalog.gz", policy.catalog_prefix(), run.snapshot_id),
+        },
+        objects: 0,
+        bytes: 0,
+        copied: 0,
+        unchanged: job.plan.progress.skipped,
+        deleted: job.plan.progress.deleted,
+    };
+    for seq in 0..job.plan.progress.draft_parts {
+        let body = get_bytes(&app.s3, &app.config.control_bucket, &draft_key(job_id, seq)).await?;
+        let rows = DraftRow::parse_part(&String::from_utf8_lossy(&body)).map_err(Error::Data)?;
+        for row in rows {
+            let entry = match row {
+                DraftRow::Done(entry) => Some(entry),
+                DraftRow::Pending {
+                    mut entry,
+                    fallback,
+                } => {
+                    while pending.is_empty() {
+                        let key = fragments.next().ok_or_else(|| {
+                            Error::Data(format!(
+                                "job {job_id}: fewer copy results than copies planned"
+                            ))
+                        })?;
+                        let text = get_bytes(&app.s3, &app.config.control_bucket, &key).await?;
+                        pending.extend(String::from_utf8_lossy(&text).lines().map(str::to_string));
+                    }
+                    let result = pending.pop_front().unwrap_or_default();
+                    match result.strip_prefix("S\t") {
+                        Some(version) => {
+                            entry.dest_version = (!version.is_empty()).then(|| version.to_string());
+                            snapshot.copied += 1;
+                            Some(entry)
+                        }
+                        None => fallback,
+                    }
+                }
+            };
+            if let Some(entry) = entry {
+                snapshot.objects += 1;
+                snapshot.bytes += entry.size;
+                line.clear();
+                entry.write_line(&mut line);
+                catalog
+                    .write_all(line.as_bytes())
+                    .map_err(|e| Error::Data(e.to_string()))?;
+            }
+        }
+    }
+    let body = catalog.finish().map_err(|e| Error::Data(e.to_string()))?;
+    put_bytes(
+        &app.s3,
+        &snapshot.catalog.bucket,
+        &snapshot.catalog.key,
+        body,
+        "application/gzip",
+    )
+    .await?;
+    app.store
+        .put_doc(&policy_pk(&policy.name), &snapshot_key, &snapshot, None)
+        .await?;
+    let id = snapshot.id.clone();
+    update_policy_record(app, &policy.name, |r| {
+        if r.last_snapshot
+            .as_deref()
+            .is_some_and(|last| last >= id.as_str())
+        {
+            return false;
+        }
+        r.last_snapshot = Some(id.clone());
+        true
+    })
+    .await?;
+    apply_retention(app, &policy.name, now()).await?;
+    Ok(Some(snapshot))
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RetentionOutcome {
+    pub expired_snapshots: Vec<String>,
+    pub deleted_versions: u64,
+}
+
+/// Expires snapshots past the policy's retention, and with them only the backup object versions
+/// no kept snapshot still references.
+pub async fn apply_retention(
+    app: &App,
+    name: &str,
+    at: OffsetDateTime,
+) -> Result<RetentionOutcome> {
+    let record = get_policy(app, name).await?;
+    let snapshots = list_snapshots(app, name).await?;
+    let dated: Vec<(String, i64)> = snapshots
+        .iter()
+        .map(|s| {
+            (
+                s.id.clone(),
+                parse_time(&s.created_at)
+                    .map(|t| t.unix_timestamp())
+                    .unwrap_or(0),
+            )
+        })
+        .collect();
+    let expired: HashSet<String> =
+        expired_snapshots(&dated, &record.policy.retention, at.unix_timestamp())
+            .into_iter()
+            .collect();
+    let mut outcome = RetentionOutcome::default();
+    if expired.is_empty() {
+        return Ok(outcome);
+    }
+    // The versions every kept snapshot references (held in memory: one entry per backed-up
+    // version of the kept snapshots).
+    let reader = Reader::new(Some(app.s3.clone()));
+    let mut kept_versions: HashSet<(String, Option<String>)> = HashSet::new();
+    for snapshot in snapshots.iter().filter(|s| !expired.contains(&s.id)) {
+        for entry in read_catalog(&reader, &snapshot.catalog).await? {
+            kept_versions.insert((entry.dest_key, entry.dest_version));
+        }
+    }
+    let mut deleted: HashSet<(String, Option<String>)> = HashSet::new();
+    for snapshot in snapshots.iter().filter(|s| expired.contains(&s.id)) {
+        for entry in read_catalog(&reader, &snapshot.catalog).await? {
+            let id = (entry.dest_key.clone(), entry.dest_version.clone());
+            // Only exact versions are deleted: an unversioned copy (no version ID) may have
+            // been overwritten by a kept snapshot's copy of the same key.
+            if entry.dest_version.is_none() || kept_versions.contains(&id) || deleted.contains(&id)
+            {
+                continue;
+            }
+            app.s3
+                .delete_object()
+                .bucket(&snapshot.catalog.bucket)
+                .key(&entry.dest_key)
+                .set_version_id(entry.dest_version.clone())
+                .send()
+                .await
+                .map_err(crate::error::aws("S3", "DeleteObject"))?;
+            deleted.insert(id);
+            outcome.deleted_versions += 1;
+        }
+        delete_object(&app.s3, &snapshot.catalog.bucket, &snapshot.catalog.key).await?;
+        app.store
+            .delete_doc(&policy_pk(name), &format!("SNAP#{}", snapshot.id))
+            .await?;
+        outcome.expired_snapshots.push(snapshot.id.clone());
+    }
+    outcome.expired_snapshots.sort();
+    Ok(outcome)
+}
+
+/// Reads a whole catalog (on a blocking thread: the reader streams a temporary file).
+pub async fn read_catalog(reader: &Reader, catalog: &CatalogRef) -> Result<Vec<CatalogEntry>> {
+    let reader = reader.clone();
+    let catalog = catalog.clone();
+    tokio::task::spawn_blocking(move || {
+        open_catalog(&reader, &catalog.bucket, &catalog.key)?
+            .collect::<std::result::Result<Vec<_>, String>>()
+            .map_err(Error::Data)
+    })
+    .await
+    .map_err(|e| Error::Data(e.to_string()))?
+}
+
+/// What to restore.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreRequest {
+    pub snapshot: Option<String>,
+    /// The newest snapshot taken at or before this time.
+    pub as_of: Option<String>,
+    /// Target bucket and prefix; default: the policy's source bucket, keys as they were.
+    pub to: Option<(String, String)>,
+    pub prefix: Option<String>,
+    pub keys: Option<Vec<String>>,
+}
+
+/// Picks the snapshot a restore reads.
+pub async fn choose_snapshot(
+    app: &App,
+    name: &str,
+    request: &RestoreRequest,
+) -> Result<SnapshotRecord> {
+    let snapshots = list_snapshots(app, name).await?;
+    let chosen = match (&request.snapshot, &request.as_of) {
+        (Some(id), _) => snapshots.into_iter().find(|s| &s.id == id),
+        (None, Some(as_of)) => {
+            let at = parse_time(as_of).map_err(Error::Invalid)?;
+            snapshots
+                .into_iter()
+                .filter(|s| parse_time(&s.created_at).is_ok_and(|t| t <= at))
+                .max_by(|a, b| a.created_at.cmp(&b.created_at))
+        }
+        (None, None) => snapshots
+            .into_iter()
+            .max_by(|a, b| a.created_at.cmp(&b.created_at)),
+    };
+    chosen.ok_or_else(|| {
+        Error::Invalid(format!(
+            "policy `{name}` has no snapshot matching the request"
+        ))
+    })
+}
+
+/// The restore job's source and spec (shared by the job and its dry run).
+pub async fn restore_source(
+    app: &App,
+    name: &str,
+    request: &RestoreRequest,
+) -> Result<(PolicyRecord, SnapshotRecord, RestoreSource)> {
+    let record = get_policy(app, name).await?;
+    let snapshot = choose_snapshot(app, name, request).await?;
+    let keys_object = match &request.keys {
+        None => None,
+        Some(keys) => {
+            let key = format!("restores/{}/keys", uuid::Uuid::new_v4());
+            put_bytes(
+                &app.s3,
+                &app.config.control_bucket,
+                &key,
+                keys.join("\n").into_bytes(),
+                "text/plain",
+            )
+            .await?;
+            Some(key)
+        }
+    };
+    let source = RestoreSource {
+        catalog: snapshot.catalog.clone(),
+        prefix: request.prefix.clone(),
+        keys_object,
+    };
+    Ok((record, snapshot, source))
+}
+
+/// Creates a restore job: copies the snapshot's backup versions back (to their original keys in
+/// the source bucket, or under `to`). It never deletes anything at the target.
+pub async fn start_restore(app: &App, name: &str, request: &RestoreRequest) -> Result<CreatedJob> {
+    let (record, snapshot, source) = restore_source(app, name, request).await?;
+    let policy = &record.policy;
+    let (bucket, prefix) = request
+        .to
+        .clone()
+        .unwrap_or_else(|| (policy.source.bucket.clone(), String::new()));
+    let report = ReportTarget {
+        bucket: policy.destination.bucket.clone(),
+        prefix: format!(
+            "{}.batchops/restores/{}",
+            policy.destination.prefix, policy.name
+        ),
+        scope: ReportScope::AllTasks,
+    };
+    let (request_doc, spec) = internal_job(
+        format!("restore {name} snapshot {}", snapshot.id),
+        format!("restore-{}", uuid::Uuid::new_v4().simple()),
+        &bucket,
+        &prefix,
+        None,
+        report,
+        ManifestSource::Restore(source),
+    );
+    create_job_with_spec(app, request_doc, spec).await
+}

@@ -1,0 +1,527 @@
+//! Backups against moto: incremental runs, snapshots, deletes, versioning preflight, retention,
+//! schedule slots, restores.
+
+use crate::harness::TestEnv;
+use batchops_aws::backup::{self, RestoreRequest};
+use batchops_core::backup::{BackupPolicy, DeleteMode, Location, Retention, VersionsMode};
+
+fn policy(env: &TestEnv, name: &str) -> BackupPolicy {
+    BackupPolicy {
+        name: name.to_string(),
+        source: Location {
+            bucket: env.src.clone(),
+            prefix: "data/".into(),
+        },
+        destination: Location {
+            bucket: env.dst.clone(),
+            prefix: "backups/src/".into(),
+        },
+        schedule: None,
+        time_zone: "UTC".into(),
+        retention: Retention::default(),
+        deletes: DeleteMode::Ignore,
+        max_deletes: None,
+        versions: VersionsMode::Current,
+        storage_class: None,
+        enabled: true,
+        allow_unversioned_destination: false,
+    }
+}
+
+/// Runs the policy once by hand; returns (job id, its description).
+async fn run(env: &TestEnv, name: &str) -> (String, batchops_core::describe::JobDescriptor) {
+    let job = backup::start_run(&env.app, name, None)
+        .await
+        .unwrap()
+        .job_id;
+    env.run_until_idle().await;
+    let described = env.describe(&job).await;
+    (job, described)
+}
+
+async fn latest(env: &TestEnv, key: &str) -> Option<Vec<u8>> {
+    env.get(&env.dst, &format!("backups/src/{key}")).await
+}
+
+async fn version_count(env: &TestEnv, bucket: &str, key: &str) -> (usize, usize) {
+    let out = env
+        .clients
+        .s3
+        .list_object_versions()
+        .bucket(bucket)
+        .prefix(key)
+        .send()
+        .await
+        .unwrap();
+    let versions = out
+        .versions()
+        .iter()
+        .filter(|v| v.key() == Some(key))
+        .count();
+    let markers = out
+        .delete_markers()
+        .iter()
+        .filter(|m| m.key() == Some(key))
+        .count();
+    (versions, markers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn full_then_incremental_then_unchanged_runs() {
+    let env = TestEnv::new().await;
+    backup::put_policy(&env.app, policy(&env, "nightly"))
+        .await
+        .unwrap();
+    for key in ["a.txt", "b.txt", "dir/c d.txt"] {
+        env.put(&env.src, &format!("data/{key}"), format!("v1 {key}"))
+            .await;
+    }
+    env.put(&env.src, "elsewhere/not-backed-up", "x").await;
+    let (first, described) = run(&env, "nightly").await;
+    assert_eq!(
+        described.status, "Complete",
+        "{:?}",
+        described.failure_reasons
+    );
+    assert_eq!(described.progress_summary.number_of_tasks_succeeded, 3);
+    assert_eq!(
+        latest(&env, "data/dir/c d.txt").await,
+        Some(b"v1 dir/c d.txt".to_vec())
+    );
+    assert_eq!(
+        env.get(&env.dst, "backups/src/elsewhere/not-backed-up")
+            .await,
+        None
+    );
+
+    env.put(&env.src, "data/b.txt", "v2 b.txt").await;
+    env.put(&env.src, "data/e.txt", "v1 e.txt").await;
+    let (_, described) = run(&env, "nightly").await;
+    assert_eq!(described.status, "Complete");
+    assert_eq!(
+        described.progress_summary.total_number_of_tasks, 2,
+        "only the change and the new object"
+    );
+    assert_eq!(latest(&env, "data/b.txt").await, Some(b"v2 b.txt".to_vec()));
+    assert_eq!(
+        version_count(&env, &env.dst, "backups/src/data/a.txt").await,
+        (1, 0),
+        "unchanged objects are not copied again"
+    );
+
+    let (_, described) = run(&env, "nightly").await;
+    assert_eq!(described.status, "Complete");
+    assert_eq!(
+        described.progress_summary.total_number_of_tasks, 0,
+        "nothing changed"
+    );
+
+    let snapshots = backup::list_snapshots(&env.app, "nightly").await.unwrap();
+    let counts: Vec<(u64, u64, u64)> = snapshots
+        .iter()
+        .map(|s| (s.objects, s.copied, s.unchanged))
+        .collect();
+    assert_eq!(counts, vec![(3, 3, 0), (4, 2, 2), (4, 0, 4)]);
+    assert_eq!(snapshots[0].job_id, first);
+    let catalog = backup::read_catalog(
+        &batchops_aws::prepare::Reader::new(Some(env.app.s3.clone())),
+        &snapshots[2].catalog,
+    )
+    .await
+    .unwrap();
+    let keys: Vec<&str> = catalog.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        vec!["data/a.txt", "data/b.txt", "data/dir/c d.txt", "data/e.txt"],
+        "sorted by key"
+    );
+    assert!(catalog
+        .iter()
+        .all(|e| e.dest_version.is_some() && e.source_version.is_some()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restores_bring_back_each_snapshots_versions() {
+    let env = TestEnv::new().await;
+    backup::put_policy(&env.app, policy(&env, "p"))
+        .await
+        .unwrap();
+    env.put(&env.src, "data/keep/one", "one v1").await;
+    env.put(&env.src, "data/other/two", "two v1").await;
+    run(&env, "p").await;
+    let first = backup::list_snapshots(&env.app, "p").await.unwrap()[0].clone();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let between = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    env.put(&env.src, "data/keep/one", "one v2").await;
+    run(&env, "p").await;
+
+    let restored = format!("{}-restore", env.dst);
+    env.clients
+        .s3
+        .create_bucket()
+        .bucket(&restored)
+        .send()
+        .await
+        .unwrap();
+    // The first snapshot, one prefix, into another bucket.
+    let request = RestoreRequest {
+        snapshot: Some(first.id.clone()),
+        to: Some((restored.clone(), "r1/".into())),
+        prefix: Some("data/keep/".into()),
+        ..Default::default()
+    };
+    let job = backup::start_restore(&env.app, "p", &request)
+        .await
+        .unwrap()
+        .job_id;
+    env.run_until_idle().await;
+    assert_eq!(env.describe(&job).await.status, "Complete");
+    assert_eq!(env.keys(&restored).await, vec!["r1/data/keep/one"]);
+    assert_eq!(
+        env.get(&restored, "r1/data/keep/one").await,
+        Some(b"one v1".to_vec())
+    );
+    // As of a time between the runs: the first snapshot again; the newest: v2.
+    let as_of = RestoreRequest {
+        as_of: Some(between),
+        to: Some((restored.clone(), "r2/".into())),
+        ..Default::default()
+    };
+    backup::start_restore(&env.app, "p", &as_of).await.unwrap();
+    let newest = RestoreRequest {
+        to: Some((restored.clone(), "r3/".into())),
+        keys: Some(vec!["data/keep/one".into()]),
+        ..Default::default()
+    };
+    backup::start_restore(&env.app, "p", &newest).await.unwrap();
+    env.run_until_idle().await;
+    assert_eq!(
+        env.get(&restored, "r2/data/keep/one").await,
+        Some(b"one v1".to_vec())
+    );
+    assert_eq!(
+        env.get(&restored, "r2/data/other/two").await,
+        Some(b"two v1".to_vec())
+    );
+    assert_eq!(
+        env.get(&restored, "r3/data/keep/one").await,
+        Some(b"one v2".to_vec())
+    );
+    assert_eq!(
+        env.get(&restored, "r3/data/other/two").await,
+        None,
+        "only the listed key"
+    );
+    // Restoring in place brings the old version back at the source, deleting nothing.
+    env.put(&env.src, "data/extra", "not in any snapshot").await;
+    let in_place = RestoreRequest {
+        snapshot: Some(first.id.clone()),
+        ..Default::default()
+    };
+    backup::start_restore(&env.app, "p", &in_place)
+        .await
+        .unwrap();
+    env.run_until_idle().await;
+    assert_eq!(
+        env.get(&env.src, "data/keep/one").await,
+        Some(b"one v1".to_vec())
+    );
+    assert_eq!(
+        env.get(&env.src, "data/extra").await,
+        Some(b"not in any snapshot".to_vec())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deletes_follow_the_policy_and_the_guard_stops_mass_deletes() {
+    let env = TestEnv::new().await;
+    for (name, mode) in [
+        ("ignore", DeleteMode::Ignore),
+        ("record", DeleteMode::Record),
+        ("propagate", DeleteMode::Propagate),
+    ] {
+        let mut p = policy(&env, name);
+        p.source.prefix = format!("{name}/");
+        p.destination.prefix = format!("vault/{name}/");
+        p.deletes = mode;
+        backup::put_policy(&env.app, p).await.unwrap();
+        env.put(&env.src, &format!("{name}/stays"), "s").await;
+        env.put(&env.src, &format!("{name}/goes"), "g").await;
+        run(&env, name).await;
+        env.clients
+            .s3
+            .delete_object()
+            .bucket(&env.src)
+            .key(format!("{name}/goes"))
+            .send()
+            .await
+            .unwrap();
+        let (_, described) = run(&env, name).await;
+        assert_eq!(
+            described.status, "Complete",
+            "{name}: {:?}",
+            described.failure_reasons
+        );
+        let snapshots = backup::list_snapshots(&env.app, name).await.unwrap();
+        let second = &snapshots[1];
+        let reader = batchops_aws::prepare::Reader::new(Some(env.app.s3.clone()));
+        let keys: Vec<String> = backup::read_catalog(&reader, &second.catalog)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        let dest = format!("vault/{name}/{name}/goes");
+        match mode {
+            DeleteMode::Ignore => {
+                assert_eq!(keys, vec![format!("{name}/goes"), format!("{name}/stays")]);
+                assert_eq!(version_count(&env, &env.dst, &dest).await, (1, 0));
+            }
+            DeleteMode::Record => {
+                assert_eq!(keys, vec![format!("{name}/stays")]);
+                assert_eq!(second.deleted, 1);
+                assert_eq!(
+                    version_count(&env, &env.dst, &dest).await,
+                    (1, 0),
+                    "the copy stays for older snapshots"
+                );
+            }
+            DeleteMode::Propagate => {
+                assert_eq!(keys, vec![format!("{name}/stays")]);
+                assert_eq!(
+                    version_count(&env, &env.dst, &dest).await,
+                    (1, 1),
+                    "a delete marker over the kept data"
+                );
+                assert_eq!(env.get(&env.dst, &dest).await, None);
+            }
+        }
+    }
+    // maxDeletes: a run that would drop more than allowed fails and changes nothing.
+    let mut guarded = policy(&env, "guarded");
+    guarded.source.prefix = "guarded/".into();
+    guarded.destination.prefix = "vault/guarded/".into();
+    guarded.deletes = DeleteMode::Propagate;
+    guarded.max_deletes = Some(1);
+    backup::put_policy(&env.app, guarded).await.unwrap();
+    for i in 0..3 {
+        env.put(&env.src, &format!("guarded/{i}"), "x").await;
+    }
+    run(&env, "guarded").await;
+    for i in 0..3 {
+        env.clients
+            .s3
+            .delete_object()
+            .bucket(&env.src)
+            .key(format!("guarded/{i}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let (_, described) = run(&env, "guarded").await;
+    assert_eq!(described.status, "Failed");
+    assert_eq!(
+        described.failure_reasons[0].failure_code,
+        "MaxDeletesExceeded"
+    );
+    assert!(described.failure_reasons[0]
+        .failure_reason
+        .contains("more than the policy's maxDeletes of 1"));
+    assert_eq!(
+        version_count(&env, &env.dst, "vault/guarded/guarded/0").await,
+        (1, 0),
+        "nothing deleted"
+    );
+    assert_eq!(
+        backup::list_snapshots(&env.app, "guarded")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn versioning_preflight_refuses_unversioned_destinations_and_warns_for_sources() {
+    let env = TestEnv::new().await;
+    let plain = format!("{}-plain", env.dst);
+    env.clients
+        .s3
+        .create_bucket()
+        .bucket(&plain)
+        .send()
+        .await
+        .unwrap();
+    let mut p = policy(&env, "unsafe");
+    p.destination.bucket = plain.clone();
+    backup::put_policy(&env.app, p.clone()).await.unwrap();
+    env.put(&env.src, "data/x", "x").await;
+    let (_, described) = run(&env, "unsafe").await;
+    assert_eq!(described.status, "Failed");
+    assert_eq!(
+        described.failure_reasons[0].failure_code,
+        "DestinationNotVersioned"
+    );
+    assert!(described.failure_reasons[0]
+        .failure_reason
+        .contains("put-bucket-versioning"));
+    assert!(env.keys(&plain).await.is_empty());
+    p.allow_unversioned_destination = true;
+    backup::put_policy(&env.app, p).await.unwrap();
+    assert_eq!(run(&env, "unsafe").await.1.status, "Complete");
+
+    // An unversioned source is compared by ETag and size, with a warning.
+    let unversioned = format!("{}-unversioned", env.src);
+    env.clients
+        .s3
+        .create_bucket()
+        .bucket(&unversioned)
+        .send()
+        .await
+        .unwrap();
+    let mut q = policy(&env, "etag");
+    q.source.bucket = unversioned.clone();
+    q.destination.prefix = "etag/".into();
+    backup::put_policy(&env.app, q).await.unwrap();
+    env.put(&unversioned, "data/k", "one").await;
+    env.put(&unversioned, "data/same", "same").await;
+    let (_, described) = run(&env, "etag").await;
+    assert_eq!(described.status, "Complete");
+    assert!(
+        described
+            .warnings
+            .iter()
+            .any(|w| w.contains("is not versioned")),
+        "{:?}",
+        described.warnings
+    );
+    env.put(&unversioned, "data/k", "two!").await;
+    let (_, described) = run(&env, "etag").await;
+    assert_eq!(described.progress_summary.total_number_of_tasks, 1);
+    assert_eq!(
+        env.get(&env.dst, "etag/data/k").await,
+        Some(b"two!".to_vec())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn all_versions_are_copied_oldest_first() {
+    let env = TestEnv::new().await;
+    let mut p = policy(&env, "history");
+    p.versions = VersionsMode::All;
+    backup::put_policy(&env.app, p).await.unwrap();
+    for i in 1..=4 {
+        env.put(&env.src, "data/doc", format!("version {i}")).await;
+    }
+    env.put(&env.src, "data/single", "only").await;
+    let (_, described) = run(&env, "history").await;
+    assert_eq!(described.status, "Complete");
+    assert_eq!(described.progress_summary.number_of_tasks_succeeded, 5);
+    let out = env
+        .clients
+        .s3
+        .list_object_versions()
+        .bucket(&env.dst)
+        .prefix("backups/src/data/doc")
+        .send()
+        .await
+        .unwrap();
+    // ListObjectVersions lists newest first: the destination's history matches the source's.
+    let mut bodies = Vec::new();
+    for v in out.versions() {
+        let obj = env
+            .clients
+            .s3
+            .get_object()
+            .bucket(&env.dst)
+            .key(v.key().unwrap())
+            .version_id(v.version_id().unwrap())
+            .send()
+            .await
+            .unwrap();
+        bodies.push(
+            String::from_utf8(obj.body.collect().await.unwrap().into_bytes().to_vec()).unwrap(),
+        );
+    }
+    assert_eq!(
+        bodies,
+        vec!["version 4", "version 3", "version 2", "version 1"]
+    );
+    env.put(&env.src, "data/doc", "version 5").await;
+    let (_, described) = run(&env, "history").await;
+    assert_eq!(
+        described.progress_summary.total_number_of_tasks, 1,
+        "only the new version"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_expires_snapshots_but_never_data_a_kept_snapshot_needs() {
+    let env = TestEnv::new().await;
+    let mut p = policy(&env, "short");
+    p.retention = Retention {
+        keep_last: Some(1),
+        keep_days: None,
+    };
+    backup::put_policy(&env.app, p).await.unwrap();
+    env.put(&env.src, "data/changes", "old").await;
+    env.put(&env.src, "data/constant", "same").await;
+    run(&env, "short").await;
+    env.put(&env.src, "data/changes", "new").await;
+    run(&env, "short").await;
+    let snapshots = backup::list_snapshots(&env.app, "short").await.unwrap();
+    assert_eq!(snapshots.len(), 1, "the first snapshot expired");
+    assert_eq!(
+        version_count(&env, &env.dst, "backups/src/data/changes").await,
+        (1, 0),
+        "the old copy only the expired snapshot used is gone"
+    );
+    assert_eq!(latest(&env, "data/changes").await, Some(b"new".to_vec()));
+    assert_eq!(
+        latest(&env, "data/constant").await,
+        Some(b"same".to_vec()),
+        "still referenced by the kept snapshot"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_triggers_for_one_schedule_slot_start_one_run() {
+    let env = TestEnv::new().await;
+    let mut p = policy(&env, "every-minute");
+    p.schedule = Some("rate(1 minute)".into());
+    backup::put_policy(&env.app, p).await.unwrap();
+    env.put(&env.src, "data/x", "x").await;
+    let later = time::OffsetDateTime::now_utc() + time::Duration::minutes(3);
+    let (a, b) = tokio::join!(
+        backup::fire_due_policies(&env.app, later),
+        backup::fire_due_policies(&env.app, later)
+    );
+    let started: Vec<String> = a
+        .unwrap()
+        .into_iter()
+        .chain(b.unwrap())
+        .map(|(_, job)| job)
+        .collect();
+    assert!(!started.is_empty());
+    assert!(
+        started.windows(2).all(|w| w[0] == w[1]),
+        "one job for the slot: {started:?}"
+    );
+    assert!(
+        backup::fire_due_policies(&env.app, later)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the slot is done"
+    );
+    let jobs = batchops_aws::jobs::list_jobs(&env.app, &[]).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    // A late scheduler tick in the next slot starts the next run.
+    let next = backup::fire_due_policies(&env.app, later + time::Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 1);
+}
