@@ -41,6 +41,11 @@ enum Command {
     },
     /// Dry run: the prepare step of a job over a manifest, without creating the job.
     Plan(PlanArgs),
+    /// Scheduled, incremental, version-exact backups of buckets.
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
     /// Run planner, workers and finalizer locally against the configured endpoint.
     Run {
         /// Exit 0 once no job has work left.
@@ -95,6 +100,69 @@ enum JobCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum BackupCommand {
+    /// Backup policies (stored in the table).
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Start a run of a policy now (scheduled runs start by themselves).
+    Run { name: String },
+    /// A policy's snapshots, oldest first.
+    Snapshots {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore from a snapshot: a normal job with progress, cancel and a report. Never deletes
+    /// anything at the target.
+    Restore(RestoreArgs),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Create or replace a policy from a JSON or YAML file.
+    Put {
+        file: String,
+    },
+    Get {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    name: String,
+    /// Snapshot ID (see `backup snapshots`); default the newest.
+    #[arg(long, conflicts_with = "as_of")]
+    snapshot: Option<String>,
+    /// The newest snapshot taken at or before this RFC 3339 time.
+    #[arg(long)]
+    as_of: Option<String>,
+    /// Where to restore: s3://bucket[/prefix]. Default: the source bucket, original keys.
+    #[arg(long)]
+    to: Option<String>,
+    /// Only keys starting with this.
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Only the keys listed in this file, one per line.
+    #[arg(long)]
+    keys_from: Option<String>,
+    /// Count what would be restored; create no job.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Args)]
@@ -412,6 +480,159 @@ async fn plan(config: &Config, clients: &Clients, args: &PlanArgs) -> Result<()>
     Ok(())
 }
 
+fn read_policy(path: &str) -> Result<batchops_core::backup::BackupPolicy> {
+    let text = read_document(path)?;
+    let policy = if path.ends_with(".yaml") || path.ends_with(".yml") {
+        serde_yaml::from_str(&text).with_context(|| format!("{path}: not a backup policy"))?
+    } else {
+        serde_json::from_str(&text).with_context(|| format!("{path}: not a backup policy"))?
+    };
+    Ok(policy)
+}
+
+async fn backup_command(app: &App, command: BackupCommand) -> Result<()> {
+    use batchops_aws::backup;
+    match command {
+        BackupCommand::Policy { command } => match command {
+            PolicyCommand::Put { file } => {
+                let record = backup::put_policy(app, read_policy(&file)?).await?;
+                println!("{}", serde_json::to_string_pretty(&record.policy)?);
+            }
+            PolicyCommand::Get { name, json } => {
+                let record = backup::get_policy(app, &name).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&record)?);
+                } else {
+                    print!("{}", serde_yaml::to_string(&record)?);
+                }
+            }
+            PolicyCommand::List { json } => {
+                let records = backup::list_policies(app).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&records)?);
+                } else {
+                    println!(
+                        "{:<24}  {:<8}  {:<40}  {:<40}  {:<22}  LAST SNAPSHOT",
+                        "NAME", "ENABLED", "SOURCE", "DESTINATION", "SCHEDULE"
+                    );
+                    for r in records {
+                        let p = &r.policy;
+                        println!(
+                            "{:<24}  {:<8}  {:<40}  {:<40}  {:<22}  {}",
+                            p.name,
+                            p.enabled,
+                            format!("s3://{}/{}", p.source.bucket, p.source.prefix),
+                            format!("s3://{}/{}", p.destination.bucket, p.destination.prefix),
+                            p.schedule.as_deref().unwrap_or("-"),
+                            r.last_snapshot.as_deref().unwrap_or("-")
+                        );
+                    }
+                }
+            }
+            PolicyCommand::Delete { name } => {
+                backup::delete_policy(app, &name).await?;
+                println!("{}", json!({"Deleted": name}));
+            }
+        },
+        BackupCommand::Run { name } => {
+            let job = backup::start_run(app, &name, None).await?;
+            println!("{}", json!({"JobId": job.job_id}));
+        }
+        BackupCommand::Snapshots { name, json } => {
+            let snapshots = backup::list_snapshots(app, &name).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&snapshots)?);
+            } else {
+                println!(
+                    "{:<18}  {:>10}  {:>14}  {:>8}  {:>10}  {:>8}  CATALOG",
+                    "SNAPSHOT", "OBJECTS", "BYTES", "COPIED", "UNCHANGED", "DELETED"
+                );
+                for s in snapshots {
+                    println!(
+                        "{:<18}  {:>10}  {:>14}  {:>8}  {:>10}  {:>8}  s3://{}/{}",
+                        s.id,
+                        s.objects,
+                        s.bytes,
+                        s.copied,
+                        s.unchanged,
+                        s.deleted,
+                        s.catalog.bucket,
+                        s.catalog.key
+                    );
+                }
+            }
+        }
+        BackupCommand::Restore(args) => {
+            let keys = match &args.keys_from {
+                Some(path) => Some(
+                    read_document(path)?
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                ),
+                None => None,
+            };
+            let to = match &args.to {
+                Some(url) => Some(split_s3_url(url)?),
+                None => None,
+            };
+            let request = backup::RestoreRequest {
+                snapshot: args.snapshot.clone(),
+                as_of: args.as_of.clone(),
+                to,
+                prefix: args.prefix.clone(),
+                keys,
+            };
+            if args.dry_run {
+                use batchops_aws::prepare::{
+                    dry_run, ChunkWriter, Reader, SourceOptions, SourceSpec,
+                };
+                let (record, snapshot, source) =
+                    backup::restore_source(app, &args.name, &request).await?;
+                let spec = SourceSpec::Restore {
+                    backup_bucket: record.policy.destination.bucket.clone(),
+                    source,
+                    control_bucket: app.config.control_bucket.clone(),
+                };
+                let mut writer = ChunkWriter {
+                    s3: None,
+                    control: None,
+                    output: None,
+                    pin_with_head: false,
+                    as_of_lookup: None,
+                    concurrency: 1,
+                    stats: Default::default(),
+                };
+                let options = SourceOptions {
+                    chunk_size: app.config.chunk_size,
+                    keep_etags: false,
+                    as_of: None,
+                };
+                let report = dry_run(
+                    Reader::new(Some(app.s3.clone())),
+                    spec,
+                    options,
+                    &mut writer,
+                )
+                .await?;
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({
+                        "Snapshot": snapshot.id, "ObjectsToRestore": report.progress.tasks,
+                        "Bytes": report.progress.bytes, "NotSelected": report.progress.skipped,
+                    }))?
+                );
+            } else {
+                let job = backup::start_restore(app, &args.name, &request).await?;
+                println!("{}", json!({"JobId": job.job_id}));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn read_document(path: &str) -> Result<String> {
     let path = path.strip_prefix("file://").unwrap_or(path);
     std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))
@@ -448,6 +669,7 @@ async fn main() -> Result<()> {
     let app = App::new(config, clients).await?;
     match cli.command {
         Command::Local { .. } | Command::Plan(_) => unreachable!("handled above"),
+        Command::Backup { command } => backup_command(&app, command).await?,
         Command::Run {
             until_idle,
             concurrency,
