@@ -30,4 +30,19 @@ fi
 
 local_stack_start
 log "cargo test --workspace"
-cargo test --workspace 2>&1
+mkdir -p "$LOCAL_DIR"
+set +e
+cargo test --workspace 2>&1 | tee "$LOCAL_DIR/test.log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run (cargo ends with the doc tests' own "0 passed").
+python3 - "$LOCAL_DIR/test.log" <<'PY'
+import re, sys
+passed = failed = 0
+for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
+    m = re.match(r"test result: \w+\. (\d+) passed; (\d+) failed", line)
+    if m:
+        passed += int(m.group(1)); failed += int(m.group(2))
+print(f"tests: {passed} passed, {failed} failed")
+PY
+exit "$status"

@@ -294,6 +294,11 @@ impl Store {
     }
 
     async fn query_prefix(&self, job_id: &str, prefix: &str) -> Result<Vec<Item>> {
+        self.query_items(&job_pk(job_id), prefix).await
+    }
+
+    /// Every item of partition `pk` whose sort key starts with `prefix`, in sort-key order.
+    async fn query_items(&self, pk: &str, prefix: &str) -> Result<Vec<Item>> {
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
         loop {
@@ -302,7 +307,7 @@ impl Store {
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                .expression_attribute_values(":pk", s(job_pk(job_id)))
+                .expression_attribute_values(":pk", s(pk))
                 .expression_attribute_values(":prefix", s(prefix))
                 .consistent_read(true)
                 .set_exclusive_start_key(start.take())
@@ -599,34 +604,12 @@ impl Store {
         pk: &str,
         prefix: &str,
     ) -> Result<Vec<T>> {
-        let mut docs = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                .expression_attribute_values(":pk", s(pk))
-                .expression_attribute_values(":prefix", s(prefix))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(aws("DynamoDB", "Query"))?;
-            for item in out.items() {
-                if let Some(doc) = get_s(item, "doc") {
-                    docs.push(
-                        serde_json::from_str(doc).map_err(|e| Error::Data(format!("{pk}: {e}")))?,
-                    );
-                }
-            }
-            match out.last_evaluated_key() {
-                Some(key) if !key.is_empty() => start = Some(key.clone()),
-                _ => break,
-            }
-        }
-        Ok(docs)
+        self.query_items(pk, prefix)
+            .await?
+            .iter()
+            .filter_map(|item| get_s(item, "doc"))
+            .map(|doc| serde_json::from_str(doc).map_err(|e| Error::Data(format!("{pk}: {e}"))))
+            .collect()
     }
 
     /// Documents of every partition whose key starts with `pk_prefix` and whose sort key is `sk`

@@ -166,42 +166,56 @@ pub trait LineParser {
     fn has_version_field(&self) -> bool;
 }
 
-/// Splits one CSV record. Fields may be double-quoted with `""` escapes (S3 Inventory quotes every
-/// field); returns `None` when a quote is left open.
+/// Splits one CSV record into `out`, reusing its strings (this runs once per manifest line).
+/// Fields may be double-quoted with `""` escapes (S3 Inventory quotes every field); returns
+/// `None` when a quote is left open.
 pub fn split_csv_record(line: &str, out: &mut Vec<String>) -> Option<()> {
-    out.clear();
-    if !line.contains('"') {
-        out.extend(line.split(',').map(str::to_string));
-        return Some(());
+    fn slot(out: &mut Vec<String>, index: usize) -> &mut String {
+        if index == out.len() {
+            out.push(String::new());
+        }
+        let field = &mut out[index];
+        field.clear();
+        field
     }
-    let mut field = String::new();
-    let mut chars = line.chars().peekable();
-    let mut in_quotes = false;
-    let mut at_field_start = true;
-    while let Some(c) = chars.next() {
-        match c {
-            '"' if in_quotes => {
-                if chars.peek() == Some(&'"') {
-                    chars.next();
+    let bytes = line.as_bytes();
+    let find = |from: usize, byte: u8| {
+        bytes[from..]
+            .iter()
+            .position(|b| *b == byte)
+            .map(|p| from + p)
+    };
+    let mut i = 0;
+    let mut count = 0;
+    loop {
+        let field = slot(out, count);
+        count += 1;
+        if bytes.get(i) == Some(&b'"') {
+            i += 1;
+            loop {
+                let quote = find(i, b'"')?;
+                field.push_str(&line[i..quote]);
+                i = quote + 1;
+                if bytes.get(i) == Some(&b'"') {
                     field.push('"');
+                    i += 1;
                 } else {
-                    in_quotes = false;
+                    break;
                 }
             }
-            '"' if at_field_start => in_quotes = true,
-            ',' if !in_quotes => {
-                out.push(std::mem::take(&mut field));
-                at_field_start = true;
-                continue;
-            }
-            other => field.push(other),
         }
-        at_field_start = false;
+        match find(i, b',') {
+            Some(comma) => {
+                field.push_str(&line[i..comma]);
+                i = comma + 1;
+            }
+            None => {
+                field.push_str(&line[i..]);
+                break;
+            }
+        }
     }
-    if in_quotes {
-        return None;
-    }
-    out.push(field);
+    out.truncate(count);
     Some(())
 }
 
@@ -442,6 +456,20 @@ mod tests {
                 other => panic!("{line}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn csv_records_split_with_quotes_escapes_and_empty_fields() {
+        let mut out = vec!["stale".to_string(); 5];
+        split_csv_record(r#""a,b","say ""hi""",,plain,"""#, &mut out).unwrap();
+        assert_eq!(out, vec!["a,b", "say \"hi\"", "", "plain", ""]);
+        split_csv_record("x,y,", &mut out).unwrap();
+        assert_eq!(out, vec!["x", "y", ""]);
+        split_csv_record("", &mut out).unwrap();
+        assert_eq!(out, vec![""]);
+        assert!(split_csv_record(r#""open,x"#, &mut out).is_none());
+        split_csv_record(r#"ü"q,"ä""#, &mut out).unwrap();
+        assert_eq!(out, vec!["ü\"q", "ä"]);
     }
 
     #[test]
