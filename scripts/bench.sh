@@ -17,6 +17,7 @@ DATA="$ROOT/.local/bench"
 mkdir -p "$DATA"
 
 command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
+command -v taskset >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux >/dev/null; }
 
 echo "==> cargo build --release -p batchops-cli" >&2
 cargo build --release --quiet -p batchops-cli
@@ -65,22 +66,24 @@ measure() {
 }
 
 planner_bench() {
-  printf '| manifest | lines | plan wall s | lines/s | peak RSS MiB | gzip -dc s | plan / gzip -dc |\n'
-  printf '|---|---:|---:|---:|---:|---:|---:|\n'
+  printf '| manifest | lines | plan wall s | lines/s | lines/s on 1 core | peak RSS MiB | gzip -dc s | plan / gzip -dc |\n'
+  printf '|---|---:|---:|---:|---:|---:|---:|---:|\n'
   for kind in csv inventory; do
     for lines in $SIZES; do
       local input format gz
       input="$(generate "$kind" "$lines")"
       format="$kind"
       read -r wall rss <<<"$(measure "$BATCHOPS" plan --manifest "$input" --format "$format" --json)"
-      local rate ratio="n/a (not gzip)" gzip_s="-"
+      read -r wall1 _ <<<"$(measure taskset -c 0 "$BATCHOPS" plan --manifest "$input" --format "$format" --json)"
+      local rate rate1 ratio="n/a (not gzip)" gzip_s="-"
       rate="$(python3 -c "import sys; print(f'{int(sys.argv[1])/float(sys.argv[2]):,.0f}')" "$lines" "$wall")"
+      rate1="$(python3 -c "import sys; print(f'{int(sys.argv[1])/float(sys.argv[2]):,.0f}')" "$lines" "$wall1")"
       if [ "$kind" = inventory ]; then
         gz="$(dirname "$input")/data/part-0.csv.gz"
         read -r gzip_s _ <<<"$(measure sh -c "gzip -dc '$gz' > /dev/null")"
         ratio="$(python3 -c "import sys; print(f'{float(sys.argv[1])/float(sys.argv[2]):.2f}x')" "$wall" "$gzip_s")"
       fi
-      printf '| %s | %s | %s | %s | %.1f | %s | %s |\n' "$kind" "$(human "$lines")" "$wall" "$rate" "$(python3 -c "print($rss/1024)")" "$gzip_s" "$ratio"
+      printf '| %s | %s | %s | %s | %s | %.1f | %s | %s |\n' "$kind" "$(human "$lines")" "$wall" "$rate" "$rate1" "$(python3 -c "print($rss/1024)")" "$gzip_s" "$ratio"
     done
   done
 }
