@@ -54,6 +54,9 @@ pub struct SnapshotRecord {
     pub deleted: u64,
 }
 
+/// How policy items are listed in the status index (every scheduler tick lists them).
+const POLICY_KIND: &str = "#POLICY";
+
 fn policy_pk(name: &str) -> String {
     format!("POLICY#{name}")
 }
@@ -99,7 +102,13 @@ pub async fn put_policy(app: &App, policy: BackupPolicy) -> Result<PolicyRecord>
         let stored = match revision {
             Some(r) => {
                 app.store
-                    .put_doc(&policy_pk(&policy.name), "META", &record, Some(r))
+                    .put_doc(
+                        &policy_pk(&policy.name),
+                        "META",
+                        &record,
+                        Some(r),
+                        Some(POLICY_KIND),
+                    )
                     .await?
             }
             None => put_new(app, &record).await?,
@@ -118,7 +127,13 @@ async fn put_new(app: &App, record: &PolicyRecord) -> Result<bool> {
     // A brand-new item has no revision attribute; writing revision 0 unconditionally is safe
     // because a racing creator writes the same content.
     app.store
-        .put_doc(&policy_pk(&record.policy.name), "META", record, None)
+        .put_doc(
+            &policy_pk(&record.policy.name),
+            "META",
+            record,
+            None,
+            Some(POLICY_KIND),
+        )
         .await
 }
 
@@ -131,7 +146,7 @@ pub async fn get_policy(app: &App, name: &str) -> Result<PolicyRecord> {
 }
 
 pub async fn list_policies(app: &App) -> Result<Vec<PolicyRecord>> {
-    let mut policies: Vec<PolicyRecord> = app.store.scan_docs("POLICY#", "META").await?;
+    let mut policies: Vec<PolicyRecord> = app.store.list_docs(POLICY_KIND).await?;
     policies.sort_by(|a, b| a.policy.name.cmp(&b.policy.name));
     Ok(policies)
 }
@@ -164,7 +179,13 @@ async fn update_policy_record(
         }
         if app
             .store
-            .put_doc(&policy_pk(name), "META", &record, Some(revision))
+            .put_doc(
+                &policy_pk(name),
+                "META",
+                &record,
+                Some(revision),
+                Some(POLICY_KIND),
+            )
             .await?
         {
             return Ok(());
@@ -419,7 +440,13 @@ pub async fn complete_snapshot(app: &App, job_id: &str) -> Result<Option<Snapsho
     )
     .await?;
     app.store
-        .put_doc(&policy_pk(&policy.name), &snapshot_key, &snapshot, None)
+        .put_doc(
+            &policy_pk(&policy.name),
+            &snapshot_key,
+            &snapshot,
+            None,
+            None,
+        )
         .await?;
     let id = snapshot.id.clone();
     update_policy_record(app, &policy.name, |r| {

@@ -532,12 +532,14 @@ impl Store {
 
 /// A document item (`pk`, `sk`, JSON `doc`, optimistic `revision`): policies and snapshots.
 impl Store {
+    /// `listed_as`: also list the item in the status index under this kind (see `list_docs`).
     pub async fn put_doc<T: serde::Serialize>(
         &self,
         pk: &str,
         sk: &str,
         doc: &T,
         expected_revision: Option<u64>,
+        listed_as: Option<&str>,
     ) -> Result<bool> {
         let body = serde_json::to_string(doc).map_err(|e| Error::Data(e.to_string()))?;
         let mut request = self
@@ -548,6 +550,10 @@ impl Store {
             .item("sk", s(sk))
             .item("doc", s(body))
             .item("revision", n(expected_revision.map(|r| r + 1).unwrap_or(0)));
+        if let Some(kind) = listed_as {
+            // Kinds start with `#`, which no job status does: ListJobs never sees these items.
+            request = request.item("status", s(kind)).item("created_at", s(pk));
+        }
         request = match expected_revision {
             Some(r) => request
                 .condition_expression("revision = :r")
@@ -612,28 +618,23 @@ impl Store {
             .collect()
     }
 
-    /// Documents of every partition whose key starts with `pk_prefix` and whose sort key is `sk`
-    /// (a scan: used for the handful of backup policies).
-    pub async fn scan_docs<T: serde::de::DeserializeOwned>(
-        &self,
-        pk_prefix: &str,
-        sk: &str,
-    ) -> Result<Vec<T>> {
+    /// Documents put with `listed_as: Some(kind)`, from the status index (no table scan).
+    pub async fn list_docs<T: serde::de::DeserializeOwned>(&self, kind: &str) -> Result<Vec<T>> {
         let mut docs = Vec::new();
         let mut start: Option<Item> = None;
         loop {
             let out = self
                 .client
-                .scan()
+                .query()
                 .table_name(&self.table)
-                .filter_expression("begins_with(pk, :prefix) AND sk = :sk")
-                .expression_attribute_values(":prefix", s(pk_prefix))
-                .expression_attribute_values(":sk", s(sk))
-                .consistent_read(true)
+                .index_name(STATUS_INDEX)
+                .key_condition_expression("#status = :kind")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":kind", s(kind))
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(aws("DynamoDB", "Scan"))?;
+                .map_err(aws("DynamoDB", "Query"))?;
             for item in out.items() {
                 if let Some(doc) = get_s(item, "doc") {
                     docs.push(serde_json::from_str(doc).map_err(|e| Error::Data(e.to_string()))?);
