@@ -159,15 +159,21 @@ pub async fn fail_job(app: &App, job_id: &str, code: &str, reason: String) -> Re
     app.queues.request_finalize(job_id).await
 }
 
-/// Records the last resumable progress every `checkpoint_every_chunks`, or at the deadline (then
+/// Takes what was just written (`resume`: where a resumed planner may start, if anywhere) and
+/// records the last resumable progress every `checkpoint_every_chunks`, or at the deadline (then
 /// the slice ends). Some(advance) when the slice must stop.
 async fn checkpoint_if_due(
     app: &App,
     job: &mut JobRecord,
+    resume: Option<PlanProgress>,
     resumable: &mut Option<PlanProgress>,
     since_checkpoint: &mut u64,
     deadline: Instant,
 ) -> Result<Option<Advance>> {
+    if let Some(progress) = resume {
+        *resumable = Some(progress);
+        *since_checkpoint += 1;
+    }
     let out_of_time = Instant::now() >= deadline;
     let Some(progress) = resumable.as_ref() else {
         return Ok(None);
@@ -312,13 +318,11 @@ async fn plan_slice(app: &App, mut job: JobRecord, deadline: Instant) -> Result<
             }
             SourceEvent::Chunk(mut chunk) => {
                 writer.write(&mut chunk).await?;
-                if let Some(progress) = chunk.resume.take() {
-                    resumable = Some(progress);
-                    since_checkpoint += 1;
-                }
+                let resume = chunk.resume.take();
                 if let Some(advance) = checkpoint_if_due(
                     app,
                     &mut job,
+                    resume,
                     &mut resumable,
                     &mut since_checkpoint,
                     deadline,
@@ -341,13 +345,10 @@ async fn plan_slice(app: &App, mut job: JobRecord, deadline: Instant) -> Result<
                     "text/plain",
                 )
                 .await?;
-                if let Some(progress) = resume {
-                    resumable = Some(progress);
-                    since_checkpoint += 1;
-                }
                 if let Some(advance) = checkpoint_if_due(
                     app,
                     &mut job,
+                    resume,
                     &mut resumable,
                     &mut since_checkpoint,
                     deadline,
