@@ -124,8 +124,7 @@ pub async fn put_policy(app: &App, policy: BackupPolicy) -> Result<PolicyRecord>
 }
 
 async fn put_new(app: &App, record: &PolicyRecord) -> Result<bool> {
-    // A brand-new item has no revision attribute; writing revision 0 unconditionally is safe
-    // because a racing creator writes the same content.
+    // Create-only: a policy created concurrently makes this false and the caller re-reads.
     app.store
         .put_doc(
             &policy_pk(&record.policy.name),

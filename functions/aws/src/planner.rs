@@ -300,11 +300,13 @@ async fn plan_slice(app: &App, mut job: JobRecord, deadline: Instant) -> Result<
     let mut since_checkpoint = 0u64;
     let mut resumable: Option<PlanProgress> = None;
     while let Some(event) = events.recv().await {
-        match event? {
+        // What was just written, and where a resumed planner may start after it.
+        let resume = match event? {
             SourceEvent::ManifestEtag(etag) => {
                 if job.plan.manifest_etag.is_none() {
                     job.plan.manifest_etag = Some(etag);
                 }
+                None
             }
             SourceEvent::Failed { code, reason } => {
                 fail_job(app, &job_id, code, reason).await?;
@@ -315,22 +317,11 @@ async fn plan_slice(app: &App, mut job: JobRecord, deadline: Instant) -> Result<
                 if !job.warnings.contains(&warning) {
                     job.warnings.push(warning);
                 }
+                None
             }
             SourceEvent::Chunk(mut chunk) => {
                 writer.write(&mut chunk).await?;
-                let resume = chunk.resume.take();
-                if let Some(advance) = checkpoint_if_due(
-                    app,
-                    &mut job,
-                    resume,
-                    &mut resumable,
-                    &mut since_checkpoint,
-                    deadline,
-                )
-                .await?
-                {
-                    return Ok(advance);
-                }
+                chunk.resume.take()
             }
             SourceEvent::Draft { seq, rows, resume } => {
                 let mut body = String::new();
@@ -345,18 +336,7 @@ async fn plan_slice(app: &App, mut job: JobRecord, deadline: Instant) -> Result<
                     "text/plain",
                 )
                 .await?;
-                if let Some(advance) = checkpoint_if_due(
-                    app,
-                    &mut job,
-                    resume,
-                    &mut resumable,
-                    &mut since_checkpoint,
-                    deadline,
-                )
-                .await?
-                {
-                    return Ok(advance);
-                }
+                resume
             }
             SourceEvent::Finished(progress) => {
                 job.plan.progress = progress;
@@ -395,6 +375,18 @@ async fn plan_slice(app: &App, mut job: JobRecord, deadline: Instant) -> Result<
                 tracing::info!(job_id, tasks = p.tasks, chunks = p.next_seq, malformed = p.malformed, skipped = p.skipped, status = %job.status, "manifest planned");
                 return Ok(Advance::Idle);
             }
+        };
+        if let Some(advance) = checkpoint_if_due(
+            app,
+            &mut job,
+            resume,
+            &mut resumable,
+            &mut since_checkpoint,
+            deadline,
+        )
+        .await?
+        {
+            return Ok(advance);
         }
     }
     Err(Error::Data(format!(

@@ -532,7 +532,9 @@ impl Store {
 
 /// A document item (`pk`, `sk`, JSON `doc`, optimistic `revision`): policies and snapshots.
 impl Store {
-    /// `listed_as`: also list the item in the status index under this kind (see `list_docs`).
+    /// Writes a document: with `expected_revision`, only over that revision; without, only if
+    /// absent. False when the condition failed. `listed_as`: also list the item in the status
+    /// index under this kind (see `list_docs`).
     pub async fn put_doc<T: serde::Serialize>(
         &self,
         pk: &str,
@@ -558,7 +560,8 @@ impl Store {
             Some(r) => request
                 .condition_expression("revision = :r")
                 .expression_attribute_values(":r", n(r)),
-            None => request,
+            // No revision: create only; a racing writer makes this return false, not overwrite.
+            None => request.condition_expression("attribute_not_exists(pk)"),
         };
         match request.send().await {
             Ok(_) => Ok(true),
