@@ -15,9 +15,9 @@ use batchops_core::backup::{
 use batchops_core::job::timestamp;
 use batchops_core::plan::parse_time;
 use batchops_core::request::{
-    BackupRun, CatalogRef, CopySpec, CreateJobRequest, ManifestSource, MetadataDirective,
-    Operation, PutObjectCopy, ReplacementMetadata, Report, ReportScope, ReportTarget,
-    RestoreSource,
+    BackupRun, CatalogRef, CopySpec, CreateJobRequest, ManifestObject, ManifestSource,
+    MetadataDirective, Operation, PutObjectCopy, ReplacementMetadata, Report, ReportScope,
+    ReportTarget, RestoreSource,
 };
 use batchops_core::schedule::{slot_token, Schedule};
 use batchops_core::JobSpec;
@@ -52,6 +52,9 @@ pub struct SnapshotRecord {
     pub copied: u64,
     pub unchanged: u64,
     pub deleted: u64,
+    /// Copied by continuous mode since the previous snapshot (from S3 events).
+    #[serde(default)]
+    pub continuous: u64,
 }
 
 /// How policy items are listed in the status index (every scheduler tick lists them).
@@ -195,6 +198,25 @@ async fn update_policy_record(
     )))
 }
 
+/// How backup and restore copies are made: metadata and tags as the source has them, at
+/// `<target_prefix><key>`.
+pub fn copy_spec(
+    target_bucket: &str,
+    target_prefix: &str,
+    storage_class: Option<String>,
+) -> CopySpec {
+    CopySpec {
+        target_bucket: target_bucket.to_string(),
+        // Taken literally: a backup "directory" is exactly the prefix the policy names.
+        target_key_prefix: target_prefix.to_string(),
+        storage_class,
+        metadata_directive: MetadataDirective::Copy,
+        new_metadata: ReplacementMetadata::default(),
+        new_tagging: None,
+        checksum_algorithm: None,
+    }
+}
+
 /// A copy job's spec and request around a backup or restore source.
 fn internal_job(
     description: String,
@@ -235,16 +257,7 @@ fn internal_job(
         batchops: None,
     };
     let spec = JobSpec {
-        copy: CopySpec {
-            target_bucket: target_bucket.to_string(),
-            // Taken literally: a backup "directory" is exactly the prefix the policy names.
-            target_key_prefix: target_prefix.to_string(),
-            storage_class,
-            metadata_directive: MetadataDirective::Copy,
-            new_metadata: ReplacementMetadata::default(),
-            new_tagging: None,
-            checksum_algorithm: None,
-        },
+        copy: copy_spec(target_bucket, target_prefix, storage_class),
         manifest,
         report: Some(report),
         priority: 10,
@@ -255,18 +268,12 @@ fn internal_job(
 }
 
 /// Starts a run of `name`: for a schedule slot (idempotent: one job per policy and slot,
-/// however many triggers fire), or by hand now.
+/// however many triggers fire), or by hand now. A policy that names an inventory location
+/// runs from its newest report.
 pub async fn start_run(app: &App, name: &str, slot: Option<OffsetDateTime>) -> Result<CreatedJob> {
     let record = get_policy(app, name).await?;
-    let policy = record.policy.clone();
-    let at = slot.unwrap_or_else(now);
-    let id = snapshot_id(at);
-    let previous = match &record.last_snapshot {
-        Some(snapshot) => app
-            .store
-            .get_doc::<SnapshotRecord>(&policy_pk(name), &format!("SNAP#{snapshot}"))
-            .await?
-            .map(|(s, _)| s.catalog),
+    let inventory = match &record.policy.inventory {
+        Some(location) => Some(newest_inventory_report(app, &record.policy.name, location).await?),
         None => None,
     };
     let token = match slot {
@@ -276,6 +283,120 @@ pub async fn start_run(app: &App, name: &str, slot: Option<OffsetDateTime>) -> R
             &name[..name.len().min(20)],
             uuid::Uuid::new_v4().simple()
         ),
+    };
+    start_run_with(app, record, slot.unwrap_or_else(now), token, inventory).await
+}
+
+/// Starts the run an inventory report landing asks for: once per report, however often its
+/// event is delivered.
+pub async fn start_inventory_run(
+    app: &App,
+    name: &str,
+    bucket: &str,
+    manifest_key: &str,
+) -> Result<CreatedJob> {
+    let record = get_policy(app, name).await?;
+    let token = format!(
+        "inventory-{}",
+        crate::objects::md5_hex(format!("{name}\n{bucket}\n{manifest_key}").as_bytes())
+    );
+    let report = ManifestObject {
+        bucket: bucket.to_string(),
+        key: manifest_key.to_string(),
+        version_id: None,
+        etag: None,
+    };
+    start_run_with(app, record, now(), token, Some(report)).await
+}
+
+/// The newest complete report under the policy's inventory location: S3 Inventory writes
+/// `<prefix><YYYY-MM-DDTHH-MMZ>/manifest.json` last, so a folder without it is still being written.
+async fn newest_inventory_report(
+    app: &App,
+    policy: &str,
+    location: &batchops_core::backup::Location,
+) -> Result<ManifestObject> {
+    let mut prefix = location.prefix.clone();
+    if !prefix.is_empty() && !prefix.ends_with('/') {
+        prefix.push('/');
+    }
+    let mut folders = Vec::new();
+    let mut token = None;
+    loop {
+        let out = app
+            .s3
+            .list_objects_v2()
+            .bucket(&location.bucket)
+            .prefix(&prefix)
+            .delimiter("/")
+            .set_continuation_token(token.take())
+            .send()
+            .await
+            .map_err(crate::error::aws("S3", "ListObjectsV2"))?;
+        folders.extend(
+            out.common_prefixes()
+                .iter()
+                .filter_map(|p| p.prefix())
+                .filter(|p| p[prefix.len()..].starts_with(|c: char| c.is_ascii_digit()))
+                .map(str::to_string),
+        );
+        match out.next_continuation_token() {
+            Some(next) if out.is_truncated().unwrap_or(false) => token = Some(next.to_string()),
+            _ => break,
+        }
+    }
+    folders.sort();
+    for folder in folders.iter().rev() {
+        let key = format!("{folder}manifest.json");
+        match app
+            .s3
+            .head_object()
+            .bucket(&location.bucket)
+            .key(&key)
+            .send()
+            .await
+        {
+            Ok(_) => {
+                return Ok(ManifestObject {
+                    bucket: location.bucket.clone(),
+                    key,
+                    version_id: None,
+                    etag: None,
+                })
+            }
+            Err(err)
+                if err
+                    .raw_response()
+                    .is_some_and(|r| r.status().as_u16() == 404) =>
+            {
+                continue
+            }
+            Err(err) => return Err(crate::error::aws("S3", "HeadObject")(err)),
+        }
+    }
+    Err(Error::Invalid(format!(
+        "policy {policy}: no S3 Inventory report (<date folder>/manifest.json) under s3://{}/{prefix}",
+        location.bucket
+    )))
+}
+
+async fn start_run_with(
+    app: &App,
+    record: PolicyRecord,
+    at: OffsetDateTime,
+    token: String,
+    inventory: Option<ManifestObject>,
+) -> Result<CreatedJob> {
+    let name = record.policy.name.as_str();
+    let policy = record.policy.clone();
+    let id = snapshot_id(at);
+    let previous = match &record.last_snapshot {
+        Some(snapshot) => app
+            .store
+            .get_doc::<SnapshotRecord>(&policy_pk(name), &format!("SNAP#{snapshot}"))
+            .await?
+            .map(|(s, _)| s.catalog),
+        None => None,
     };
     let report = ReportTarget {
         bucket: policy.destination.bucket.clone(),
@@ -292,11 +413,12 @@ pub async fn start_run(app: &App, name: &str, slot: Option<OffsetDateTime>) -> R
         &policy.destination.prefix,
         policy.storage_class.clone(),
         report,
-        ManifestSource::Backup(BackupRun {
+        ManifestSource::Backup(Box::new(BackupRun {
             policy: policy.clone(),
             snapshot_id: id,
             previous,
-        }),
+            inventory,
+        })),
     );
     create_job_with_spec(app, request, spec).await
 }
@@ -387,6 +509,7 @@ pub async fn complete_snapshot(app: &App, job_id: &str) -> Result<Option<Snapsho
         copied: 0,
         unchanged: job.plan.progress.skipped,
         deleted: job.plan.progress.deleted,
+        continuous: job.plan.progress.journaled,
     };
     for seq in 0..job.plan.progress.draft_parts {
         let body = get_bytes(&app.s3, &app.config.control_bucket, &draft_key(job_id, seq)).await?;
@@ -459,8 +582,38 @@ pub async fn complete_snapshot(app: &App, job_id: &str) -> Result<Option<Snapsho
         true
     })
     .await?;
+    drop_old_journal(app, policy, &job.created_at).await?;
     apply_retention(app, &policy.name, now()).await?;
     Ok(Some(snapshot))
+}
+
+/// Journal parts written well before this run started are in its snapshot (or superseded by
+/// it): delete them. Parts from around the start or later stay for the next run.
+async fn drop_old_journal(app: &App, policy: &BackupPolicy, run_created: &str) -> Result<()> {
+    let started = parse_time(run_created).map_err(Error::Data)?;
+    let cutoff = crate::events::journal_stamp(started - time::Duration::minutes(10));
+    let prefix = policy.journal_prefix();
+    let mut token = None;
+    loop {
+        let out = app
+            .s3
+            .list_objects_v2()
+            .bucket(&policy.destination.bucket)
+            .prefix(&prefix)
+            .set_continuation_token(token.take())
+            .send()
+            .await
+            .map_err(crate::error::aws("S3", "ListObjectsV2"))?;
+        for key in out.contents().iter().filter_map(|o| o.key()) {
+            if key[prefix.len()..] < *cutoff.as_str() {
+                delete_object(&app.s3, &policy.destination.bucket, key).await?;
+            }
+        }
+        match out.next_continuation_token() {
+            Some(next) if out.is_truncated().unwrap_or(false) => token = Some(next.to_string()),
+            _ => return Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

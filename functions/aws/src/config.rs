@@ -13,6 +13,9 @@ pub struct Config {
     pub work_queue: String,
     pub plan_queue: String,
     pub finalize_queue: String,
+    /// S3 event notifications for continuous backups and inventory arrivals (the local runtime
+    /// polls it when it exists; in AWS it is the events function's event source).
+    pub events_queue: String,
     pub control_bucket: String,
     pub account_id: String,
     pub region: String,
@@ -108,6 +111,7 @@ impl Config {
             work_queue: text("BATCHOPS_WORK_QUEUE", "batchops-work"),
             plan_queue: text("BATCHOPS_PLAN_QUEUE", "batchops-plan"),
             finalize_queue: text("BATCHOPS_FINALIZE_QUEUE", "batchops-finalize"),
+            events_queue: text("BATCHOPS_EVENTS_QUEUE", "batchops-events"),
             control_bucket: text("BATCHOPS_CONTROL_BUCKET", "batchops-control"),
             account_id: text("BATCHOPS_ACCOUNT_ID", "000000000000"),
             region,

@@ -1,6 +1,7 @@
 //! Lambda event adapters: parse the event, call the library, map the result. The binaries in
 //! `functions/*` wire these to `lambda_runtime`; tests drive them with real event JSON.
 
+use crate::events::{handle_messages, EventMessage};
 use crate::finalizer::{finalize, Finalized};
 use crate::planner::{advance, sweep, Advance};
 use crate::queue::{ChunkPointer, JobPointer};
@@ -144,6 +145,40 @@ pub async fn planner_handler(
         "jobsWithMoreWork": summary.jobs_with_more_work,
         "errors": summary.errors,
     }))
+}
+
+/// Events: an SQS batch of S3 event notifications (continuous backups, inventory reports
+/// landing) -> partial batch response naming the messages to redeliver.
+pub async fn events_handler(
+    app: &App,
+    event: LambdaEvent<SqsEvent>,
+) -> Result<SqsBatchResponse, lambda_runtime::Error> {
+    let mut response = SqsBatchResponse::default();
+    let mut messages = Vec::new();
+    for record in event.payload.records {
+        let id = record.message_id.unwrap_or_default();
+        match record.body {
+            Some(body) => messages.push(EventMessage { id, body }),
+            None => {
+                tracing::error!(message_id = %id, "events queue message has no body");
+                if !id.is_empty() {
+                    response.add_failure(id);
+                }
+            }
+        }
+    }
+    let summary = handle_messages(app, messages).await;
+    tracing::info!(?summary, "S3 events handled");
+    for id in summary.failed {
+        if id.is_empty() {
+            tracing::error!(
+                "a failed events message has no messageId; it cannot be retried individually"
+            );
+        } else {
+            response.add_failure(id);
+        }
+    }
+    Ok(response)
 }
 
 /// Logging for the Lambda binaries: JSON lines, level from RUST_LOG (default info).

@@ -7,6 +7,8 @@ pub mod clients;
 pub mod config;
 pub mod copy;
 pub mod error;
+pub mod events;
+pub mod extsort;
 pub mod finalizer;
 pub mod jobs;
 pub mod lambda;

@@ -7,10 +7,12 @@
 //! stays flat whatever the manifest's size.
 
 use crate::error::{aws, describe_sdk, Error, Result, S3Failure};
+use crate::extsort::EntrySorter;
 use crate::objects::{md5_hex, put_bytes, same_etag};
 use aws_sdk_s3::Client;
 use batchops_core::backup::{
-    BackupOut, BackupPlanner, CatalogEntry, Differ, DraftRow, VersionsMode,
+    BackupOut, BackupPlanner, BackupPolicy, CatalogEntry, Differ, DraftRow, JournalRow,
+    VersionsMode,
 };
 use batchops_core::chunk::{chunk_key, ChunkTask};
 use batchops_core::encoding::encode_key;
@@ -420,7 +422,7 @@ pub enum SourceSpec {
         expected_etag: Option<String>,
     },
     Listing(GeneratedManifest),
-    Backup(BackupRun),
+    Backup(Box<BackupRun>),
     /// `backup_bucket` holds the copies the catalog names.
     Restore {
         source: RestoreSource,
@@ -472,19 +474,63 @@ fn open_failure(emitter: &Emitter, failure: OpenFailure) -> Result<()> {
 
 /// Feeds every line of `reader` to the planner, sending chunks as they fill. Returns the cursor
 /// after the last line, or None when the consumer went away or the job failed.
+/// Where parsed manifest lines go: a job's planner, or (a backup read from an inventory) a
+/// sorter.
+trait LineSink {
+    /// Takes one line; `Err` is a reason the whole manifest is unusable.
+    fn take(
+        &mut self,
+        parsed: ParsedLine,
+        before: &Cursor,
+        after: &Cursor,
+    ) -> std::result::Result<(), String>;
+    /// Sends what is ready; false once the consumer has gone (stop reading).
+    fn flush(&mut self, emitter: &Emitter) -> bool;
+    /// The job failure code for a line `take` refused.
+    fn failure_code(&self, default: &'static str) -> &'static str {
+        default
+    }
+}
+
+/// The job path: lines become chunks.
+struct PlannerSink<'a> {
+    planner: &'a mut Planner,
+    out: Vec<ChunkOut>,
+}
+
+impl LineSink for PlannerSink<'_> {
+    fn take(
+        &mut self,
+        parsed: ParsedLine,
+        before: &Cursor,
+        after: &Cursor,
+    ) -> std::result::Result<(), String> {
+        self.planner
+            .feed(after.line, parsed, before, after, &mut self.out)
+    }
+
+    fn flush(&mut self, emitter: &Emitter) -> bool {
+        self.out
+            .drain(..)
+            .all(|chunk| emitter.send_blocking(Ok(SourceEvent::Chunk(chunk))))
+    }
+}
+
+/// Reads lines into `sink`; `Some(end cursor)` when the input ended, None when reading stopped
+/// (consumer gone, or the job failed with `invalid_code`).
 #[allow(clippy::too_many_arguments)]
-fn feed_lines<R: BufRead, P: LineParser>(
+fn feed_lines<R: BufRead, P: LineParser, S: LineSink>(
     mut reader: R,
     parser: &mut P,
-    planner: &mut Planner,
+    sink: &mut S,
     mut cursor: Cursor,
     skip_lines: u64,
     per_file: bool,
     emitter: &Emitter,
     source_name: &str,
+    invalid_code: &'static str,
 ) -> Result<Option<Cursor>> {
     let mut line = Vec::with_capacity(1024);
-    let mut out = Vec::new();
     let mut skipped = 0u64;
     loop {
         line.clear();
@@ -511,18 +557,13 @@ fn feed_lines<R: BufRead, P: LineParser>(
         }
         let raw = line.strip_suffix(b"\n").unwrap_or(&line);
         let parsed = parser.parse_line(cursor.line, raw);
-        if let Err(reason) = planner.feed(cursor.line, parsed, &before, &cursor, &mut out) {
-            job_failure(
-                emitter,
-                "ManifestVersionIdsMixed",
-                format!("{source_name}: {reason}"),
-            )?;
+        if let Err(reason) = sink.take(parsed, &before, &cursor) {
+            let code = sink.failure_code(invalid_code);
+            job_failure(emitter, code, format!("{source_name}: {reason}"))?;
             return Ok(None);
         }
-        for chunk in out.drain(..) {
-            if !emitter.send_blocking(Ok(SourceEvent::Chunk(chunk))) {
-                return Ok(None);
-            }
+        if !sink.flush(emitter) {
+            return Ok(None);
         }
     }
 }
@@ -588,15 +629,20 @@ fn read_csv(
     }
     let mut parser = CsvManifestParser::new(fields);
     let buffered = BufReader::with_capacity(256 * 1024, opened.reader);
+    let mut sink = PlannerSink {
+        planner: &mut planner,
+        out: Vec::new(),
+    };
     match feed_lines(
         buffered,
         &mut parser,
-        &mut planner,
+        &mut sink,
         start,
         0,
         false,
         emitter,
         &location.describe(),
+        "ManifestVersionIdsMixed",
     )? {
         Some(end) => finish(&mut planner, &end, emitter),
         None => Ok(()),
@@ -662,49 +708,6 @@ fn read_inventory(
     options: &SourceOptions,
     emitter: &Emitter,
 ) -> Result<()> {
-    let manifest_json = match reader.open(location, 0, expected_etag) {
-        Ok(mut opened) => {
-            let mut body = Vec::new();
-            opened
-                .reader
-                .read_to_end(&mut body)
-                .map_err(|e| Error::Data(e.to_string()))?;
-            if let Some(etag) = opened.etag {
-                if let Some(expected) = expected_etag {
-                    if !same_etag(expected, &etag) {
-                        return job_failure(emitter, "ManifestETagMismatch", format!("Manifest.Location.ETag: {} has ETag {etag}, but the job expects {expected}; the manifest changed after the job was created", location.describe()));
-                    }
-                }
-                if !emitter.send_blocking(Ok(SourceEvent::ManifestEtag(etag))) {
-                    return Ok(());
-                }
-            }
-            body
-        }
-        Err(failure) => return open_failure(emitter, failure),
-    };
-    let url = location.describe();
-    match reader.read_all(&sibling(location, "manifest.checksum")) {
-        Ok(checksum) => {
-            if let Err(err) =
-                verify_manifest_checksum(&manifest_json, &String::from_utf8_lossy(&checksum))
-            {
-                return job_failure(emitter, "ManifestChecksumMismatch", format!("{url}: {err}"));
-            }
-        }
-        Err(OpenFailure::Job { .. }) => {
-            return job_failure(
-                emitter,
-                "ManifestChecksumMissing",
-                format!("{url}: manifest.checksum is missing next to manifest.json"),
-            );
-        }
-        Err(failure) => return open_failure(emitter, failure),
-    }
-    let manifest = match InventoryManifest::parse(&manifest_json) {
-        Ok(m) => m,
-        Err(err) => return job_failure(emitter, "ManifestInvalid", format!("{url}: {err}")),
-    };
     let mut planner = match Planner::new(
         options.chunk_size,
         progress.clone(),
@@ -715,16 +718,105 @@ fn read_inventory(
         Ok(p) => p,
         Err(reason) => return job_failure(emitter, "ManifestInvalid", reason),
     };
-    let mut cursor = progress.cursor.clone();
+    let mut sink = PlannerSink {
+        planner: &mut planner,
+        out: Vec::new(),
+    };
+    let needs_versions = options.as_of.is_some();
+    match read_inventory_files(
+        reader,
+        location,
+        expected_etag,
+        progress.cursor.clone(),
+        needs_versions,
+        &mut sink,
+        emitter,
+    )? {
+        Some(end) => finish(&mut planner, &end, emitter),
+        None => Ok(()),
+    }
+}
+
+/// Verifies an inventory report (manifest.json, its checksum, each file's MD5) and reads its
+/// files from `cursor` into `sink`. `Some(end cursor)` when all files were read.
+fn read_inventory_files<S: LineSink>(
+    reader: &Reader,
+    location: &Location,
+    expected_etag: Option<&str>,
+    mut cursor: Cursor,
+    needs_versions: bool,
+    sink: &mut S,
+    emitter: &Emitter,
+) -> Result<Option<Cursor>> {
+    let stop = |result: Result<()>| result.map(|_| None);
+    let manifest_json = match reader.open(location, 0, expected_etag) {
+        Ok(mut opened) => {
+            let mut body = Vec::new();
+            opened
+                .reader
+                .read_to_end(&mut body)
+                .map_err(|e| Error::Data(e.to_string()))?;
+            if let Some(etag) = opened.etag {
+                if let Some(expected) = expected_etag {
+                    if !same_etag(expected, &etag) {
+                        return stop(job_failure(emitter, "ManifestETagMismatch", format!("Manifest.Location.ETag: {} has ETag {etag}, but the job expects {expected}; the manifest changed after the job was created", location.describe())));
+                    }
+                }
+                if !emitter.send_blocking(Ok(SourceEvent::ManifestEtag(etag))) {
+                    return Ok(None);
+                }
+            }
+            body
+        }
+        Err(failure) => return stop(open_failure(emitter, failure)),
+    };
+    let url = location.describe();
+    match reader.read_all(&sibling(location, "manifest.checksum")) {
+        Ok(checksum) => {
+            if let Err(err) =
+                verify_manifest_checksum(&manifest_json, &String::from_utf8_lossy(&checksum))
+            {
+                return stop(job_failure(
+                    emitter,
+                    "ManifestChecksumMismatch",
+                    format!("{url}: {err}"),
+                ));
+            }
+        }
+        Err(OpenFailure::Job { .. }) => {
+            return stop(job_failure(
+                emitter,
+                "ManifestChecksumMissing",
+                format!("{url}: manifest.checksum is missing next to manifest.json"),
+            ));
+        }
+        Err(failure) => return stop(open_failure(emitter, failure)),
+    }
+    let manifest = match InventoryManifest::parse(&manifest_json) {
+        Ok(m) => m,
+        Err(err) => {
+            return stop(job_failure(
+                emitter,
+                "ManifestInvalid",
+                format!("{url}: {err}"),
+            ))
+        }
+    };
     let schema = if manifest.file_format == InventoryFormat::Csv {
         match InventorySchema::parse(&manifest.file_schema) {
             Ok(schema) => Some(schema),
-            Err(err) => return job_failure(emitter, "ManifestInvalid", format!("{url}: {err}")),
+            Err(err) => {
+                return stop(job_failure(
+                    emitter,
+                    "ManifestInvalid",
+                    format!("{url}: {err}"),
+                ))
+            }
         }
     } else {
         None
     };
-    if options.as_of.is_some() {
+    if needs_versions {
         let has_versions = match &schema {
             Some(s) => s.version_id.is_some() && s.last_modified.is_some(),
             None => {
@@ -733,7 +825,7 @@ fn read_inventory(
             }
         };
         if !has_versions {
-            return job_failure(emitter, "ManifestInvalid", format!("{url}: Batchops.AsOf needs an inventory with all versions (VersionId and LastModifiedDate columns)"));
+            return stop(job_failure(emitter, "ManifestInvalid", format!("{url}: this needs an inventory with all versions (VersionId and LastModifiedDate columns)")));
         }
     }
     while (cursor.file_index as usize) < manifest.files.len() {
@@ -745,7 +837,7 @@ fn read_inventory(
             Some(schema) => {
                 let opened = match reader.open(&data, 0, None) {
                     Ok(o) => o,
-                    Err(failure) => return open_failure(emitter, failure),
+                    Err(failure) => return stop(open_failure(emitter, failure)),
                 };
                 // Decompression runs on its own thread, parsing on this one: on two cores the
                 // pair keeps pace with `gzip -dc` alone.
@@ -758,18 +850,19 @@ fn read_inventory(
                 let fed = feed_lines(
                     BufReader::with_capacity(256 * 1024, gz),
                     &mut parser,
-                    &mut planner,
+                    sink,
                     start,
                     skip,
                     true,
                     emitter,
                     &name,
+                    "ManifestVersionIdsMixed",
                 )?;
                 let md5 = decompressor
                     .join()
                     .map_err(|_| Error::Data(format!("{name}: the decompressor thread panicked")))?
                     .map_err(|e| Error::Data(format!("{name}: {e}")))?;
-                let Some(end) = fed else { return Ok(()) };
+                let Some(end) = fed else { return Ok(None) };
                 cursor = end;
                 md5
             }
@@ -777,32 +870,36 @@ fn read_inventory(
                 reader,
                 &data,
                 manifest.file_format,
-                &mut planner,
+                sink,
                 &mut cursor,
                 skip,
                 emitter,
             )? {
                 Some(md5) => md5,
-                None => return Ok(()),
+                None => return Ok(None),
             },
         };
         if let Err(err) = verify_file_checksum(file, &md5) {
-            return job_failure(emitter, "ManifestChecksumMismatch", format!("{url}: {err}"));
+            return stop(job_failure(
+                emitter,
+                "ManifestChecksumMismatch",
+                format!("{url}: {err}"),
+            ));
         }
         cursor.file_index += 1;
         cursor.file_line = 0;
         cursor.offset = 0;
     }
-    finish(&mut planner, &cursor, emitter)
+    Ok(Some(cursor))
 }
 
 /// Parquet and ORC inventory files: downloaded to a temporary file (their readers seek), MD5
 /// computed on the way, then read record by record.
-fn read_columnar(
+fn read_columnar<S: LineSink>(
     reader: &Reader,
     data: &Location,
     format: InventoryFormat,
-    planner: &mut Planner,
+    sink: &mut S,
     cursor: &mut Cursor,
     skip: u64,
     emitter: &Emitter,
@@ -845,7 +942,6 @@ fn read_columnar(
             return Ok(None);
         }
     };
-    let mut out = Vec::new();
     for (index, record) in records.enumerate() {
         if (index as u64) < skip {
             continue;
@@ -880,14 +976,13 @@ fn read_columnar(
                 message: format!("inventory file {name} record {}: {err}", index + 1),
             }),
         };
-        if let Err(reason) = planner.feed(cursor.line, parsed, &before, cursor, &mut out) {
-            job_failure(emitter, "ManifestInvalid", format!("{name}: {reason}"))?;
+        if let Err(reason) = sink.take(parsed, &before, cursor) {
+            let code = sink.failure_code("ManifestInvalid");
+            job_failure(emitter, code, format!("{name}: {reason}"))?;
             return Ok(None);
         }
-        for chunk in out.drain(..) {
-            if !emitter.send_blocking(Ok(SourceEvent::Chunk(chunk))) {
-                return Ok(None);
-            }
+        if !sink.flush(emitter) {
+            return Ok(None);
         }
     }
     Ok(Some(md5))
@@ -1541,6 +1636,154 @@ fn bucket_versioned(reader: &Reader, bucket: &str) -> Result<bool> {
     }
 }
 
+/// In-memory entries per sorted run when a backup reads an inventory (about 100 MB).
+const SORT_RUN_ENTRIES: usize = 250_000;
+
+/// A backup's source entries in listing order: the bucket listed page by page, or an inventory
+/// report sorted.
+enum BackupEntries {
+    Listing {
+        s3: Client,
+        bucket: String,
+        prefix: String,
+        versioned: bool,
+        cursor: Cursor,
+        done: bool,
+    },
+    Sorted {
+        sorted: crate::extsort::SortedEntries,
+        /// Resuming: keys up to this one were diffed by an earlier slice.
+        after_key: Option<String>,
+    },
+}
+
+/// Entries per page taken from a sorted inventory.
+const SORTED_PAGE: usize = 1000;
+
+impl BackupEntries {
+    fn next_page(&mut self, reader: &Reader) -> Result<Option<Vec<(ObjectEntry, bool)>>> {
+        match self {
+            BackupEntries::Listing {
+                s3,
+                bucket,
+                prefix,
+                versioned,
+                cursor,
+                done,
+            } => {
+                if *done {
+                    return Ok(None);
+                }
+                let page = if *versioned {
+                    reader
+                        .handle
+                        .block_on(list_versions_page(s3, bucket, prefix, cursor))?
+                } else {
+                    reader
+                        .handle
+                        .block_on(list_objects_page(s3, bucket, prefix, cursor))?
+                };
+                if let Some((last, _)) = page.entries.last() {
+                    cursor.key_marker = Some(last.object.key.clone());
+                    cursor.version_marker = last.object.version_id.clone().filter(|_| *versioned);
+                }
+                *done = !page.truncated;
+                Ok(Some(page.entries))
+            }
+            BackupEntries::Sorted { sorted, after_key } => {
+                let mut page = Vec::with_capacity(SORTED_PAGE);
+                for item in sorted.by_ref() {
+                    let (entry, is_delete_marker) =
+                        item.map_err(|e| Error::Data(format!("sorted inventory: {e}")))?;
+                    if after_key
+                        .as_deref()
+                        .is_some_and(|after| entry.object.key.as_str() <= after)
+                    {
+                        continue;
+                    }
+                    page.push((entry, is_delete_marker));
+                    if page.len() == SORTED_PAGE {
+                        break;
+                    }
+                }
+                Ok((!page.is_empty()).then_some(page))
+            }
+        }
+    }
+}
+
+/// Inventory rows of the policy's source into the sorter. A row that cannot be read fails the
+/// run: a missing row would look like a deletion.
+struct SorterSink<'a> {
+    sorter: crate::extsort::EntrySorter,
+    policy: &'a BackupPolicy,
+}
+
+impl LineSink for SorterSink<'_> {
+    fn take(
+        &mut self,
+        parsed: ParsedLine,
+        _before: &Cursor,
+        _after: &Cursor,
+    ) -> std::result::Result<(), String> {
+        let (entry, is_delete_marker) = match parsed {
+            ParsedLine::Blank => return Ok(()),
+            ParsedLine::Object(entry) => (entry, false),
+            ParsedLine::DeleteMarker(entry) => (entry, true),
+            ParsedLine::Malformed(m) => return Err(format!("line {}: {}", m.line, m.message)),
+        };
+        if !self.policy.covers(&entry.object.bucket, &entry.object.key) {
+            return Ok(());
+        }
+        self.sorter
+            .push(entry, is_delete_marker)
+            .map_err(|e| format!("sorting the inventory on local disk: {e}"))
+    }
+
+    fn flush(&mut self, _emitter: &Emitter) -> bool {
+        true
+    }
+
+    fn failure_code(&self, _default: &'static str) -> &'static str {
+        "InventoryInvalid"
+    }
+}
+
+/// Continuous mode's journal parts for `policy` (all of them: rows older than the previous
+/// snapshot only ever match what that snapshot already has). Errors name the part and line.
+fn read_journal(
+    reader: &Reader,
+    policy: &BackupPolicy,
+) -> std::result::Result<Vec<JournalRow>, String> {
+    let Some(s3) = reader.s3.as_ref() else {
+        return Ok(Vec::new());
+    };
+    let bucket = &policy.destination.bucket;
+    let prefix = policy.journal_prefix();
+    let mut rows = Vec::new();
+    let mut cursor = Cursor::default();
+    loop {
+        let page = reader
+            .handle
+            .block_on(list_objects_page(s3, bucket, &prefix, &cursor))
+            .map_err(|e| e.to_string())?;
+        for (entry, _) in &page.entries {
+            let key = &entry.object.key;
+            let body = reader
+                .handle
+                .block_on(crate::objects::get_bytes(s3, bucket, key))
+                .map_err(|e| e.to_string())?;
+            let part = JournalRow::parse_part(&String::from_utf8_lossy(&body))
+                .map_err(|e| format!("journal part s3://{bucket}/{key}: {e}"))?;
+            rows.extend(part);
+            cursor.key_marker = Some(key.clone());
+        }
+        if !page.truncated {
+            return Ok(rows);
+        }
+    }
+}
+
 fn emit_backup(outs: &mut Vec<BackupOut>, emitter: &Emitter) -> bool {
     for out in outs.drain(..) {
         let event = match out {
@@ -1612,8 +1855,12 @@ fn read_backup(
             }
             None => Box::new(std::iter::empty()),
         };
+    let journal = match read_journal(reader, policy) {
+        Ok(rows) => rows,
+        Err(reason) => return job_failure(emitter, "JournalInvalid", reason),
+    };
     let all_versions = policy.versions == VersionsMode::All;
-    let mut differ = Differ::new(catalog, source_versioned, all_versions);
+    let mut differ = Differ::new(catalog, source_versioned, all_versions).with_journal(journal);
     differ.catalog_taken = skip;
     let mut planner = BackupPlanner::new(
         policy.clone(),
@@ -1621,9 +1868,47 @@ fn read_backup(
         options.chunk_size,
         DRAFT_ROWS,
     );
-    let mut page_cursor = Cursor {
-        key_marker: progress.cursor.key_marker.clone(),
-        ..Default::default()
+    let mut entries = match &run.inventory {
+        None => BackupEntries::Listing {
+            s3,
+            bucket: policy.source.bucket.clone(),
+            prefix: policy.source.prefix.clone(),
+            versioned: source_versioned,
+            cursor: Cursor {
+                key_marker: progress.cursor.key_marker.clone(),
+                ..Default::default()
+            },
+            done: false,
+        },
+        Some(report) => {
+            // Inventory files are not in key order across files: sort them (on local disk
+            // past a bound) into the order a listing has. A resumed slice sorts again.
+            let mut sink = SorterSink {
+                sorter: EntrySorter::new(SORT_RUN_ENTRIES),
+                policy,
+            };
+            let location = Location::S3(report.clone());
+            let Some(_) = read_inventory_files(
+                reader,
+                &location,
+                None,
+                Cursor::default(),
+                source_versioned,
+                &mut sink,
+                emitter,
+            )?
+            else {
+                return Ok(());
+            };
+            let sorted = sink
+                .sorter
+                .finish()
+                .map_err(|e| Error::Data(format!("sorting {}: {e}", location.describe())))?;
+            BackupEntries::Sorted {
+                sorted,
+                after_key: progress.cursor.key_marker.clone(),
+            }
+        }
     };
     let mut group_key: Option<String> = None;
     let mut group: Vec<ObjectEntry> = Vec::new();
@@ -1663,23 +1948,8 @@ fn read_backup(
             None => job_failure(emitter, "SnapshotCatalogInvalid", reason),
         }
     };
-    loop {
-        let page = if source_versioned {
-            reader.handle.block_on(list_versions_page(
-                &s3,
-                &policy.source.bucket,
-                &policy.source.prefix,
-                &page_cursor,
-            ))?
-        } else {
-            reader.handle.block_on(list_objects_page(
-                &s3,
-                &policy.source.bucket,
-                &policy.source.prefix,
-                &page_cursor,
-            ))?
-        };
-        for (entry, is_delete_marker) in page.entries {
+    while let Some(page) = entries.next_page(reader)? {
+        for (entry, is_delete_marker) in page {
             if group_key.as_deref() != Some(entry.object.key.as_str()) {
                 if let Some(key) = group_key.take() {
                     if let Err(reason) =
@@ -1693,9 +1963,6 @@ fn read_backup(
                 }
                 group_key = Some(entry.object.key.clone());
             }
-            page_cursor.key_marker = Some(entry.object.key.clone());
-            page_cursor.version_marker =
-                entry.object.version_id.clone().filter(|_| source_versioned);
             let wanted = if all_versions {
                 !is_delete_marker
             } else {
@@ -1704,9 +1971,6 @@ fn read_backup(
             if wanted {
                 group.push(entry);
             }
-        }
-        if !page.truncated {
-            break;
         }
     }
     if let Some(key) = group_key.take() {

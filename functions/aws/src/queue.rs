@@ -22,6 +22,7 @@ pub struct JobPointer {
 
 #[derive(Debug, Clone)]
 pub struct Received {
+    pub message_id: String,
     pub body: String,
     pub receipt_handle: String,
 }
@@ -34,7 +35,7 @@ pub struct Queues {
     pub finalize_url: String,
 }
 
-async fn resolve(client: &Client, name_or_url: &str) -> Result<String> {
+pub async fn resolve(client: &Client, name_or_url: &str) -> Result<String> {
     if name_or_url.starts_with("http://") || name_or_url.starts_with("https://") {
         return Ok(name_or_url.to_string());
     }
@@ -50,6 +51,11 @@ async fn resolve(client: &Client, name_or_url: &str) -> Result<String> {
 }
 
 impl Queues {
+    /// The SQS client, for queues resolved later (the optional events queue).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     pub async fn resolve(client: Client, work: &str, plan: &str, finalize: &str) -> Result<Self> {
         Ok(Queues {
             work_url: resolve(&client, work).await?,
@@ -164,6 +170,7 @@ impl Queues {
             .iter()
             .filter_map(|m| {
                 Some(Received {
+                    message_id: m.message_id().unwrap_or_default().to_string(),
                     body: m.body()?.to_string(),
                     receipt_handle: m.receipt_handle()?.to_string(),
                 })

@@ -3,6 +3,7 @@
 //! finalize queue), so a whole job runs on one machine against any S3/SQS/DynamoDB endpoint.
 
 use crate::error::{Error, Result};
+use crate::events::{handle_messages, EventMessage};
 use crate::finalizer::{finalize, Finalized};
 use crate::planner::{advance, sweep};
 use crate::queue::{ChunkPointer, JobPointer};
@@ -42,6 +43,8 @@ impl Default for RunOptions {
 #[derive(Debug, Default)]
 pub struct RunStats {
     pub chunks: AtomicU64,
+    /// S3 event messages handled (continuous backups, inventory arrivals).
+    pub events: AtomicU64,
     pub finalizations: AtomicU64,
     pub errors: AtomicU64,
 }
@@ -68,6 +71,16 @@ pub async fn run(app: Arc<App>, options: RunOptions) -> Result<Arc<RunStats>> {
         stop_rx.clone(),
         stats.clone(),
     )));
+    // The events queue is optional locally: without it, continuous backups just wait for runs.
+    match crate::queue::resolve(app.queues.client(), &app.config.events_queue).await {
+        Ok(url) => tasks.push(tokio::spawn(events_loop(
+            app.clone(),
+            url,
+            stop_rx.clone(),
+            stats.clone(),
+        ))),
+        Err(err) => tracing::info!(error = %err, "no events queue; S3 events are not handled"),
+    }
 
     let started = Instant::now();
     let outcome = loop {
@@ -230,6 +243,47 @@ async fn finalizer_loop(app: Arc<App>, stop: watch::Receiver<bool>, stats: Arc<R
                         .release(&app.queues.finalize_url, &message.receipt_handle, 2)
                         .await;
                 }
+            }
+        }
+    }
+}
+
+/// Same as the events Lambda: batches of up to ten notifications; failed ones come back after a
+/// short delay.
+async fn events_loop(
+    app: Arc<App>,
+    url: String,
+    stop: watch::Receiver<bool>,
+    stats: Arc<RunStats>,
+) {
+    while !*stop.borrow() {
+        let messages = match app.queues.receive(&url, 10, 1, 120).await {
+            Ok(messages) => messages,
+            Err(err) => {
+                tracing::warn!(error = %err, "events queue receive failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if messages.is_empty() {
+            continue;
+        }
+        let batch = messages
+            .iter()
+            .map(|m| EventMessage {
+                id: m.message_id.clone(),
+                body: m.body.clone(),
+            })
+            .collect();
+        let summary = handle_messages(&app, batch).await;
+        tracing::debug!(?summary, "S3 events handled");
+        for message in messages {
+            stats.events.fetch_add(1, Ordering::Relaxed);
+            if summary.failed.contains(&message.message_id) {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                let _ = app.queues.release(&url, &message.receipt_handle, 2).await;
+            } else {
+                let _ = app.queues.delete(&url, &message.receipt_handle).await;
             }
         }
     }

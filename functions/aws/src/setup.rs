@@ -1,5 +1,5 @@
-//! `batchops local init`: creates the table, queues (work queue with its DLQ, plan and
-//! finalize queues) and the control bucket, leaving whatever already exists alone.
+//! `batchops local init`: creates the table, queues (work queue with its DLQ, plan, finalize
+//! and S3 events queues) and the control bucket, leaving whatever already exists alone.
 
 use crate::clients::Clients;
 use crate::config::Config;
@@ -119,6 +119,13 @@ pub async fn init(clients: &Clients, config: &Config) -> Result<InitReport> {
         clients,
         &config.finalize_queue,
         &[(QueueAttributeName::VisibilityTimeout, "10".into())],
+        &mut report,
+    )
+    .await?;
+    create_queue(
+        clients,
+        &config.events_queue,
+        &[(QueueAttributeName::VisibilityTimeout, "120".into())],
         &mut report,
     )
     .await?;

@@ -530,6 +530,43 @@ impl Store {
     }
 }
 
+/// Once-only markers: an S3 event applied by continuous backup. They expire through the
+/// table's TTL on `expires_at`, once SQS can no longer redeliver the event.
+impl Store {
+    pub async fn marked(&self, pk: &str) -> Result<bool> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s("MARK"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(aws("DynamoDB", "GetItem"))?;
+        Ok(out.item().is_some())
+    }
+
+    /// Puts the marker; false if it was already there.
+    pub async fn mark(&self, pk: &str, expires_at: u64) -> Result<bool> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(pk))
+            .item("sk", s("MARK"))
+            .item("expires_at", n(expires_at))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if err.as_service_error().is_some_and(is_conditional_failure) => Ok(false),
+            Err(err) => Err(aws("DynamoDB", "PutItem")(err)),
+        }
+    }
+}
+
 /// A document item (`pk`, `sk`, JSON `doc`, optimistic `revision`): policies and snapshots.
 impl Store {
     /// Writes a document: with `expected_revision`, only over that revision; without, only if

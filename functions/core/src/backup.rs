@@ -76,6 +76,14 @@ pub struct BackupPolicy {
     /// Accept an unversioned destination (an overwrite there destroys the earlier copy).
     #[serde(default)]
     pub allow_unversioned_destination: bool,
+    /// Between runs, copy objects as S3 reports them (ObjectCreated/ObjectRemoved events on the
+    /// events queue); the next run records those copies in its snapshot instead of redoing them.
+    #[serde(default)]
+    pub continuous: bool,
+    /// Where S3 Inventory delivers the source's reports (`<prefix>.../manifest.json`): runs read
+    /// the newest report instead of listing the bucket, and a report landing starts a run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<Location>,
 }
 
 fn utc() -> String {
@@ -112,6 +120,14 @@ impl BackupPolicy {
         {
             return err("destination.prefix", "must not be inside the source prefix of the same bucket (the backup would back itself up)");
         }
+        if let Some(inventory) = &self.inventory {
+            if !crate::manifest::is_valid_bucket_name(&inventory.bucket) {
+                return Err((
+                    "inventory.bucket".to_string(),
+                    format!("`{}` is not a valid bucket name", inventory.bucket),
+                ));
+            }
+        }
         if self.retention.keep_last == Some(0) {
             return err("retention.keepLast", "must be at least 1");
         }
@@ -124,6 +140,77 @@ impl BackupPolicy {
             "{}.batchops/snapshots/{}/",
             self.destination.prefix, self.name
         )
+    }
+
+    /// Where continuous mode journals its copies in the destination bucket, one part per batch.
+    pub fn journal_prefix(&self) -> String {
+        format!(
+            "{}.batchops/journal/{}/",
+            self.destination.prefix, self.name
+        )
+    }
+
+    /// Whether an object of `bucket` is this policy's to back up.
+    pub fn covers(&self, bucket: &str, key: &str) -> bool {
+        bucket == self.source.bucket && key.starts_with(&self.source.prefix)
+    }
+
+    /// Whether `key` of `bucket` is an inventory report's manifest.json for this policy.
+    pub fn is_inventory_manifest(&self, bucket: &str, key: &str) -> bool {
+        self.inventory.as_ref().is_some_and(|inventory| {
+            bucket == inventory.bucket
+                && key.starts_with(&inventory.prefix)
+                && key.ends_with("/manifest.json")
+        })
+    }
+}
+
+/// What continuous mode did between runs, as journal rows in the destination bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JournalRow {
+    /// An object (version) copied into the backup.
+    Copied(CatalogEntry),
+    /// A delete marker placed on the backup copy of `key` (deletes: propagate).
+    Removed { key: String },
+}
+
+impl JournalRow {
+    pub fn key(&self) -> &str {
+        match self {
+            JournalRow::Copied(entry) => &entry.key,
+            JournalRow::Removed { key } => key,
+        }
+    }
+
+    pub fn write_line(&self, out: &mut String) {
+        match self {
+            JournalRow::Copied(entry) => {
+                out.push_str("C\t");
+                entry.write_line(out);
+            }
+            JournalRow::Removed { key } => {
+                out.push_str("R\t");
+                out.push_str(&encode_key(key));
+                out.push('\n');
+            }
+        }
+    }
+
+    /// Parses a journal part; names the line that is wrong.
+    pub fn parse_part(body: &str) -> Result<Vec<JournalRow>, String> {
+        let mut rows = Vec::new();
+        for (index, line) in body.lines().enumerate() {
+            let row = match line.split_once('\t') {
+                Some(("C", rest)) => CatalogEntry::parse_line(rest)?.map(JournalRow::Copied),
+                Some(("R", key)) => Some(JournalRow::Removed {
+                    key: decode_key(key).map_err(|e| format!("line {}: key: {e}", index + 1))?,
+                }),
+                _ if line.is_empty() => None,
+                _ => return Err(format!("line {}: not a journal row: `{line}`", index + 1)),
+            };
+            rows.extend(row);
+        }
+        Ok(rows)
     }
 }
 
@@ -205,8 +292,12 @@ pub enum Change {
     },
     /// Same as in the previous snapshot: nothing to copy.
     Unchanged(CatalogEntry),
+    /// Already copied by continuous mode since the previous snapshot: nothing to copy.
+    Journaled(CatalogEntry),
     /// In the previous snapshot, gone from the source.
     Deleted(CatalogEntry),
+    /// Gone from the source, and continuous mode already put the delete marker on its copy.
+    DeletedMarked(CatalogEntry),
 }
 
 /// Sorted merge of a listing (keys ascending; with all versions, each key's versions oldest
@@ -217,6 +308,11 @@ pub struct Differ<C: Iterator<Item = Result<CatalogEntry, String>>> {
     pub catalog_taken: u64,
     versioned: bool,
     all_versions: bool,
+    /// Continuous mode's rows since the previous snapshot, sorted by key (stable: oldest
+    /// first within a key). Rows of keys the diff has passed are dropped.
+    journal: std::collections::VecDeque<JournalRow>,
+    /// The last key taken from the journal, and its rows.
+    journal_key: Option<(String, Vec<JournalRow>)>,
 }
 
 impl<C: Iterator<Item = Result<CatalogEntry, String>>> Differ<C> {
@@ -226,6 +322,59 @@ impl<C: Iterator<Item = Result<CatalogEntry, String>>> Differ<C> {
             catalog_taken: 0,
             versioned,
             all_versions,
+            journal: Default::default(),
+            journal_key: None,
+        }
+    }
+
+    /// Merges continuous mode's journal in: its copies count as known copies of their keys.
+    pub fn with_journal(mut self, mut rows: Vec<JournalRow>) -> Self {
+        rows.sort_by(|a, b| a.key().cmp(b.key()));
+        self.journal = rows.into();
+        self
+    }
+
+    /// The journal rows of `key` (keys are asked for in ascending order).
+    fn journal_rows(&mut self, key: &str) -> &[JournalRow] {
+        if self.journal_key.as_ref().is_none_or(|(k, _)| k != key) {
+            while self.journal.front().is_some_and(|row| row.key() < key) {
+                self.journal.pop_front();
+            }
+            let mut rows = Vec::new();
+            while self.journal.front().is_some_and(|row| row.key() == key) {
+                rows.extend(self.journal.pop_front());
+            }
+            self.journal_key = Some((key.to_string(), rows));
+        }
+        self.journal_key
+            .as_ref()
+            .map(|(_, rows)| rows.as_slice())
+            .unwrap_or_default()
+    }
+
+    /// A journaled copy of exactly this listed object, newest first.
+    fn journaled_copy(&mut self, entry: &ObjectEntry) -> Option<CatalogEntry> {
+        let versioned = self.versioned;
+        self.journal_rows(&entry.object.key)
+            .iter()
+            .rev()
+            .find_map(|row| match row {
+                JournalRow::Copied(copy) if same_object(copy, entry, versioned) => {
+                    Some(copy.clone())
+                }
+                _ => None,
+            })
+    }
+
+    fn deleted(&mut self, previous: CatalogEntry) -> Change {
+        let marked = matches!(
+            self.journal_rows(&previous.key).last(),
+            Some(JournalRow::Removed { .. })
+        );
+        if marked {
+            Change::DeletedMarked(previous)
+        } else {
+            Change::Deleted(previous)
         }
     }
 
@@ -248,7 +397,9 @@ impl<C: Iterator<Item = Result<CatalogEntry, String>>> Differ<C> {
             if key.is_some_and(|k| next.as_str() >= k) {
                 break;
             }
-            out.push(Change::Deleted(self.take_catalog()?));
+            let previous = self.take_catalog()?;
+            let change = self.deleted(previous);
+            out.push(change);
         }
         Ok(())
     }
@@ -270,24 +421,15 @@ impl<C: Iterator<Item = Result<CatalogEntry, String>>> Differ<C> {
         if !self.all_versions {
             let entry = listed.into_iter().next_back().ok_or("no entry")?;
             let change = match previous.pop() {
-                None => Change::New(entry),
-                Some(prev) => {
-                    let same = if self.versioned {
-                        prev.source_version == entry.object.version_id
-                    } else {
-                        prev.etag.as_deref().map(|e| e.trim_matches('"'))
-                            == entry.etag.as_deref().map(|e| e.trim_matches('"'))
-                            && Some(prev.size) == entry.size
-                    };
-                    if same {
-                        Change::Unchanged(prev)
-                    } else {
-                        Change::Changed {
-                            entry,
-                            previous: prev,
-                        }
-                    }
-                }
+                Some(prev) if same_object(&prev, &entry, self.versioned) => Change::Unchanged(prev),
+                prev => match (self.journaled_copy(&entry), prev) {
+                    (Some(copy), _) => Change::Journaled(copy),
+                    (None, None) => Change::New(entry),
+                    (None, Some(prev)) => Change::Changed {
+                        entry,
+                        previous: prev,
+                    },
+                },
             };
             out.push(change);
             return Ok(());
@@ -302,12 +444,16 @@ impl<C: Iterator<Item = Result<CatalogEntry, String>>> Differ<C> {
                     matched[i] = true;
                     out.push(Change::Unchanged(previous[i].clone()));
                 }
-                None => out.push(Change::New(entry)),
+                None => match self.journaled_copy(&entry) {
+                    Some(copy) => out.push(Change::Journaled(copy)),
+                    None => out.push(Change::New(entry)),
+                },
             }
         }
         for (prev, seen) in previous.into_iter().zip(matched) {
             if !seen {
-                out.push(Change::Deleted(prev));
+                let change = self.deleted(prev);
+                out.push(change);
             }
         }
         Ok(())
@@ -316,6 +462,18 @@ impl<C: Iterator<Item = Result<CatalogEntry, String>>> Differ<C> {
     /// The listing ended: every remaining catalog entry is deleted.
     pub fn finish(&mut self, out: &mut Vec<Change>) -> Result<(), String> {
         self.deletions_before(None, out)
+    }
+}
+
+/// Whether a catalog entry is a copy of the listed object: the same version when the source is
+/// versioned, else the same ETag and size.
+fn same_object(copy: &CatalogEntry, entry: &ObjectEntry, versioned: bool) -> bool {
+    if versioned {
+        copy.source_version == entry.object.version_id
+    } else {
+        copy.etag.as_deref().map(|e| e.trim_matches('"'))
+            == entry.etag.as_deref().map(|e| e.trim_matches('"'))
+            && Some(copy.size) == entry.size
     }
 }
 
@@ -446,9 +604,72 @@ mod tests {
                 Change::New(e) => format!("new {}", e.object.key),
                 Change::Changed { entry, .. } => format!("changed {}", entry.object.key),
                 Change::Unchanged(e) => format!("unchanged {}", e.key),
+                Change::Journaled(e) => format!("journaled {} {:?}", e.key, e.dest_version),
                 Change::Deleted(e) => format!("deleted {}", e.key),
+                Change::DeletedMarked(e) => format!("deleted-marked {}", e.key),
             })
             .collect()
+    }
+
+    #[test]
+    fn journal_copies_count_as_known_copies() {
+        let catalog = vec![
+            cataloged("a", "1", "e", 1),
+            cataloged("b", "1", "e", 1),
+            cataloged("c", "1", "e", 1),
+            cataloged("d", "1", "e", 1),
+        ];
+        let mut copied_b2 = cataloged("b", "2", "e", 1);
+        copied_b2.dest_version = Some("journal-b2".into());
+        let mut stale_c = cataloged("c", "0", "e", 1);
+        stale_c.dest_version = Some("journal-c0".into());
+        let mut new_n = cataloged("n", "1", "e", 1);
+        new_n.dest_version = Some("journal-n1".into());
+        let journal = vec![
+            // Out of key order, as parts from many batches are.
+            JournalRow::Copied(new_n),
+            JournalRow::Removed { key: "d".into() },
+            JournalRow::Copied(copied_b2),
+            JournalRow::Copied(stale_c),
+            // A key created and removed between runs: never listed, dropped.
+            JournalRow::Removed { key: "gone".into() },
+        ];
+        let mut differ =
+            Differ::new(catalog.into_iter().map(Ok), true, false).with_journal(journal);
+        let mut out = Vec::new();
+        for (key, version) in [("a", "1"), ("b", "2"), ("c", "3"), ("n", "1")] {
+            differ
+                .feed_key(vec![listed(key, version, "e", 1)], &mut out)
+                .unwrap();
+        }
+        differ.finish(&mut out).unwrap();
+        assert_eq!(
+            kinds(&out),
+            vec![
+                "unchanged a",
+                "journaled b Some(\"journal-b2\")",
+                "changed c",
+                "deleted-marked d",
+                "journaled n Some(\"journal-n1\")",
+            ]
+        );
+    }
+
+    #[test]
+    fn journal_rows_round_trip_and_name_bad_lines() {
+        let rows = vec![
+            JournalRow::Copied(cataloged("dir/a b+✓", "v1", "abc", 42)),
+            JournalRow::Removed {
+                key: "x y/z".into(),
+            },
+        ];
+        let mut part = String::new();
+        for row in &rows {
+            row.write_line(&mut part);
+        }
+        assert_eq!(JournalRow::parse_part(&part).unwrap(), rows);
+        let err = JournalRow::parse_part(&format!("{part}Q\tbad\n")).unwrap_err();
+        assert!(err.starts_with("line 3:"), "{err}");
     }
 
     #[test]
@@ -536,6 +757,27 @@ mod tests {
             r.write_line(&mut part);
         }
         assert_eq!(DraftRow::parse_part(&part).unwrap(), rows);
+    }
+
+    #[test]
+    fn policy_routes_events_and_inventory_manifests() {
+        let mut policy: BackupPolicy = serde_json::from_str(
+            r#"{"name":"p","source":{"bucket":"src","prefix":"data/"},"destination":{"bucket":"vault"},
+                "continuous":true,"inventory":{"bucket":"inv","prefix":"src/all/"}}"#,
+        )
+        .unwrap();
+        assert!(policy.covers("src", "data/x"));
+        assert!(!policy.covers("src", "other/x"));
+        assert!(!policy.covers("vault", "data/x"));
+        assert!(policy.is_inventory_manifest("inv", "src/all/2026-11-20T00-00Z/manifest.json"));
+        assert!(!policy.is_inventory_manifest("inv", "src/all/2026-11-20T00-00Z/manifest.checksum"));
+        assert!(!policy.is_inventory_manifest("src", "src/all/x/manifest.json"));
+        assert_eq!(policy.journal_prefix(), ".batchops/journal/p/");
+        policy.inventory = Some(Location {
+            bucket: "a".into(),
+            prefix: String::new(),
+        });
+        assert_eq!(policy.validate().unwrap_err().0, "inventory.bucket");
     }
 
     #[test]
@@ -683,20 +925,22 @@ impl BackupPlanner {
                 self.progress.skipped += 1;
                 self.draft.push(DraftRow::Done(previous));
             }
+            Change::Journaled(copy) => {
+                self.progress.journaled += 1;
+                self.draft.push(DraftRow::Done(copy));
+            }
             Change::New(entry) => self.copy(entry, None),
             Change::Changed { entry, previous } => self.copy(entry, Some(previous)),
+            Change::Deleted(previous) | Change::DeletedMarked(previous)
+                if self.policy.deletes == DeleteMode::Ignore =>
+            {
+                self.draft.push(DraftRow::Done(previous))
+            }
+            Change::DeletedMarked(_) => self.count_deletion()?,
             Change::Deleted(previous) => match self.policy.deletes {
                 DeleteMode::Ignore => self.draft.push(DraftRow::Done(previous)),
                 mode => {
-                    self.progress.deleted += 1;
-                    if let Some(max) = self.policy.max_deletes {
-                        if self.progress.deleted > max {
-                            return Err(TooManyDeletes {
-                                deleted: self.progress.deleted,
-                                max,
-                            });
-                        }
-                    }
+                    self.count_deletion()?;
                     if mode == DeleteMode::Propagate
                         && self.policy.versions == VersionsMode::Current
                     {
@@ -714,6 +958,18 @@ impl BackupPlanner {
             },
         }
         Ok(())
+    }
+
+    /// One more object leaves the snapshot; past the policy's maxDeletes the run stops.
+    fn count_deletion(&mut self) -> Result<(), TooManyDeletes> {
+        self.progress.deleted += 1;
+        match self.policy.max_deletes {
+            Some(max) if self.progress.deleted > max => Err(TooManyDeletes {
+                deleted: self.progress.deleted,
+                max,
+            }),
+            _ => Ok(()),
+        }
     }
 
     fn copy(&mut self, entry: ObjectEntry, fallback: Option<CatalogEntry>) {
@@ -800,6 +1056,8 @@ mod planner_tests {
             storage_class: None,
             enabled: true,
             allow_unversioned_destination: false,
+            continuous: false,
+            inventory: None,
         }
     }
 

@@ -8,6 +8,7 @@ pub mod chunk;
 pub mod counts;
 pub mod describe;
 pub mod encoding;
+pub mod events;
 pub mod inventory;
 pub mod job;
 pub mod manifest;

@@ -47,6 +47,8 @@ pub struct PlanProgress {
     pub deleted: u64,
     /// Backups: draft snapshot parts written.
     pub draft_parts: u64,
+    /// Backups: objects continuous mode copied since the previous snapshot (not copied again).
+    pub journaled: u64,
 }
 
 /// How tasks are pinned to one point in time.

@@ -392,7 +392,7 @@ pub enum ManifestSource {
     /// `ManifestGenerator`: a listing of the source bucket.
     Generated(GeneratedManifest),
     /// A backup run: the source listing diffed against the previous snapshot's catalog.
-    Backup(BackupRun),
+    Backup(Box<BackupRun>),
     /// A restore: a snapshot's catalog, filtered.
     Restore(RestoreSource),
 }
@@ -411,6 +411,9 @@ pub struct BackupRun {
     pub policy: crate::backup::BackupPolicy,
     pub snapshot_id: String,
     pub previous: Option<CatalogRef>,
+    /// Read this S3 Inventory report (its manifest.json) instead of listing the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<ManifestObject>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

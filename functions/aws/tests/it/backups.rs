@@ -25,6 +25,8 @@ fn policy(env: &TestEnv, name: &str) -> BackupPolicy {
         storage_class: None,
         enabled: true,
         allow_unversioned_destination: false,
+        continuous: false,
+        inventory: None,
     }
 }
 

@@ -51,6 +51,7 @@ impl TestEnv {
             ("BATCHOPS_WORK_QUEUE".into(), format!("w-{suffix}")),
             ("BATCHOPS_PLAN_QUEUE".into(), format!("p-{suffix}")),
             ("BATCHOPS_FINALIZE_QUEUE".into(), format!("f-{suffix}")),
+            ("BATCHOPS_EVENTS_QUEUE".into(), format!("e-{suffix}")),
             ("BATCHOPS_CONTROL_BUCKET".into(), format!("ctl-{suffix}")),
             ("BATCHOPS_STATUS_CHECK_SECONDS".into(), "0.1".into()),
             ("BATCHOPS_RETRY_BASE_MS".into(), "10".into()),

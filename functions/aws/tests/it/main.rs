@@ -1,6 +1,7 @@
 //! Integration tests against moto over HTTP (started by scripts/test.sh).
 
 mod backups;
+mod events;
 mod harness;
 mod job_path;
 mod lambda_events;

@@ -1,0 +1,405 @@
+//! S3 events on the events queue. Continuous backups: objects are copied into the backup within
+//! seconds of being written, each batch journaled in the destination so the next run records
+//! those copies in its snapshot instead of copying again. Inventory arrivals: a new report's
+//! manifest.json starts that policy's run from the report.
+//!
+//! Delivery is at least once. An applied event leaves a marker (DynamoDB, expiring by TTL), so
+//! a redelivered event is not copied again.
+
+use crate::backup::{copy_spec, list_policies, start_inventory_run};
+use crate::copy::{Copier, TaskResult};
+use crate::error::S3Failure;
+use crate::objects::{md5_hex, put_bytes};
+use crate::{now, unix_now, App};
+use batchops_core::backup::{BackupPolicy, CatalogEntry, DeleteMode, JournalRow, VersionsMode};
+use batchops_core::chunk::ChunkTask;
+use batchops_core::events::{coalesce, parse_notification, EventKind, Notification, ObjectEvent};
+use batchops_core::manifest::ObjectRef;
+use batchops_core::report::TaskStatus;
+use batchops_core::request::CopySpec;
+use futures::StreamExt;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::AtomicBool;
+
+/// Markers outlive SQS's longest retention (14 days), so no redelivery can find one gone.
+const MARKER_SECONDS: u64 = 15 * 86_400;
+
+/// One queue message.
+#[derive(Debug, Clone)]
+pub struct EventMessage {
+    pub id: String,
+    pub body: String,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventsSummary {
+    pub copied: u64,
+    /// Delete markers placed on backup copies (policies with `deletes: propagate`).
+    pub removed: u64,
+    /// Events already applied by an earlier delivery.
+    pub already_applied: u64,
+    /// Events whose object changed again (or went) before it could be copied: a later event
+    /// or the next run covers it.
+    pub superseded: u64,
+    pub test_events: u64,
+    /// Backup runs started by inventory reports landing: (policy, job id).
+    pub runs_started: Vec<(String, String)>,
+    /// Messages to redeliver (their failure is logged).
+    pub failed: Vec<String>,
+}
+
+/// What applying one event did.
+enum EventOutcome {
+    Journal(JournalRow),
+    AlreadyApplied,
+    Superseded,
+    /// Nothing to do now (a removal the next run records).
+    Deferred,
+}
+
+/// Handles one batch of queue messages.
+pub async fn handle_messages(app: &App, messages: Vec<EventMessage>) -> EventsSummary {
+    let mut summary = EventsSummary::default();
+    let mut events: Vec<(ObjectEvent, String)> = Vec::new();
+    for message in messages {
+        match parse_notification(&message.body) {
+            Ok(Notification::Test) => summary.test_events += 1,
+            Ok(Notification::Objects(objects)) => {
+                events.extend(objects.into_iter().map(|e| (e, message.id.clone())))
+            }
+            Err(reason) => {
+                // Left to SQS: after its receive limit the message waits in the DLQ.
+                tracing::error!(message_id = %message.id, body = %message.body, reason, "events queue message is not an S3 event notification");
+                summary.failed.push(message.id);
+            }
+        }
+    }
+    if events.is_empty() {
+        return summary;
+    }
+    let policies = match list_policies(app).await {
+        Ok(records) => records,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot read backup policies; the batch will be retried");
+            summary.failed.extend(events.into_iter().map(|(_, id)| id));
+            dedupe(&mut summary.failed);
+            return summary;
+        }
+    };
+    for record in policies {
+        let policy = &record.policy;
+        if !policy.enabled {
+            continue;
+        }
+        for (event, message_id) in &events {
+            if event.kind == EventKind::Created
+                && policy.is_inventory_manifest(&event.bucket, &event.key)
+            {
+                match start_inventory_run(app, &policy.name, &event.bucket, &event.key).await {
+                    Ok(job) => summary.runs_started.push((policy.name.clone(), job.job_id)),
+                    Err(err) => {
+                        tracing::error!(policy = %policy.name, key = %event.key, error = %err, "inventory report landed but the run could not start");
+                        summary.failed.push(message_id.clone());
+                    }
+                }
+            }
+        }
+        if policy.continuous {
+            let covered: Vec<(ObjectEvent, String)> = events
+                .iter()
+                .filter(|(e, _)| policy.covers(&e.bucket, &e.key))
+                .cloned()
+                .collect();
+            if !covered.is_empty() {
+                continuous_batch(app, policy, covered, &mut summary).await;
+            }
+        }
+    }
+    dedupe(&mut summary.failed);
+    summary
+}
+
+fn dedupe(ids: &mut Vec<String>) {
+    ids.sort();
+    ids.dedup();
+}
+
+/// Applies one policy's share of a batch: copies (or delete markers) in parallel, then one
+/// journal part, then the markers that make redelivery harmless.
+async fn continuous_batch(
+    app: &App,
+    policy: &BackupPolicy,
+    events: Vec<(ObjectEvent, String)>,
+    summary: &mut EventsSummary,
+) {
+    // Messages behind each key: if the key's newest event fails, all of them come back.
+    let mut messages_of: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for (event, id) in &events {
+        messages_of
+            .entry((event.bucket.clone(), event.key.clone()))
+            .or_default()
+            .insert(id.clone());
+    }
+    let every_version = policy.versions == VersionsMode::All;
+    let latest = coalesce(events.into_iter().map(|(e, _)| e).collect(), every_version);
+    let spec = copy_spec(
+        &policy.destination.bucket,
+        &policy.destination.prefix,
+        policy.storage_class.clone(),
+    );
+    let stop = AtomicBool::new(false);
+    let copier = Copier {
+        s3: &app.s3,
+        spec: &spec,
+        settings: &app.copy,
+        stop: &stop,
+    };
+    let results: Vec<(ObjectEvent, Result<EventOutcome, String>)> = futures::stream::iter(latest)
+        .map(|event| {
+            let copier = &copier;
+            let spec = &spec;
+            async move {
+                let result = apply_event(app, policy, copier, spec, &event).await;
+                (event, result)
+            }
+        })
+        .buffer_unordered(app.config.task_concurrency)
+        .collect()
+        .await;
+
+    let mut rows = Vec::new();
+    let mut applied = Vec::new();
+    let mut failed_keys = BTreeSet::new();
+    for (event, result) in results {
+        let key = (event.bucket.clone(), event.key.clone());
+        match result {
+            Ok(EventOutcome::Journal(row)) => {
+                match &row {
+                    JournalRow::Copied(_) => summary.copied += 1,
+                    JournalRow::Removed { .. } => summary.removed += 1,
+                }
+                rows.push(row);
+                applied.push(event);
+            }
+            Ok(EventOutcome::AlreadyApplied) => summary.already_applied += 1,
+            Ok(EventOutcome::Superseded) => summary.superseded += 1,
+            Ok(EventOutcome::Deferred) => {}
+            Err(reason) => {
+                tracing::error!(policy = %policy.name, bucket = %event.bucket, key = %event.key, event = %event.name, reason, "continuous backup of an event failed; it will be retried");
+                failed_keys.insert(key);
+            }
+        }
+    }
+    if !rows.is_empty() {
+        if let Err(err) = write_journal(app, policy, &rows).await {
+            // The copies stand; redelivery copies again (an extra backup version) and journals.
+            tracing::error!(policy = %policy.name, error = %err, "journal part not written; the batch will be retried");
+            failed_keys.extend(applied.iter().map(|e| (e.bucket.clone(), e.key.clone())));
+            applied.clear();
+        }
+    }
+    let expires_at = unix_now() + MARKER_SECONDS;
+    for event in &applied {
+        if let Err(err) = app.store.mark(&marker(policy, event), expires_at).await {
+            tracing::warn!(policy = %policy.name, key = %event.key, error = %err, "applied-event marker not written; a redelivery would copy again");
+        }
+    }
+    for key in failed_keys {
+        summary
+            .failed
+            .extend(messages_of.remove(&key).unwrap_or_default());
+    }
+}
+
+fn marker(policy: &BackupPolicy, event: &ObjectEvent) -> String {
+    let kind = match event.kind {
+        EventKind::Created => "C",
+        EventKind::Removed => "R",
+    };
+    format!(
+        "EVENT#{}#{}",
+        policy.name,
+        md5_hex(format!("{kind}:{}", event.identity()).as_bytes())
+    )
+}
+
+/// The source's current object, or None when the key has no current object.
+async fn head_current(
+    app: &App,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<(Option<String>, Option<String>, Option<String>)>, String> {
+    match app.s3.head_object().bucket(bucket).key(key).send().await {
+        Ok(head) => Ok(Some((
+            head.version_id().map(str::to_string),
+            head.e_tag().map(|e| e.trim_matches('"').to_string()),
+            head.last_modified()
+                .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()),
+        ))),
+        Err(err) => {
+            let failure = S3Failure::from_sdk(&err);
+            match failure.status {
+                // 404: no such key; 405: the current version is a delete marker.
+                Some(404) | Some(405) => Ok(None),
+                _ => Err(format!(
+                    "HEAD s3://{bucket}/{key}: {} {}",
+                    failure.code.unwrap_or_default(),
+                    failure.message
+                )),
+            }
+        }
+    }
+}
+
+async fn apply_event(
+    app: &App,
+    policy: &BackupPolicy,
+    copier: &Copier<'_>,
+    spec: &CopySpec,
+    event: &ObjectEvent,
+) -> Result<EventOutcome, String> {
+    let current_only = policy.versions == VersionsMode::Current;
+    if event.kind == EventKind::Removed
+        && !(policy.deletes == DeleteMode::Propagate && current_only)
+    {
+        // Recorded by the next run's diff, under the policy's maxDeletes guard.
+        return Ok(EventOutcome::Deferred);
+    }
+    if app
+        .store
+        .marked(&marker(policy, event))
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        return Ok(EventOutcome::AlreadyApplied);
+    }
+    let dest_key = spec.target_key(&event.key);
+    let etag = event
+        .etag
+        .as_deref()
+        .map(|e| e.trim_matches('"').to_string());
+    let current = if current_only || event.kind == EventKind::Removed {
+        head_current(app, &event.bucket, &event.key).await?
+    } else {
+        None
+    };
+    if event.kind == EventKind::Removed {
+        if current.is_some() {
+            // Written again since: the backup keeps its copy.
+            return Ok(EventOutcome::Superseded);
+        }
+        let task = ChunkTask::Delete {
+            line: 0,
+            object: ObjectRef {
+                bucket: policy.destination.bucket.clone(),
+                key: dest_key,
+                version_id: None,
+            },
+        };
+        return match copier.run(&task).await {
+            TaskResult::Done(outcome) if outcome.status == TaskStatus::Succeeded => {
+                Ok(EventOutcome::Journal(JournalRow::Removed {
+                    key: event.key.clone(),
+                }))
+            }
+            TaskResult::Done(outcome) => Err(format!(
+                "delete marker on s3://{}/{}: {} {}",
+                policy.destination.bucket,
+                spec.target_key(&event.key),
+                outcome.error_code.unwrap_or_default(),
+                outcome.message
+            )),
+            TaskResult::Abandoned => Err("delete marker abandoned".into()),
+        };
+    }
+    let mut last_modified = event.time.clone();
+    if current_only {
+        // Copy only what is still current: an older event arriving late must not put an old
+        // version on top of the backup.
+        let Some((version, current_etag, modified)) = current else {
+            return Ok(EventOutcome::Superseded);
+        };
+        let same = match &event.version_id {
+            Some(v) => version.as_deref() == Some(v.as_str()),
+            None => etag.is_none() || current_etag == etag,
+        };
+        if !same {
+            return Ok(EventOutcome::Superseded);
+        }
+        last_modified = modified.unwrap_or(last_modified);
+    }
+    let object = ObjectRef {
+        bucket: event.bucket.clone(),
+        key: event.key.clone(),
+        version_id: event.version_id.clone(),
+    };
+    let if_match = etag.as_deref().map(|e| format!("\"{e}\""));
+    match copier.copy(&object, if_match.as_deref(), &dest_key).await {
+        TaskResult::Done(outcome) if outcome.status == TaskStatus::Succeeded => {
+            Ok(EventOutcome::Journal(JournalRow::Copied(CatalogEntry {
+                key: event.key.clone(),
+                source_version: event.version_id.clone(),
+                etag,
+                size: outcome.bytes,
+                last_modified,
+                dest_key,
+                dest_version: outcome.dest_version,
+            })))
+        }
+        // Gone or changed since the event: a later event (or the next run) has it.
+        TaskResult::Done(outcome) if matches!(outcome.http_status, 404 | 412) => {
+            Ok(EventOutcome::Superseded)
+        }
+        TaskResult::Done(outcome) => Err(format!(
+            "copy s3://{}/{} to s3://{}/{}: {} {}",
+            event.bucket,
+            event.key,
+            policy.destination.bucket,
+            dest_key,
+            outcome.error_code.unwrap_or_default(),
+            outcome.message
+        )),
+        TaskResult::Abandoned => Err("copy abandoned".into()),
+    }
+}
+
+/// Journal part names start with the time written, so a run can tell old parts from new.
+pub fn journal_part_key(policy: &BackupPolicy, at: time::OffsetDateTime) -> String {
+    format!(
+        "{}{}-{}.tsv",
+        policy.journal_prefix(),
+        journal_stamp(at),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// `YYYYMMDDTHHMMSS.mmmZ`: sorts as time does.
+pub fn journal_stamp(at: time::OffsetDateTime) -> String {
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.millisecond()
+    )
+}
+
+async fn write_journal(app: &App, policy: &BackupPolicy, rows: &[JournalRow]) -> crate::Result<()> {
+    let mut body = String::new();
+    for row in rows {
+        row.write_line(&mut body);
+    }
+    put_bytes(
+        &app.s3,
+        &policy.destination.bucket,
+        &journal_part_key(policy, now()),
+        body.into_bytes(),
+        "text/tab-separated-values",
+    )
+    .await
+    .map(|_| ())
+}

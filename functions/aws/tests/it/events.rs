@@ -1,0 +1,456 @@
+//! S3 events against moto: continuous backups (copied once, journaled into the next snapshot,
+//! removals under `propagate`) and runs started by an S3 Inventory report landing.
+
+use crate::harness::{gzip, md5_hex, TestEnv};
+use aws_lambda_events::sqs::SqsEvent;
+use batchops_aws::backup;
+use batchops_aws::events::{handle_messages, EventMessage};
+use batchops_core::backup::{BackupPolicy, DeleteMode, Location, Retention, VersionsMode};
+use batchops_core::encoding::encode_key;
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::json;
+
+fn continuous_policy(env: &TestEnv, name: &str, deletes: DeleteMode) -> BackupPolicy {
+    BackupPolicy {
+        name: name.to_string(),
+        source: Location {
+            bucket: env.src.clone(),
+            prefix: "data/".into(),
+        },
+        destination: Location {
+            bucket: env.dst.clone(),
+            prefix: "vault/".into(),
+        },
+        schedule: None,
+        time_zone: "UTC".into(),
+        retention: Retention::default(),
+        deletes,
+        max_deletes: None,
+        versions: VersionsMode::Current,
+        storage_class: None,
+        enabled: true,
+        allow_unversioned_destination: false,
+        continuous: true,
+        inventory: None,
+    }
+}
+
+/// One S3 notification record, key form-encoded the way S3 sends it (`+` for a space).
+fn record(
+    name: &str,
+    bucket: &str,
+    key: &str,
+    version: &str,
+    body: &[u8],
+    seq: u32,
+) -> serde_json::Value {
+    json!({
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": "2026-11-22T10:00:00.000Z", "eventName": name,
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": "batchops",
+               "bucket": {"name": bucket, "arn": format!("arn:aws:s3:::{bucket}")},
+               "object": {"key": encode_key(key).replace("%20", "+"), "size": body.len(),
+                          "eTag": md5_hex(body), "versionId": version,
+                          "sequencer": format!("{seq:016X}")}}
+    })
+}
+
+fn message(id: &str, records: Vec<serde_json::Value>) -> EventMessage {
+    EventMessage {
+        id: id.to_string(),
+        body: json!({ "Records": records }).to_string(),
+    }
+}
+
+const TEST_EVENT: &str = r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Time":"2026-11-22T10:00:00.000Z","Bucket":"src","RequestId":"r","HostId":"h"}"#;
+
+async fn versions(env: &TestEnv, key: &str) -> (usize, usize) {
+    let out = env
+        .clients
+        .s3
+        .list_object_versions()
+        .bucket(&env.dst)
+        .prefix(key)
+        .send()
+        .await
+        .unwrap();
+    (
+        out.versions()
+            .iter()
+            .filter(|v| v.key() == Some(key))
+            .count(),
+        out.delete_markers()
+            .iter()
+            .filter(|m| m.key() == Some(key))
+            .count(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn event_batch_is_copied_once_and_recorded_in_the_next_snapshot() {
+    let env = TestEnv::new().await;
+    backup::put_policy(
+        &env.app,
+        continuous_policy(&env, "live", DeleteMode::Ignore),
+    )
+    .await
+    .unwrap();
+    env.put(&env.src, "data/old.txt", "old").await;
+    let (job, _) = (
+        backup::start_run(&env.app, "live", None)
+            .await
+            .unwrap()
+            .job_id,
+        (),
+    );
+    env.run_until_idle().await;
+    assert_eq!(env.describe(&job).await.status, "Complete");
+
+    let spaced = b"with spaces".to_vec();
+    let v_spaced = env.put(&env.src, "data/a b+c.txt", spaced.clone()).await;
+    let v1 = env.put(&env.src, "data/x.txt", "x1").await;
+    let v2 = env.put(&env.src, "data/x.txt", "x2").await;
+    let batch = vec![
+        EventMessage {
+            id: "m-test".into(),
+            body: TEST_EVENT.into(),
+        },
+        message(
+            "m1",
+            vec![record(
+                "ObjectCreated:Put",
+                &env.src,
+                "data/a b+c.txt",
+                &v_spaced,
+                &spaced,
+                1,
+            )],
+        ),
+        // Two writes of one key in one batch: the newer is what the backup gets.
+        message(
+            "m2",
+            vec![record(
+                "ObjectCreated:Put",
+                &env.src,
+                "data/x.txt",
+                &v1,
+                b"x1",
+                2,
+            )],
+        ),
+        message(
+            "m3",
+            vec![record(
+                "ObjectCreated:Put",
+                &env.src,
+                "data/x.txt",
+                &v2,
+                b"x2",
+                3,
+            )],
+        ),
+        // Outside the policy's prefix: not backed up.
+        message(
+            "m4",
+            vec![record(
+                "ObjectCreated:Put",
+                &env.src,
+                "other/y",
+                "v",
+                b"y",
+                4,
+            )],
+        ),
+    ];
+    let summary = handle_messages(&env.app, batch.clone()).await;
+    assert_eq!(summary.failed, Vec::<String>::new());
+    assert_eq!((summary.copied, summary.test_events), (2, 1));
+    assert_eq!(
+        env.get(&env.dst, "vault/data/a b+c.txt").await,
+        Some(spaced)
+    );
+    assert_eq!(
+        env.get(&env.dst, "vault/data/x.txt").await,
+        Some(b"x2".to_vec())
+    );
+    assert_eq!(env.get(&env.dst, "vault/other/y").await, None);
+
+    // SQS delivers the batch again: nothing is copied twice.
+    let again = handle_messages(&env.app, batch).await;
+    assert_eq!((again.copied, again.already_applied), (0, 2), "{again:?}");
+    assert_eq!(versions(&env, "vault/data/a b+c.txt").await, (1, 0));
+    assert_eq!(versions(&env, "vault/data/x.txt").await, (1, 0));
+
+    // A late event for the overwritten version must not put x1 over x2.
+    let late = handle_messages(
+        &env.app,
+        vec![message(
+            "m5",
+            vec![record(
+                "ObjectCreated:Put",
+                &env.src,
+                "data/x.txt",
+                &v1,
+                b"x1",
+                2,
+            )],
+        )],
+    )
+    .await;
+    assert_eq!((late.copied, late.superseded), (0, 1));
+    assert_eq!(
+        env.get(&env.dst, "vault/data/x.txt").await,
+        Some(b"x2".to_vec())
+    );
+
+    // The next run copies nothing the events already copied, and its snapshot has them.
+    let job = backup::start_run(&env.app, "live", None)
+        .await
+        .unwrap()
+        .job_id;
+    env.run_until_idle().await;
+    let described = env.describe(&job).await;
+    assert_eq!(
+        described.status, "Complete",
+        "{:?}",
+        described.failure_reasons
+    );
+    assert_eq!(described.progress_summary.total_number_of_tasks, 0);
+    let snapshots = backup::list_snapshots(&env.app, "live").await.unwrap();
+    let last = snapshots.last().unwrap();
+    assert_eq!(
+        (last.objects, last.copied, last.unchanged, last.continuous),
+        (3, 0, 1, 2)
+    );
+    let catalog = backup::read_catalog(
+        &batchops_aws::prepare::Reader::new(Some(env.app.s3.clone())),
+        &last.catalog,
+    )
+    .await
+    .unwrap();
+    let x = catalog.iter().find(|e| e.key == "data/x.txt").unwrap();
+    assert_eq!(x.source_version.as_deref(), Some(v2.as_str()));
+    assert!(
+        x.dest_version.is_some(),
+        "the journal recorded the backup version"
+    );
+    assert_eq!(versions(&env, "vault/data/x.txt").await, (1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn removal_events_place_one_delete_marker_under_propagate() {
+    let env = TestEnv::new().await;
+    backup::put_policy(
+        &env.app,
+        continuous_policy(&env, "mirror", DeleteMode::Propagate),
+    )
+    .await
+    .unwrap();
+    env.put(&env.src, "data/gone.txt", "bye").await;
+    env.put(&env.src, "data/back.txt", "v1").await;
+    backup::start_run(&env.app, "mirror", None).await.unwrap();
+    env.run_until_idle().await;
+
+    for key in ["data/gone.txt", "data/back.txt"] {
+        env.clients
+            .s3
+            .delete_object()
+            .bucket(&env.src)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+    }
+    // Deleted, then written again before the event is handled: the backup keeps it.
+    let back = env.put(&env.src, "data/back.txt", "v2").await;
+    let removed = |key: &str, seq| {
+        record(
+            "ObjectRemoved:DeleteMarkerCreated",
+            &env.src,
+            key,
+            "dm",
+            b"",
+            seq,
+        )
+    };
+    let summary = handle_messages(
+        &env.app,
+        vec![
+            message("r1", vec![removed("data/gone.txt", 10)]),
+            message("r2", vec![removed("data/back.txt", 11)]),
+        ],
+    )
+    .await;
+    assert_eq!((summary.removed, summary.superseded), (1, 1), "{summary:?}");
+    assert_eq!(versions(&env, "vault/data/gone.txt").await, (1, 1));
+    assert_eq!(
+        env.get(&env.dst, "vault/data/back.txt").await,
+        Some(b"v1".to_vec())
+    );
+    let _ = back;
+
+    let job = backup::start_run(&env.app, "mirror", None)
+        .await
+        .unwrap()
+        .job_id;
+    env.run_until_idle().await;
+    let described = env.describe(&job).await;
+    assert_eq!(
+        described.status, "Complete",
+        "{:?}",
+        described.failure_reasons
+    );
+    assert_eq!(
+        described.progress_summary.total_number_of_tasks, 1,
+        "back.txt v2 is copied; gone.txt already has its marker"
+    );
+    assert_eq!(
+        versions(&env, "vault/data/gone.txt").await,
+        (1, 1),
+        "one marker, not two"
+    );
+    let snapshot = backup::list_snapshots(&env.app, "mirror")
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!((snapshot.objects, snapshot.deleted), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lambda_events_handler_reports_only_bad_messages() {
+    let env = TestEnv::new().await;
+    backup::put_policy(&env.app, continuous_policy(&env, "lam", DeleteMode::Ignore))
+        .await
+        .unwrap();
+    let version = env.put(&env.src, "data/k l", "body").await;
+    let good = record(
+        "ObjectCreated:Put",
+        &env.src,
+        "data/k l",
+        &version,
+        b"body",
+        1,
+    );
+    let event: SqsEvent = serde_json::from_value(json!({"Records": [
+        {"messageId": "good", "body": json!({"Records": [good]}).to_string(), "eventSource": "aws:sqs"},
+        {"messageId": "test", "body": TEST_EVENT, "eventSource": "aws:sqs"},
+        {"messageId": "bad", "body": "{\"Records\": [{\"eventSource\": \"aws:s3\", \"eventName\": \"ObjectCreated:Put\"}]}", "eventSource": "aws:sqs"},
+    ]}))
+    .unwrap();
+    let response =
+        batchops_aws::lambda::events_handler(&env.app, LambdaEvent::new(event, Context::default()))
+            .await
+            .unwrap();
+    let failed: Vec<String> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    assert_eq!(failed, vec!["bad".to_string()]);
+    assert_eq!(
+        env.get(&env.dst, "vault/data/k l").await,
+        Some(b"body".to_vec())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn inventory_report_landing_starts_one_run_from_the_report() {
+    let env = TestEnv::new().await;
+    let mut policy = continuous_policy(&env, "inv", DeleteMode::Record);
+    policy.continuous = false;
+    policy.inventory = Some(Location {
+        bucket: env.reports.clone(),
+        prefix: format!("inventory/{}/nightly/", env.src),
+    });
+    backup::put_policy(&env.app, policy).await.unwrap();
+    // Source objects, and an inventory of them whose files are not in key order.
+    let mut rows = Vec::new();
+    for key in ["data/m", "data/a", "data/z z", "data/c", "skip/outside"] {
+        let body = format!("body of {key}");
+        let version = env.put(&env.src, key, body.clone()).await;
+        rows.push(format!(
+            "\"{}\",\"{}\",\"{version}\",\"true\",\"false\",\"{}\",\"2026-11-21T00:00:00.000Z\",\"{}\",\"STANDARD\"\n",
+            env.src,
+            encode_key(key).replace("%20", "+"),
+            body.len(),
+            md5_hex(body.as_bytes())
+        ));
+    }
+    let schema = "Bucket, Key, VersionId, IsLatest, IsDeleteMarker, Size, LastModifiedDate, ETag, StorageClass";
+    let files = vec![
+        ("part-1.csv.gz".to_string(), gzip(&rows[..2].concat())),
+        ("part-0.csv.gz".to_string(), gzip(&rows[2..].concat())),
+    ];
+    let manifest_key = env.inventory("nightly", "CSV", schema, files).await;
+    // A newer folder still being written (no manifest.json yet) is not a report.
+    env.put(
+        &env.reports,
+        &format!("inventory/{}/nightly/2026-11-23T00-00Z/partial", env.src),
+        "x",
+    )
+    .await;
+    let landed = message(
+        "inv-1",
+        vec![record(
+            "ObjectCreated:Put",
+            &env.reports,
+            &manifest_key,
+            "v",
+            b"{}",
+            1,
+        )],
+    );
+    let first = handle_messages(&env.app, vec![landed.clone()]).await;
+    let second = handle_messages(&env.app, vec![landed]).await;
+    assert_eq!(first.runs_started.len(), 1, "{first:?}");
+    assert_eq!(
+        first.runs_started, second.runs_started,
+        "one run per report"
+    );
+    let job = first.runs_started[0].1.clone();
+    env.run_until_idle().await;
+    let described = env.describe(&job).await;
+    assert_eq!(
+        described.status, "Complete",
+        "{:?}",
+        described.failure_reasons
+    );
+    assert_eq!(described.progress_summary.number_of_tasks_succeeded, 4);
+    assert_eq!(
+        env.get(&env.dst, "vault/data/z z").await,
+        Some(b"body of data/z z".to_vec())
+    );
+    assert_eq!(env.get(&env.dst, "vault/skip/outside").await, None);
+    let snapshot = backup::list_snapshots(&env.app, "inv")
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    let catalog = backup::read_catalog(
+        &batchops_aws::prepare::Reader::new(Some(env.app.s3.clone())),
+        &snapshot.catalog,
+    )
+    .await
+    .unwrap();
+    let keys: Vec<&str> = catalog.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        vec!["data/a", "data/c", "data/m", "data/z z"],
+        "sorted"
+    );
+
+    // A run by hand (or schedule) reads the newest complete report: nothing changed.
+    let job = backup::start_run(&env.app, "inv", None)
+        .await
+        .unwrap()
+        .job_id;
+    env.run_until_idle().await;
+    let described = env.describe(&job).await;
+    assert_eq!(
+        described.status, "Complete",
+        "{:?}",
+        described.failure_reasons
+    );
+    assert_eq!(described.progress_summary.total_number_of_tasks, 0);
+}
