@@ -314,6 +314,7 @@ async fn apply_event(
         };
     }
     let mut last_modified = event.time.clone();
+    let mut version_id = event.version_id.clone();
     if current_only {
         // Copy only what is still current: an older event arriving late must not put an old
         // version on top of the backup.
@@ -328,18 +329,21 @@ async fn apply_event(
             return Ok(EventOutcome::Superseded);
         }
         last_modified = modified.unwrap_or(last_modified);
+        // An event without a version ID from a versioned bucket: the version just seen has
+        // the event's ETag, so pin to it (the next run's diff compares versions).
+        version_id = version_id.or(version);
     }
     let object = ObjectRef {
         bucket: event.bucket.clone(),
         key: event.key.clone(),
-        version_id: event.version_id.clone(),
+        version_id: version_id.clone(),
     };
     let if_match = etag.as_deref().map(|e| format!("\"{e}\""));
     match copier.copy(&object, if_match.as_deref(), &dest_key).await {
         TaskResult::Done(outcome) if outcome.status == TaskStatus::Succeeded => {
             Ok(EventOutcome::Journal(JournalRow::Copied(CatalogEntry {
                 key: event.key.clone(),
-                source_version: event.version_id.clone(),
+                source_version: version_id,
                 etag,
                 size: outcome.bytes,
                 last_modified,

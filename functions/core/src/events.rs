@@ -30,13 +30,18 @@ pub struct ObjectEvent {
 }
 
 impl ObjectEvent {
-    /// Names this event for dedupe: the same event delivered twice has the same identity.
+    /// Names this event for dedupe: the same event delivered twice has the same identity, and
+    /// two writes of one key differ in version, sequencer or time (some emulators send neither
+    /// version nor sequencer).
     pub fn identity(&self) -> String {
         format!(
-            "{}/{}@{}",
+            "{}/{}@{}#{}#{}#{}",
             self.bucket,
             crate::encoding::encode_key(&self.key),
-            self.version_id.as_deref().unwrap_or(&self.sequencer)
+            self.version_id.as_deref().unwrap_or_default(),
+            self.sequencer,
+            self.etag.as_deref().unwrap_or_default(),
+            self.time
         )
     }
 }

@@ -454,3 +454,86 @@ async fn inventory_report_landing_starts_one_run_from_the_report() {
     );
     assert_eq!(described.progress_summary.total_number_of_tasks, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bucket_notifications_reach_the_backup_through_the_events_queue() {
+    use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+    let env = TestEnv::new().await;
+    backup::put_policy(
+        &env.app,
+        continuous_policy(&env, "notified", DeleteMode::Ignore),
+    )
+    .await
+    .unwrap();
+    let queue_url =
+        batchops_aws::queue::resolve(env.app.queues.client(), &env.app.config.events_queue)
+            .await
+            .unwrap();
+    let queue_arn = format!(
+        "arn:aws:sqs:us-east-1:123456789012:{}",
+        env.app.config.events_queue
+    );
+    env.clients
+        .s3
+        .put_bucket_notification_configuration()
+        .bucket(&env.src)
+        .notification_configuration(
+            NotificationConfiguration::builder()
+                .queue_configurations(
+                    QueueConfiguration::builder()
+                        .queue_arn(queue_arn)
+                        .events(Event::S3ObjectCreated)
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    env.put(&env.src, "data/n 1.txt", "one").await;
+    env.put(&env.src, "data/n2.txt", "two").await;
+    env.put(&env.src, "data/n2.txt", "two again").await;
+    // What S3 (here moto) put on the queue: a TestEvent, then one message per write.
+    let mut messages = Vec::new();
+    for _ in 0..20 {
+        for m in env.app.queues.receive(&queue_url, 10, 1, 30).await.unwrap() {
+            messages.push(EventMessage {
+                id: m.message_id,
+                body: m.body,
+            });
+        }
+        if messages.len() >= 4 {
+            break;
+        }
+    }
+    assert_eq!(messages.len(), 4, "TestEvent and three writes");
+    let summary = handle_messages(&env.app, messages).await;
+    assert_eq!(summary.failed, Vec::<String>::new());
+    assert_eq!(summary.test_events, 1);
+    assert_eq!(
+        summary.copied, 2,
+        "the two writes of n2.txt are one copy: {summary:?}"
+    );
+    assert_eq!(
+        env.get(&env.dst, "vault/data/n 1.txt").await,
+        Some(b"one".to_vec())
+    );
+    assert_eq!(
+        env.get(&env.dst, "vault/data/n2.txt").await,
+        Some(b"two again".to_vec())
+    );
+    // The run after records both without copying them again.
+    let job = backup::start_run(&env.app, "notified", None)
+        .await
+        .unwrap()
+        .job_id;
+    env.run_until_idle().await;
+    let described = env.describe(&job).await;
+    assert_eq!(
+        described.status, "Complete",
+        "{:?}",
+        described.failure_reasons
+    );
+    assert_eq!(described.progress_summary.total_number_of_tasks, 0);
+}
