@@ -650,36 +650,18 @@ pub async fn apply_retention(
     if expired.is_empty() {
         return Ok(outcome);
     }
-    // The versions every kept snapshot references (held in memory: one entry per backed-up
-    // version of the kept snapshots).
+    let (gone, kept): (Vec<&SnapshotRecord>, Vec<&SnapshotRecord>) =
+        snapshots.iter().partition(|s| expired.contains(&s.id));
     let reader = Reader::new(Some(app.s3.clone()));
-    let mut kept_versions: HashSet<(String, Option<String>)> = HashSet::new();
-    for snapshot in snapshots.iter().filter(|s| !expired.contains(&s.id)) {
-        for entry in read_catalog(&reader, &snapshot.catalog).await? {
-            kept_versions.insert((entry.dest_key, entry.dest_version));
-        }
-    }
-    let mut deleted: HashSet<(String, Option<String>)> = HashSet::new();
-    for snapshot in snapshots.iter().filter(|s| expired.contains(&s.id)) {
-        for entry in read_catalog(&reader, &snapshot.catalog).await? {
-            let id = (entry.dest_key.clone(), entry.dest_version.clone());
-            // Only exact versions are deleted: an unversioned copy (no version ID) may have
-            // been overwritten by a kept snapshot's copy of the same key.
-            if entry.dest_version.is_none() || kept_versions.contains(&id) || deleted.contains(&id)
-            {
-                continue;
-            }
-            app.s3
-                .delete_object()
-                .bucket(&snapshot.catalog.bucket)
-                .key(&entry.dest_key)
-                .set_version_id(entry.dest_version.clone())
-                .send()
-                .await
-                .map_err(crate::error::aws("S3", "DeleteObject"))?;
-            deleted.insert(id);
-            outcome.deleted_versions += 1;
-        }
+    let kept_catalogs: Vec<CatalogRef> = kept.iter().map(|s| s.catalog.clone()).collect();
+    let gone_catalogs: Vec<CatalogRef> = gone.iter().map(|s| s.catalog.clone()).collect();
+    let s3 = app.s3.clone();
+    outcome.deleted_versions = tokio::task::spawn_blocking(move || {
+        delete_unreferenced_versions(&reader, &s3, &kept_catalogs, &gone_catalogs)
+    })
+    .await
+    .map_err(|e| Error::Data(e.to_string()))??;
+    for snapshot in gone {
         delete_object(&app.s3, &snapshot.catalog.bucket, &snapshot.catalog.key).await?;
         app.store
             .delete_doc(&policy_pk(name), &format!("SNAP#{}", snapshot.id))
@@ -688,6 +670,104 @@ pub async fn apply_retention(
     }
     outcome.expired_snapshots.sort();
     Ok(outcome)
+}
+
+/// A catalog read in key order, one entry ahead.
+struct CatalogCursor {
+    entries: Box<dyn Iterator<Item = std::result::Result<CatalogEntry, String>> + Send>,
+    head: Option<CatalogEntry>,
+}
+
+impl CatalogCursor {
+    fn open(reader: &Reader, catalog: &CatalogRef) -> Result<Self> {
+        let mut cursor = CatalogCursor {
+            entries: open_catalog(reader, &catalog.bucket, &catalog.key)?,
+            head: None,
+        };
+        cursor.advance()?;
+        Ok(cursor)
+    }
+
+    fn advance(&mut self) -> Result<()> {
+        self.head = self.entries.next().transpose().map_err(Error::Data)?;
+        Ok(())
+    }
+
+    /// Takes the entries of `key` (skipping smaller keys).
+    fn take_key(&mut self, key: &str, out: &mut Vec<CatalogEntry>) -> Result<()> {
+        while let Some(head) = &self.head {
+            if head.key.as_str() > key {
+                break;
+            }
+            if head.key == key {
+                out.extend(self.head.take());
+            }
+            self.advance()?;
+        }
+        Ok(())
+    }
+}
+
+/// Deletes the backup versions the expired catalogs name and no kept catalog does, by a
+/// sorted merge of all of them (memory: one key's entries).
+fn delete_unreferenced_versions(
+    reader: &Reader,
+    s3: &aws_sdk_s3::Client,
+    kept: &[CatalogRef],
+    expired: &[CatalogRef],
+) -> Result<u64> {
+    let mut kept: Vec<CatalogCursor> = kept
+        .iter()
+        .map(|c| CatalogCursor::open(reader, c))
+        .collect::<Result<_>>()?;
+    let mut expired: Vec<(CatalogCursor, &str)> = expired
+        .iter()
+        .map(|c| Ok((CatalogCursor::open(reader, c)?, c.bucket.as_str())))
+        .collect::<Result<_>>()?;
+    let mut deleted = 0;
+    let (mut referenced, mut candidates) = (Vec::new(), Vec::new());
+    loop {
+        let Some(key) = expired
+            .iter()
+            .filter_map(|(c, _)| c.head.as_ref().map(|e| e.key.clone()))
+            .min()
+        else {
+            return Ok(deleted);
+        };
+        referenced.clear();
+        for cursor in &mut kept {
+            cursor.take_key(&key, &mut referenced)?;
+        }
+        let mut done: HashSet<(String, String)> = HashSet::new();
+        for (cursor, bucket) in &mut expired {
+            candidates.clear();
+            cursor.take_key(&key, &mut candidates)?;
+            for entry in candidates.drain(..) {
+                // Only exact versions are deleted: an unversioned copy (no version ID) may have
+                // been overwritten by a kept snapshot's copy of the same key.
+                let Some(version) = entry.dest_version.clone() else {
+                    continue;
+                };
+                let still_needed = referenced.iter().any(|r| {
+                    r.dest_key == entry.dest_key && r.dest_version.as_deref() == Some(&version)
+                });
+                if still_needed || !done.insert((entry.dest_key.clone(), version.clone())) {
+                    continue;
+                }
+                reader
+                    .handle
+                    .block_on(
+                        s3.delete_object()
+                            .bucket(*bucket)
+                            .key(&entry.dest_key)
+                            .version_id(version)
+                            .send(),
+                    )
+                    .map_err(crate::error::aws("S3", "DeleteObject"))?;
+                deleted += 1;
+            }
+        }
+    }
 }
 
 /// Reads a whole catalog (on a blocking thread: the reader streams a temporary file).

@@ -81,7 +81,7 @@ impl Location {
 #[derive(Clone)]
 pub struct Reader {
     pub s3: Option<Client>,
-    handle: Handle,
+    pub(crate) handle: Handle,
 }
 
 /// Failures the job owner must fix, as opposed to errors worth retrying.
