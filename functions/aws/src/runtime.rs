@@ -19,7 +19,7 @@ use tokio::sync::watch;
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Return once no job has work left (none New, Preparing, Ready, Active, Completing,
-    /// Cancelling or Failing).
+    /// Cancelling or Failing) and the events queue is empty.
     pub until_idle: bool,
     /// Chunk pointers processed at once.
     pub concurrency: usize,
@@ -72,15 +72,22 @@ pub async fn run(app: Arc<App>, options: RunOptions) -> Result<Arc<RunStats>> {
         stats.clone(),
     )));
     // The events queue is optional locally: without it, continuous backups just wait for runs.
-    match crate::queue::resolve(app.queues.client(), &app.config.events_queue).await {
-        Ok(url) => tasks.push(tokio::spawn(events_loop(
-            app.clone(),
-            url,
-            stop_rx.clone(),
-            stats.clone(),
-        ))),
-        Err(err) => tracing::info!(error = %err, "no events queue; S3 events are not handled"),
-    }
+    let events_url =
+        match crate::queue::resolve(app.queues.client(), &app.config.events_queue).await {
+            Ok(url) => {
+                tasks.push(tokio::spawn(events_loop(
+                    app.clone(),
+                    url.clone(),
+                    stop_rx.clone(),
+                    stats.clone(),
+                )));
+                Some(url)
+            }
+            Err(err) => {
+                tracing::info!(error = %err, "no events queue; S3 events are not handled");
+                None
+            }
+        };
 
     let started = Instant::now();
     let outcome = loop {
@@ -97,7 +104,16 @@ pub async fn run(app: Arc<App>, options: RunOptions) -> Result<Arc<RunStats>> {
         }
         if options.until_idle {
             match app.store.list_jobs(&JobStatus::WORKING).await {
-                Ok(jobs) if jobs.is_empty() => break Ok(()),
+                Ok(jobs) if jobs.is_empty() => {
+                    // Idle also means no S3 event waiting or being handled.
+                    let events_waiting = match &events_url {
+                        Some(url) => app.queues.pending(url).await.unwrap_or(1),
+                        None => 0,
+                    };
+                    if events_waiting == 0 {
+                        break Ok(());
+                    }
+                }
                 Ok(_) => {}
                 Err(err) => tracing::warn!(error = %err, "could not list jobs"),
             }

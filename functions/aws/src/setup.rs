@@ -82,21 +82,7 @@ pub async fn init(clients: &Clients, config: &Config) -> Result<InitReport> {
         report.created.push(format!("table {table}"));
     }
 
-    let dlq_name = format!("{}-dlq", config.work_queue);
-    let dlq_url = create_queue(clients, &dlq_name, &[], &mut report).await?;
-    let dlq_arn = clients
-        .sqs
-        .get_queue_attributes()
-        .queue_url(&dlq_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .map_err(aws("SQS", "GetQueueAttributes"))?
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .unwrap_or_default();
-    let redrive =
-        serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}).to_string();
+    let redrive = dead_letter_queue(clients, &config.work_queue, &mut report).await?;
     let visibility = work_visibility_seconds(config).to_string();
     create_queue(
         clients,
@@ -122,10 +108,16 @@ pub async fn init(clients: &Clients, config: &Config) -> Result<InitReport> {
         &mut report,
     )
     .await?;
+    // A notification that never succeeds ends in the DLQ instead of keeping `run
+    // --until-idle` busy.
+    let redrive = dead_letter_queue(clients, &config.events_queue, &mut report).await?;
     create_queue(
         clients,
         &config.events_queue,
-        &[(QueueAttributeName::VisibilityTimeout, "120".into())],
+        &[
+            (QueueAttributeName::RedrivePolicy, redrive),
+            (QueueAttributeName::VisibilityTimeout, "120".into()),
+        ],
         &mut report,
     )
     .await?;
@@ -144,6 +136,28 @@ pub async fn init(clients: &Clients, config: &Config) -> Result<InitReport> {
         report.created.push(format!("bucket {bucket}"));
     }
     Ok(report)
+}
+
+/// Creates `<queue>-dlq`; returns the RedrivePolicy that sends `queue`'s messages there after
+/// five receives.
+async fn dead_letter_queue(
+    clients: &Clients,
+    queue: &str,
+    report: &mut InitReport,
+) -> Result<String> {
+    let dlq_url = create_queue(clients, &format!("{queue}-dlq"), &[], report).await?;
+    let dlq_arn = clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(aws("SQS", "GetQueueAttributes"))?
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .unwrap_or_default();
+    Ok(serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}).to_string())
 }
 
 async fn create_queue(
