@@ -31,7 +31,7 @@ fn policy(env: &TestEnv, name: &str) -> BackupPolicy {
 }
 
 /// Runs the policy once by hand; returns (job id, its description).
-async fn run(env: &TestEnv, name: &str) -> (String, batchops_core::describe::JobDescriptor) {
+pub async fn run(env: &TestEnv, name: &str) -> (String, batchops_core::describe::JobDescriptor) {
     let job = backup::start_run(&env.app, name, None)
         .await
         .unwrap()
@@ -45,7 +45,8 @@ async fn latest(env: &TestEnv, key: &str) -> Option<Vec<u8>> {
     env.get(&env.dst, &format!("backups/src/{key}")).await
 }
 
-async fn version_count(env: &TestEnv, bucket: &str, key: &str) -> (usize, usize) {
+/// (versions, delete markers) of exactly `key`.
+pub async fn version_count(env: &TestEnv, bucket: &str, key: &str) -> (usize, usize) {
     let out = env
         .clients
         .s3

@@ -1,6 +1,7 @@
 //! S3 events against moto: continuous backups (copied once, journaled into the next snapshot,
 //! removals under `propagate`) and runs started by an S3 Inventory report landing.
 
+use crate::backups::{run, version_count};
 use crate::harness::{gzip, md5_hex, TestEnv};
 use aws_lambda_events::sqs::SqsEvent;
 use batchops_aws::backup;
@@ -35,6 +36,15 @@ fn continuous_policy(env: &TestEnv, name: &str, deletes: DeleteMode) -> BackupPo
     }
 }
 
+/// A test environment with a continuous policy `name` stored.
+async fn continuous_env(name: &str, deletes: DeleteMode) -> TestEnv {
+    let env = TestEnv::new().await;
+    backup::put_policy(&env.app, continuous_policy(&env, name, deletes))
+        .await
+        .unwrap();
+    env
+}
+
 /// One S3 notification record, key form-encoded the way S3 sends it (`+` for a space).
 fn record(
     name: &str,
@@ -64,47 +74,27 @@ fn message(id: &str, records: Vec<serde_json::Value>) -> EventMessage {
 
 const TEST_EVENT: &str = r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Time":"2026-11-22T10:00:00.000Z","Bucket":"src","RequestId":"r","HostId":"h"}"#;
 
+/// Versions and delete markers of a key in the destination.
 async fn versions(env: &TestEnv, key: &str) -> (usize, usize) {
-    let out = env
-        .clients
-        .s3
-        .list_object_versions()
-        .bucket(&env.dst)
-        .prefix(key)
-        .send()
-        .await
-        .unwrap();
-    (
-        out.versions()
-            .iter()
-            .filter(|v| v.key() == Some(key))
-            .count(),
-        out.delete_markers()
-            .iter()
-            .filter(|m| m.key() == Some(key))
-            .count(),
-    )
+    version_count(env, &env.dst, key).await
+}
+
+/// Runs the policy by hand to the end; it must complete. Returns its description.
+async fn completed_run(env: &TestEnv, name: &str) -> batchops_core::describe::JobDescriptor {
+    let (_, described) = run(env, name).await;
+    assert_eq!(
+        described.status, "Complete",
+        "{:?}",
+        described.failure_reasons
+    );
+    described
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn event_batch_is_copied_once_and_recorded_in_the_next_snapshot() {
-    let env = TestEnv::new().await;
-    backup::put_policy(
-        &env.app,
-        continuous_policy(&env, "live", DeleteMode::Ignore),
-    )
-    .await
-    .unwrap();
+    let env = continuous_env("live", DeleteMode::Ignore).await;
     env.put(&env.src, "data/old.txt", "old").await;
-    let (job, _) = (
-        backup::start_run(&env.app, "live", None)
-            .await
-            .unwrap()
-            .job_id,
-        (),
-    );
-    env.run_until_idle().await;
-    assert_eq!(env.describe(&job).await.status, "Complete");
+    completed_run(&env, "live").await;
 
     let spaced = b"with spaces".to_vec();
     let v_spaced = env.put(&env.src, "data/a b+c.txt", spaced.clone()).await;
@@ -204,17 +194,7 @@ async fn event_batch_is_copied_once_and_recorded_in_the_next_snapshot() {
     );
 
     // The next run copies nothing the events already copied, and its snapshot has them.
-    let job = backup::start_run(&env.app, "live", None)
-        .await
-        .unwrap()
-        .job_id;
-    env.run_until_idle().await;
-    let described = env.describe(&job).await;
-    assert_eq!(
-        described.status, "Complete",
-        "{:?}",
-        described.failure_reasons
-    );
+    let described = completed_run(&env, "live").await;
     assert_eq!(described.progress_summary.total_number_of_tasks, 0);
     let snapshots = backup::list_snapshots(&env.app, "live").await.unwrap();
     let last = snapshots.last().unwrap();
@@ -239,17 +219,10 @@ async fn event_batch_is_copied_once_and_recorded_in_the_next_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn removal_events_place_one_delete_marker_under_propagate() {
-    let env = TestEnv::new().await;
-    backup::put_policy(
-        &env.app,
-        continuous_policy(&env, "mirror", DeleteMode::Propagate),
-    )
-    .await
-    .unwrap();
+    let env = continuous_env("mirror", DeleteMode::Propagate).await;
     env.put(&env.src, "data/gone.txt", "bye").await;
     env.put(&env.src, "data/back.txt", "v1").await;
-    backup::start_run(&env.app, "mirror", None).await.unwrap();
-    env.run_until_idle().await;
+    completed_run(&env, "mirror").await;
 
     for key in ["data/gone.txt", "data/back.txt"] {
         env.clients
@@ -289,17 +262,7 @@ async fn removal_events_place_one_delete_marker_under_propagate() {
     );
     let _ = back;
 
-    let job = backup::start_run(&env.app, "mirror", None)
-        .await
-        .unwrap()
-        .job_id;
-    env.run_until_idle().await;
-    let described = env.describe(&job).await;
-    assert_eq!(
-        described.status, "Complete",
-        "{:?}",
-        described.failure_reasons
-    );
+    let described = completed_run(&env, "mirror").await;
     assert_eq!(
         described.progress_summary.total_number_of_tasks, 1,
         "back.txt v2 is copied; gone.txt already has its marker"
@@ -441,30 +404,14 @@ async fn inventory_report_landing_starts_one_run_from_the_report() {
     );
 
     // A run by hand (or schedule) reads the newest complete report: nothing changed.
-    let job = backup::start_run(&env.app, "inv", None)
-        .await
-        .unwrap()
-        .job_id;
-    env.run_until_idle().await;
-    let described = env.describe(&job).await;
-    assert_eq!(
-        described.status, "Complete",
-        "{:?}",
-        described.failure_reasons
-    );
+    let described = completed_run(&env, "inv").await;
     assert_eq!(described.progress_summary.total_number_of_tasks, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bucket_notifications_reach_the_backup_through_the_events_queue() {
     use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
-    let env = TestEnv::new().await;
-    backup::put_policy(
-        &env.app,
-        continuous_policy(&env, "notified", DeleteMode::Ignore),
-    )
-    .await
-    .unwrap();
+    let env = continuous_env("notified", DeleteMode::Ignore).await;
     let queue_url =
         batchops_aws::queue::resolve(env.app.queues.client(), &env.app.config.events_queue)
             .await
@@ -524,16 +471,6 @@ async fn bucket_notifications_reach_the_backup_through_the_events_queue() {
         Some(b"two again".to_vec())
     );
     // The run after records both without copying them again.
-    let job = backup::start_run(&env.app, "notified", None)
-        .await
-        .unwrap()
-        .job_id;
-    env.run_until_idle().await;
-    let described = env.describe(&job).await;
-    assert_eq!(
-        described.status, "Complete",
-        "{:?}",
-        described.failure_reasons
-    );
+    let described = completed_run(&env, "notified").await;
     assert_eq!(described.progress_summary.total_number_of_tasks, 0);
 }
