@@ -1717,6 +1717,8 @@ impl BackupEntries {
 struct SorterSink<'a> {
     sorter: crate::extsort::EntrySorter,
     policy: &'a BackupPolicy,
+    /// Whether any row named a version (current-versions inventories have no VersionId).
+    version_ids_seen: bool,
 }
 
 impl LineSink for SorterSink<'_> {
@@ -1735,6 +1737,11 @@ impl LineSink for SorterSink<'_> {
         if !self.policy.covers(&entry.object.bucket, &entry.object.key) {
             return Ok(());
         }
+        self.version_ids_seen |= entry
+            .object
+            .version_id
+            .as_deref()
+            .is_some_and(|v| v != "null");
         self.sorter
             .push(entry, is_delete_marker)
             .map_err(|e| format!("sorting the inventory on local disk: {e}"))
@@ -1860,14 +1867,7 @@ fn read_backup(
         Err(reason) => return job_failure(emitter, "JournalInvalid", reason),
     };
     let all_versions = policy.versions == VersionsMode::All;
-    let mut differ = Differ::new(catalog, source_versioned, all_versions).with_journal(journal);
-    differ.catalog_taken = skip;
-    let mut planner = BackupPlanner::new(
-        policy.clone(),
-        progress.clone(),
-        options.chunk_size,
-        DRAFT_ROWS,
-    );
+    let mut compare_versions = source_versioned;
     let mut entries = match &run.inventory {
         None => BackupEntries::Listing {
             s3,
@@ -1886,6 +1886,7 @@ fn read_backup(
             let mut sink = SorterSink {
                 sorter: EntrySorter::new(SORT_RUN_ENTRIES),
                 policy,
+                version_ids_seen: false,
             };
             let location = Location::S3(report.clone());
             let Some(_) = read_inventory_files(
@@ -1893,13 +1894,15 @@ fn read_backup(
                 &location,
                 None,
                 Cursor::default(),
-                source_versioned,
+                all_versions,
                 &mut sink,
                 emitter,
             )?
             else {
                 return Ok(());
             };
+            // A current-versions inventory has no version IDs: compare by ETag and size then.
+            compare_versions = source_versioned && sink.version_ids_seen;
             let sorted = sink
                 .sorter
                 .finish()
@@ -1910,6 +1913,14 @@ fn read_backup(
             }
         }
     };
+    let mut differ = Differ::new(catalog, compare_versions, all_versions).with_journal(journal);
+    differ.catalog_taken = skip;
+    let mut planner = BackupPlanner::new(
+        policy.clone(),
+        progress.clone(),
+        options.chunk_size,
+        DRAFT_ROWS,
+    );
     let mut group_key: Option<String> = None;
     let mut group: Vec<ObjectEntry> = Vec::new();
     let mut outs = Vec::new();

@@ -403,6 +403,55 @@ async fn inventory_report_landing_starts_one_run_from_the_report() {
         "sorted"
     );
 
+    // The next day's report lists current versions only (no VersionId column): the diff
+    // compares ETags and sizes, and copies just the object that changed.
+    env.put(&env.src, "data/c", "changed c").await;
+    let mut rows = String::new();
+    for key in ["data/a", "data/c", "data/m", "data/z z"] {
+        let body = env.get(&env.src, key).await.unwrap();
+        rows.push_str(&format!(
+            "\"{}\",\"{}\",\"{}\",\"{}\"\n",
+            env.src,
+            encode_key(key).replace("%20", "+"),
+            body.len(),
+            md5_hex(&body)
+        ));
+    }
+    let next = env
+        .inventory_at(
+            "nightly",
+            "2026-11-23T00-00Z",
+            "CSV",
+            "Bucket, Key, Size, ETag",
+            vec![("part-2.csv.gz".to_string(), gzip(&rows))],
+        )
+        .await;
+    let landed = message(
+        "inv-2",
+        vec![record(
+            "ObjectCreated:Put",
+            &env.reports,
+            &next,
+            "v",
+            b"{}",
+            2,
+        )],
+    );
+    let started = handle_messages(&env.app, vec![landed]).await.runs_started;
+    assert_eq!(started.len(), 1);
+    env.run_until_idle().await;
+    let described = env.describe(&started[0].1).await;
+    assert_eq!(
+        described.status, "Complete",
+        "{:?}",
+        described.failure_reasons
+    );
+    assert_eq!(described.progress_summary.total_number_of_tasks, 1);
+    assert_eq!(
+        env.get(&env.dst, "vault/data/c").await,
+        Some(b"changed c".to_vec())
+    );
+
     // A run by hand (or schedule) reads the newest complete report: nothing changed.
     let described = completed_run(&env, "inv").await;
     assert_eq!(described.progress_summary.total_number_of_tasks, 0);

@@ -261,7 +261,20 @@ impl TestEnv {
         schema: &str,
         files: Vec<(String, Vec<u8>)>,
     ) -> String {
-        let root = format!("inventory/{}/{name}/2026-11-22T00-00Z", self.src);
+        self.inventory_at(name, "2026-11-22T00-00Z", format, schema, files)
+            .await
+    }
+
+    /// As `inventory`, in the date folder `date` (S3 writes one per report).
+    pub async fn inventory_at(
+        &self,
+        name: &str,
+        date: &str,
+        format: &str,
+        schema: &str,
+        files: Vec<(String, Vec<u8>)>,
+    ) -> String {
+        let root = format!("inventory/{}/{name}/{date}", self.src);
         let mut listed = Vec::new();
         for (file, bytes) in files {
             let key = format!("inventory/{}/{name}/data/{file}", self.src);
