@@ -6,13 +6,24 @@
 #                              peak RSS, and the ratio to `gzip -dc FILE > /dev/null` on the same
 #                              gzip file.
 #
-# Set BENCH_SIZES="1000000 10000000" to change the sizes. Data goes to .local/bench (kept between
-# runs; delete it to regenerate).
+#   scripts/bench.sh backup    a backup run's prepare step (`batchops plan --backup-policy`, the
+#                              planner's own code) against scripts/bench_s3.py, a fake S3 endpoint
+#                              that generates a versioned bucket of 1M keys (no per-key requests,
+#                              no per-key storage): a full run and an incremental run over 1M
+#                              unchanged catalog entries, side by side: requests by kind, requests
+#                              per object (target: below 0.002 when unchanged, i.e. listing only),
+#                              diff rate, peak RSS. Fails if the incremental run would copy
+#                              anything or needs 0.002 requests per object or more.
+#
+# Set BENCH_SIZES="1000000 10000000" (planner, lines) or BENCH_BACKUP_SIZES="1000000" (backup,
+# objects) to change the sizes. Data goes to .local/bench (kept between runs; delete it to
+# regenerate).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
 WHAT="${1:-planner}"
 SIZES="${BENCH_SIZES:-1000000 10000000}"
+BACKUP_SIZES="${BENCH_BACKUP_SIZES:-1000000}"
 DATA="$ROOT/.local/bench"
 mkdir -p "$DATA"
 
@@ -88,7 +99,101 @@ planner_bench() {
   done
 }
 
+# The fake endpoint's buckets and the previous snapshot's catalog, named as a completed run names it.
+BACKUP_SOURCE=bench-source
+BACKUP_VAULT=bench-vault
+BACKUP_PREFIX=backups/source/
+BACKUP_CATALOG_KEY="${BACKUP_PREFIX}.batchops/snapshots/bench/20261101T000000Z.catalog.gz"
+BACKUP_TARGET=0.002
+SERVER_PID=""
+ENDPOINT=""
+
+stop_server() {
+  if [ -n "$SERVER_PID" ]; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+  fi
+}
+
+# Starts bench_s3.py for $1 objects and catalog file $2 on a free loopback port; sets SERVER_PID
+# and ENDPOINT.
+start_server() {
+  local objects=$1 catalog=$2 port_file="$DATA/bench_s3.port"
+  rm -f "$port_file"
+  python3 scripts/bench_s3.py serve --objects "$objects" --source-bucket "$BACKUP_SOURCE" \
+    --catalog-bucket "$BACKUP_VAULT" --catalog-key "$BACKUP_CATALOG_KEY" --catalog-file "$catalog" \
+    --port 0 --port-file "$port_file" 2>>"$DATA/bench_s3.log" &
+  SERVER_PID=$!
+  for _ in $(seq 100); do
+    [ -s "$port_file" ] && break
+    kill -0 "$SERVER_PID" 2>/dev/null || { echo "bench_s3.py exited; see $DATA/bench_s3.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  [ -s "$port_file" ] || { echo "bench_s3.py did not start within 10 s; see $DATA/bench_s3.log" >&2; exit 1; }
+  ENDPOINT="http://127.0.0.1:$(cat "$port_file")"
+}
+
+# Runs `batchops plan ... --json` against the fake endpoint under /usr/bin/time: its JSON goes to
+# $1, "<wall seconds> <peak RSS KiB> <user CPU seconds> <system CPU seconds>" to $2.
+measure_plan() {
+  local out=$1 timing=$2
+  shift 2
+  if ! env -u AWS_PROFILE -u AWS_SESSION_TOKEN AWS_ENDPOINT_URL="$ENDPOINT" \
+    AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 \
+    /usr/bin/time -f "%e %M %U %S" -o "$timing" "$BATCHOPS" plan "$@" --json >"$out"; then
+    echo "FAILED: batchops plan $* (output in $out)" >&2
+    exit 1
+  fi
+}
+
+backup_bench() {
+  command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
+  local policy="$DATA/backup-policy.json"
+  printf '{"name": "bench", "source": {"bucket": "%s", "prefix": ""}, "destination": {"bucket": "%s", "prefix": "%s"}, "deletes": "record"}\n' \
+    "$BACKUP_SOURCE" "$BACKUP_VAULT" "$BACKUP_PREFIX" >"$policy"
+  trap stop_server EXIT
+  local rows=() failures=() objects name catalog run out stats wall rss user sys result line
+  for objects in $BACKUP_SIZES; do
+    name="$(human "$objects")"
+    catalog="$DATA/backup-catalog-$name.tsv.gz"
+    if [ ! -s "$catalog" ]; then
+      echo "==> generating $catalog" >&2
+      python3 scripts/bench_s3.py catalog --objects "$objects" --dest-prefix "$BACKUP_PREFIX" --out "$catalog"
+    fi
+    start_server "$objects" "$catalog"
+    # (a) full: no previous catalog, every object a copy task; (b) incremental: every object unchanged.
+    for run in full incremental; do
+      local args=(--backup-policy "$policy")
+      [ "$run" = incremental ] && args+=(--previous-catalog "s3://$BACKUP_VAULT/$BACKUP_CATALOG_KEY")
+      out="$DATA/backup-$run-$name.json"
+      stats="$DATA/backup-$run-$name.stats.json"
+      echo "==> $run run over $name objects" >&2
+      curl -fsS -X POST "$ENDPOINT/__reset" >/dev/null
+      measure_plan "$out" "$out.time" "${args[@]}"
+      read -r wall rss user sys <"$out.time"
+      curl -fsS "$ENDPOINT/__stats" >"$stats"
+      result="$(python3 scripts/bench_s3.py table-row --run "$run" --objects "$objects" --wall "$wall" \
+        --user "$user" --sys "$sys" --rss-kib "$rss" --plan "$out" --stats "$stats" --target "$BACKUP_TARGET")"
+      while IFS= read -r line; do
+        case "$line" in
+          FAIL*) failures+=("${line#FAIL }") ;;
+          *) rows+=("$line") ;;
+        esac
+      done <<<"$result"
+    done
+    stop_server
+  done
+  python3 scripts/bench_s3.py table-header --target "$BACKUP_TARGET"
+  printf '%s\n' "${rows[@]}"
+  if [ ${#failures[@]} -gt 0 ]; then
+    printf 'FAILED: %s\n' "${failures[@]}" >&2
+    exit 1
+  fi
+}
+
 case "$WHAT" in
   planner) planner_bench ;;
-  *) echo "usage: scripts/bench.sh planner" >&2; exit 2 ;;
+  backup) backup_bench ;;
+  *) echo "usage: scripts/bench.sh planner|backup" >&2; exit 2 ;;
 esac

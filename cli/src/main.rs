@@ -39,7 +39,8 @@ enum Command {
         #[command(subcommand)]
         command: JobCommand,
     },
-    /// Dry run: the prepare step of a job over a manifest, without creating the job.
+    /// Dry run: the prepare step of a job over a manifest, or of a backup run (--backup-policy),
+    /// without creating the job or writing anything.
     Plan(PlanArgs),
     /// Scheduled, incremental, version-exact backups of buckets.
     Backup {
@@ -167,9 +168,18 @@ struct RestoreArgs {
 
 #[derive(Args)]
 struct PlanArgs {
-    /// A local file or s3://bucket/key (for inventories: the report's manifest.json).
+    /// A local file or s3://bucket/key (for inventories: the report's manifest.json). Required
+    /// unless --backup-policy is given.
     #[arg(long)]
-    manifest: String,
+    manifest: Option<String>,
+    /// Instead of a manifest: a backup run's prepare step for this policy (a JSON or YAML file, as
+    /// `backup policy put` takes it): the source listing diffed against --previous-catalog.
+    #[arg(long, conflicts_with_all = ["manifest", "pin_versions", "as_of"])]
+    backup_policy: Option<String>,
+    /// With --backup-policy: the previous snapshot's catalog (s3://bucket/key). Without it the
+    /// run is a full backup.
+    #[arg(long, requires = "backup_policy")]
+    previous_catalog: Option<String>,
     #[arg(long, value_enum, default_value_t = ManifestFormatArg::Csv)]
     format: ManifestFormatArg,
     /// CSV manifest columns, comma-separated.
@@ -359,9 +369,18 @@ async fn plan(config: &Config, clients: &Clients, args: &PlanArgs) -> Result<()>
     };
     use batchops_core::manifest::{ManifestField, ManifestFields};
     use batchops_core::request::ManifestObject;
-    let location = match args.manifest.strip_prefix("s3://") {
+    if let Some(policy_file) = &args.backup_policy {
+        return plan_backup(config, clients, args, policy_file).await;
+    }
+    if args.previous_catalog.is_some() {
+        bail!("--previous-catalog is for backup dry runs: give --backup-policy FILE with it, not --manifest");
+    }
+    let Some(manifest) = args.manifest.as_deref() else {
+        bail!("--manifest is required: a local file or s3://bucket/key (or --backup-policy FILE to dry-run a backup run's prepare step instead)");
+    };
+    let location = match manifest.strip_prefix("s3://") {
         Some(_) => {
-            let (bucket, key) = split_s3_url(&args.manifest)?;
+            let (bucket, key) = split_s3_url(manifest)?;
             Location::S3(ManifestObject {
                 bucket,
                 key,
@@ -369,7 +388,7 @@ async fn plan(config: &Config, clients: &Clients, args: &PlanArgs) -> Result<()>
                 etag: None,
             })
         }
-        None => Location::Local(args.manifest.clone().into()),
+        None => Location::Local(manifest.into()),
     };
     let is_s3 = matches!(location, Location::S3(_));
     let source = match args.format {
@@ -432,7 +451,7 @@ async fn plan(config: &Config, clients: &Clients, args: &PlanArgs) -> Result<()>
         println!(
             "{}",
             serde_json::to_string_pretty(&json!({
-                "Manifest": args.manifest,
+                "Manifest": manifest,
                 "TotalNumberOfTasks": p.tasks,
                 "Chunks": p.next_seq,
                 "BytesKnown": p.bytes,
@@ -448,7 +467,7 @@ async fn plan(config: &Config, clients: &Clients, args: &PlanArgs) -> Result<()>
             }))?
         );
     } else {
-        println!("Manifest    {}", args.manifest);
+        println!("Manifest    {manifest}");
         println!(
             "Tasks       {} ({} malformed, {} entries skipped)",
             p.tasks, p.malformed, p.skipped
@@ -476,6 +495,127 @@ async fn plan(config: &Config, clients: &Clients, args: &PlanArgs) -> Result<()>
     }
     if let Some((code, reason)) = report.failure {
         bail!("the job would fail: {code}: {reason}");
+    }
+    Ok(())
+}
+
+/// `plan --backup-policy`: a backup run's prepare step (versioning preflight, source listing,
+/// sorted-merge diff against the previous catalog) with nothing written.
+async fn plan_backup(
+    config: &Config,
+    clients: &Clients,
+    args: &PlanArgs,
+    policy_file: &str,
+) -> Result<()> {
+    use batchops_aws::prepare::{dry_run, ChunkWriter, Reader, SourceOptions, SourceSpec};
+    use batchops_core::backup::{DeleteMode, VersionsMode};
+    use batchops_core::request::{BackupRun, CatalogRef};
+    let policy = read_policy(policy_file)?;
+    policy
+        .validate()
+        .map_err(|(field, message)| anyhow::anyhow!("{policy_file}: {field}: {message}"))?;
+    let previous = match &args.previous_catalog {
+        Some(url) => {
+            let (bucket, key) = split_s3_url(url)?;
+            if key.is_empty() {
+                bail!("--previous-catalog must name an object: s3://bucket/key, not `{url}`");
+            }
+            let file = key.rsplit('/').next().unwrap_or(&key);
+            let snapshot_id = file.strip_suffix(".catalog.gz").unwrap_or(file).to_string();
+            Some(CatalogRef {
+                snapshot_id,
+                bucket,
+                key,
+            })
+        }
+        None => None,
+    };
+    let snapshot_id = batchops_aws::backup::snapshot_id(time::OffsetDateTime::now_utc());
+    let delete_tasks_per_deletion =
+        policy.deletes == DeleteMode::Propagate && policy.versions == VersionsMode::Current;
+    let run = BackupRun {
+        policy,
+        snapshot_id,
+        previous,
+        inventory: None,
+    };
+    let mut writer = ChunkWriter::counting_only();
+    let options = SourceOptions {
+        chunk_size: args.chunk_size.unwrap_or(config.chunk_size),
+        keep_etags: false,
+        as_of: None,
+    };
+    let report = dry_run(
+        Reader::new(Some(clients.s3.clone())),
+        SourceSpec::Backup(Box::new(run.clone())),
+        options,
+        &mut writer,
+    )
+    .await?;
+    let p = &report.progress;
+    // Tasks are copies, plus one delete-marker task per deletion when the policy propagates them.
+    let delete_tasks = if delete_tasks_per_deletion {
+        p.deleted
+    } else {
+        0
+    };
+    let copies = p.tasks.saturating_sub(delete_tasks);
+    let unchanged = p.skipped;
+    let listed = copies + unchanged;
+    let elapsed = report.elapsed.as_secs_f64();
+    let rate = listed as f64 / elapsed.max(1e-9);
+    let policy = &run.policy;
+    let source = format!("s3://{}/{}", policy.source.bucket, policy.source.prefix);
+    let previous = run
+        .previous
+        .as_ref()
+        .map(|c| format!("s3://{}/{}", c.bucket, c.key));
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "Policy": policy.name,
+                "Source": source,
+                "PreviousCatalog": previous,
+                "ObjectsListed": listed,
+                "CatalogEntriesRead": p.cursor.catalog_entries,
+                "CopyTasks": copies,
+                "Unchanged": unchanged,
+                "Deleted": p.deleted,
+                "DeleteTasks": delete_tasks,
+                "TotalNumberOfTasks": p.tasks,
+                "Chunks": p.next_seq,
+                "BytesToCopy": p.bytes,
+                "ElapsedSeconds": elapsed,
+                "EntriesPerSecond": rate.round(),
+                "FailureCode": report.failure.as_ref().map(|f| f.0.clone()),
+                "FailureReason": report.failure.as_ref().map(|f| f.1.clone()),
+            }))?
+        );
+    } else {
+        println!("Policy      {}", policy.name);
+        println!("Source      {source}");
+        println!(
+            "Previous    {}",
+            previous.as_deref().unwrap_or("none (a full backup)")
+        );
+        println!(
+            "Listed      {listed} objects; {} previous catalog entries read",
+            p.cursor.catalog_entries
+        );
+        println!(
+            "Tasks       {copies} copies ({} bytes), {delete_tasks} delete markers, in {} chunks",
+            p.bytes, p.next_seq
+        );
+        println!("Unchanged   {unchanged}");
+        println!("Deleted     {}", p.deleted);
+        println!("Rate        {rate:.0} entries/s ({listed} listed in {elapsed:.3}s)");
+        if let Some((code, reason)) = &report.failure {
+            println!("Failure     {code}: {reason}");
+        }
+    }
+    if let Some((code, reason)) = report.failure {
+        bail!("the backup run would fail: {code}: {reason}");
     }
     Ok(())
 }
@@ -544,18 +684,19 @@ async fn backup_command(app: &App, command: BackupCommand) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&snapshots)?);
             } else {
                 println!(
-                    "{:<18}  {:>10}  {:>14}  {:>8}  {:>10}  {:>8}  CATALOG",
-                    "SNAPSHOT", "OBJECTS", "BYTES", "COPIED", "UNCHANGED", "DELETED"
+                    "{:<18}  {:>10}  {:>14}  {:>8}  {:>10}  {:>8}  {:>10}  CATALOG",
+                    "SNAPSHOT", "OBJECTS", "BYTES", "COPIED", "UNCHANGED", "DELETED", "CONTINUOUS"
                 );
                 for s in snapshots {
                     println!(
-                        "{:<18}  {:>10}  {:>14}  {:>8}  {:>10}  {:>8}  s3://{}/{}",
+                        "{:<18}  {:>10}  {:>14}  {:>8}  {:>10}  {:>8}  {:>10}  s3://{}/{}",
                         s.id,
                         s.objects,
                         s.bytes,
                         s.copied,
                         s.unchanged,
                         s.deleted,
+                        s.continuous,
                         s.catalog.bucket,
                         s.catalog.key
                     );
@@ -596,15 +737,7 @@ async fn backup_command(app: &App, command: BackupCommand) -> Result<()> {
                     source,
                     control_bucket: app.config.control_bucket.clone(),
                 };
-                let mut writer = ChunkWriter {
-                    s3: None,
-                    control: None,
-                    output: None,
-                    pin_with_head: false,
-                    as_of_lookup: None,
-                    concurrency: 1,
-                    stats: Default::default(),
-                };
+                let mut writer = ChunkWriter::counting_only();
                 let options = SourceOptions {
                     chunk_size: app.config.chunk_size,
                     keep_etags: false,

@@ -64,7 +64,8 @@ fn policy_pk(name: &str) -> String {
     format!("POLICY#{name}")
 }
 
-fn snapshot_id(at: OffsetDateTime) -> String {
+/// A snapshot's ID: its run's start time, to the second, sortable.
+pub fn snapshot_id(at: OffsetDateTime) -> String {
     format!(
         "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
         at.year(),

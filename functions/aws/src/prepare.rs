@@ -1256,6 +1256,22 @@ pub struct ChunkWriter {
     pub stats: WriteStats,
 }
 
+impl ChunkWriter {
+    /// A writer that encodes and counts chunks but stores nothing: for dry runs of sources whose
+    /// entries are already pinned (backups, restores).
+    pub fn counting_only() -> Self {
+        ChunkWriter {
+            s3: None,
+            control: None,
+            output: None,
+            pin_with_head: false,
+            as_of_lookup: None,
+            concurrency: 1,
+            stats: Default::default(),
+        }
+    }
+}
+
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct WriteStats {
     pub chunks: u64,
