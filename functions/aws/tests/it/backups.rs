@@ -31,13 +31,28 @@ fn policy(env: &TestEnv, name: &str) -> BackupPolicy {
 }
 
 /// Runs the policy once by hand; returns (job id, its description).
-pub async fn run(env: &TestEnv, name: &str) -> (String, batchops_core::describe::JobDescriptor) {
-    let job = backup::start_run(&env.app, name, None)
+async fn start(env: &TestEnv, name: &str) -> String {
+    backup::start_run(&env.app, name, None)
         .await
         .unwrap()
-        .job_id;
+        .job_id
+}
+
+/// Runs the policy by hand to the end, whatever its outcome.
+pub async fn run(env: &TestEnv, name: &str) -> (String, batchops_core::describe::JobDescriptor) {
+    let job = start(env, name).await;
     env.run_until_idle().await;
     let described = env.describe(&job).await;
+    (job, described)
+}
+
+/// Runs the policy by hand to the end; it must complete.
+pub async fn completed_run(
+    env: &TestEnv,
+    name: &str,
+) -> (String, batchops_core::describe::JobDescriptor) {
+    let job = start(env, name).await;
+    let described = env.run_to_complete(&job).await;
     (job, described)
 }
 
@@ -80,12 +95,7 @@ async fn full_then_incremental_then_unchanged_runs() {
             .await;
     }
     env.put(&env.src, "elsewhere/not-backed-up", "x").await;
-    let (first, described) = run(&env, "nightly").await;
-    assert_eq!(
-        described.status, "Complete",
-        "{:?}",
-        described.failure_reasons
-    );
+    let (first, described) = completed_run(&env, "nightly").await;
     assert_eq!(described.progress_summary.number_of_tasks_succeeded, 3);
     assert_eq!(
         latest(&env, "data/dir/c d.txt").await,
@@ -99,8 +109,7 @@ async fn full_then_incremental_then_unchanged_runs() {
 
     env.put(&env.src, "data/b.txt", "v2 b.txt").await;
     env.put(&env.src, "data/e.txt", "v1 e.txt").await;
-    let (_, described) = run(&env, "nightly").await;
-    assert_eq!(described.status, "Complete");
+    let (_, described) = completed_run(&env, "nightly").await;
     assert_eq!(
         described.progress_summary.total_number_of_tasks, 2,
         "only the change and the new object"
@@ -112,8 +121,7 @@ async fn full_then_incremental_then_unchanged_runs() {
         "unchanged objects are not copied again"
     );
 
-    let (_, described) = run(&env, "nightly").await;
-    assert_eq!(described.status, "Complete");
+    let (_, described) = completed_run(&env, "nightly").await;
     assert_eq!(
         described.progress_summary.total_number_of_tasks, 0,
         "nothing changed"
@@ -262,12 +270,7 @@ async fn deletes_follow_the_policy_and_the_guard_stops_mass_deletes() {
             .send()
             .await
             .unwrap();
-        let (_, described) = run(&env, name).await;
-        assert_eq!(
-            described.status, "Complete",
-            "{name}: {:?}",
-            described.failure_reasons
-        );
+        completed_run(&env, name).await;
         let snapshots = backup::list_snapshots(&env.app, name).await.unwrap();
         let second = &snapshots[1];
         let reader = batchops_aws::prepare::Reader::new(Some(env.app.s3.clone()));
@@ -391,8 +394,7 @@ async fn versioning_preflight_refuses_unversioned_destinations_and_warns_for_sou
     backup::put_policy(&env.app, q).await.unwrap();
     env.put(&unversioned, "data/k", "one").await;
     env.put(&unversioned, "data/same", "same").await;
-    let (_, described) = run(&env, "etag").await;
-    assert_eq!(described.status, "Complete");
+    let (_, described) = completed_run(&env, "etag").await;
     assert!(
         described
             .warnings
@@ -420,8 +422,7 @@ async fn all_versions_are_copied_oldest_first() {
         env.put(&env.src, "data/doc", format!("version {i}")).await;
     }
     env.put(&env.src, "data/single", "only").await;
-    let (_, described) = run(&env, "history").await;
-    assert_eq!(described.status, "Complete");
+    let (_, described) = completed_run(&env, "history").await;
     assert_eq!(described.progress_summary.number_of_tasks_succeeded, 5);
     let out = env
         .clients

@@ -1,7 +1,7 @@
 //! S3 events against moto: continuous backups (copied once, journaled into the next snapshot,
 //! removals under `propagate`) and runs started by an S3 Inventory report landing.
 
-use crate::backups::{run, version_count};
+use crate::backups::{completed_run, version_count};
 use crate::harness::{gzip, md5_hex, TestEnv};
 use aws_lambda_events::sqs::SqsEvent;
 use batchops_aws::backup;
@@ -77,17 +77,6 @@ const TEST_EVENT: &str = r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Time"
 /// Versions and delete markers of a key in the destination.
 async fn versions(env: &TestEnv, key: &str) -> (usize, usize) {
     version_count(env, &env.dst, key).await
-}
-
-/// Runs the policy by hand to the end; it must complete. Returns its description.
-async fn completed_run(env: &TestEnv, name: &str) -> batchops_core::describe::JobDescriptor {
-    let (_, described) = run(env, name).await;
-    assert_eq!(
-        described.status, "Complete",
-        "{:?}",
-        described.failure_reasons
-    );
-    described
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -194,7 +183,7 @@ async fn event_batch_is_copied_once_and_recorded_in_the_next_snapshot() {
     );
 
     // The next run copies nothing the events already copied, and its snapshot has them.
-    let described = completed_run(&env, "live").await;
+    let described = completed_run(&env, "live").await.1;
     assert_eq!(described.progress_summary.total_number_of_tasks, 0);
     let snapshots = backup::list_snapshots(&env.app, "live").await.unwrap();
     let last = snapshots.last().unwrap();
@@ -262,7 +251,7 @@ async fn removal_events_place_one_delete_marker_under_propagate() {
     );
     let _ = back;
 
-    let described = completed_run(&env, "mirror").await;
+    let described = completed_run(&env, "mirror").await.1;
     assert_eq!(
         described.progress_summary.total_number_of_tasks, 1,
         "back.txt v2 is copied; gone.txt already has its marker"
@@ -372,13 +361,7 @@ async fn inventory_report_landing_starts_one_run_from_the_report() {
         "one run per report"
     );
     let job = first.runs_started[0].1.clone();
-    env.run_until_idle().await;
-    let described = env.describe(&job).await;
-    assert_eq!(
-        described.status, "Complete",
-        "{:?}",
-        described.failure_reasons
-    );
+    let described = env.run_to_complete(&job).await;
     assert_eq!(described.progress_summary.number_of_tasks_succeeded, 4);
     assert_eq!(
         env.get(&env.dst, "vault/data/z z").await,
@@ -439,13 +422,7 @@ async fn inventory_report_landing_starts_one_run_from_the_report() {
     );
     let started = handle_messages(&env.app, vec![landed]).await.runs_started;
     assert_eq!(started.len(), 1);
-    env.run_until_idle().await;
-    let described = env.describe(&started[0].1).await;
-    assert_eq!(
-        described.status, "Complete",
-        "{:?}",
-        described.failure_reasons
-    );
+    let described = env.run_to_complete(&started[0].1).await;
     assert_eq!(described.progress_summary.total_number_of_tasks, 1);
     assert_eq!(
         env.get(&env.dst, "vault/data/c").await,
@@ -453,7 +430,7 @@ async fn inventory_report_landing_starts_one_run_from_the_report() {
     );
 
     // A run by hand (or schedule) reads the newest complete report: nothing changed.
-    let described = completed_run(&env, "inv").await;
+    let described = completed_run(&env, "inv").await.1;
     assert_eq!(described.progress_summary.total_number_of_tasks, 0);
 }
 
@@ -520,6 +497,6 @@ async fn bucket_notifications_reach_the_backup_through_the_events_queue() {
         Some(b"two again".to_vec())
     );
     // The run after records both without copying them again.
-    let described = completed_run(&env, "notified").await;
+    let described = completed_run(&env, "notified").await.1;
     assert_eq!(described.progress_summary.total_number_of_tasks, 0);
 }

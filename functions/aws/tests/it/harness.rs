@@ -216,6 +216,18 @@ impl TestEnv {
             .expect("describe")
     }
 
+    /// Runs the local runtime until idle and asserts the job completed (showing why if not).
+    pub async fn run_to_complete(&self, job_id: &str) -> JobDescriptor {
+        self.run_until_idle().await;
+        let described = self.describe(job_id).await;
+        assert_eq!(
+            described.status, "Complete",
+            "job {job_id}: {:?}",
+            described.failure_reasons
+        );
+        described
+    }
+
     /// Reads the report back and asserts it lists every counted task exactly once, intact.
     pub async fn audit(&self, job_id: &str) -> ReportAudit {
         let audit = audit_report(&self.app, job_id)

@@ -58,10 +58,7 @@ async fn copies_every_awkward_key_and_reports_each_task_once() {
     let job = env
         .create(env.request_json(&manifest, &["Bucket", "Key"]))
         .await;
-    env.run_until_idle().await;
-
-    let described = env.describe(&job).await;
-    assert_eq!(described.status, "Complete", "{described:?}");
+    let described = env.run_to_complete(&job).await;
     let total = AWKWARD_KEYS.len() as u64 + 1;
     assert_eq!(described.progress_summary.total_number_of_tasks, total);
     assert_eq!(described.progress_summary.number_of_tasks_succeeded, total);
@@ -153,10 +150,7 @@ async fn a_few_thousand_tasks_over_many_chunks_each_run_once() {
     let job = env
         .create(env.request_json(&manifest, &["Bucket", "Key"]))
         .await;
-    env.run_until_idle().await;
-
-    let described = env.describe(&job).await;
-    assert_eq!(described.status, "Complete");
+    let described = env.run_to_complete(&job).await;
     assert_eq!(described.progress_summary.total_number_of_tasks, 2000);
     assert_eq!(described.progress_summary.number_of_tasks_succeeded, 2000);
     let record = env.app.store.get_job(&job).await.unwrap();
@@ -213,13 +207,7 @@ async fn large_objects_use_multipart_copy_and_keep_bytes_and_metadata() {
     let job = env
         .create(env.request_json(&manifest, &["Bucket", "Key"]))
         .await;
-    env.run_until_idle().await;
-    let described = env.describe(&job).await;
-    assert_eq!(
-        described.status, "Complete",
-        "{:?}",
-        described.failure_reasons
-    );
+    let described = env.run_to_complete(&job).await;
     assert_eq!(described.progress_summary.number_of_tasks_succeeded, 2);
     assert_eq!(
         described.progress_summary.number_of_bytes_copied,
@@ -331,9 +319,7 @@ async fn missing_source_fails_its_task_with_no_such_key_while_the_rest_succeed()
     let job = env
         .create(env.request_json(&manifest, &["Bucket", "Key"]))
         .await;
-    env.run_until_idle().await;
-    let described = env.describe(&job).await;
-    assert_eq!(described.status, "Complete");
+    let described = env.run_to_complete(&job).await;
     assert_eq!(described.progress_summary.number_of_tasks_succeeded, 2);
     assert_eq!(described.progress_summary.number_of_tasks_failed, 2);
     let audit = env.audit(&job).await;
@@ -410,9 +396,7 @@ async fn the_same_chunk_delivered_twice_changes_nothing() {
         counters_after_first
     );
     // The queue still holds every dispatched pointer, chunk 1 included: a third delivery.
-    env.run_until_idle().await;
-    let described = env.describe(&job).await;
-    assert_eq!(described.status, "Complete");
+    let described = env.run_to_complete(&job).await;
     assert_eq!(described.progress_summary.number_of_tasks_succeeded, 7);
     let audit = env.audit(&job).await;
     assert_eq!(audit.succeeded_rows, 7);
@@ -455,9 +439,7 @@ async fn a_worker_out_of_time_commits_what_it_did_and_requeues_the_rest() {
     };
     assert!((1..300).contains(&tasks), "ran {tasks}");
     assert_eq!(next, tasks);
-    env.run_until_idle().await;
-    let described = env.describe(&job).await;
-    assert_eq!(described.status, "Complete");
+    let described = env.run_to_complete(&job).await;
     assert_eq!(described.progress_summary.number_of_tasks_failed, 300);
     let ranges = env.app.store.committed_ranges(&job).await.unwrap();
     assert!(ranges.len() >= 2);
@@ -788,9 +770,7 @@ async fn failed_tasks_only_reports_list_only_failures() {
     let mut document = env.request_json(&manifest, &["Bucket", "Key"]);
     document["Report"]["ReportScope"] = json!("FailedTasksOnly");
     let job = env.create(document).await;
-    env.run_until_idle().await;
-    let described = env.describe(&job).await;
-    assert_eq!(described.status, "Complete");
+    let described = env.run_to_complete(&job).await;
     assert_eq!(described.progress_summary.number_of_tasks_succeeded, 1);
     let audit = batchops_aws::audit::audit_report(&env.app, &job)
         .await

@@ -138,13 +138,7 @@ async fn an_all_versions_inventory_plans_exactly_its_versions_and_copies_them() 
     let record = env.app.store.get_job(&job).await.unwrap();
     assert_eq!(record.plan.progress.skipped, 1, "the delete marker");
     assert_eq!(record.plan.progress.bytes, 5 + 5 + 13 + 4 + 16 + 22);
-    env.run_until_idle().await;
-    let described = env.describe(&job).await;
-    assert_eq!(
-        described.status, "Complete",
-        "{:?}",
-        described.failure_reasons
-    );
+    let described = env.run_to_complete(&job).await;
     assert_eq!(described.progress_summary.number_of_tasks_succeeded, 6);
     assert_eq!(
         versions_of(&env, &env.dst, "copied/dir/a b.txt").await,
@@ -407,13 +401,7 @@ async fn a_generated_manifest_is_written_and_reusable_as_an_inventory() {
     let mut again = env.inventory_request(&manifest_key);
     again["Operation"]["S3PutObjectCopy"]["TargetKeyPrefix"] = json!("again");
     let second = env.create(again).await;
-    env.run_until_idle().await;
-    let described = env.describe(&second).await;
-    assert_eq!(
-        described.status, "Complete",
-        "{:?}",
-        described.failure_reasons
-    );
+    let described = env.run_to_complete(&second).await;
     assert_eq!(described.progress_summary.number_of_tasks_succeeded, 3);
     assert_eq!(
         env.get(&env.dst, "again/g/two words").await,
