@@ -538,6 +538,7 @@ async fn plan_backup(
         snapshot_id,
         previous,
         inventory: None,
+        journal_cutoff: None,
     };
     let mut writer = ChunkWriter::counting_only();
     let options = SourceOptions {

@@ -55,6 +55,12 @@ pub struct SnapshotRecord {
     /// Copied by continuous mode since the previous snapshot (from S3 events).
     #[serde(default)]
     pub continuous: u64,
+    /// Continuous copies this snapshot does not take (replaced by a later version, or of
+    /// objects since deleted), listed in `superseded_catalog`: retention frees them with it.
+    #[serde(default)]
+    pub superseded: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_catalog: Option<CatalogRef>,
 }
 
 /// How policy items are listed in the status index (every scheduler tick lists them).
@@ -419,6 +425,9 @@ async fn start_run_with(
             snapshot_id: id,
             previous,
             inventory,
+            journal_cutoff: Some(crate::events::journal_stamp(
+                now() - app.config.journal_margin,
+            )),
         })),
     );
     create_job_with_spec(app, request, spec).await
@@ -492,9 +501,14 @@ pub async fn complete_snapshot(app: &App, job_id: &str) -> Result<Option<Snapsho
     let ranges = app.store.committed_ranges(job_id).await?;
     let mut fragments = ranges.iter().filter_map(|r| r.fragment.clone());
     let mut pending: std::collections::VecDeque<String> = Default::default();
-    let mut catalog = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let new_catalog = || -> Result<flate2::write::GzEncoder<Vec<u8>>> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        writeln!(gz, "{CATALOG_HEADER}").map_err(|e| Error::Data(e.to_string()))?;
+        Ok(gz)
+    };
+    let mut catalog = new_catalog()?;
+    let mut superseded = new_catalog()?;
     let mut line = String::with_capacity(256);
-    writeln!(catalog, "{CATALOG_HEADER}").map_err(|e| Error::Data(e.to_string()))?;
     let mut snapshot = SnapshotRecord {
         id: run.snapshot_id.clone(),
         policy: policy.name.clone(),
@@ -511,6 +525,8 @@ pub async fn complete_snapshot(app: &App, job_id: &str) -> Result<Option<Snapsho
         unchanged: job.plan.progress.skipped,
         deleted: job.plan.progress.deleted,
         continuous: job.plan.progress.journaled,
+        superseded: 0,
+        superseded_catalog: None,
     };
     for seq in 0..job.plan.progress.draft_parts {
         let body = get_bytes(&app.s3, &app.config.control_bucket, &draft_key(job_id, seq)).await?;
@@ -518,6 +534,15 @@ pub async fn complete_snapshot(app: &App, job_id: &str) -> Result<Option<Snapsho
         for row in rows {
             let entry = match row {
                 DraftRow::Done(entry) => Some(entry),
+                DraftRow::Superseded(entry) => {
+                    snapshot.superseded += 1;
+                    line.clear();
+                    entry.write_line(&mut line);
+                    superseded
+                        .write_all(line.as_bytes())
+                        .map_err(|e| Error::Data(e.to_string()))?;
+                    None
+                }
                 DraftRow::Pending {
                     mut entry,
                     fallback,
@@ -553,6 +578,22 @@ pub async fn complete_snapshot(app: &App, job_id: &str) -> Result<Option<Snapsho
             }
         }
     }
+    if snapshot.superseded > 0 {
+        let list = CatalogRef {
+            snapshot_id: run.snapshot_id.clone(),
+            bucket: policy.destination.bucket.clone(),
+            key: format!(
+                "{}{}.superseded.gz",
+                policy.catalog_prefix(),
+                run.snapshot_id
+            ),
+        };
+        let body = superseded
+            .finish()
+            .map_err(|e| Error::Data(e.to_string()))?;
+        put_bytes(&app.s3, &list.bucket, &list.key, body, "application/gzip").await?;
+        snapshot.superseded_catalog = Some(list);
+    }
     let body = catalog.finish().map_err(|e| Error::Data(e.to_string()))?;
     put_bytes(
         &app.s3,
@@ -583,16 +624,23 @@ pub async fn complete_snapshot(app: &App, job_id: &str) -> Result<Option<Snapsho
         true
     })
     .await?;
-    drop_old_journal(app, policy, &job.created_at).await?;
+    drop_settled_journal(app, run, &job.created_at).await?;
     apply_retention(app, &policy.name, now()).await?;
     Ok(Some(snapshot))
 }
 
 /// Journal parts written well before this run started are in its snapshot (or superseded by
 /// it): delete them. Parts from around the start or later stay for the next run.
-async fn drop_old_journal(app: &App, policy: &BackupPolicy, run_created: &str) -> Result<()> {
-    let started = parse_time(run_created).map_err(Error::Data)?;
-    let cutoff = crate::events::journal_stamp(started - time::Duration::minutes(10));
+async fn drop_settled_journal(app: &App, run: &BackupRun, run_created: &str) -> Result<()> {
+    let mut run = run.clone();
+    if run.journal_cutoff.is_none() {
+        // A run created before cutoffs were recorded: its start less the margin.
+        let started = parse_time(run_created).map_err(Error::Data)?;
+        run.journal_cutoff = Some(crate::events::journal_stamp(
+            started - app.config.journal_margin,
+        ));
+    }
+    let policy = &run.policy;
     let prefix = policy.journal_prefix();
     let mut token = None;
     loop {
@@ -606,7 +654,7 @@ async fn drop_old_journal(app: &App, policy: &BackupPolicy, run_created: &str) -
             .await
             .map_err(crate::error::aws("S3", "ListObjectsV2"))?;
         for key in out.contents().iter().filter_map(|o| o.key()) {
-            if key[prefix.len()..] < *cutoff.as_str() {
+            if run.settles_journal_part(key) {
                 delete_object(&app.s3, &policy.destination.bucket, key).await?;
             }
         }
@@ -655,7 +703,12 @@ pub async fn apply_retention(
         snapshots.iter().partition(|s| expired.contains(&s.id));
     let reader = Reader::new(Some(app.s3.clone()));
     let kept_catalogs: Vec<CatalogRef> = kept.iter().map(|s| s.catalog.clone()).collect();
-    let gone_catalogs: Vec<CatalogRef> = gone.iter().map(|s| s.catalog.clone()).collect();
+    // An expired snapshot's superseded continuous copies go with it (still only if no kept
+    // snapshot references them).
+    let gone_catalogs: Vec<CatalogRef> = gone
+        .iter()
+        .flat_map(|s| std::iter::once(s.catalog.clone()).chain(s.superseded_catalog.clone()))
+        .collect();
     let s3 = app.s3.clone();
     outcome.deleted_versions = tokio::task::spawn_blocking(move || {
         delete_unreferenced_versions(&reader, &s3, &kept_catalogs, &gone_catalogs)
@@ -664,6 +717,9 @@ pub async fn apply_retention(
     .map_err(|e| Error::Data(e.to_string()))??;
     for snapshot in gone {
         delete_object(&app.s3, &snapshot.catalog.bucket, &snapshot.catalog.key).await?;
+        if let Some(list) = &snapshot.superseded_catalog {
+            delete_object(&app.s3, &list.bucket, &list.key).await?;
+        }
         app.store
             .delete_doc(&policy_pk(name), &format!("SNAP#{}", snapshot.id))
             .await?;

@@ -37,6 +37,10 @@ pub struct Config {
     pub status_check_interval: Duration,
     /// Deadline given to one chunk by the local runtime (Lambda supplies its own).
     pub local_chunk_deadline: Duration,
+    /// Continuous-mode journal parts stamped this long before a backup run started may still
+    /// be in flight (a batch's part is written after its copies): the run reads them, but only
+    /// older parts are settled and deleted when it completes.
+    pub journal_margin: Duration,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -145,6 +149,7 @@ impl Config {
             worker_safety_margin: secs("BATCHOPS_WORKER_SAFETY_SECONDS", 60.0, 0.0)?,
             status_check_interval: secs("BATCHOPS_STATUS_CHECK_SECONDS", 2.0, 0.01)?,
             local_chunk_deadline: secs("BATCHOPS_LOCAL_CHUNK_DEADLINE_SECONDS", 600.0, 1.0)?,
+            journal_margin: secs("BATCHOPS_JOURNAL_MARGIN_SECONDS", 600.0, 0.0)?,
         })
     }
 }

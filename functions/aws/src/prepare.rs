@@ -11,8 +11,8 @@ use crate::extsort::EntrySorter;
 use crate::objects::{md5_hex, put_bytes, same_etag};
 use aws_sdk_s3::Client;
 use batchops_core::backup::{
-    BackupOut, BackupPlanner, BackupPolicy, CatalogEntry, Differ, DraftRow, JournalRow,
-    VersionsMode,
+    BackupOut, BackupPlanner, BackupPolicy, CatalogEntry, Differ, DraftRow, JournalRead,
+    JournalRow, VersionsMode,
 };
 use batchops_core::chunk::{chunk_key, ChunkTask};
 use batchops_core::encoding::encode_key;
@@ -1772,15 +1772,14 @@ impl LineSink for SorterSink<'_> {
     }
 }
 
-/// Continuous mode's journal parts for `policy` (all of them: rows older than the previous
-/// snapshot only ever match what that snapshot already has). Errors name the part and line.
-fn read_journal(
-    reader: &Reader,
-    policy: &BackupPolicy,
-) -> std::result::Result<Vec<JournalRow>, String> {
+/// Continuous mode's journal parts for the run's policy (all of them: rows older than the
+/// previous snapshot only ever match what that snapshot already has), each row marked with
+/// whether this run settles its part. Errors name the part and line.
+fn read_journal(reader: &Reader, run: &BackupRun) -> std::result::Result<Vec<JournalRead>, String> {
     let Some(s3) = reader.s3.as_ref() else {
         return Ok(Vec::new());
     };
+    let policy = &run.policy;
     let bucket = &policy.destination.bucket;
     let prefix = policy.journal_prefix();
     let mut rows = Vec::new();
@@ -1798,7 +1797,8 @@ fn read_journal(
                 .map_err(|e| e.to_string())?;
             let part = JournalRow::parse_part(&String::from_utf8_lossy(&body))
                 .map_err(|e| format!("journal part s3://{bucket}/{key}: {e}"))?;
-            rows.extend(part);
+            let last_read = run.settles_journal_part(key);
+            rows.extend(part.into_iter().map(|row| JournalRead { row, last_read }));
             cursor.key_marker = Some(key.clone());
         }
         if !page.truncated {
@@ -1878,7 +1878,7 @@ fn read_backup(
             }
             None => Box::new(std::iter::empty()),
         };
-    let journal = match read_journal(reader, policy) {
+    let journal = match read_journal(reader, run) {
         Ok(rows) => rows,
         Err(reason) => return job_failure(emitter, "JournalInvalid", reason),
     };
@@ -1929,7 +1929,8 @@ fn read_backup(
             }
         }
     };
-    let mut differ = Differ::new(catalog, compare_versions, all_versions).with_journal(journal);
+    let mut differ = Differ::new(catalog, compare_versions, all_versions)
+        .with_journal(journal, progress.cursor.key_marker.as_deref());
     differ.catalog_taken = skip;
     let mut planner = BackupPlanner::new(
         policy.clone(),

@@ -298,6 +298,27 @@ pub enum Change {
     Deleted(CatalogEntry),
     /// Gone from the source, and continuous mode already put the delete marker on its copy.
     DeletedMarked(CatalogEntry),
+    /// A copy continuous mode made that this snapshot does not take (a later version replaced
+    /// it, or the object is gone) and no later run will see again: it belongs to no snapshot,
+    /// so retention frees it with this one.
+    Superseded(CatalogEntry),
+}
+
+/// A journal row as a run reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalRead {
+    pub row: JournalRow,
+    /// Its part is deleted when this run completes, so no later run reads it again.
+    pub last_read: bool,
+}
+
+/// The journal rows of the key the diff is at, with whether the snapshot took each, and the
+/// destination versions the previous catalog holds for that key.
+#[derive(Debug, Default)]
+struct JournalKey {
+    key: String,
+    rows: Vec<(JournalRead, bool)>,
+    previous: Vec<Option<String>>,
 }
 
 /// Sorted merge of a listing (keys ascending; with all versions, each key's versions oldest
@@ -309,10 +330,11 @@ pub struct Differ<C: Iterator<Item = Result<CatalogEntry, String>>> {
     versioned: bool,
     all_versions: bool,
     /// Continuous mode's rows since the previous snapshot, sorted by key (stable: oldest
-    /// first within a key). Rows of keys the diff has passed are dropped.
-    journal: std::collections::VecDeque<JournalRow>,
-    /// The last key taken from the journal, and its rows.
-    journal_key: Option<(String, Vec<JournalRow>)>,
+    /// first within a key). Rows of keys the diff has passed are settled and dropped.
+    journal: std::collections::VecDeque<JournalRead>,
+    journal_key: Option<JournalKey>,
+    /// Settled copies no snapshot takes, not yet handed out as changes.
+    superseded: Vec<CatalogEntry>,
 }
 
 impl<C: Iterator<Item = Result<CatalogEntry, String>>> Differ<C> {
@@ -324,42 +346,65 @@ impl<C: Iterator<Item = Result<CatalogEntry, String>>> Differ<C> {
             all_versions,
             journal: Default::default(),
             journal_key: None,
+            superseded: Vec::new(),
         }
     }
 
     /// Merges continuous mode's journal in: its copies count as known copies of their keys.
-    pub fn with_journal(mut self, mut rows: Vec<JournalRow>) -> Self {
-        rows.sort_by(|a, b| a.key().cmp(b.key()));
+    /// A resumed diff passes the last key it finished: rows up to it were settled before.
+    pub fn with_journal(mut self, mut rows: Vec<JournalRead>, after_key: Option<&str>) -> Self {
+        rows.retain(|read| after_key.is_none_or(|after| read.row.key() > after));
+        rows.sort_by(|a, b| a.row.key().cmp(b.row.key()));
         self.journal = rows.into();
         self
     }
 
-    /// The journal rows of `key` (keys are asked for in ascending order).
-    fn journal_rows(&mut self, key: &str) -> &[JournalRow] {
-        if self.journal_key.as_ref().is_none_or(|(k, _)| k != key) {
-            while self.journal.front().is_some_and(|row| row.key() < key) {
-                self.journal.pop_front();
+    /// Moves the journal to `key` (keys come in ascending order), settling the keys passed.
+    fn journal_at(&mut self, key: &str) -> &mut JournalKey {
+        if self.journal_key.as_ref().is_none_or(|at| at.key != key) {
+            self.settle_current();
+            while self
+                .journal
+                .front()
+                .is_some_and(|read| read.row.key() < key)
+            {
+                if let Some(read) = self.journal.pop_front() {
+                    settle(vec![(read, false)], &[], &mut self.superseded);
+                }
             }
-            let mut rows = Vec::new();
-            while self.journal.front().is_some_and(|row| row.key() == key) {
-                rows.extend(self.journal.pop_front());
+            let mut at = JournalKey {
+                key: key.to_string(),
+                ..Default::default()
+            };
+            while self
+                .journal
+                .front()
+                .is_some_and(|read| read.row.key() == key)
+            {
+                at.rows
+                    .extend(self.journal.pop_front().map(|read| (read, false)));
             }
-            self.journal_key = Some((key.to_string(), rows));
+            self.journal_key = Some(at);
         }
-        self.journal_key
-            .as_ref()
-            .map(|(_, rows)| rows.as_slice())
-            .unwrap_or_default()
+        self.journal_key.get_or_insert_with(Default::default)
     }
 
-    /// A journaled copy of exactly this listed object, newest first.
+    fn settle_current(&mut self) {
+        if let Some(at) = self.journal_key.take() {
+            settle(at.rows, &at.previous, &mut self.superseded);
+        }
+    }
+
+    /// A journaled copy of exactly this listed object, newest first; the snapshot takes it.
     fn journaled_copy(&mut self, entry: &ObjectEntry) -> Option<CatalogEntry> {
         let versioned = self.versioned;
-        self.journal_rows(&entry.object.key)
-            .iter()
+        self.journal_at(&entry.object.key)
+            .rows
+            .iter_mut()
             .rev()
-            .find_map(|row| match row {
+            .find_map(|(read, taken)| match &read.row {
                 JournalRow::Copied(copy) if same_object(copy, entry, versioned) => {
+                    *taken = true;
                     Some(copy.clone())
                 }
                 _ => None,
@@ -368,14 +413,24 @@ impl<C: Iterator<Item = Result<CatalogEntry, String>>> Differ<C> {
 
     fn deleted(&mut self, previous: CatalogEntry) -> Change {
         let marked = matches!(
-            self.journal_rows(&previous.key).last(),
-            Some(JournalRow::Removed { .. })
+            self.journal_at(&previous.key).rows.last(),
+            Some((
+                JournalRead {
+                    row: JournalRow::Removed { .. },
+                    ..
+                },
+                _
+            ))
         );
         if marked {
             Change::DeletedMarked(previous)
         } else {
             Change::Deleted(previous)
         }
+    }
+
+    fn hand_out_superseded(&mut self, out: &mut Vec<Change>) {
+        out.extend(self.superseded.drain(..).map(Change::Superseded));
     }
 
     fn next_catalog_key(&mut self) -> Result<Option<String>, String> {
@@ -388,7 +443,12 @@ impl<C: Iterator<Item = Result<CatalogEntry, String>>> Differ<C> {
 
     fn take_catalog(&mut self) -> Result<CatalogEntry, String> {
         self.catalog_taken += 1;
-        self.catalog.next().ok_or("catalog ended")?
+        let entry = self.catalog.next().ok_or("catalog ended")??;
+        // A journaled copy the previous snapshot already holds is not superseded.
+        self.journal_at(&entry.key)
+            .previous
+            .push(entry.dest_version.clone());
+        Ok(entry)
     }
 
     /// Emits catalog entries with keys before `key` as deleted.
@@ -432,6 +492,8 @@ impl<C: Iterator<Item = Result<CatalogEntry, String>>> Differ<C> {
                 },
             };
             out.push(change);
+            self.settle_current();
+            self.hand_out_superseded(out);
             return Ok(());
         }
         let mut matched = vec![false; previous.len()];
@@ -456,12 +518,36 @@ impl<C: Iterator<Item = Result<CatalogEntry, String>>> Differ<C> {
                 out.push(change);
             }
         }
+        // The key is done (a checkpoint may follow): settle its journal rows now.
+        self.settle_current();
+        self.hand_out_superseded(out);
         Ok(())
     }
 
     /// The listing ended: every remaining catalog entry is deleted.
     pub fn finish(&mut self, out: &mut Vec<Change>) -> Result<(), String> {
-        self.deletions_before(None, out)
+        self.deletions_before(None, out)?;
+        self.settle_current();
+        let rest: Vec<(JournalRead, bool)> = self.journal.drain(..).map(|r| (r, false)).collect();
+        settle(rest, &[], &mut self.superseded);
+        self.hand_out_superseded(out);
+        Ok(())
+    }
+}
+
+/// A key's journal rows once the diff is past it: the copies the snapshot did not take, that
+/// the previous snapshot does not hold, and that no later run reads, are superseded.
+fn settle(
+    rows: Vec<(JournalRead, bool)>,
+    previous: &[Option<String>],
+    superseded: &mut Vec<CatalogEntry>,
+) {
+    for (read, taken) in rows {
+        if let (JournalRow::Copied(copy), false, true) = (read.row, taken, read.last_read) {
+            if copy.dest_version.is_some() && !previous.contains(&copy.dest_version) {
+                superseded.push(copy);
+            }
+        }
     }
 }
 
@@ -481,6 +567,8 @@ fn same_object(copy: &CatalogEntry, entry: &ObjectEntry, versioned: bool) -> boo
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DraftRow {
     Done(CatalogEntry),
+    /// Not in the snapshot: a continuous copy retention frees with it (see `Change::Superseded`).
+    Superseded(CatalogEntry),
     /// Filled from the copy task's result; if the copy failed, `fallback` (the previous
     /// snapshot's entry) stands, or the key is left out.
     Pending {
@@ -494,6 +582,10 @@ impl DraftRow {
         match self {
             DraftRow::Done(e) => {
                 out.push_str("D\t");
+                e.write_line(out);
+            }
+            DraftRow::Superseded(e) => {
+                out.push_str("U\t");
                 e.write_line(out);
             }
             DraftRow::Pending { entry, fallback } => {
@@ -518,6 +610,9 @@ impl DraftRow {
             let (tag, rest) = line.split_once('\t').unwrap_or((line, ""));
             match tag {
                 "D" => rows.push(DraftRow::Done(
+                    CatalogEntry::parse_line(rest)?.ok_or("empty draft row")?,
+                )),
+                "U" => rows.push(DraftRow::Superseded(
                     CatalogEntry::parse_line(rest)?.ok_or("empty draft row")?,
                 )),
                 "P" => {
@@ -607,6 +702,7 @@ mod tests {
                 Change::Journaled(e) => format!("journaled {} {:?}", e.key, e.dest_version),
                 Change::Deleted(e) => format!("deleted {}", e.key),
                 Change::DeletedMarked(e) => format!("deleted-marked {}", e.key),
+                Change::Superseded(e) => format!("superseded {} {:?}", e.key, e.dest_version),
             })
             .collect()
     }
@@ -634,8 +730,8 @@ mod tests {
             // A key created and removed between runs: never listed, dropped.
             JournalRow::Removed { key: "gone".into() },
         ];
-        let mut differ =
-            Differ::new(catalog.into_iter().map(Ok), true, false).with_journal(journal);
+        let mut differ = Differ::new(catalog.into_iter().map(Ok), true, false)
+            .with_journal(reads(journal, false), None);
         let mut out = Vec::new();
         for (key, version) in [("a", "1"), ("b", "2"), ("c", "3"), ("n", "1")] {
             differ
@@ -653,6 +749,78 @@ mod tests {
                 "journaled n Some(\"journal-n1\")",
             ]
         );
+    }
+
+    fn reads(rows: Vec<JournalRow>, last_read: bool) -> Vec<JournalRead> {
+        rows.into_iter()
+            .map(|row| JournalRead { row, last_read })
+            .collect()
+    }
+
+    fn journal_copy(key: &str, version: &str, dest_version: &str) -> JournalRow {
+        let mut copy = cataloged(key, version, "e", 1);
+        copy.dest_version = Some(dest_version.into());
+        JournalRow::Copied(copy)
+    }
+
+    #[test]
+    fn continuous_copies_no_snapshot_takes_are_superseded_once_their_part_is_read_last() {
+        let mut in_previous = cataloged("a", "2", "e", 1);
+        in_previous.dest_version = Some("journal-a2".into());
+        let catalog = vec![in_previous, cataloged("d", "1", "e", 1)];
+        let last_read = vec![
+            // b: two versions copied, the second is current: the first is superseded.
+            journal_copy("b", "1", "journal-b1"),
+            journal_copy("b", "2", "journal-b2"),
+            // a: the previous snapshot took this copy already: not superseded.
+            journal_copy("a", "2", "journal-a2"),
+            // d: copied then the object deleted: nothing takes the copy.
+            journal_copy("d", "2", "journal-d2"),
+            // g: created, copied and deleted between runs; z: past the last listed key.
+            journal_copy("g", "1", "journal-g1"),
+            journal_copy("z", "1", "journal-z1"),
+        ];
+        // c's older copy is read again by the next run: not settled by this one.
+        let read_again = vec![journal_copy("c", "1", "journal-c1")];
+        let mut rows = reads(last_read, true);
+        rows.extend(reads(read_again, false));
+        let mut differ =
+            Differ::new(catalog.clone().into_iter().map(Ok), true, false).with_journal(rows, None);
+        let mut out = Vec::new();
+        for (key, version) in [("a", "2"), ("b", "2"), ("c", "2"), ("h", "1")] {
+            differ
+                .feed_key(vec![listed(key, version, "e", 1)], &mut out)
+                .unwrap();
+        }
+        differ.finish(&mut out).unwrap();
+        assert_eq!(
+            kinds(&out),
+            vec![
+                "unchanged a",
+                "journaled b Some(\"journal-b2\")",
+                "superseded b Some(\"journal-b1\")",
+                "new c",
+                "deleted d",
+                "new h",
+                // Keys passed on the way to h are settled with it, in key order.
+                "superseded d Some(\"journal-d2\")",
+                "superseded g Some(\"journal-g1\")",
+                "superseded z Some(\"journal-z1\")",
+            ]
+        );
+
+        // A resumed diff (after key `b`) does not settle rows of keys it finished before.
+        let rows = reads(
+            vec![
+                journal_copy("b", "1", "journal-b1"),
+                journal_copy("g", "1", "journal-g1"),
+            ],
+            true,
+        );
+        let mut differ = Differ::new(std::iter::empty(), true, false).with_journal(rows, Some("b"));
+        let mut out = Vec::new();
+        differ.finish(&mut out).unwrap();
+        assert_eq!(kinds(&out), vec!["superseded g Some(\"journal-g1\")"]);
     }
 
     #[test]
@@ -751,6 +919,7 @@ mod tests {
                 entry: back.clone(),
                 fallback: None,
             },
+            DraftRow::Superseded(back.clone()),
         ];
         let mut part = String::new();
         for r in &rows {
@@ -928,6 +1097,10 @@ impl BackupPlanner {
             Change::Journaled(copy) => {
                 self.progress.journaled += 1;
                 self.draft.push(DraftRow::Done(copy));
+            }
+            Change::Superseded(copy) => {
+                self.progress.superseded += 1;
+                self.draft.push(DraftRow::Superseded(copy));
             }
             Change::New(entry) => self.copy(entry, None),
             Change::Changed { entry, previous } => self.copy(entry, Some(previous)),

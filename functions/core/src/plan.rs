@@ -49,6 +49,8 @@ pub struct PlanProgress {
     pub draft_parts: u64,
     /// Backups: objects continuous mode copied since the previous snapshot (not copied again).
     pub journaled: u64,
+    /// Continuous copies this snapshot does not take (retention frees them with it).
+    pub superseded: u64,
 }
 
 /// How tasks are pinned to one point in time.

@@ -414,6 +414,22 @@ pub struct BackupRun {
     /// Read this S3 Inventory report (its manifest.json) instead of listing the source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inventory: Option<ManifestObject>,
+    /// Continuous-mode journal parts named (stamped) before this are settled by this run and
+    /// deleted when it completes; later ones are read again by the next run. None: none are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_cutoff: Option<String>,
+}
+
+impl BackupRun {
+    /// Whether this run settles a continuous-mode journal part (by its key): what it does not
+    /// take from it is superseded, and the part is deleted when the run completes.
+    pub fn settles_journal_part(&self, key: &str) -> bool {
+        let prefix = self.policy.journal_prefix();
+        let name = key.strip_prefix(prefix.as_str()).unwrap_or(key);
+        self.journal_cutoff
+            .as_deref()
+            .is_some_and(|cutoff| name < cutoff)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -207,6 +207,75 @@ async fn event_batch_is_copied_once_and_recorded_in_the_next_snapshot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn continuous_copies_no_snapshot_takes_are_freed_by_retention_with_their_snapshot() {
+    // No margin: every journal part written before a run starts is settled by it.
+    let env = TestEnv::with_vars(&[("BATCHOPS_JOURNAL_MARGIN_SECONDS", "0")]).await;
+    let mut policy = continuous_policy(&env, "churn", DeleteMode::Record);
+    policy.retention.keep_last = Some(1);
+    backup::put_policy(&env.app, policy).await.unwrap();
+    env.put(&env.src, "data/k", "k1").await;
+    completed_run(&env, "churn").await;
+
+    // k is written twice, each copied by its own event batch; tmp is copied, then deleted.
+    let mut seq = 0;
+    for (key, body) in [("data/k", "k2"), ("data/k", "k3"), ("data/tmp", "t1")] {
+        let version = env.put(&env.src, key, body).await;
+        seq += 1;
+        let record = record(
+            "ObjectCreated:Put",
+            &env.src,
+            key,
+            &version,
+            body.as_bytes(),
+            seq,
+        );
+        let summary =
+            handle_messages(&env.app, vec![message(&format!("m{seq}"), vec![record])]).await;
+        assert_eq!(summary.copied, 1, "{key} {body}: {summary:?}");
+    }
+    env.clients
+        .s3
+        .delete_object()
+        .bucket(&env.src)
+        .key("data/tmp")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(versions(&env, "vault/data/k").await, (3, 0));
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+
+    // The run takes k3's copy; k2's and tmp's copies are in no snapshot: listed as superseded.
+    let described = completed_run(&env, "churn").await.1;
+    assert_eq!(described.progress_summary.total_number_of_tasks, 0);
+    let snapshots = backup::list_snapshots(&env.app, "churn").await.unwrap();
+    assert_eq!(snapshots.len(), 1, "keepLast 1 expired the first snapshot");
+    let second = snapshots[0].clone();
+    assert_eq!(
+        (second.objects, second.continuous, second.superseded),
+        (1, 1, 2)
+    );
+    let list = second.superseded_catalog.clone().expect("superseded list");
+    // The first snapshot's k1 copy went with it; k2's stays until this snapshot expires.
+    assert_eq!(versions(&env, "vault/data/k").await, (2, 0));
+    assert_eq!(versions(&env, "vault/data/tmp").await, (1, 0));
+    let journal = env.keys(&env.dst).await;
+    assert!(
+        !journal.iter().any(|k| k.contains(".batchops/journal/")),
+        "settled journal parts are deleted: {journal:?}"
+    );
+
+    // The next snapshot expires this one: the superseded copies go, the current one stays.
+    completed_run(&env, "churn").await;
+    assert_eq!(versions(&env, "vault/data/k").await, (1, 0));
+    assert_eq!(
+        env.get(&env.dst, "vault/data/k").await,
+        Some(b"k3".to_vec())
+    );
+    assert_eq!(versions(&env, "vault/data/tmp").await, (0, 0));
+    assert_eq!(env.get(&list.bucket, &list.key).await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn removal_events_place_one_delete_marker_under_propagate() {
     let env = continuous_env("mirror", DeleteMode::Propagate).await;
     env.put(&env.src, "data/gone.txt", "bye").await;
