@@ -730,17 +730,9 @@ mod tests {
             // A key created and removed between runs: never listed, dropped.
             JournalRow::Removed { key: "gone".into() },
         ];
-        let mut differ = Differ::new(catalog.into_iter().map(Ok), true, false)
-            .with_journal(reads(journal, false), None);
-        let mut out = Vec::new();
-        for (key, version) in [("a", "1"), ("b", "2"), ("c", "3"), ("n", "1")] {
-            differ
-                .feed_key(vec![listed(key, version, "e", 1)], &mut out)
-                .unwrap();
-        }
-        differ.finish(&mut out).unwrap();
+        let listing = [("a", "1"), ("b", "2"), ("c", "3"), ("n", "1")];
         assert_eq!(
-            kinds(&out),
+            diff_with_journal(catalog, reads(journal, false), &listing),
             vec![
                 "unchanged a",
                 "journaled b Some(\"journal-b2\")",
@@ -749,6 +741,24 @@ mod tests {
                 "journaled n Some(\"journal-n1\")",
             ]
         );
+    }
+
+    /// A current-versions diff of `listing` (key, version) with a journal merged in.
+    fn diff_with_journal(
+        catalog: Vec<CatalogEntry>,
+        journal: Vec<JournalRead>,
+        listing: &[(&str, &str)],
+    ) -> Vec<String> {
+        let mut differ =
+            Differ::new(catalog.into_iter().map(Ok), true, false).with_journal(journal, None);
+        let mut out = Vec::new();
+        for (key, version) in listing {
+            differ
+                .feed_key(vec![listed(key, version, "e", 1)], &mut out)
+                .unwrap();
+        }
+        differ.finish(&mut out).unwrap();
+        kinds(&out)
     }
 
     fn reads(rows: Vec<JournalRow>, last_read: bool) -> Vec<JournalRead> {
@@ -784,17 +794,9 @@ mod tests {
         let read_again = vec![journal_copy("c", "1", "journal-c1")];
         let mut rows = reads(last_read, true);
         rows.extend(reads(read_again, false));
-        let mut differ =
-            Differ::new(catalog.clone().into_iter().map(Ok), true, false).with_journal(rows, None);
-        let mut out = Vec::new();
-        for (key, version) in [("a", "2"), ("b", "2"), ("c", "2"), ("h", "1")] {
-            differ
-                .feed_key(vec![listed(key, version, "e", 1)], &mut out)
-                .unwrap();
-        }
-        differ.finish(&mut out).unwrap();
+        let listing = [("a", "2"), ("b", "2"), ("c", "2"), ("h", "1")];
         assert_eq!(
-            kinds(&out),
+            diff_with_journal(catalog, rows, &listing),
             vec![
                 "unchanged a",
                 "journaled b Some(\"journal-b2\")",
