@@ -8,6 +8,7 @@ pub struct Clients {
     pub s3: aws_sdk_s3::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
+    pub events: aws_sdk_eventbridge::Client,
 }
 
 impl Clients {
@@ -44,6 +45,7 @@ impl Clients {
             s3: aws_sdk_s3::Client::from_conf(s3.build()),
             sqs: aws_sdk_sqs::Client::new(&shared),
             dynamodb: aws_sdk_dynamodb::Client::new(&shared),
+            events: aws_sdk_eventbridge::Client::new(&shared),
         }
     }
 }

@@ -41,6 +41,9 @@ pub struct Config {
     /// be in flight (a batch's part is written after its copies): the run reads them, but only
     /// older parts are settled and deleted when it completes.
     pub journal_margin: Duration,
+    /// EventBridge bus (name or ARN) that gets an event when a job reaches a terminal status;
+    /// None (`BATCHOPS_EVENT_BUS=none`): no events.
+    pub event_bus: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -150,6 +153,7 @@ impl Config {
             status_check_interval: secs("BATCHOPS_STATUS_CHECK_SECONDS", 2.0, 0.01)?,
             local_chunk_deadline: secs("BATCHOPS_LOCAL_CHUNK_DEADLINE_SECONDS", 600.0, 1.0)?,
             journal_margin: secs("BATCHOPS_JOURNAL_MARGIN_SECONDS", 600.0, 0.0)?,
+            event_bus: Some(text("BATCHOPS_EVENT_BUS", "default")).filter(|bus| bus != "none"),
         })
     }
 }

@@ -1,6 +1,7 @@
 //! The finalizer: once every task has run (or the job is cancelled or failing and no worker
 //! holds a lease), sums the counter shards, applies the failure threshold, writes the report
-//! manifest and sets the terminal status. Idempotent: running it twice changes nothing.
+//! manifest, sets the terminal status and sends the job status event. Idempotent: running it
+//! twice changes nothing.
 
 use crate::error::{Error, Result};
 use crate::objects::put_bytes;
@@ -90,7 +91,12 @@ pub async fn finalize(app: &App, job_id: &str) -> Result<Finalized> {
                 };
                 move_job(app, job_id, job.status, to, None, reason).await?;
             }
-            status if status.is_terminal() => return Ok(Finalized::Terminal(status)),
+            status if status.is_terminal() => {
+                if !job.status_event_sent {
+                    send_status_event(app, job_id).await?;
+                }
+                return Ok(Finalized::Terminal(status));
+            }
             _ => return Ok(Finalized::NotReady),
         }
     }
@@ -128,6 +134,64 @@ async fn move_job(
         job_id: job_id.to_string(),
         message: format!("cannot move from {from} to {to}"),
     })
+}
+
+/// What a job status event says: its source, and its detail-type.
+pub const STATUS_EVENT_SOURCE: &str = "batchops";
+pub const STATUS_EVENT_DETAIL_TYPE: &str = "Batchops Job Status Change";
+
+/// Sends the terminal status event to the configured EventBridge bus (detail: `{"Job": ...}`,
+/// the DescribeJob shape), then records that it was sent. At least once: a crash between the two
+/// sends it again.
+async fn send_status_event(app: &App, job_id: &str) -> Result<()> {
+    if let Some(bus) = &app.config.event_bus {
+        let job = crate::jobs::describe_job(app, job_id).await?;
+        let detail = serde_json::json!({ "Job": job }).to_string();
+        let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+            .event_bus_name(bus)
+            .source(STATUS_EVENT_SOURCE)
+            .detail_type(STATUS_EVENT_DETAIL_TYPE)
+            .resources(job.job_arn.clone())
+            .detail(detail)
+            .build();
+        let failed = |message: String| {
+            Error::State {
+            job_id: job_id.to_string(),
+            message: format!(
+                "sending its status event to EventBridge bus `{bus}`: {message} (BATCHOPS_EVENT_BUS=none sends none)"
+            ),
+        }
+        };
+        let out = app
+            .events
+            .put_events()
+            .entries(entry)
+            .send()
+            .await
+            .map_err(|e| failed(aws_sdk_eventbridge::error::DisplayErrorContext(e).to_string()))?;
+        // PutEvents answers 200 with per-entry failures.
+        if out.failed_entry_count() > 0 {
+            let why = out
+                .entries()
+                .iter()
+                .filter_map(|e| e.error_message().or(e.error_code()))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(failed(why));
+        }
+    }
+    app.store
+        .update_job(job_id, |job| {
+            let change = !job.status_event_sent;
+            job.status_event_sent = true;
+            Ok::<bool, ()>(change)
+        })
+        .await?
+        .map(|_| ())
+        .map_err(|_| Error::State {
+            job_id: job_id.to_string(),
+            message: "cannot record its status event".into(),
+        })
 }
 
 /// Writes `<prefix>/job-<id>/manifest.json` listing every committed shard, once any task ran.

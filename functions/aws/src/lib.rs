@@ -37,6 +37,8 @@ pub struct App {
     pub store: Store,
     pub queues: Queues,
     pub copy: CopySettings,
+    /// Job status events.
+    pub events: aws_sdk_eventbridge::Client,
 }
 
 impl App {
@@ -65,6 +67,7 @@ impl App {
                 retry: config.retry,
             },
             s3: clients.s3,
+            events: clients.events,
             queues,
             config,
         }

@@ -135,6 +135,25 @@ pub async fn init(clients: &Clients, config: &Config) -> Result<InitReport> {
             .map_err(aws("S3", "CreateBucket"))?;
         report.created.push(format!("bucket {bucket}"));
     }
+    // Job status events: the default bus always exists; a named one is created here.
+    if let Some(bus) = config
+        .event_bus
+        .as_ref()
+        .filter(|bus| *bus != "default" && !bus.starts_with("arn:"))
+    {
+        let events = &clients.events;
+        if events.describe_event_bus().name(bus).send().await.is_ok() {
+            report.existing.push(format!("event bus {bus}"));
+        } else {
+            events
+                .create_event_bus()
+                .name(bus)
+                .send()
+                .await
+                .map_err(aws("EventBridge", "CreateEventBus"))?;
+            report.created.push(format!("event bus {bus}"));
+        }
+    }
     Ok(report)
 }
 

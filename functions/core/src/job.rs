@@ -52,6 +52,9 @@ pub struct JobRecord {
     /// Optimistic-locking counter: bumped on every write.
     #[serde(default)]
     pub revision: u64,
+    /// The terminal status event has been sent (see `BATCHOPS_EVENT_BUS`).
+    #[serde(default)]
+    pub status_event_sent: bool,
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -97,6 +100,7 @@ impl JobRecord {
             report_written: false,
             warnings: Vec::new(),
             revision: 0,
+            status_event_sent: false,
         }
     }
 

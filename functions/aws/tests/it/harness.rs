@@ -52,6 +52,7 @@ impl TestEnv {
             ("BATCHOPS_PLAN_QUEUE".into(), format!("p-{suffix}")),
             ("BATCHOPS_FINALIZE_QUEUE".into(), format!("f-{suffix}")),
             ("BATCHOPS_EVENTS_QUEUE".into(), format!("e-{suffix}")),
+            ("BATCHOPS_EVENT_BUS".into(), format!("bus-{suffix}")),
             ("BATCHOPS_CONTROL_BUCKET".into(), format!("ctl-{suffix}")),
             ("BATCHOPS_STATUS_CHECK_SECONDS".into(), "0.1".into()),
             ("BATCHOPS_RETRY_BASE_MS".into(), "10".into()),

@@ -791,3 +791,104 @@ async fn failed_tasks_only_reports_list_only_failures() {
     assert!(audit.consistent(false));
     assert_eq!(audit.rows[0].key_encoded, "nope");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_finished_job_sends_one_status_event_to_eventbridge() {
+    let env = TestEnv::new().await;
+    let bus = env.app.config.event_bus.clone().expect("a bus per test");
+    // A rule on the test's bus that forwards batchops events to a queue we can read.
+    let sqs = &env.clients.sqs;
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(format!("{bus}-watch"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap();
+    let queue_arn = attributes
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+        .unwrap()
+        .clone();
+    let events = &env.clients.events;
+    events
+        .put_rule()
+        .name("job-status")
+        .event_bus_name(&bus)
+        .event_pattern(r#"{"source": ["batchops"], "detail-type": ["Batchops Job Status Change"]}"#)
+        .send()
+        .await
+        .unwrap();
+    events
+        .put_targets()
+        .rule("job-status")
+        .event_bus_name(&bus)
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("watch")
+                .arn(queue_arn)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    env.put(&env.src, "one", "1").await;
+    let manifest = env
+        .manifest("events", &[line(&env.src, "one"), line(&env.src, "absent")])
+        .await;
+    let job = env
+        .create(env.request_json(&manifest, &["Bucket", "Key"]))
+        .await;
+    env.run_to_complete(&job).await;
+    // The finalizer asked again (SQS redelivers): no second event.
+    let again = batchops_aws::finalizer::finalize(&env.app, &job)
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        batchops_aws::finalizer::Finalized::Terminal(batchops_core::JobStatus::Complete)
+    );
+
+    let mut bodies = Vec::new();
+    for _ in 0..3 {
+        let out = sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        bodies.extend(
+            out.messages()
+                .iter()
+                .filter_map(|m| m.body().map(str::to_string)),
+        );
+    }
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    let event: serde_json::Value = serde_json::from_str(&bodies[0]).unwrap();
+    assert_eq!(event["source"], "batchops");
+    assert_eq!(event["detail-type"], "Batchops Job Status Change");
+    let described = &event["detail"]["Job"];
+    assert_eq!(described["JobId"], json!(job));
+    assert_eq!(described["Status"], "Complete");
+    assert_eq!(
+        described["ProgressSummary"]["NumberOfTasksSucceeded"],
+        json!(1)
+    );
+    assert_eq!(
+        described["ProgressSummary"]["NumberOfTasksFailed"],
+        json!(1)
+    );
+}
