@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the four Lambda functions (planner, worker, finalizer, events) for arm64 with cargo-lambda and
+# Builds the five Lambda functions (planner, worker, finalizer, events, api) for arm64 with cargo-lambda and
 # checks that each bootstrap is an aarch64 ELF executable.
 #
 # Tools are pinned and installed into .venv-tools (PyPI: cargo-lambda ships the binary, ziglang
@@ -17,8 +17,8 @@ fi
 CARGO_LAMBDA_VERSION="1.9.2"
 ZIGLANG_VERSION="0.17.1"
 TARGET_TRIPLE="aarch64-unknown-linux-gnu"
-FUNCTIONS=(planner worker finalizer events)
-PACKAGES=(batchops-planner batchops-worker batchops-finalizer batchops-events)
+FUNCTIONS=(planner worker finalizer events api)
+PACKAGES=(batchops-planner batchops-worker batchops-finalizer batchops-events batchops-api)
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

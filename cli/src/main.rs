@@ -236,14 +236,7 @@ struct CreateArgs {
 }
 
 fn split_s3_url(url: &str) -> Result<(String, String)> {
-    let rest = url
-        .strip_prefix("s3://")
-        .with_context(|| format!("`{url}` is not an s3:// URL"))?;
-    let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
-    if bucket.is_empty() {
-        bail!("`{url}` names no bucket");
-    }
-    Ok((bucket.to_string(), key.to_string()))
+    Ok(batchops_core::arn::split_s3_url(url)?)
 }
 
 fn request_from_flags(args: &CreateArgs) -> Result<CreateJobRequest> {
@@ -878,10 +871,7 @@ async fn main() -> Result<()> {
                 let change =
                     update_job_status(&app, &job_id, JobStatus::Ready, Some("Confirmed by user"))
                         .await?;
-                println!(
-                    "{}",
-                    json!({"JobId": change.job_id, "Status": change.status.as_str(), "StatusUpdateReason": change.status_update_reason})
-                );
+                println!("{}", serde_json::to_string(&change)?);
             }
             JobCommand::Cancel { job_id } => {
                 let change = update_job_status(
@@ -891,10 +881,7 @@ async fn main() -> Result<()> {
                     Some("Cancelled by user"),
                 )
                 .await?;
-                println!(
-                    "{}",
-                    json!({"JobId": change.job_id, "Status": change.status.as_str(), "StatusUpdateReason": change.status_update_reason})
-                );
+                println!("{}", serde_json::to_string(&change)?);
             }
             JobCommand::UpdatePriority { job_id, priority } => {
                 let priority = update_job_priority(&app, &job_id, priority).await?;

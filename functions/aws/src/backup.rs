@@ -151,7 +151,7 @@ pub async fn get_policy(app: &App, name: &str) -> Result<PolicyRecord> {
         .get_doc::<PolicyRecord>(&policy_pk(name), "META")
         .await?
         .map(|(record, _)| record)
-        .ok_or_else(|| Error::Invalid(format!("no backup policy named `{name}`")))
+        .ok_or_else(|| Error::PolicyNotFound(name.to_string()))
 }
 
 pub async fn list_policies(app: &App) -> Result<Vec<PolicyRecord>> {
@@ -181,7 +181,7 @@ async fn update_policy_record(
             .get_doc::<PolicyRecord>(&policy_pk(name), "META")
             .await?
         else {
-            return Err(Error::Invalid(format!("no backup policy named `{name}`")));
+            return Err(Error::PolicyNotFound(name.to_string()));
         };
         if !change(&mut record) {
             return Ok(());

@@ -14,6 +14,8 @@ pub enum Error {
     },
     #[error("job {0} not found")]
     JobNotFound(String),
+    #[error("no backup policy named `{0}`")]
+    PolicyNotFound(String),
     #[error(transparent)]
     Request(#[from] batchops_core::RequestError),
     #[error("{0}")]

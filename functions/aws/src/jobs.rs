@@ -108,7 +108,9 @@ pub async fn list_jobs(app: &App, statuses: &[JobStatus]) -> Result<Vec<JobListD
     Ok(entries)
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// UpdateJobStatus's answer: `{"JobId", "Status", "StatusUpdateReason"}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct StatusChange {
     pub job_id: String,
     pub status: JobStatus,

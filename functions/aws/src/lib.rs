@@ -1,6 +1,7 @@
 //! batchops services over S3, SQS and DynamoDB. The Lambda binaries and the `batchops` CLI are
 //! thin shells over this crate: they build one [`App`] per process and call in.
 
+pub mod api;
 pub mod audit;
 pub mod backup;
 pub mod clients;

@@ -1,4 +1,5 @@
-//! S3 ARNs as CreateJob uses them: `arn:aws:s3:::bucket` and `arn:aws:s3:::bucket/key`.
+//! S3 ARNs as CreateJob uses them (`arn:aws:s3:::bucket` and `arn:aws:s3:::bucket/key`), and
+//! the `s3://bucket/prefix` URLs people type.
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ArnError {
@@ -10,6 +11,20 @@ pub enum ArnError {
     NoKey(String),
     #[error("`{0}` must name a bucket only, not an object")]
     UnexpectedKey(String),
+    #[error("`{0}` is not an s3:// URL (expected s3://bucket[/key])")]
+    NotS3Url(String),
+}
+
+/// `s3://bucket/some/prefix` -> (`bucket`, `some/prefix`); the key part may be empty.
+pub fn split_s3_url(url: &str) -> Result<(String, String), ArnError> {
+    let rest = url
+        .strip_prefix("s3://")
+        .ok_or_else(|| ArnError::NotS3Url(url.to_string()))?;
+    let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(ArnError::NoBucket(url.to_string()));
+    }
+    Ok((bucket.to_string(), key.to_string()))
 }
 
 fn strip_s3_prefix(arn: &str) -> Option<&str> {
@@ -58,6 +73,24 @@ pub fn object_arn(bucket: &str, key: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn s3_urls_split_into_bucket_and_key() {
+        use super::*;
+        assert_eq!(
+            split_s3_url("s3://b/some/prefix/").unwrap(),
+            ("b".to_string(), "some/prefix/".to_string())
+        );
+        assert_eq!(
+            split_s3_url("s3://b").unwrap(),
+            ("b".to_string(), String::new())
+        );
+        assert!(matches!(split_s3_url("b/k"), Err(ArnError::NotS3Url(_))));
+        assert!(matches!(
+            split_s3_url("s3:///k"),
+            Err(ArnError::NoBucket(_))
+        ));
+    }
+
     use super::*;
 
     #[test]

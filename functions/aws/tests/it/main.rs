@@ -1,5 +1,6 @@
 //! Integration tests against moto over HTTP (started by scripts/test.sh).
 
+mod api;
 mod backups;
 mod events;
 mod harness;

@@ -1,0 +1,245 @@
+//! The HTTP API (the `api` Lambda behind an API Gateway HTTP API with IAM auth): the job calls in
+//! S3 Control's shapes, and the backup calls, routed from method and path. Transport-free: the
+//! Lambda adapter turns an HTTP request into an `ApiRequest` and the `ApiResponse` back.
+//!
+//! ```text
+//! POST   /jobs                              CreateJob document          -> {"JobId"}
+//! GET    /jobs[?jobStatuses=Active,Failed]                              -> {"Jobs": [...]}
+//! GET    /jobs/{id}                                                     -> {"Job": {...}}
+//! POST   /jobs/{id}/status?requestedJobStatus=Ready|Cancelled[&statusUpdateReason=...]
+//! POST   /jobs/{id}/priority?priority=N
+//! GET    /backup-policies                                               -> {"Policies": [...]}
+//! PUT    /backup-policies/{name}            policy (JSON)               -> the stored policy
+//! GET    /backup-policies/{name}
+//! DELETE /backup-policies/{name}
+//! POST   /backup-policies/{name}/runs                                   -> {"JobId"}
+//! GET    /backup-policies/{name}/snapshots                              -> {"Snapshots": [...]}
+//! POST   /backup-policies/{name}/restores   {"Snapshot"|"AsOf", "To", "Prefix", "Keys"} -> {"JobId"}
+//! ```
+//!
+//! Errors are `{"Code", "Message"}` with 400 (bad request, naming the field), 404 (no such job,
+//! policy or route), 405, 409 (the job's status does not allow it) or 500.
+
+use crate::backup::{self, RestoreRequest};
+use crate::error::Error;
+use crate::jobs;
+use crate::App;
+use batchops_core::backup::BackupPolicy;
+use batchops_core::{CreateJobRequest, JobStatus};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// An HTTP request, as far as the API cares.
+#[derive(Debug, Clone, Default)]
+pub struct ApiRequest {
+    pub method: String,
+    /// The path without the stage, e.g. `/jobs/123`.
+    pub path: String,
+    /// Query parameters, decoded; a repeated name appears more than once.
+    pub query: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiResponse {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl ApiResponse {
+    fn ok(body: Value) -> Self {
+        ApiResponse { status: 200, body }
+    }
+
+    fn error(status: u16, code: &str, message: impl Into<String>) -> Self {
+        ApiResponse {
+            status,
+            body: json!({"Code": code, "Message": message.into()}),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::error(400, "InvalidRequest", message)
+    }
+}
+
+impl From<Error> for ApiResponse {
+    fn from(err: Error) -> Self {
+        match &err {
+            Error::JobNotFound(_) => ApiResponse::error(404, "NoSuchJob", err.to_string()),
+            Error::PolicyNotFound(_) => {
+                ApiResponse::error(404, "NoSuchBackupPolicy", err.to_string())
+            }
+            Error::Request(_) | Error::Invalid(_) => ApiResponse::bad_request(err.to_string()),
+            Error::State { .. } => ApiResponse::error(409, "JobStatusException", err.to_string()),
+            Error::Aws { .. } | Error::Data(_) => {
+                tracing::error!(error = %err, "api request failed");
+                ApiResponse::error(500, "InternalError", err.to_string())
+            }
+        }
+    }
+}
+
+/// A restore request's body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct RestoreBody {
+    snapshot: Option<String>,
+    as_of: Option<String>,
+    /// `s3://bucket/prefix`; default: the source bucket, original keys.
+    to: Option<String>,
+    prefix: Option<String>,
+    keys: Option<Vec<String>>,
+}
+
+pub async fn handle(app: &App, request: &ApiRequest) -> ApiResponse {
+    match route(app, request).await {
+        Ok(response) => response,
+        Err(err) => err.into(),
+    }
+}
+
+async fn route(app: &App, request: &ApiRequest) -> Result<ApiResponse, Error> {
+    let segments: Vec<&str> = request.path.split('/').filter(|s| !s.is_empty()).collect();
+    let method = request.method.to_ascii_uppercase();
+    let response = match (method.as_str(), segments.as_slice()) {
+        ("POST", ["jobs"]) => {
+            let document = body_text(request)?;
+            let created = jobs::create_job(app, CreateJobRequest::from_json(document)?).await?;
+            ApiResponse::ok(json!({"JobId": created.job_id}))
+        }
+        ("GET", ["jobs"]) => {
+            let mut statuses = Vec::new();
+            for value in query_all(request, "jobStatuses") {
+                for name in value.split(',').filter(|n| !n.is_empty()) {
+                    statuses.push(name.parse::<JobStatus>().map_err(|e| {
+                        Error::Invalid(format!("query parameter jobStatuses: {e}"))
+                    })?);
+                }
+            }
+            ApiResponse::ok(json!({"Jobs": jobs::list_jobs(app, &statuses).await?}))
+        }
+        ("GET", ["jobs", id]) => {
+            ApiResponse::ok(json!({"Job": jobs::describe_job(app, id).await?}))
+        }
+        ("POST", ["jobs", id, "status"]) => {
+            let requested = required(request, "requestedJobStatus")?;
+            let requested: JobStatus = requested
+                .parse()
+                .map_err(|e| Error::Invalid(format!("query parameter requestedJobStatus: {e}")))?;
+            let reason = query_one(request, "statusUpdateReason");
+            let change = jobs::update_job_status(app, id, requested, reason).await?;
+            ApiResponse::ok(serde_json::to_value(change).map_err(data)?)
+        }
+        ("POST", ["jobs", id, "priority"]) => {
+            let priority = required(request, "priority")?;
+            let priority: i64 = priority.parse().map_err(|_| {
+                Error::Invalid(format!(
+                    "query parameter priority: `{priority}` is not a whole number"
+                ))
+            })?;
+            let priority = jobs::update_job_priority(app, id, priority).await?;
+            ApiResponse::ok(json!({"JobId": id, "Priority": priority}))
+        }
+        ("GET", ["backup-policies"]) => {
+            ApiResponse::ok(json!({"Policies": backup::list_policies(app).await?}))
+        }
+        ("PUT", ["backup-policies", name]) => {
+            let policy: BackupPolicy = parse_body(request, "policy")?;
+            if policy.name != *name {
+                return Err(Error::Invalid(format!(
+                    "policy name: the body says `{}`, the path `{name}`",
+                    policy.name
+                )));
+            }
+            ApiResponse::ok(to_value(backup::put_policy(app, policy).await?)?)
+        }
+        ("GET", ["backup-policies", name]) => {
+            ApiResponse::ok(to_value(backup::get_policy(app, name).await?)?)
+        }
+        ("DELETE", ["backup-policies", name]) => {
+            backup::delete_policy(app, name).await?;
+            ApiResponse::ok(json!({"Deleted": name}))
+        }
+        ("POST", ["backup-policies", name, "runs"]) => {
+            let job = backup::start_run(app, name, None).await?;
+            ApiResponse::ok(json!({"JobId": job.job_id}))
+        }
+        ("GET", ["backup-policies", name, "snapshots"]) => {
+            ApiResponse::ok(json!({"Snapshots": backup::list_snapshots(app, name).await?}))
+        }
+        ("POST", ["backup-policies", name, "restores"]) => {
+            let body: RestoreBody = if request.body.is_empty() {
+                RestoreBody::default()
+            } else {
+                parse_body(request, "restore request")?
+            };
+            let to = match &body.to {
+                Some(url) => Some(
+                    batchops_core::arn::split_s3_url(url)
+                        .map_err(|e| Error::Invalid(format!("To: {e}")))?,
+                ),
+                None => None,
+            };
+            let restore = RestoreRequest {
+                snapshot: body.snapshot,
+                as_of: body.as_of,
+                to,
+                prefix: body.prefix,
+                keys: body.keys,
+            };
+            let job = backup::start_restore(app, name, &restore).await?;
+            ApiResponse::ok(json!({"JobId": job.job_id}))
+        }
+        (_, ["jobs"] | ["jobs", _] | ["jobs", _, "status" | "priority"])
+        | (_, ["backup-policies"] | ["backup-policies", _])
+        | (_, ["backup-policies", _, "runs" | "snapshots" | "restores"]) => ApiResponse::error(
+            405,
+            "MethodNotAllowed",
+            format!("{method} is not allowed on {}", request.path),
+        ),
+        _ => ApiResponse::error(404, "NotFound", format!("no route for {}", request.path)),
+    };
+    Ok(response)
+}
+
+fn data(err: serde_json::Error) -> Error {
+    Error::Data(err.to_string())
+}
+
+fn to_value(value: impl serde::Serialize) -> Result<Value, Error> {
+    serde_json::to_value(value).map_err(data)
+}
+
+fn body_text(request: &ApiRequest) -> Result<&str, Error> {
+    std::str::from_utf8(&request.body)
+        .map_err(|_| Error::Invalid("the request body is not UTF-8 text".into()))
+}
+
+/// Parses a JSON body; the error names the field (`what: keep_last: invalid type ...`).
+fn parse_body<T: serde::de::DeserializeOwned>(
+    request: &ApiRequest,
+    what: &str,
+) -> Result<T, Error> {
+    let text = body_text(request)?;
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(&mut deserializer)
+        .map_err(|e| Error::Invalid(format!("{what}: {}: {}", e.path(), e.inner())))
+}
+
+fn query_all<'a>(request: &'a ApiRequest, name: &'a str) -> impl Iterator<Item = &'a str> {
+    request
+        .query
+        .iter()
+        .filter(move |(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn query_one<'a>(request: &'a ApiRequest, name: &'a str) -> Option<&'a str> {
+    query_all(request, name).next()
+}
+
+fn required<'a>(request: &'a ApiRequest, name: &'a str) -> Result<&'a str, Error> {
+    query_one(request, name)
+        .ok_or_else(|| Error::Invalid(format!("query parameter {name} is required")))
+}

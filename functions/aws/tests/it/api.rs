@@ -1,0 +1,207 @@
+//! The HTTP API's routes against moto: the same calls as the CLI, in S3 Control's shapes, with
+//! errors that say what was wrong.
+
+use crate::harness::TestEnv;
+use batchops_aws::api::{handle, ApiRequest, ApiResponse};
+use serde_json::{json, Value};
+
+async fn call(
+    env: &TestEnv,
+    method: &str,
+    path: &str,
+    query: &[(&str, &str)],
+    body: Value,
+) -> ApiResponse {
+    let request = ApiRequest {
+        method: method.into(),
+        path: path.into(),
+        query: query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        body: if body.is_null() {
+            Vec::new()
+        } else {
+            body.to_string().into_bytes()
+        },
+    };
+    handle(&env.app, &request).await
+}
+
+fn assert_error(response: &ApiResponse, status: u16, code: &str, message_part: &str) {
+    assert_eq!(response.status, status, "{:?}", response.body);
+    assert_eq!(response.body["Code"], code, "{:?}", response.body);
+    let message = response.body["Message"].as_str().unwrap_or_default();
+    assert!(message.contains(message_part), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jobs_are_created_confirmed_prioritised_listed_and_described_over_http() {
+    let env = TestEnv::new().await;
+    env.put(&env.src, "a b", "1").await;
+    let manifest = env.manifest("api", &[format!("{},a+b", env.src)]).await;
+    let mut document = env.request_json(&manifest, &["Bucket", "Key"]);
+    document["ConfirmationRequired"] = json!(true);
+
+    let created = call(&env, "POST", "/jobs", &[], document.clone()).await;
+    assert_eq!(created.status, 200, "{:?}", created.body);
+    let job = created.body["JobId"].as_str().unwrap().to_string();
+    env.run_until_idle().await;
+    let described = call(&env, "GET", &format!("/jobs/{job}"), &[], Value::Null).await;
+    assert_eq!(described.body["Job"]["Status"], "Suspended");
+
+    let priority = call(
+        &env,
+        "POST",
+        &format!("/jobs/{job}/priority"),
+        &[("priority", "42")],
+        Value::Null,
+    )
+    .await;
+    assert_eq!(priority.body, json!({"JobId": job, "Priority": 42}));
+    let confirmed = call(
+        &env,
+        "POST",
+        &format!("/jobs/{job}/status"),
+        &[
+            ("requestedJobStatus", "Ready"),
+            ("statusUpdateReason", "ok by me"),
+        ],
+        Value::Null,
+    )
+    .await;
+    assert_eq!(confirmed.status, 200, "{:?}", confirmed.body);
+    assert_eq!(confirmed.body["Status"], "Ready");
+    let done = env.run_to_complete(&job).await;
+    assert_eq!(done.priority, 42);
+    assert_eq!(env.get(&env.dst, "copied/a b").await, Some(b"1".to_vec()));
+
+    let listed = call(
+        &env,
+        "GET",
+        "/jobs",
+        &[("jobStatuses", "Complete,Failed")],
+        Value::Null,
+    )
+    .await;
+    let ids: Vec<&str> = listed.body["Jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j["JobId"].as_str())
+        .collect();
+    assert_eq!(ids, vec![job.as_str()]);
+
+    // What is wrong is named: the field, the job, the status, the route.
+    document["Operation"]["S3PutObjectCopy"]["StorageKlass"] = json!("STANDARD");
+    let refused = call(&env, "POST", "/jobs", &[], document).await;
+    assert_error(&refused, 400, "InvalidRequest", "StorageKlass");
+    let missing = call(&env, "GET", "/jobs/no-such-job", &[], Value::Null).await;
+    assert_error(&missing, 404, "NoSuchJob", "no-such-job");
+    let too_late = call(
+        &env,
+        "POST",
+        &format!("/jobs/{job}/status"),
+        &[("requestedJobStatus", "Cancelled")],
+        Value::Null,
+    )
+    .await;
+    assert_error(&too_late, 409, "JobStatusException", &job);
+    let no_status = call(
+        &env,
+        "POST",
+        &format!("/jobs/{job}/status"),
+        &[],
+        Value::Null,
+    )
+    .await;
+    assert_error(&no_status, 400, "InvalidRequest", "requestedJobStatus");
+    let bad_filter = call(
+        &env,
+        "GET",
+        "/jobs",
+        &[("jobStatuses", "Done")],
+        Value::Null,
+    )
+    .await;
+    assert_error(&bad_filter, 400, "InvalidRequest", "`Done`");
+    let wrong_method = call(&env, "DELETE", &format!("/jobs/{job}"), &[], Value::Null).await;
+    assert_error(&wrong_method, 405, "MethodNotAllowed", "DELETE");
+    let nowhere = call(&env, "GET", "/nowhere", &[], Value::Null).await;
+    assert_error(&nowhere, 404, "NotFound", "/nowhere");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn backup_policies_run_list_snapshots_and_restore_over_http() {
+    let env = TestEnv::new().await;
+    env.put(&env.src, "data/k", "v1").await;
+    let policy = json!({
+        "name": "web", "source": {"bucket": env.src, "prefix": "data/"},
+        "destination": {"bucket": env.dst, "prefix": "vault/"}, "retention": {"keepLast": 3}
+    });
+    let put = call(&env, "PUT", "/backup-policies/web", &[], policy.clone()).await;
+    assert_eq!(put.status, 200, "{:?}", put.body);
+    let got = call(&env, "GET", "/backup-policies/web", &[], Value::Null).await;
+    assert_eq!(got.body["policy"]["retention"]["keepLast"], 3);
+    let listed = call(&env, "GET", "/backup-policies", &[], Value::Null).await;
+    assert_eq!(listed.body["Policies"].as_array().unwrap().len(), 1);
+
+    let run = call(&env, "POST", "/backup-policies/web/runs", &[], Value::Null).await;
+    let job = run.body["JobId"].as_str().unwrap().to_string();
+    env.run_to_complete(&job).await;
+    let snapshots = call(
+        &env,
+        "GET",
+        "/backup-policies/web/snapshots",
+        &[],
+        Value::Null,
+    )
+    .await;
+    let snapshot = snapshots.body["Snapshots"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    env.put(&env.src, "data/k", "v2").await;
+    let restore = call(
+        &env,
+        "POST",
+        "/backup-policies/web/restores",
+        &[],
+        json!({"Snapshot": snapshot, "To": format!("s3://{}/restored/", env.reports)}),
+    )
+    .await;
+    assert_eq!(restore.status, 200, "{:?}", restore.body);
+    env.run_to_complete(restore.body["JobId"].as_str().unwrap())
+        .await;
+    assert_eq!(
+        env.get(&env.reports, "restored/data/k").await,
+        Some(b"v1".to_vec())
+    );
+
+    // A name that disagrees with the path, a bad field, an unknown policy, a bad restore body.
+    let mut renamed = policy.clone();
+    renamed["name"] = json!("other");
+    let mismatch = call(&env, "PUT", "/backup-policies/web", &[], renamed).await;
+    assert_error(&mismatch, 400, "InvalidRequest", "`other`");
+    let mut bad = policy.clone();
+    bad["retention"]["keepLast"] = json!("thirty");
+    let invalid = call(&env, "PUT", "/backup-policies/web", &[], bad).await;
+    assert_error(&invalid, 400, "InvalidRequest", "retention.keepLast");
+    let unknown = call(&env, "POST", "/backup-policies/nope/runs", &[], Value::Null).await;
+    assert_error(&unknown, 404, "NoSuchBackupPolicy", "nope");
+    let typo = call(
+        &env,
+        "POST",
+        "/backup-policies/web/restores",
+        &[],
+        json!({"Snapshott": "x"}),
+    )
+    .await;
+    assert_error(&typo, 400, "InvalidRequest", "Snapshott");
+
+    let deleted = call(&env, "DELETE", "/backup-policies/web", &[], Value::Null).await;
+    assert_eq!(deleted.status, 200);
+    let gone = call(&env, "GET", "/backup-policies/web", &[], Value::Null).await;
+    assert_error(&gone, 404, "NoSuchBackupPolicy", "web");
+}
