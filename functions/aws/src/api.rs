@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! POST   /jobs                              CreateJob document          -> {"JobId"}
-//! GET    /jobs[?jobStatuses=Active,Failed]                              -> {"Jobs": [...]}
+//! GET    /jobs[?jobStatuses=Active,Failed][&maxResults=N][&nextToken=T] -> {"Jobs", "NextToken"}
 //! GET    /jobs/{id}                                                     -> {"Job": {...}}
 //! POST   /jobs/{id}/status?requestedJobStatus=Ready|Cancelled[&statusUpdateReason=...]
 //! POST   /jobs/{id}/priority?priority=N
@@ -80,6 +80,10 @@ impl From<Error> for ApiResponse {
     }
 }
 
+/// ListJobs pages hold at most this many jobs (S3 Control's limit), so a response stays well
+/// inside Lambda's 6 MB.
+const MAX_LIST_RESULTS: usize = 1000;
+
 /// A restore request's body.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
@@ -117,7 +121,24 @@ async fn route(app: &App, request: &ApiRequest) -> Result<ApiResponse, Error> {
                     })?);
                 }
             }
-            ApiResponse::ok(json!({"Jobs": jobs::list_jobs(app, &statuses).await?}))
+            let max_results = match query_one(request, "maxResults") {
+                None => MAX_LIST_RESULTS,
+                Some(text) => match text.parse::<usize>() {
+                    Ok(n) if (1..=MAX_LIST_RESULTS).contains(&n) => n,
+                    _ => {
+                        return Err(Error::Invalid(format!(
+                            "query parameter maxResults: `{text}` is not a number from 1 to {MAX_LIST_RESULTS}"
+                        )))
+                    }
+                },
+            };
+            let next_token = query_one(request, "nextToken");
+            let page = jobs::list_jobs_page(app, &statuses, max_results, next_token).await?;
+            let mut body = json!({"Jobs": page.jobs});
+            if let Some(token) = page.next_token {
+                body["NextToken"] = json!(token);
+            }
+            ApiResponse::ok(body)
         }
         ("GET", ["jobs", id]) => {
             ApiResponse::ok(json!({"Job": jobs::describe_job(app, id).await?}))

@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::objects::bucket_reachable;
-use crate::store::Created;
+use crate::store::{Created, JobsCursor};
 use crate::{now, App};
 use batchops_core::describe::{describe, list_entry, JobDescriptor, JobListDescriptor};
 use batchops_core::job::StatusRequestError;
@@ -94,18 +94,76 @@ pub async fn describe_job(app: &App, job_id: &str) -> Result<JobDescriptor> {
 
 /// Jobs in the given statuses (all statuses when empty), newest first.
 pub async fn list_jobs(app: &App, statuses: &[JobStatus]) -> Result<Vec<JobListDescriptor>> {
+    Ok(list_jobs_page(app, statuses, usize::MAX, None).await?.jobs)
+}
+
+/// One page of ListJobs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobsPage {
+    pub jobs: Vec<JobListDescriptor>,
+    /// Pass back for the next page; None on the last one.
+    pub next_token: Option<String>,
+}
+
+/// ListJobs with MaxResults and NextToken (an opaque position in the newest-first order).
+pub async fn list_jobs_page(
+    app: &App,
+    statuses: &[JobStatus],
+    max_results: usize,
+    next_token: Option<&str>,
+) -> Result<JobsPage> {
     let statuses = if statuses.is_empty() {
         &JobStatus::ALL[..]
     } else {
         statuses
     };
-    let jobs = app.store.list_jobs(statuses).await?;
+    let after = next_token.map(decode_next_token).transpose()?;
+    let max_results = max_results.max(1);
+    // One more than asked: whether there is a next page.
+    let mut jobs = app
+        .store
+        .list_jobs_page(statuses, after.as_ref(), max_results.saturating_add(1))
+        .await?;
+    let more = jobs.len() > max_results;
+    jobs.truncate(max_results);
+    let next_token = match (more, jobs.last()) {
+        (true, Some(last)) => Some(encode_next_token(&JobsCursor::of(last))),
+        _ => None,
+    };
     let mut entries = Vec::with_capacity(jobs.len());
     for job in jobs {
         let counters = app.store.counters(&job.job_id).await?;
         entries.push(list_entry(&job, &counters, now()));
     }
-    Ok(entries)
+    Ok(JobsPage {
+        jobs: entries,
+        next_token,
+    })
+}
+
+fn encode_next_token(cursor: &JobsCursor) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("{}\t{}", cursor.created_at, cursor.job_id))
+}
+
+fn decode_next_token(token: &str) -> Result<JobsCursor> {
+    use base64::Engine;
+    let invalid = || {
+        RequestError::new(
+            "NextToken",
+            format!("`{token}` is not a token ListJobs returned"),
+        )
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| invalid())?;
+    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+    let (created_at, job_id) = text.split_once('\t').ok_or_else(invalid)?;
+    Ok(JobsCursor {
+        created_at: created_at.to_string(),
+        job_id: job_id.to_string(),
+    })
 }
 
 /// UpdateJobStatus's answer: `{"JobId", "Status", "StatusUpdateReason"}`.

@@ -15,6 +15,34 @@ const META: &str = "META";
 
 type Item = HashMap<String, AttributeValue>;
 
+/// A position in the ListJobs order: newest first, ties by job ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobsCursor {
+    pub created_at: String,
+    pub job_id: String,
+}
+
+impl JobsCursor {
+    pub fn of(job: &JobRecord) -> Self {
+        JobsCursor {
+            created_at: job.created_at.clone(),
+            job_id: job.job_id.clone(),
+        }
+    }
+
+    fn order(&self, other: &JobsCursor) -> std::cmp::Ordering {
+        other
+            .created_at
+            .cmp(&self.created_at)
+            .then(self.job_id.cmp(&other.job_id))
+    }
+
+    /// Whether `other` comes after this position.
+    fn precedes(&self, other: &JobsCursor) -> bool {
+        self.order(other) == std::cmp::Ordering::Less
+    }
+}
+
 fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
 }
@@ -260,36 +288,58 @@ impl Store {
 
     /// Jobs in the given statuses, newest first.
     pub async fn list_jobs(&self, statuses: &[JobStatus]) -> Result<Vec<JobRecord>> {
+        self.list_jobs_page(statuses, None, usize::MAX).await
+    }
+
+    /// At most `limit` jobs in the given statuses that come after `after`, newest first (ties by
+    /// job ID): one page of ListJobs.
+    pub async fn list_jobs_page(
+        &self,
+        statuses: &[JobStatus],
+        after: Option<&JobsCursor>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>> {
         let mut jobs = Vec::new();
         for status in statuses {
             let mut start: Option<Item> = None;
+            let mut taken = 0;
             loop {
-                let out = self
+                let mut query = self
                     .client
                     .query()
                     .table_name(&self.table)
                     .index_name(STATUS_INDEX)
-                    .key_condition_expression("#status = :status")
+                    .scan_index_forward(false)
                     .expression_attribute_names("#status", "status")
                     .expression_attribute_values(":status", s(status.as_str()))
-                    .set_exclusive_start_key(start.take())
-                    .send()
-                    .await
-                    .map_err(aws("DynamoDB", "Query"))?;
+                    .set_exclusive_start_key(start.take());
+                query = match after {
+                    // `<=`: jobs created in the same instant as the cursor are sorted by ID below.
+                    Some(cursor) => query
+                        .key_condition_expression("#status = :status AND #created <= :created")
+                        .expression_attribute_names("#created", "created_at")
+                        .expression_attribute_values(":created", s(cursor.created_at.as_str())),
+                    None => query.key_condition_expression("#status = :status"),
+                };
+                if limit < usize::MAX {
+                    query = query.limit((limit + 1).min(1000) as i32);
+                }
+                let out = query.send().await.map_err(aws("DynamoDB", "Query"))?;
                 for item in out.items() {
-                    jobs.push(Self::decode_job(item)?);
+                    let job = Self::decode_job(item)?;
+                    if after.is_none_or(|cursor| cursor.precedes(&JobsCursor::of(&job))) {
+                        jobs.push(job);
+                        taken += 1;
+                    }
                 }
                 match out.last_evaluated_key() {
-                    Some(key) if !key.is_empty() => start = Some(key.clone()),
+                    Some(key) if !key.is_empty() && taken < limit => start = Some(key.clone()),
                     _ => break,
                 }
             }
         }
-        jobs.sort_by(|a, b| {
-            b.created_at
-                .cmp(&a.created_at)
-                .then(a.job_id.cmp(&b.job_id))
-        });
+        jobs.sort_by(|a, b| JobsCursor::of(a).order(&JobsCursor::of(b)));
+        jobs.truncate(limit);
         Ok(jobs)
     }
 
@@ -686,5 +736,30 @@ impl Store {
             }
         }
         Ok(docs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JobsCursor;
+
+    #[test]
+    fn jobs_cursor_orders_newest_first_then_by_job_id() {
+        let at = |created_at: &str, job_id: &str| JobsCursor {
+            created_at: created_at.into(),
+            job_id: job_id.into(),
+        };
+        let cursor = at("2026-11-30T05:00:00.5Z", "m");
+        assert!(cursor.precedes(&at("2026-11-30T05:00:00.1Z", "a")), "older");
+        assert!(
+            cursor.precedes(&at("2026-11-30T05:00:00.5Z", "z")),
+            "same instant, later ID"
+        );
+        assert!(
+            !cursor.precedes(&at("2026-11-30T05:00:00.5Z", "m")),
+            "itself"
+        );
+        assert!(!cursor.precedes(&at("2026-11-30T05:00:00.5Z", "b")));
+        assert!(!cursor.precedes(&at("2026-11-30T05:00:01Z", "a")), "newer");
     }
 }

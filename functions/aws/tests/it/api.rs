@@ -92,6 +92,46 @@ async fn jobs_are_created_confirmed_prioritised_listed_and_described_over_http()
         .collect();
     assert_eq!(ids, vec![job.as_str()]);
 
+    // Pages: two more jobs, listed two at a time, newest first, each once.
+    let mut created_ids = vec![job.clone()];
+    for _ in 0..2 {
+        let more = call(&env, "POST", "/jobs", &[], document.clone()).await;
+        created_ids.push(more.body["JobId"].as_str().unwrap().to_string());
+    }
+    let first = call(&env, "GET", "/jobs", &[("maxResults", "2")], Value::Null).await;
+    let token = first.body["NextToken"]
+        .as_str()
+        .expect("a next page")
+        .to_string();
+    let second = call(
+        &env,
+        "GET",
+        "/jobs",
+        &[("maxResults", "2"), ("nextToken", &token)],
+        Value::Null,
+    )
+    .await;
+    assert!(second.body.get("NextToken").is_none(), "{:?}", second.body);
+    let paged: Vec<String> = [&first, &second]
+        .iter()
+        .flat_map(|page| page.body["Jobs"].as_array().unwrap().clone())
+        .map(|j| j["JobId"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(paged.len(), 3, "{paged:?}");
+    created_ids.reverse();
+    assert_eq!(paged, created_ids, "newest first");
+    let bad_token = call(
+        &env,
+        "GET",
+        "/jobs",
+        &[("nextToken", "garbage!")],
+        Value::Null,
+    )
+    .await;
+    assert_error(&bad_token, 400, "InvalidRequest", "NextToken");
+    let zero = call(&env, "GET", "/jobs", &[("maxResults", "0")], Value::Null).await;
+    assert_error(&zero, 400, "InvalidRequest", "maxResults");
+
     // What is wrong is named: the field, the job, the status, the route.
     document["Operation"]["S3PutObjectCopy"]["StorageKlass"] = json!("STANDARD");
     let refused = call(&env, "POST", "/jobs", &[], document).await;
