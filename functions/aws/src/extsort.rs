@@ -1,9 +1,10 @@
-//! Bounded-memory external sort of object entries. An S3 Inventory report is split over many
-//! files whose rows are not in key order across files, but a backup diff walks keys the way
-//! ListObjectVersions returns them; an inventory of a large bucket does not fit in a Lambda's
-//! memory, so sorted runs are spilled to anonymous temporary files and merged back.
+//! Bounded-memory external sort. An S3 Inventory report is split over many files whose rows are
+//! not in key order across files, but a backup diff walks keys the way ListObjectVersions returns
+//! them; an inventory of a large bucket does not fit in a Lambda's memory, so sorted runs are
+//! spilled to anonymous temporary files and merged back. `ExternalSorter` sorts any
+//! `SortRecord` (continuous mode's journal too); `EntrySorter` sorts object entries.
 //!
-//! Order: key ascending by UTF-8 bytes; within a key newest first — the `is_latest` entry, then
+//! Entry order: key ascending by UTF-8 bytes; within a key newest first — the `is_latest` entry, then
 //! LastModified descending (compared as instants, so `Z`, offsets and fractional seconds mix
 //! correctly; unparseable times after parsed ones, missing ones last), then version ID
 //! descending, then delete markers before versions. Entries equal on all of that (exact
@@ -33,6 +34,14 @@ const HAS_IS_LATEST: u16 = 1 << 5;
 const IS_LATEST: u16 = 1 << 6;
 const HAS_STORAGE_CLASS: u16 = 1 << 7;
 const HAS_MODIFIED_NANOS: u16 = 1 << 8;
+
+/// What the external sort sorts: an order, and a self-delimiting encoding for spill files.
+/// Records equal in `compare` come out in push order.
+pub trait SortRecord: Sized {
+    fn compare(&self, other: &Self) -> Ordering;
+    fn encode(&self, w: &mut impl Write) -> io::Result<()>;
+    fn decode(r: &mut impl Read) -> io::Result<Self>;
+}
 
 /// An entry with its LastModified parsed once, not at every comparison.
 #[derive(Debug, Clone)]
@@ -86,7 +95,7 @@ fn invalid(message: String) -> io::Error {
     )
 }
 
-fn write_varint(w: &mut impl Write, mut value: u64) -> io::Result<()> {
+pub(crate) fn write_varint(w: &mut impl Write, mut value: u64) -> io::Result<()> {
     let mut buf = [0u8; 10];
     let mut n = 0;
     loop {
@@ -103,7 +112,7 @@ fn write_varint(w: &mut impl Write, mut value: u64) -> io::Result<()> {
     w.write_all(&buf[..n])
 }
 
-fn read_varint(r: &mut impl Read) -> io::Result<u64> {
+pub(crate) fn read_varint(r: &mut impl Read) -> io::Result<u64> {
     let mut value = 0u64;
     for shift in (0..64).step_by(7) {
         let mut byte = [0u8; 1];
@@ -116,12 +125,12 @@ fn read_varint(r: &mut impl Read) -> io::Result<u64> {
     Err(invalid("varint longer than 64 bits in spill run".into()))
 }
 
-fn write_str(w: &mut impl Write, s: &str) -> io::Result<()> {
+pub(crate) fn write_str(w: &mut impl Write, s: &str) -> io::Result<()> {
     write_varint(w, s.len() as u64)?;
     w.write_all(s.as_bytes())
 }
 
-fn read_str(r: &mut impl Read) -> io::Result<String> {
+pub(crate) fn read_str(r: &mut impl Read) -> io::Result<String> {
     let len = read_varint(r)?;
     if len > MAX_FIELD_LEN {
         return Err(invalid(format!(
@@ -131,6 +140,20 @@ fn read_str(r: &mut impl Read) -> io::Result<String> {
     let mut bytes = vec![0u8; len as usize];
     r.read_exact(&mut bytes)?;
     String::from_utf8(bytes).map_err(|_| invalid("field in spill run is not UTF-8".into()))
+}
+
+impl SortRecord for Record {
+    fn compare(&self, other: &Self) -> Ordering {
+        compare(self, other)
+    }
+
+    fn encode(&self, w: &mut impl Write) -> io::Result<()> {
+        encode(w, self)
+    }
+
+    fn decode(r: &mut impl Read) -> io::Result<Self> {
+        decode(r)
+    }
 }
 
 /// Self-delimiting: a flags word says which optional fields follow, strings are
@@ -226,20 +249,23 @@ fn decode(r: &mut impl Read) -> io::Result<Record> {
 
 /// A sorted run in an anonymous temporary file (gone when dropped), rewound for reading.
 #[derive(Debug)]
-struct Run {
+struct Run<R> {
     reader: BufReader<File>,
     /// Records written; reading stops here, so a short file is an error, not a silent end.
     len: u64,
     read: u64,
+    records: std::marker::PhantomData<R>,
 }
 
-impl Run {
-    fn write(records: impl Iterator<Item = io::Result<Record>>) -> io::Result<Run> {
+impl<R: SortRecord> Run<R> {
+    fn write(records: impl Iterator<Item = io::Result<R>>) -> io::Result<Run<R>> {
         let file = tempfile::tempfile().map_err(|e| context(e, "creating a spill file"))?;
         let mut writer = BufWriter::new(file);
         let mut len = 0u64;
         for record in records {
-            encode(&mut writer, &record?).map_err(|e| context(e, "writing a spill run"))?;
+            record?
+                .encode(&mut writer)
+                .map_err(|e| context(e, "writing a spill run"))?;
             len += 1;
         }
         let mut file = writer
@@ -251,14 +277,15 @@ impl Run {
             reader: BufReader::new(file),
             len,
             read: 0,
+            records: std::marker::PhantomData,
         })
     }
 
-    fn next_record(&mut self) -> io::Result<Option<Record>> {
+    fn next_record(&mut self) -> io::Result<Option<R>> {
         if self.read == self.len {
             return Ok(None);
         }
-        let record = decode(&mut self.reader).map_err(|e| {
+        let record = R::decode(&mut self.reader).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
                 invalid(format!(
                     "spill run ended after {} of {} entries",
@@ -274,13 +301,13 @@ impl Run {
 }
 
 #[derive(Debug)]
-enum Source {
-    Disk(Run),
-    Memory(std::vec::IntoIter<Record>),
+enum Source<R> {
+    Disk(Run<R>),
+    Memory(std::vec::IntoIter<R>),
 }
 
-impl Source {
-    fn next_record(&mut self) -> io::Result<Option<Record>> {
+impl<R: SortRecord> Source<R> {
+    fn next_record(&mut self) -> io::Result<Option<R>> {
         match self {
             Source::Disk(run) => run.next_record(),
             Source::Memory(records) => Ok(records.next()),
@@ -291,43 +318,45 @@ impl Source {
 /// The smallest unread record of one source. Sources are numbered in push order, and equal
 /// records come out lowest source first, which keeps the whole sort stable.
 #[derive(Debug)]
-struct Head {
-    record: Record,
+struct Head<R> {
+    record: R,
     source: usize,
 }
 
-impl Ord for Head {
+impl<R: SortRecord> Ord for Head<R> {
     fn cmp(&self, other: &Self) -> Ordering {
-        compare(&self.record, &other.record).then_with(|| self.source.cmp(&other.source))
+        self.record
+            .compare(&other.record)
+            .then_with(|| self.source.cmp(&other.source))
     }
 }
 
-impl PartialOrd for Head {
+impl<R: SortRecord> PartialOrd for Head<R> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl PartialEq for Head {
+impl<R: SortRecord> PartialEq for Head<R> {
     fn eq(&self, other: &Self) -> bool {
         self.cmp(other) == Ordering::Equal
     }
 }
 
-impl Eq for Head {}
+impl<R: SortRecord> Eq for Head<R> {}
 
 /// k-way merge holding one record per source.
 #[derive(Debug)]
-struct Merger {
-    sources: Vec<Source>,
-    heap: BinaryHeap<Reverse<Head>>,
+struct Merger<R> {
+    sources: Vec<Source<R>>,
+    heap: BinaryHeap<Reverse<Head<R>>>,
     /// A source failed while refilling after a record was taken: that record is still good and
     /// goes out first, the error next.
     pending: Option<io::Error>,
 }
 
-impl Merger {
-    fn new(mut sources: Vec<Source>) -> io::Result<Self> {
+impl<R: SortRecord> Merger<R> {
+    fn new(mut sources: Vec<Source<R>>) -> io::Result<Self> {
         let mut heap = BinaryHeap::with_capacity(sources.len());
         for (source, s) in sources.iter_mut().enumerate() {
             if let Some(record) = s.next_record()? {
@@ -341,7 +370,7 @@ impl Merger {
         })
     }
 
-    fn next_record(&mut self) -> io::Result<Option<Record>> {
+    fn next_record(&mut self) -> io::Result<Option<R>> {
         if let Some(e) = self.pending.take() {
             return Err(e);
         }
@@ -362,8 +391,8 @@ impl Merger {
     }
 }
 
-impl Iterator for Merger {
-    type Item = io::Result<Record>;
+impl<R: SortRecord> Iterator for Merger<R> {
+    type Item = io::Result<R>;
     fn next(&mut self) -> Option<Self::Item> {
         self.next_record().transpose()
     }
@@ -372,34 +401,34 @@ impl Iterator for Merger {
 /// A spilled run and how many merge passes its entries went through. Levels never increase
 /// along the list, so the runs of the lowest levels are always the newest ones, at the end.
 #[derive(Debug)]
-struct SpilledRun {
-    run: Run,
+struct SpilledRun<R> {
+    run: Run<R>,
     level: u32,
 }
 
-/// Sorts entries in bounded memory: at most `run_entries` entries are held before a sorted run
-/// goes to a temporary file, and merging holds one entry per run.
+/// Sorts records in bounded memory: at most `run_entries` records are held before a sorted run
+/// goes to a temporary file, and merging holds one record per run.
 #[derive(Debug)]
-pub struct EntrySorter {
+pub struct ExternalSorter<R> {
     run_entries: usize,
     /// Most runs kept on disk; reaching it merges the newest runs into one.
     max_runs: usize,
-    buffer: Vec<Record>,
-    runs: Vec<SpilledRun>,
+    buffer: Vec<R>,
+    runs: Vec<SpilledRun<R>>,
     pushed: u64,
     spilled: usize,
     /// Intermediate merges done to keep the number of runs bounded.
     merges: usize,
 }
 
-impl EntrySorter {
-    /// `run_entries`: entries held in memory before a sorted run is spilled to a temporary file.
+impl<R: SortRecord> ExternalSorter<R> {
+    /// `run_entries`: records held in memory before a sorted run is spilled to a temporary file.
     pub fn new(run_entries: usize) -> Self {
         Self::with_max_runs(run_entries, MAX_OPEN_RUNS)
     }
 
     fn with_max_runs(run_entries: usize, max_runs: usize) -> Self {
-        EntrySorter {
+        ExternalSorter {
             run_entries: run_entries.max(1),
             // The final merge reads every run plus the in-memory remainder.
             max_runs: max_runs.max(2),
@@ -411,8 +440,8 @@ impl EntrySorter {
         }
     }
 
-    pub fn push(&mut self, entry: ObjectEntry, is_delete_marker: bool) -> io::Result<()> {
-        self.buffer.push(Record::new(entry, is_delete_marker));
+    pub fn push(&mut self, record: R) -> io::Result<()> {
+        self.buffer.push(record);
         self.pushed += 1;
         if self.buffer.len() >= self.run_entries {
             self.spill()?;
@@ -420,7 +449,7 @@ impl EntrySorter {
         Ok(())
     }
 
-    /// Entries pushed so far.
+    /// Records pushed so far.
     pub fn len(&self) -> u64 {
         self.pushed
     }
@@ -435,21 +464,22 @@ impl EntrySorter {
     }
 
     /// Sorted stream: k-way merge of the spilled runs and the in-memory remainder.
-    pub fn finish(mut self) -> io::Result<SortedEntries> {
-        // Stable, so equal entries keep push order within the run.
-        self.buffer.sort_by(compare);
-        let mut sources: Vec<Source> = self.runs.into_iter().map(|r| Source::Disk(r.run)).collect();
+    pub fn finish(mut self) -> io::Result<Sorted<R>> {
+        // Stable, so equal records keep push order within the run.
+        self.buffer.sort_by(R::compare);
+        let mut sources: Vec<Source<R>> =
+            self.runs.into_iter().map(|r| Source::Disk(r.run)).collect();
         if !self.buffer.is_empty() {
             sources.push(Source::Memory(self.buffer.into_iter()));
         }
-        Ok(SortedEntries {
+        Ok(Sorted {
             merger: Merger::new(sources)?,
             failed: false,
         })
     }
 
     fn spill(&mut self) -> io::Result<()> {
-        self.buffer.sort_by(compare);
+        self.buffer.sort_by(R::compare);
         let run = Run::write(self.buffer.drain(..).map(Ok))?;
         self.runs.push(SpilledRun { run, level: 0 });
         self.spilled += 1;
@@ -489,30 +519,76 @@ impl EntrySorter {
     }
 }
 
-/// One inventory row: the entry and whether it is a delete marker.
-///
-/// Stops after the first error: a run that could not be read leaves a hole in the order.
+/// The sorted records. Stops after the first error: a run that could not be read leaves a hole
+/// in the order.
 #[derive(Debug)]
-pub struct SortedEntries {
-    merger: Merger,
+pub struct Sorted<R> {
+    merger: Merger<R>,
     failed: bool,
 }
 
-impl Iterator for SortedEntries {
-    type Item = io::Result<(ObjectEntry, bool)>;
+impl<R: SortRecord> Iterator for Sorted<R> {
+    type Item = io::Result<R>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed {
             return None;
         }
         match self.merger.next_record() {
-            Ok(Some(record)) => Some(Ok((record.entry, record.delete_marker))),
+            Ok(Some(record)) => Some(Ok(record)),
             Ok(None) => None,
             Err(e) => {
                 self.failed = true;
                 Some(Err(e))
             }
         }
+    }
+}
+
+/// Sorts inventory rows (entry, is delete marker) into the ListObjectVersions order.
+#[derive(Debug)]
+pub struct EntrySorter(ExternalSorter<Record>);
+
+impl EntrySorter {
+    /// `run_entries`: entries held in memory before a sorted run is spilled to a temporary file.
+    pub fn new(run_entries: usize) -> Self {
+        EntrySorter(ExternalSorter::new(run_entries))
+    }
+
+    pub fn push(&mut self, entry: ObjectEntry, is_delete_marker: bool) -> io::Result<()> {
+        self.0.push(Record::new(entry, is_delete_marker))
+    }
+
+    /// Entries pushed so far.
+    pub fn len(&self) -> u64 {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Number of runs spilled to disk so far (for tests/metrics).
+    pub fn spilled_runs(&self) -> usize {
+        self.0.spilled_runs()
+    }
+
+    pub fn finish(self) -> io::Result<SortedEntries> {
+        Ok(SortedEntries(self.0.finish()?))
+    }
+}
+
+/// One inventory row at a time: the entry and whether it is a delete marker.
+#[derive(Debug)]
+pub struct SortedEntries(Sorted<Record>);
+
+impl Iterator for SortedEntries {
+    type Item = io::Result<(ObjectEntry, bool)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0
+            .next()
+            .map(|record| record.map(|r| (r.entry, r.delete_marker)))
     }
 }
 
@@ -781,7 +857,7 @@ mod tests {
             sorter.push(e, m).unwrap();
         }
         assert_eq!(sorter.spilled_runs(), 10_000 / 97);
-        assert_eq!(sorter.merges, 0);
+        assert_eq!(sorter.0.merges, 0);
         assert_eq!(sorter.len(), 10_000);
         let sorted: Vec<_> = sorter.finish().unwrap().map(Result::unwrap).collect();
         assert_eq!(sorted, reference(&input));
@@ -790,15 +866,15 @@ mod tests {
     #[test]
     fn multi_pass_merge_keeps_runs_bounded_and_order_exact() {
         let input = random_entries(2, 3_000);
-        let mut sorter = EntrySorter::with_max_runs(3, 4);
+        let mut sorter = EntrySorter(ExternalSorter::with_max_runs(3, 4));
         for (e, m) in input.clone() {
             sorter.push(e, m).unwrap();
-            assert!(sorter.runs.len() < 4, "{} runs open", sorter.runs.len());
-            assert!(sorter.runs.windows(2).all(|w| w[0].level >= w[1].level));
+            assert!(sorter.0.runs.len() < 4, "{} runs open", sorter.0.runs.len());
+            assert!(sorter.0.runs.windows(2).all(|w| w[0].level >= w[1].level));
         }
         assert_eq!(sorter.spilled_runs(), 1_000);
-        assert!(sorter.merges > 100, "{} merges", sorter.merges);
-        assert!(sorter.runs.iter().any(|r| r.level >= 3));
+        assert!(sorter.0.merges > 100, "{} merges", sorter.0.merges);
+        assert!(sorter.0.runs.iter().any(|r| r.level >= 3));
         let sorted: Vec<_> = sorter.finish().unwrap().map(Result::unwrap).collect();
         assert_eq!(sorted, reference(&input));
     }
@@ -811,7 +887,7 @@ mod tests {
             assert_eq!(sort_with(run_entries, input.clone()), expected);
         }
         for max_runs in [0, 1, 2, 3] {
-            let sorter = EntrySorter::with_max_runs(5, max_runs);
+            let sorter = EntrySorter(ExternalSorter::with_max_runs(5, max_runs));
             assert_eq!(sort(sorter, input.clone()), expected);
         }
     }
@@ -823,10 +899,10 @@ mod tests {
             .map(|(e, m)| Ok(Record::new(e, m)));
         let mut run = Run::write(records).unwrap();
         run.len += 1;
-        let mut merged = SortedEntries {
+        let mut merged = SortedEntries(Sorted {
             merger: Merger::new(vec![Source::Disk(run)]).unwrap(),
             failed: false,
-        };
+        });
         let results: Vec<_> = merged.by_ref().collect();
         assert_eq!(results.len(), 4);
         let err = results[3].as_ref().unwrap_err();

@@ -7,12 +7,12 @@
 //! stays flat whatever the manifest's size.
 
 use crate::error::{aws, describe_sdk, Error, Result, S3Failure};
-use crate::extsort::EntrySorter;
+use crate::extsort::{EntrySorter, ExternalSorter, SortRecord};
 use crate::objects::{md5_hex, put_bytes, same_etag};
 use aws_sdk_s3::Client;
 use batchops_core::backup::{
     BackupOut, BackupPlanner, BackupPolicy, CatalogEntry, Differ, DraftRow, JournalRead,
-    JournalRow, VersionsMode,
+    JournalRow, JournalRows, VersionsMode,
 };
 use batchops_core::chunk::{chunk_key, ChunkTask};
 use batchops_core::encoding::encode_key;
@@ -1772,17 +1772,64 @@ impl LineSink for SorterSink<'_> {
     }
 }
 
+/// A journal row in the external sort: by key, then in the order parts and rows were read
+/// (parts are named by time, so oldest first within a key).
+struct JournalRecord {
+    seq: u64,
+    read: JournalRead,
+}
+
+impl SortRecord for JournalRecord {
+    fn compare(&self, other: &Self) -> std::cmp::Ordering {
+        self.read
+            .row
+            .key()
+            .cmp(other.read.row.key())
+            .then(self.seq.cmp(&other.seq))
+    }
+
+    fn encode(&self, w: &mut impl std::io::Write) -> std::io::Result<()> {
+        let mut line = String::new();
+        self.read.row.write_line(&mut line);
+        crate::extsort::write_varint(w, self.seq)?;
+        w.write_all(&[u8::from(self.read.last_read)])?;
+        crate::extsort::write_str(w, &line)
+    }
+
+    fn decode(r: &mut impl std::io::Read) -> std::io::Result<Self> {
+        let seq = crate::extsort::read_varint(r)?;
+        let mut flag = [0u8; 1];
+        r.read_exact(&mut flag)?;
+        let line = crate::extsort::read_str(r)?;
+        let bad = |message: String| std::io::Error::new(std::io::ErrorKind::InvalidData, message);
+        let row = JournalRow::parse_part(&line)
+            .map_err(bad)?
+            .pop()
+            .ok_or_else(|| bad("empty journal row in spill run".into()))?;
+        Ok(JournalRecord {
+            seq,
+            read: JournalRead {
+                row,
+                last_read: flag[0] == 1,
+            },
+        })
+    }
+}
+
 /// Continuous mode's journal parts for the run's policy (all of them: rows older than the
 /// previous snapshot only ever match what that snapshot already has), each row marked with
-/// whether this run settles its part. Errors name the part and line.
-fn read_journal(reader: &Reader, run: &BackupRun) -> std::result::Result<Vec<JournalRead>, String> {
+/// whether this run settles its part, sorted by key (on local disk past `SORT_RUN_ENTRIES`
+/// rows, so a busy bucket's changes between runs need not fit in memory). Errors name the part
+/// and line.
+fn read_journal(reader: &Reader, run: &BackupRun) -> std::result::Result<JournalRows, String> {
     let Some(s3) = reader.s3.as_ref() else {
-        return Ok(Vec::new());
+        return Ok(Box::new(std::iter::empty()));
     };
     let policy = &run.policy;
     let bucket = &policy.destination.bucket;
     let prefix = policy.journal_prefix();
-    let mut rows = Vec::new();
+    let mut sorter = ExternalSorter::new(SORT_RUN_ENTRIES);
+    let mut seq = 0u64;
     let mut cursor = Cursor::default();
     loop {
         let page = reader
@@ -1798,13 +1845,29 @@ fn read_journal(reader: &Reader, run: &BackupRun) -> std::result::Result<Vec<Jou
             let part = JournalRow::parse_part(&String::from_utf8_lossy(&body))
                 .map_err(|e| format!("journal part s3://{bucket}/{key}: {e}"))?;
             let last_read = run.settles_journal_part(key);
-            rows.extend(part.into_iter().map(|row| JournalRead { row, last_read }));
+            for row in part {
+                seq += 1;
+                sorter
+                    .push(JournalRecord {
+                        seq,
+                        read: JournalRead { row, last_read },
+                    })
+                    .map_err(|e| format!("sorting the journal: {e}"))?;
+            }
             cursor.key_marker = Some(key.clone());
         }
         if !page.truncated {
-            return Ok(rows);
+            break;
         }
     }
+    let sorted = sorter
+        .finish()
+        .map_err(|e| format!("sorting the journal: {e}"))?;
+    Ok(Box::new(sorted.map(|record| {
+        record
+            .map(|r| r.read)
+            .map_err(|e| format!("sorting the journal: {e}"))
+    })))
 }
 
 fn emit_backup(outs: &mut Vec<BackupOut>, emitter: &Emitter) -> bool {
@@ -1973,6 +2036,9 @@ fn read_backup(
     let fail = |reason: String| -> Result<()> {
         match reason.strip_prefix("MaxDeletes:") {
             Some(message) => job_failure(emitter, "MaxDeletesExceeded", message.to_string()),
+            None if reason.starts_with("continuous-mode journal") => {
+                job_failure(emitter, "JournalInvalid", reason)
+            }
             None => job_failure(emitter, "SnapshotCatalogInvalid", reason),
         }
     };
@@ -2113,4 +2179,65 @@ fn read_restore(
     }
     emitter.send_blocking(Ok(SourceEvent::Finished(progress)));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copy(key: &str, dest_version: &str) -> JournalRow {
+        JournalRow::Copied(CatalogEntry {
+            key: key.into(),
+            dest_key: format!("vault/{key}"),
+            dest_version: Some(dest_version.into()),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn journal_rows_sort_by_key_through_spill_files_oldest_first_within_a_key() {
+        // Parts as a run lists them (by time); keys out of order across parts.
+        let read = [
+            (copy("z z", "z1"), true),
+            (copy("a\tb", "a1"), true),
+            (JournalRow::Removed { key: "m".into() }, false),
+            (copy("a\tb", "a2"), false),
+            (copy("é", "e1"), false),
+            (copy("a\tb", "a3"), true),
+        ];
+        let mut sorter = ExternalSorter::new(2);
+        for (seq, (row, last_read)) in read.iter().cloned().enumerate() {
+            sorter
+                .push(JournalRecord {
+                    seq: seq as u64,
+                    read: JournalRead { row, last_read },
+                })
+                .unwrap();
+        }
+        assert!(sorter.spilled_runs() >= 2, "the test spills");
+        let sorted: Vec<(String, bool)> = sorter
+            .finish()
+            .unwrap()
+            .map(|r| {
+                let r = r.unwrap().read;
+                let label = match &r.row {
+                    JournalRow::Copied(e) => e.dest_version.clone().unwrap_or_default(),
+                    JournalRow::Removed { key } => format!("removed {key}"),
+                };
+                (label, r.last_read)
+            })
+            .collect();
+        let expected: Vec<(String, bool)> = [
+            ("a1", true),
+            ("a2", false),
+            ("a3", true),
+            ("removed m", false),
+            ("z1", true),
+            ("e1", false),
+        ]
+        .iter()
+        .map(|(l, f)| (l.to_string(), *f))
+        .collect();
+        assert_eq!(sorted, expected);
+    }
 }

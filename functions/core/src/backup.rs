@@ -304,6 +304,9 @@ pub enum Change {
     Superseded(CatalogEntry),
 }
 
+/// The journal as the diff reads it: sorted by key, oldest first within a key.
+pub type JournalRows = Box<dyn Iterator<Item = Result<JournalRead, String>> + Send>;
+
 /// A journal row as a run reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalRead {
@@ -330,8 +333,10 @@ pub struct Differ<C: Iterator<Item = Result<CatalogEntry, String>>> {
     versioned: bool,
     all_versions: bool,
     /// Continuous mode's rows since the previous snapshot, sorted by key (stable: oldest
-    /// first within a key). Rows of keys the diff has passed are settled and dropped.
-    journal: std::collections::VecDeque<JournalRead>,
+    /// first within a key), streamed. Rows of keys the diff has passed are settled and dropped.
+    journal: std::iter::Peekable<JournalRows>,
+    /// The journal could not be read on: the diff fails at the next key.
+    journal_error: Option<String>,
     journal_key: Option<JournalKey>,
     /// Settled copies no snapshot takes, not yet handed out as changes.
     superseded: Vec<CatalogEntry>,
@@ -344,45 +349,65 @@ impl<C: Iterator<Item = Result<CatalogEntry, String>>> Differ<C> {
             catalog_taken: 0,
             versioned,
             all_versions,
-            journal: Default::default(),
+            journal: no_journal(),
+            journal_error: None,
             journal_key: None,
             superseded: Vec::new(),
         }
     }
 
-    /// Merges continuous mode's journal in: its copies count as known copies of their keys.
-    /// A resumed diff passes the last key it finished: rows up to it were settled before.
-    pub fn with_journal(mut self, mut rows: Vec<JournalRead>, after_key: Option<&str>) -> Self {
-        rows.retain(|read| after_key.is_none_or(|after| read.row.key() > after));
-        rows.sort_by(|a, b| a.row.key().cmp(b.row.key()));
-        self.journal = rows.into();
+    /// Merges continuous mode's journal in (sorted by key, oldest first within a key): its
+    /// copies count as known copies of their keys. A resumed diff passes the last key it
+    /// finished: rows up to it were settled before.
+    pub fn with_journal(mut self, rows: JournalRows, after_key: Option<&str>) -> Self {
+        let after = after_key.map(str::to_string);
+        let rows = rows.skip_while(move |read| {
+            matches!((read, &after), (Ok(read), Some(after)) if read.row.key() <= after.as_str())
+        });
+        self.journal = (Box::new(rows) as JournalRows).peekable();
         self
+    }
+
+    /// The next journal row, if its key is before (or at, `or_equal`) `key`. A read error is
+    /// kept for the diff to report and ends the journal.
+    fn next_journal_row(&mut self, key: &str, or_equal: bool) -> Option<JournalRead> {
+        let wanted = match self.journal.peek()? {
+            Ok(read) => read.row.key() < key || (or_equal && read.row.key() == key),
+            Err(_) => true,
+        };
+        if !wanted {
+            return None;
+        }
+        match self.journal.next()? {
+            Ok(read) => Some(read),
+            Err(e) => {
+                self.journal_error.get_or_insert(e);
+                self.journal = no_journal();
+                None
+            }
+        }
+    }
+
+    fn journal_failed(&self) -> Result<(), String> {
+        match &self.journal_error {
+            Some(e) => Err(format!("continuous-mode journal: {e}")),
+            None => Ok(()),
+        }
     }
 
     /// Moves the journal to `key` (keys come in ascending order), settling the keys passed.
     fn journal_at(&mut self, key: &str) -> &mut JournalKey {
         if self.journal_key.as_ref().is_none_or(|at| at.key != key) {
             self.settle_current();
-            while self
-                .journal
-                .front()
-                .is_some_and(|read| read.row.key() < key)
-            {
-                if let Some(read) = self.journal.pop_front() {
-                    settle(vec![(read, false)], &[], &mut self.superseded);
-                }
+            while let Some(read) = self.next_journal_row(key, false) {
+                settle(vec![(read, false)], &[], &mut self.superseded);
             }
             let mut at = JournalKey {
                 key: key.to_string(),
                 ..Default::default()
             };
-            while self
-                .journal
-                .front()
-                .is_some_and(|read| read.row.key() == key)
-            {
-                at.rows
-                    .extend(self.journal.pop_front().map(|read| (read, false)));
+            while let Some(read) = self.next_journal_row(key, true) {
+                at.rows.push((read, false));
             }
             self.journal_key = Some(at);
         }
@@ -494,7 +519,7 @@ impl<C: Iterator<Item = Result<CatalogEntry, String>>> Differ<C> {
             out.push(change);
             self.settle_current();
             self.hand_out_superseded(out);
-            return Ok(());
+            return self.journal_failed();
         }
         let mut matched = vec![false; previous.len()];
         for entry in listed {
@@ -521,18 +546,29 @@ impl<C: Iterator<Item = Result<CatalogEntry, String>>> Differ<C> {
         // The key is done (a checkpoint may follow): settle its journal rows now.
         self.settle_current();
         self.hand_out_superseded(out);
-        Ok(())
+        self.journal_failed()
     }
 
     /// The listing ended: every remaining catalog entry is deleted.
     pub fn finish(&mut self, out: &mut Vec<Change>) -> Result<(), String> {
         self.deletions_before(None, out)?;
         self.settle_current();
-        let rest: Vec<(JournalRead, bool)> = self.journal.drain(..).map(|r| (r, false)).collect();
-        settle(rest, &[], &mut self.superseded);
+        for read in self.journal.by_ref() {
+            match read {
+                Ok(read) => settle(vec![(read, false)], &[], &mut self.superseded),
+                Err(e) => {
+                    self.journal_error.get_or_insert(e);
+                    break;
+                }
+            }
+        }
         self.hand_out_superseded(out);
-        Ok(())
+        self.journal_failed()
     }
+}
+
+fn no_journal() -> std::iter::Peekable<JournalRows> {
+    (Box::new(std::iter::empty()) as JournalRows).peekable()
 }
 
 /// A key's journal rows once the diff is past it: the copies the snapshot did not take, that
@@ -749,8 +785,8 @@ mod tests {
         journal: Vec<JournalRead>,
         listing: &[(&str, &str)],
     ) -> Vec<String> {
-        let mut differ =
-            Differ::new(catalog.into_iter().map(Ok), true, false).with_journal(journal, None);
+        let mut differ = Differ::new(catalog.into_iter().map(Ok), true, false)
+            .with_journal(sorted_journal(journal), None);
         let mut out = Vec::new();
         for (key, version) in listing {
             differ
@@ -759,6 +795,12 @@ mod tests {
         }
         differ.finish(&mut out).unwrap();
         kinds(&out)
+    }
+
+    /// The journal as a run hands it to the diff: sorted by key, stable.
+    fn sorted_journal(mut rows: Vec<JournalRead>) -> JournalRows {
+        rows.sort_by(|a, b| a.row.key().cmp(b.row.key()));
+        Box::new(rows.into_iter().map(Ok))
     }
 
     fn reads(rows: Vec<JournalRow>, last_read: bool) -> Vec<JournalRead> {
@@ -819,10 +861,30 @@ mod tests {
             ],
             true,
         );
-        let mut differ = Differ::new(std::iter::empty(), true, false).with_journal(rows, Some("b"));
+        let mut differ = Differ::new(std::iter::empty(), true, false)
+            .with_journal(sorted_journal(rows), Some("b"));
         let mut out = Vec::new();
         differ.finish(&mut out).unwrap();
         assert_eq!(kinds(&out), vec!["superseded g Some(\"journal-g1\")"]);
+    }
+
+    #[test]
+    fn a_journal_that_cannot_be_read_on_fails_the_diff() {
+        let rows: JournalRows = Box::new(
+            vec![
+                Ok(JournalRead {
+                    row: journal_copy("a", "1", "journal-a1"),
+                    last_read: false,
+                }),
+                Err("spill run ended after 1 of 2 entries".to_string()),
+            ]
+            .into_iter(),
+        );
+        let mut differ = Differ::new(std::iter::empty(), true, false).with_journal(rows, None);
+        let err = differ
+            .feed_key(vec![listed("a", "1", "e", 1)], &mut Vec::new())
+            .unwrap_err();
+        assert!(err.contains("journal: spill run ended"), "{err}");
     }
 
     #[test]
