@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use batchops_aws::audit::audit_report;
 use batchops_aws::jobs::{
-    create_job, describe_job, list_jobs, update_job_priority, update_job_status,
+    create_job, describe_job, list_jobs_page, update_job_priority, update_job_status,
 };
 use batchops_aws::runtime::{run, RunOptions};
 use batchops_aws::{setup, App, Clients, Config};
@@ -86,6 +86,12 @@ enum JobCommand {
         /// Only jobs in these statuses (repeatable).
         #[arg(long = "status")]
         statuses: Vec<JobStatus>,
+        /// At most this many jobs (newest first); the rest is a later page.
+        #[arg(long)]
+        max_results: Option<usize>,
+        /// The NextToken a previous page printed.
+        #[arg(long)]
+        next_token: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -843,10 +849,26 @@ async fn main() -> Result<()> {
                     print_summary(&job);
                 }
             }
-            JobCommand::List { statuses, json } => {
-                let jobs = list_jobs(&app, &statuses).await?;
+            JobCommand::List {
+                statuses,
+                max_results,
+                next_token,
+                json,
+            } => {
+                let page = list_jobs_page(
+                    &app,
+                    &statuses,
+                    max_results.unwrap_or(usize::MAX),
+                    next_token.as_deref(),
+                )
+                .await?;
+                let jobs = page.jobs;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&json!({"Jobs": jobs}))?);
+                    let mut body = json!({"Jobs": jobs});
+                    if let Some(token) = &page.next_token {
+                        body["NextToken"] = json!(token);
+                    }
+                    println!("{}", serde_json::to_string_pretty(&body)?);
                 } else {
                     println!(
                         "{:<36}  {:<10}  {:>8}  {:>10}  {:>10}  {:>10}  CREATED",
@@ -864,6 +886,9 @@ async fn main() -> Result<()> {
                             p.number_of_tasks_failed,
                             job.creation_time
                         );
+                    }
+                    if let Some(token) = &page.next_token {
+                        println!("more: --next-token {token}");
                     }
                 }
             }

@@ -150,10 +150,9 @@ fn encode_next_token(cursor: &JobsCursor) -> String {
 fn decode_next_token(token: &str) -> Result<JobsCursor> {
     use base64::Engine;
     let invalid = || {
-        RequestError::new(
-            "NextToken",
-            format!("`{token}` is not a token ListJobs returned"),
-        )
+        Error::Invalid(format!(
+            "NextToken: `{token}` is not a token ListJobs returned"
+        ))
     };
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)
