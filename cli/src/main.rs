@@ -507,7 +507,6 @@ async fn plan_backup(
     policy_file: &str,
 ) -> Result<()> {
     use batchops_aws::prepare::{dry_run, ChunkWriter, Reader, SourceOptions, SourceSpec};
-    use batchops_core::backup::{DeleteMode, VersionsMode};
     use batchops_core::request::{BackupRun, CatalogRef};
     let policy = read_policy(policy_file)?;
     policy
@@ -530,8 +529,7 @@ async fn plan_backup(
         None => None,
     };
     let snapshot_id = batchops_aws::backup::snapshot_id(time::OffsetDateTime::now_utc());
-    let delete_tasks_per_deletion =
-        policy.deletes == DeleteMode::Propagate && policy.versions == VersionsMode::Current;
+    let delete_tasks_per_deletion = policy.marks_deletions();
     let run = BackupRun {
         policy,
         snapshot_id,

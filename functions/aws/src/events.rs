@@ -11,7 +11,7 @@ use crate::copy::{Copier, TaskResult};
 use crate::error::S3Failure;
 use crate::objects::{md5_hex, put_bytes};
 use crate::{now, unix_now, App};
-use batchops_core::backup::{BackupPolicy, CatalogEntry, DeleteMode, JournalRow, VersionsMode};
+use batchops_core::backup::{BackupPolicy, CatalogEntry, JournalRow, VersionsMode};
 use batchops_core::chunk::ChunkTask;
 use batchops_core::events::{coalesce, parse_notification, EventKind, Notification, ObjectEvent};
 use batchops_core::manifest::ObjectRef;
@@ -260,9 +260,7 @@ async fn apply_event(
     event: &ObjectEvent,
 ) -> Result<EventOutcome, String> {
     let current_only = policy.versions == VersionsMode::Current;
-    if event.kind == EventKind::Removed
-        && !(policy.deletes == DeleteMode::Propagate && current_only)
-    {
+    if event.kind == EventKind::Removed && !policy.marks_deletions() {
         // Recorded by the next run's diff, under the policy's maxDeletes guard.
         return Ok(EventOutcome::Deferred);
     }

@@ -142,6 +142,12 @@ impl BackupPolicy {
         )
     }
 
+    /// Whether an object deleted at the source gets a delete marker on its backup copy
+    /// (`deletes: propagate` with current versions; with all versions history is kept).
+    pub fn marks_deletions(&self) -> bool {
+        self.deletes == DeleteMode::Propagate && self.versions == VersionsMode::Current
+    }
+
     /// Where continuous mode journals its copies in the destination bucket, one part per batch.
     pub fn journal_prefix(&self) -> String {
         format!(
@@ -1176,11 +1182,9 @@ impl BackupPlanner {
             Change::DeletedMarked(_) => self.count_deletion()?,
             Change::Deleted(previous) => match self.policy.deletes {
                 DeleteMode::Ignore => self.draft.push(DraftRow::Done(previous)),
-                mode => {
+                _ => {
                     self.count_deletion()?;
-                    if mode == DeleteMode::Propagate
-                        && self.policy.versions == VersionsMode::Current
-                    {
+                    if self.policy.marks_deletions() {
                         self.progress.cursor.line += 1;
                         self.tasks.push(ChunkTask::Delete {
                             line: self.progress.cursor.line,
