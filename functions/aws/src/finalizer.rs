@@ -8,7 +8,7 @@ use crate::objects::put_bytes;
 use crate::{now, unix_now, App};
 use batchops_core::job::timestamp;
 use batchops_core::report::{report_manifest_key, ReportManifest, ReportResult};
-use batchops_core::JobStatus;
+use batchops_core::{JobRecord, JobStatus};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finalized {
@@ -93,7 +93,7 @@ pub async fn finalize(app: &App, job_id: &str) -> Result<Finalized> {
             }
             status if status.is_terminal() => {
                 if !job.status_event_sent {
-                    send_status_event(app, job_id).await?;
+                    send_status_event(app, &job).await?;
                 }
                 return Ok(Finalized::Terminal(status));
             }
@@ -143,9 +143,10 @@ pub const STATUS_EVENT_DETAIL_TYPE: &str = "Batchops Job Status Change";
 /// Sends the terminal status event to the configured EventBridge bus (detail: `{"Job": ...}`,
 /// the DescribeJob shape), then records that it was sent. At least once: a crash between the two
 /// sends it again.
-async fn send_status_event(app: &App, job_id: &str) -> Result<()> {
+async fn send_status_event(app: &App, record: &JobRecord) -> Result<()> {
+    let job_id = record.job_id.as_str();
     if let Some(bus) = &app.config.event_bus {
-        let job = crate::jobs::describe_job(app, job_id).await?;
+        let job = crate::jobs::describe_record(app, record).await?;
         let detail = serde_json::json!({ "Job": job }).to_string();
         let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
             .event_bus_name(bus)

@@ -81,10 +81,14 @@ pub async fn create_job_with_spec(
 }
 
 pub async fn describe_job(app: &App, job_id: &str) -> Result<JobDescriptor> {
-    let job = app.store.get_job(job_id).await?;
-    let counters = app.store.counters(job_id).await?;
+    describe_record(app, &app.store.get_job(job_id).await?).await
+}
+
+/// DescribeJob of a job record already read (its counters are read here).
+pub async fn describe_record(app: &App, job: &JobRecord) -> Result<JobDescriptor> {
+    let counters = app.store.counters(&job.job_id).await?;
     Ok(describe(
-        &job,
+        job,
         &counters,
         &app.config.region,
         &app.config.account_id,
