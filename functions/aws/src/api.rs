@@ -150,7 +150,7 @@ async fn route(app: &App, request: &ApiRequest) -> Result<ApiResponse, Error> {
                 .map_err(|e| Error::Invalid(format!("query parameter requestedJobStatus: {e}")))?;
             let reason = query_one(request, "statusUpdateReason");
             let change = jobs::update_job_status(app, id, requested, reason).await?;
-            ApiResponse::ok(serde_json::to_value(change).map_err(data)?)
+            ApiResponse::ok(to_value(change)?)
         }
         ("POST", ["jobs", id, "priority"]) => {
             let priority = required(request, "priority")?;
@@ -224,12 +224,8 @@ async fn route(app: &App, request: &ApiRequest) -> Result<ApiResponse, Error> {
     Ok(response)
 }
 
-fn data(err: serde_json::Error) -> Error {
-    Error::Data(err.to_string())
-}
-
 fn to_value(value: impl serde::Serialize) -> Result<Value, Error> {
-    serde_json::to_value(value).map_err(data)
+    serde_json::to_value(value).map_err(|e| Error::Data(e.to_string()))
 }
 
 fn body_text(request: &ApiRequest) -> Result<&str, Error> {

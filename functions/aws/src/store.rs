@@ -30,17 +30,16 @@ impl JobsCursor {
         }
     }
 
-    fn order(&self, other: &JobsCursor) -> std::cmp::Ordering {
-        other
-            .created_at
-            .cmp(&self.created_at)
-            .then(self.job_id.cmp(&other.job_id))
+    /// Whether a job (created_at, job_id) comes after this position.
+    fn precedes(&self, created_at: &str, job_id: &str) -> bool {
+        list_order((&self.created_at, &self.job_id), (created_at, job_id))
+            == std::cmp::Ordering::Less
     }
+}
 
-    /// Whether `other` comes after this position.
-    fn precedes(&self, other: &JobsCursor) -> bool {
-        self.order(other) == std::cmp::Ordering::Less
-    }
+/// The ListJobs order of (created_at, job_id): newest first, ties by job ID.
+fn list_order(a: (&str, &str), b: (&str, &str)) -> std::cmp::Ordering {
+    b.0.cmp(a.0).then(a.1.cmp(b.1))
 }
 
 fn s(value: impl Into<String>) -> AttributeValue {
@@ -327,7 +326,7 @@ impl Store {
                 let out = query.send().await.map_err(aws("DynamoDB", "Query"))?;
                 for item in out.items() {
                     let job = Self::decode_job(item)?;
-                    if after.is_none_or(|cursor| cursor.precedes(&JobsCursor::of(&job))) {
+                    if after.is_none_or(|cursor| cursor.precedes(&job.created_at, &job.job_id)) {
                         jobs.push(job);
                         taken += 1;
                     }
@@ -338,7 +337,7 @@ impl Store {
                 }
             }
         }
-        jobs.sort_by(|a, b| JobsCursor::of(a).order(&JobsCursor::of(b)));
+        jobs.sort_by(|a, b| list_order((&a.created_at, &a.job_id), (&b.created_at, &b.job_id)));
         jobs.truncate(limit);
         Ok(jobs)
     }
@@ -745,21 +744,17 @@ mod tests {
 
     #[test]
     fn jobs_cursor_orders_newest_first_then_by_job_id() {
-        let at = |created_at: &str, job_id: &str| JobsCursor {
-            created_at: created_at.into(),
-            job_id: job_id.into(),
+        let cursor = JobsCursor {
+            created_at: "2026-11-30T05:00:00.5Z".into(),
+            job_id: "m".into(),
         };
-        let cursor = at("2026-11-30T05:00:00.5Z", "m");
-        assert!(cursor.precedes(&at("2026-11-30T05:00:00.1Z", "a")), "older");
+        assert!(cursor.precedes("2026-11-30T05:00:00.1Z", "a"), "older");
         assert!(
-            cursor.precedes(&at("2026-11-30T05:00:00.5Z", "z")),
+            cursor.precedes("2026-11-30T05:00:00.5Z", "z"),
             "same instant, later ID"
         );
-        assert!(
-            !cursor.precedes(&at("2026-11-30T05:00:00.5Z", "m")),
-            "itself"
-        );
-        assert!(!cursor.precedes(&at("2026-11-30T05:00:00.5Z", "b")));
-        assert!(!cursor.precedes(&at("2026-11-30T05:00:01Z", "a")), "newer");
+        assert!(!cursor.precedes("2026-11-30T05:00:00.5Z", "m"), "itself");
+        assert!(!cursor.precedes("2026-11-30T05:00:00.5Z", "b"));
+        assert!(!cursor.precedes("2026-11-30T05:00:01Z", "a"), "newer");
     }
 }
