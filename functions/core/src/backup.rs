@@ -406,7 +406,7 @@ impl<C: Iterator<Item = Result<CatalogEntry, String>>> Differ<C> {
         if self.journal_key.as_ref().is_none_or(|at| at.key != key) {
             self.settle_current();
             while let Some(read) = self.next_journal_row(key, false) {
-                settle(vec![(read, false)], &[], &mut self.superseded);
+                settle_untaken(read, &[], &mut self.superseded);
             }
             let mut at = JournalKey {
                 key: key.to_string(),
@@ -561,7 +561,7 @@ impl<C: Iterator<Item = Result<CatalogEntry, String>>> Differ<C> {
         self.settle_current();
         for read in self.journal.by_ref() {
             match read {
-                Ok(read) => settle(vec![(read, false)], &[], &mut self.superseded),
+                Ok(read) => settle_untaken(read, &[], &mut self.superseded),
                 Err(e) => {
                     self.journal_error.get_or_insert(e);
                     break;
@@ -585,10 +585,21 @@ fn settle(
     superseded: &mut Vec<CatalogEntry>,
 ) {
     for (read, taken) in rows {
-        if let (JournalRow::Copied(copy), false, true) = (read.row, taken, read.last_read) {
-            if copy.dest_version.is_some() && !previous.contains(&copy.dest_version) {
-                superseded.push(copy);
-            }
+        if !taken {
+            settle_untaken(read, previous, superseded);
+        }
+    }
+}
+
+/// One journal row the snapshot did not take.
+fn settle_untaken(
+    read: JournalRead,
+    previous: &[Option<String>],
+    superseded: &mut Vec<CatalogEntry>,
+) {
+    if let (JournalRow::Copied(copy), true) = (read.row, read.last_read) {
+        if copy.dest_version.is_some() && !previous.contains(&copy.dest_version) {
+            superseded.push(copy);
         }
     }
 }
