@@ -38,11 +38,27 @@ pub enum TaskResult {
     /// The job was stopped while this task ran; its own multipart upload was aborted and it is
     /// neither counted nor reported.
     Abandoned,
+    /// The invocation ran out of time inside a multipart copy: the upload and its finished parts
+    /// are kept (see [`KeptUploads`]) and the next delivery of this task continues it.
+    Suspended,
 }
 
 enum CopyError {
     Failed(S3Failure),
     Stopped,
+    /// No time left to start another part: the upload is kept for the next invocation.
+    OutOfTime,
+}
+
+/// Multipart uploads kept across invocations, one per task of a chunk, in the table: a copy too
+/// large for one invocation continues in the next from the parts S3 already holds, and the
+/// finalizer aborts whatever a job leaves unfinished.
+#[derive(Clone, Copy)]
+pub struct KeptUploads<'a> {
+    pub store: &'a crate::store::Store,
+    pub job_id: &'a str,
+    pub seq: u64,
+    pub task: u64,
 }
 
 impl From<S3Failure> for CopyError {
@@ -57,6 +73,58 @@ pub struct Copier<'a> {
     pub settings: &'a CopySettings,
     /// Set when the job is cancelled or failing: running multipart copies abort.
     pub stop: &'a AtomicBool,
+    /// No part of a multipart copy starts after this: the copy is suspended (with `uploads`).
+    pub part_deadline: Option<std::time::SystemTime>,
+    /// Where this task's multipart upload is kept between invocations (the worker's tasks).
+    pub uploads: Option<KeptUploads<'a>>,
+}
+
+/// One ListParts page: the parts S3 holds, and where the next page starts.
+struct PartsPage {
+    parts: Vec<CompletedPart>,
+    next_marker: Option<String>,
+}
+
+/// The text of the first `<name>...</name>` element in `xml`.
+fn xml_element<'x>(xml: &'x str, name: &str) -> Option<&'x str> {
+    let open = format!("<{name}>");
+    let start = xml.find(&open)? + open.len();
+    let end = xml[start..].find(&format!("</{name}>"))? + start;
+    Some(&xml[start..end])
+}
+
+/// Reads a ListParts answer body: each `<Part>`'s number, ETag and checksums.
+fn parse_list_parts(xml: &str) -> PartsPage {
+    let mut parts = Vec::new();
+    let mut rest = xml;
+    while let Some(start) = rest.find("<Part>") {
+        let Some(len) = rest[start..].find("</Part>") else {
+            break;
+        };
+        let part = &rest[start..start + len];
+        let text = |name: &str| {
+            xml_element(part, name).map(|v| v.replace("&quot;", "\"").replace("&amp;", "&"))
+        };
+        parts.push(
+            CompletedPart::builder()
+                .set_part_number(text("PartNumber").and_then(|n| n.parse().ok()))
+                .set_e_tag(text("ETag"))
+                .set_checksum_crc32(text("ChecksumCRC32"))
+                .set_checksum_crc32_c(text("ChecksumCRC32C"))
+                .set_checksum_crc64_nvme(text("ChecksumCRC64NVME"))
+                .set_checksum_sha1(text("ChecksumSHA1"))
+                .set_checksum_sha256(text("ChecksumSHA256"))
+                .build(),
+        );
+        rest = &rest[start + len..];
+    }
+    let truncated = xml_element(xml, "IsTruncated") == Some("true");
+    PartsPage {
+        parts,
+        next_marker: xml_element(xml, "NextPartNumberMarker")
+            .filter(|_| truncated)
+            .map(str::to_string),
+    }
 }
 
 /// Runs `call` until it succeeds, fails permanently, or the retry budget is spent.
@@ -122,7 +190,22 @@ fn parse_expires(value: &str) -> Option<DateTime> {
     DateTime::from_str(value, Format::DateTime).ok()
 }
 
-impl Copier<'_> {
+impl<'a> Copier<'a> {
+    /// This copier for task `index` of the chunk its kept uploads belong to.
+    pub fn for_task(&self, index: u64) -> Copier<'a> {
+        Copier {
+            s3: self.s3,
+            spec: self.spec,
+            settings: self.settings,
+            stop: self.stop,
+            part_deadline: self.part_deadline,
+            uploads: self.uploads.map(|kept| KeptUploads {
+                task: index,
+                ..kept
+            }),
+        }
+    }
+
     pub async fn run(&self, task: &ChunkTask) -> TaskResult {
         match task {
             ChunkTask::Malformed(m) => TaskResult::Done(TaskOutcome {
@@ -218,6 +301,15 @@ impl Copier<'_> {
             }),
             Err(CopyError::Failed(failure)) => TaskResult::Done(failed(object, failure)),
             Err(CopyError::Stopped) => TaskResult::Abandoned,
+            Err(CopyError::OutOfTime) if self.uploads.is_some() => TaskResult::Suspended,
+            Err(CopyError::OutOfTime) => TaskResult::Done(failed(
+                object,
+                S3Failure {
+                    status: Some(500),
+                    code: Some("InternalError".into()),
+                    message: "ran out of time inside a multipart copy".into(),
+                },
+            )),
         }
     }
 
@@ -319,6 +411,22 @@ impl Copier<'_> {
         } else {
             head.e_tag().map(str::to_string)
         };
+        let part_size = self.settings.part_size.max(size.div_ceil(MAX_PARTS));
+        if let Some(kept) = self.kept_upload(target_key, part_size).await {
+            let (upload_id, done) = kept;
+            tracing::info!(key = %target_key, upload_id, parts_done = done.len(), "continuing a kept multipart copy");
+            return self
+                .finish_upload(
+                    target_key,
+                    &upload_id,
+                    &source,
+                    part_if_match.as_deref(),
+                    size,
+                    part_size,
+                    done,
+                )
+                .await;
+        }
         let tagging = match &spec.new_tagging {
             Some(tags) => Some(encode_tag_set(tags)),
             None => self.source_tags(object, version.as_deref()).await?,
@@ -371,34 +479,186 @@ impl Copier<'_> {
         })
         .await?;
 
+        if let Some(kept) = self.uploads {
+            let record = crate::store::KeptUpload {
+                upload_id: upload_id.clone(),
+                target_key: target_key.to_string(),
+                part_size,
+            };
+            if let Err(err) = kept
+                .store
+                .keep_upload(kept.job_id, kept.seq, kept.task, &record)
+                .await
+            {
+                // Unrecorded, the upload could not be continued or cleaned up later: stop here.
+                self.abort(target_key, &upload_id).await;
+                return Err(CopyError::Failed(S3Failure {
+                    status: None,
+                    code: Some("InternalError".into()),
+                    message: format!("could not record multipart upload {upload_id}: {err}"),
+                }));
+            }
+        }
+        self.finish_upload(
+            target_key,
+            &upload_id,
+            &source,
+            part_if_match.as_deref(),
+            size,
+            part_size,
+            Vec::new(),
+        )
+        .await
+    }
+
+    /// Copies the parts not in `done`, completes the upload, and forgets it. Out of time, the
+    /// upload is kept for the next invocation; stopped or failed, it is aborted.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_upload(
+        &self,
+        target_key: &str,
+        upload_id: &str,
+        source: &str,
+        if_match: Option<&str>,
+        size: u64,
+        part_size: u64,
+        done: Vec<CompletedPart>,
+    ) -> Result<Option<String>, CopyError> {
         let result = self
             .copy_parts(
-                target_key,
-                &upload_id,
-                &source,
-                part_if_match.as_deref(),
-                size,
+                target_key, upload_id, source, if_match, size, part_size, done,
             )
             .await;
         let completed = match result {
-            Ok(parts) => self.complete(target_key, &upload_id, parts).await,
+            Ok(parts) => self.complete(target_key, upload_id, parts).await,
             Err(e) => Err(e),
         };
-        if completed.is_err() {
+        match &completed {
+            Err(CopyError::OutOfTime) if self.uploads.is_some() => return completed,
             // Abort only this task's own upload; nothing already written is touched.
-            let abort = self
-                .s3
-                .abort_multipart_upload()
-                .bucket(&spec.target_bucket)
-                .key(target_key)
-                .upload_id(&upload_id)
-                .send()
-                .await;
-            if let Err(err) = abort {
-                tracing::warn!(bucket = %spec.target_bucket, key = %target_key, upload_id, error = %crate::error::describe_sdk(&err), "could not abort multipart upload");
+            Err(_) => self.abort(target_key, upload_id).await,
+            Ok(_) => {}
+        }
+        if let Some(kept) = self.uploads {
+            if let Err(err) = kept
+                .store
+                .forget_upload(kept.job_id, kept.seq, kept.task)
+                .await
+            {
+                tracing::warn!(upload_id, error = %err, "could not forget a finished multipart upload; the finalizer will");
             }
         }
         completed
+    }
+
+    async fn abort(&self, target_key: &str, upload_id: &str) {
+        let bucket = &self.spec.target_bucket;
+        let abort = self
+            .s3
+            .abort_multipart_upload()
+            .bucket(bucket)
+            .key(target_key)
+            .upload_id(upload_id)
+            .send()
+            .await;
+        if let Err(err) = abort {
+            tracing::warn!(bucket = %bucket, key = %target_key, upload_id, error = %crate::error::describe_sdk(&err), "could not abort multipart upload");
+        }
+    }
+
+    /// The upload an earlier invocation kept for this task, with the parts S3 holds of it;
+    /// None when there is none to continue (it was finished, aborted, or is for another key).
+    async fn kept_upload(
+        &self,
+        target_key: &str,
+        part_size: u64,
+    ) -> Option<(String, Vec<CompletedPart>)> {
+        let kept = self.uploads?;
+        let record = match kept
+            .store
+            .kept_upload(kept.job_id, kept.seq, kept.task)
+            .await
+        {
+            Ok(record) => record?,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not read the kept multipart upload; starting anew");
+                return None;
+            }
+        };
+        if record.target_key != target_key || record.part_size != part_size {
+            self.abort(&record.target_key, &record.upload_id).await;
+            return None;
+        }
+        let mut parts = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let page = with_retry(&self.settings.retry, || async {
+                match self
+                    .s3
+                    .list_parts()
+                    .bucket(&self.spec.target_bucket)
+                    .key(target_key)
+                    .upload_id(&record.upload_id)
+                    .set_part_number_marker(marker.clone())
+                    .send()
+                    .await
+                {
+                    Ok(out) => Ok(PartsPage {
+                        parts: out
+                            .parts()
+                            .iter()
+                            .map(|part| {
+                                CompletedPart::builder()
+                                    .set_part_number(part.part_number())
+                                    .set_e_tag(part.e_tag().map(str::to_string))
+                                    .set_checksum_crc32(part.checksum_crc32().map(str::to_string))
+                                    .set_checksum_crc32_c(
+                                        part.checksum_crc32_c().map(str::to_string),
+                                    )
+                                    .set_checksum_crc64_nvme(
+                                        part.checksum_crc64_nvme().map(str::to_string),
+                                    )
+                                    .set_checksum_sha1(part.checksum_sha1().map(str::to_string))
+                                    .set_checksum_sha256(part.checksum_sha256().map(str::to_string))
+                                    .build()
+                            })
+                            .collect(),
+                        next_marker: out
+                            .next_part_number_marker()
+                            .filter(|_| out.is_truncated() == Some(true))
+                            .map(str::to_string),
+                    }),
+                    Err(err) => {
+                        // Some emulators (moto 5.2) answer 200 under another XML root that the
+                        // SDK refuses; the elements inside are S3's own, so read them directly.
+                        let body = err
+                            .raw_response()
+                            .filter(|r| r.status().as_u16() == 200)
+                            .and_then(|r| r.body().bytes())
+                            .map(|b| String::from_utf8_lossy(b).into_owned());
+                        match body {
+                            Some(body) => Ok(parse_list_parts(&body)),
+                            None => Err(S3Failure::from_sdk(&err)),
+                        }
+                    }
+                }
+            })
+            .await;
+            let page = match page {
+                Ok(page) => page,
+                Err(failure) => {
+                    // NoSuchUpload: completed or aborted since. Start anew.
+                    tracing::info!(upload_id = %record.upload_id, code = ?failure.code, message = %failure.message, "kept multipart upload cannot be continued; starting anew");
+                    return None;
+                }
+            };
+            parts.extend(page.parts);
+            match page.next_marker {
+                Some(next) => marker = Some(next),
+                None => break,
+            }
+        }
+        Some((record.upload_id, parts))
     }
 
     async fn source_tags(
@@ -425,6 +685,7 @@ impl Copier<'_> {
         Ok((!tags.is_empty()).then(|| encode_tag_set(&tags)))
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn copy_parts(
         &self,
         target_key: &str,
@@ -432,8 +693,11 @@ impl Copier<'_> {
         source: &str,
         if_match: Option<&str>,
         size: u64,
+        part_size: u64,
+        done: Vec<CompletedPart>,
     ) -> Result<Vec<CompletedPart>, CopyError> {
-        let part_size = self.settings.part_size.max(size.div_ceil(MAX_PARTS));
+        let done_numbers: std::collections::HashSet<i32> =
+            done.iter().filter_map(|p| p.part_number()).collect();
         let ranges: Vec<(i32, u64, u64)> = (0..size.div_ceil(part_size))
             .map(|i| {
                 (
@@ -442,11 +706,18 @@ impl Copier<'_> {
                     ((i + 1) * part_size).min(size) - 1,
                 )
             })
+            .filter(|(number, _, _)| !done_numbers.contains(number))
             .collect();
         let mut parts: Vec<CompletedPart> = futures::stream::iter(ranges)
             .map(|(number, first, last)| async move {
                 if self.stop.load(Ordering::Relaxed) {
                     return Err(CopyError::Stopped);
+                }
+                if self
+                    .part_deadline
+                    .is_some_and(|at| std::time::SystemTime::now() >= at)
+                {
+                    return Err(CopyError::OutOfTime);
                 }
                 let out = with_retry(&self.settings.retry, || async {
                     self.s3
@@ -484,6 +755,7 @@ impl Copier<'_> {
         if self.stop.load(Ordering::Relaxed) {
             return Err(CopyError::Stopped);
         }
+        parts.extend(done);
         parts.sort_by_key(|p| p.part_number());
         Ok(parts)
     }
@@ -520,5 +792,25 @@ impl Copier<'_> {
         })
         .await
         .map_err(CopyError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_list_parts;
+
+    #[test]
+    fn list_parts_bodies_are_read_under_any_root() {
+        let body = r#"<?xml version="1.0"?><ListPartsResponse><Bucket>b</Bucket><NextPartNumberMarker>2</NextPartNumberMarker><IsTruncated>true</IsTruncated><Part><PartNumber>1</PartNumber><ETag>"aa"</ETag><Size>5</Size></Part><Part><PartNumber>2</PartNumber><ETag>&quot;bb&quot;</ETag><ChecksumCRC32>xyz=</ChecksumCRC32></Part></ListPartsResponse>"#;
+        let page = parse_list_parts(body);
+        assert_eq!(page.parts.len(), 2);
+        assert_eq!(page.parts[0].part_number(), Some(1));
+        assert_eq!(page.parts[0].e_tag(), Some("\"aa\""));
+        assert_eq!(page.parts[1].e_tag(), Some("\"bb\""));
+        assert_eq!(page.parts[1].checksum_crc32(), Some("xyz="));
+        assert_eq!(page.next_marker.as_deref(), Some("2"));
+        let last = parse_list_parts("<ListPartsResult><IsTruncated>false</IsTruncated><NextPartNumberMarker>9</NextPartNumberMarker></ListPartsResult>");
+        assert!(last.parts.is_empty());
+        assert_eq!(last.next_marker, None);
     }
 }

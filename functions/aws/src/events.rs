@@ -154,6 +154,8 @@ async fn continuous_batch(
         spec: &spec,
         settings: &app.copy,
         stop: &stop,
+        part_deadline: None,
+        uploads: None,
     };
     let results: Vec<(ObjectEvent, Result<EventOutcome, String>)> = futures::stream::iter(latest)
         .map(|event| {
@@ -308,7 +310,7 @@ async fn apply_event(
                 outcome.error_code.unwrap_or_default(),
                 outcome.message
             )),
-            TaskResult::Abandoned => Err("delete marker abandoned".into()),
+            TaskResult::Abandoned | TaskResult::Suspended => Err("delete marker abandoned".into()),
         };
     }
     let mut last_modified = event.time.clone();
@@ -362,7 +364,7 @@ async fn apply_event(
             outcome.error_code.unwrap_or_default(),
             outcome.message
         )),
-        TaskResult::Abandoned => Err("copy abandoned".into()),
+        TaskResult::Abandoned | TaskResult::Suspended => Err("copy abandoned".into()),
     }
 }
 

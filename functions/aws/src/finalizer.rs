@@ -61,6 +61,7 @@ pub async fn finalize(app: &App, job_id: &str) -> Result<Finalized> {
                 move_job(app, job_id, JobStatus::Active, next, code, &reason).await?;
             }
             JobStatus::Completing => {
+                abort_kept_uploads(app, &job).await?;
                 let counters = app.store.counters(job_id).await?;
                 write_report(app, job_id, counters.tasks_done()).await?;
                 let threshold = app.config.failure_threshold;
@@ -95,6 +96,7 @@ pub async fn finalize(app: &App, job_id: &str) -> Result<Finalized> {
                 if leases > 0 {
                     return Ok(Finalized::Waiting { leases });
                 }
+                abort_kept_uploads(app, &job).await?;
                 let counters = app.store.counters(job_id).await?;
                 write_report(app, job_id, counters.tasks_done()).await?;
                 let (to, reason) = if job.status == JobStatus::Cancelling {
@@ -113,6 +115,41 @@ pub async fn finalize(app: &App, job_id: &str) -> Result<Finalized> {
             _ => return Ok(Finalized::NotReady),
         }
     }
+}
+
+/// Aborts every multipart upload the job's tasks kept for a later invocation that never came
+/// (the job was cancelled, or the range was given up): no incomplete upload outlives its job.
+async fn abort_kept_uploads(app: &App, job: &JobRecord) -> Result<()> {
+    let bucket = &job.spec.copy.target_bucket;
+    for ((seq, task), upload) in app.store.kept_uploads(&job.job_id).await? {
+        let aborted = app
+            .s3
+            .abort_multipart_upload()
+            .bucket(bucket)
+            .key(&upload.target_key)
+            .upload_id(&upload.upload_id)
+            .send()
+            .await;
+        match aborted {
+            Ok(_) => {}
+            Err(err)
+                if aws_sdk_s3::error::ProvideErrorMetadata::code(&err) == Some("NoSuchUpload") => {}
+            Err(err) => {
+                return Err(Error::aws_call(
+                    "S3",
+                    "AbortMultipartUpload",
+                    &format!(
+                        "s3://{bucket}/{} upload {}",
+                        upload.target_key, upload.upload_id
+                    ),
+                    &err,
+                ))
+            }
+        }
+        tracing::info!(job_id = %job.job_id, seq, task, upload_id = %upload.upload_id, "aborted a kept multipart upload");
+        app.store.forget_upload(&job.job_id, seq, task).await?;
+    }
+    Ok(())
 }
 
 /// Ends a job that cannot go on (a permanent error, or transient ones past the bound) with a

@@ -81,6 +81,18 @@ const PLAN_LEASE: &str = "PLANLEASE";
 /// The sweep's record of the job's progress (a [`StallWatch`]).
 const STALL_WATCH: &str = "STALLWATCH";
 
+/// A multipart upload kept between invocations for one task (see `copy::KeptUploads`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeptUpload {
+    pub upload_id: String,
+    pub target_key: String,
+    pub part_size: u64,
+}
+
+fn upload_sk(seq: u64, task: u64) -> String {
+    format!("UPLOAD#{seq:010}#{task:07}")
+}
+
 /// What asking for a range's lease gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RangeLease {
@@ -498,7 +510,8 @@ impl Store {
             .table_name(&self.table)
             .key("pk", s(job_pk(job_id)))
             .key("sk", s(lease_sk(commit.seq, commit.first_task)))
-            .update_expression("SET expires_at = :zero")
+            // Removing the holder too: a renewal still in flight from this attempt fails.
+            .update_expression("SET expires_at = :zero REMOVE attempt")
             .condition_expression("attempt = :me")
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":me", s(lease_attempt))
@@ -809,11 +822,39 @@ impl Store {
             .expression_attribute_values(":zero", n(0));
         request = match error {
             Some(error) => request
-                .update_expression("SET expires_at = :zero, last_error = :error")
+                .update_expression("SET expires_at = :zero, last_error = :error REMOVE attempt")
                 .expression_attribute_values(":error", s(error)),
-            None => request.update_expression("SET expires_at = :zero"),
+            None => request.update_expression("SET expires_at = :zero REMOVE attempt"),
         };
         match request.send().await {
+            Ok(_) => Ok(()),
+            Err(err) if err.as_service_error().is_some_and(is_conditional_failure) => Ok(()),
+            Err(err) => Err(aws("DynamoDB", "UpdateItem")(err)),
+        }
+    }
+
+    /// Gives the lease up after an attempt that made progress without committing (a multipart
+    /// copy continued in the next invocation): its attempts start counting again.
+    pub async fn release_range_lease_after_progress(
+        &self,
+        job_id: &str,
+        seq: u64,
+        first_task: u64,
+        attempt: &str,
+    ) -> Result<()> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s(lease_sk(seq, first_task)))
+            .update_expression("SET expires_at = :zero, attempts = :zero REMOVE last_error, attempt")
+            .condition_expression("attempt = :me")
+            .expression_attribute_values(":me", s(attempt))
+            .expression_attribute_values(":zero", n(0))
+            .send()
+            .await;
+        match result {
             Ok(_) => Ok(()),
             Err(err) if err.as_service_error().is_some_and(is_conditional_failure) => Ok(()),
             Err(err) => Err(aws("DynamoDB", "UpdateItem")(err)),
@@ -866,6 +907,60 @@ impl Store {
             Err(err) if err.as_service_error().is_some_and(is_conditional_failure) => Ok(()),
             Err(err) => Err(aws("DynamoDB", "DeleteItem")(err)),
         }
+    }
+
+    /// Records the multipart upload a task started, so a later invocation can continue it and
+    /// the finalizer can abort it if nobody does.
+    pub async fn keep_upload(
+        &self,
+        job_id: &str,
+        seq: u64,
+        task: u64,
+        upload: &KeptUpload,
+    ) -> Result<()> {
+        let body = serde_json::to_string(upload).map_err(|e| Error::Data(e.to_string()))?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(job_pk(job_id)))
+            .item("sk", s(upload_sk(seq, task)))
+            .item("doc", s(body))
+            .send()
+            .await
+            .map_err(aws("DynamoDB", "PutItem"))?;
+        Ok(())
+    }
+
+    pub async fn kept_upload(
+        &self,
+        job_id: &str,
+        seq: u64,
+        task: u64,
+    ) -> Result<Option<KeptUpload>> {
+        Ok(self
+            .get_doc::<KeptUpload>(&job_pk(job_id), &upload_sk(seq, task))
+            .await?
+            .map(|(upload, _)| upload))
+    }
+
+    pub async fn forget_upload(&self, job_id: &str, seq: u64, task: u64) -> Result<()> {
+        self.delete_doc(&job_pk(job_id), &upload_sk(seq, task))
+            .await
+    }
+
+    /// Every multipart upload the job's tasks still keep, with its (seq, task).
+    pub async fn kept_uploads(&self, job_id: &str) -> Result<Vec<((u64, u64), KeptUpload)>> {
+        let mut uploads = Vec::new();
+        for item in self.query_prefix(job_id, "UPLOAD#").await? {
+            let sk = get_s(&item, "sk").unwrap_or_default();
+            let mut fields = sk.split('#').skip(1).map(|f| f.parse::<u64>().unwrap_or(0));
+            let slot = (fields.next().unwrap_or(0), fields.next().unwrap_or(0));
+            let doc = get_s(&item, "doc").unwrap_or_default();
+            let upload: KeptUpload = serde_json::from_str(doc)
+                .map_err(|e| Error::Data(format!("kept upload {sk} of job {job_id}: {e}")))?;
+            uploads.push((slot, upload));
+        }
+        Ok(uploads)
     }
 
     /// The sweep's last look at the job's progress.

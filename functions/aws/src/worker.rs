@@ -6,7 +6,7 @@
 //! pointer finds the range committed and changes nothing; a worker that runs short on time
 //! commits the tasks it finished and re-queues the rest.
 
-use crate::copy::{Copier, TaskResult};
+use crate::copy::{Copier, KeptUploads, TaskResult};
 use crate::error::{Error, Result};
 use crate::objects::{delete_object, get_bytes, put_bytes};
 use crate::queue::ChunkPointer;
@@ -40,6 +40,9 @@ pub enum ChunkRun {
     Busy { holder: String, expires_at: u64 },
     /// The range was tried too often: its tasks are failed in the report so the job can end.
     GaveUp { tasks: u64, attempts: u64 },
+    /// The range's first task is a multipart copy that needs more than one invocation: its
+    /// upload is kept and the same pointer was sent again to continue it.
+    Continued,
 }
 
 /// What one attempt of a range produced before committing: outcomes of tasks `first..end`.
@@ -133,8 +136,8 @@ pub async fn process_chunk(
         Ok(ChunkRun::Committed { .. }) | Ok(ChunkRun::GaveUp { .. }) => {
             check_progress(app, &pointer.job).await?;
         }
-        Ok(ChunkRun::AlreadyCommitted) | Ok(ChunkRun::Busy { .. }) => {}
-        Ok(ChunkRun::Skipped(_)) | Err(_) => {
+        Ok(ChunkRun::Busy { .. }) | Ok(ChunkRun::Continued) => {}
+        Ok(ChunkRun::AlreadyCommitted) | Ok(ChunkRun::Skipped(_)) | Err(_) => {
             let error = result.as_ref().err().map(|e| e.to_string());
             if let Err(err) = app
                 .store
@@ -261,15 +264,23 @@ async fn run_leased(
         stop.clone(),
         finished.clone(),
     ));
+    let stop_starting_at = deadline
+        .checked_sub(app.config.worker_safety_margin)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
     let copier = Copier {
         s3: &app.s3,
         spec: &job.spec.copy,
         settings: &app.copy,
         stop: &stop,
+        // A multipart copy too large for this invocation keeps its upload for the next one.
+        part_deadline: Some(stop_starting_at),
+        uploads: Some(KeptUploads {
+            store: &app.store,
+            job_id: &pointer.job,
+            seq: pointer.seq,
+            task: 0,
+        }),
     };
-    let stop_starting_at = deadline
-        .checked_sub(app.config.worker_safety_margin)
-        .unwrap_or(SystemTime::UNIX_EPOCH);
     let copier = &copier;
     let stop_flag = &stop;
     let tasks_ref = &tasks;
@@ -288,7 +299,12 @@ async fn run_leased(
                 if !done.is_empty() && !may_start() {
                     break;
                 }
-                done.push((index, copier.run(&tasks_ref[index]).await));
+                let result = copier.for_task(index as u64).run(&tasks_ref[index]).await;
+                let suspended = result == TaskResult::Suspended;
+                done.push((index, result));
+                if suspended {
+                    break;
+                }
             }
             done
         })
@@ -301,14 +317,32 @@ async fn run_leased(
     results.sort_by_key(|(index, _)| *index);
     // The range committed is the unbroken run of tasks from `first`: a unit cut short leaves a
     // gap, and tasks after the gap run again with the successor (counted once, there).
+    // A suspended multipart copy ends the range too: the successor starts with it.
     let contiguous = results
         .iter()
         .enumerate()
-        .take_while(|(i, (index, _))| *index == first + i)
+        .take_while(|(i, (index, result))| *index == first + i && *result != TaskResult::Suspended)
         .count();
+    let first_suspended = results
+        .first()
+        .is_some_and(|(index, result)| *index == first && *result == TaskResult::Suspended);
     results.truncate(contiguous);
     let job_stopping = stop.load(Ordering::Relaxed);
     let started = results.len() as u64;
+    if started == 0 && first_suspended && !job_stopping {
+        // Only the first task ran, and it needs more invocations (a copy of hundreds of GiB):
+        // hand the same range on. Parts were copied, so this counts as progress, not an attempt.
+        app.queues.send_chunk(pointer).await?;
+        app.store
+            .release_range_lease_after_progress(
+                &pointer.job,
+                pointer.seq,
+                pointer.first_task,
+                attempt,
+            )
+            .await?;
+        return Ok(ChunkRun::Continued);
+    }
     if started == 0 {
         return if job_stopping {
             Ok(ChunkRun::Skipped(
@@ -329,7 +363,7 @@ async fn run_leased(
         .into_iter()
         .filter_map(|(_, r)| match r {
             TaskResult::Done(outcome) => Some(outcome),
-            TaskResult::Abandoned => None,
+            TaskResult::Abandoned | TaskResult::Suspended => None,
         })
         .collect();
     let work = RangeWork {

@@ -272,6 +272,8 @@ async fn stopping_mid_multipart_aborts_the_upload_and_writes_nothing() {
         spec: &spec.copy,
         settings: &settings,
         stop: &stop,
+        part_deadline: None,
+        uploads: None,
     };
     let object = ObjectRef {
         bucket: env.src.clone(),

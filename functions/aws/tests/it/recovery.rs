@@ -508,3 +508,188 @@ async fn a_report_that_cannot_be_written_fails_the_job_instead_of_retrying_for_e
     // The copies stay.
     assert_eq!(env.keys(&env.dst).await.len(), 4);
 }
+
+const FIVE_MIB: usize = 5 * 1024 * 1024;
+
+/// A job copying one object of eight 5 MiB parts (multipart, one part at a time).
+async fn large_copy_job(env: &TestEnv) -> (String, Vec<u8>) {
+    let size = 7 * FIVE_MIB + 17;
+    let body: Vec<u8> = (0..size).map(|i| (i % 241) as u8).collect();
+    env.put(&env.src, "huge/object.bin", body.clone()).await;
+    let manifest = env
+        .manifest("huge", &[line(&env.src, "huge/object.bin")])
+        .await;
+    let job = env
+        .create(env.request_json(&manifest, &["Bucket", "Key"]))
+        .await;
+    advance(&env.app, &job, Instant::now() + Duration::from_secs(60))
+        .await
+        .unwrap();
+    drain_work_queue(env).await;
+    (job, body)
+}
+
+fn multipart_vars() -> Vec<(&'static str, String)> {
+    vec![
+        ("BATCHOPS_MULTIPART_THRESHOLD_BYTES", FIVE_MIB.to_string()),
+        ("BATCHOPS_MULTIPART_PART_SIZE_BYTES", FIVE_MIB.to_string()),
+        ("BATCHOPS_PART_CONCURRENCY", "1".to_string()),
+        ("BATCHOPS_WORKER_SAFETY_SECONDS", "100".to_string()),
+        ("BATCHOPS_MAX_DELIVERIES", "30".to_string()),
+    ]
+}
+
+async fn env_with(vars: &[(&'static str, String)]) -> TestEnv {
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    TestEnv::with_vars(&vars).await
+}
+
+async fn open_uploads(env: &TestEnv) -> usize {
+    env.clients
+        .s3
+        .list_multipart_uploads()
+        .bucket(&env.dst)
+        .send()
+        .await
+        .unwrap()
+        .uploads()
+        .len()
+}
+
+/// Runs the pointer with ever longer windows past the safety margin until the worker hands
+/// the range on mid-copy (too short a window starts no task at all).
+async fn run_until_continued(env: &TestEnv, pointer: &ChunkPointer) {
+    let mut window = Duration::from_millis(50);
+    loop {
+        let short = SystemTime::now() + Duration::from_secs(100) + window;
+        match process_chunk(&env.app, pointer, short).await {
+            Ok(ChunkRun::Continued) => return,
+            Err(err) if window < Duration::from_secs(10) => {
+                eprintln!("no task started in {window:?} ({err}); more time");
+                window = window.mul_f64(1.5);
+            }
+            other => panic!("expected the copy to continue in another invocation: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_multipart_copy_too_long_for_one_invocation_continues_in_the_next() {
+    let env = env_with(&multipart_vars()).await;
+    let (job, body) = large_copy_job(&env).await;
+    let pointer = ChunkPointer {
+        job: job.clone(),
+        seq: 0,
+        first_task: 0,
+    };
+    run_until_continued(&env, &pointer).await;
+    // The upload is kept, not aborted, and the same range was sent on.
+    assert_eq!(open_uploads(&env).await, 1);
+    let sent = drain_work_queue(&env).await;
+    assert_eq!(sent, vec![pointer.clone()]);
+    let done = process_chunk(&env.app, &pointer, deadline()).await.unwrap();
+    assert_eq!(
+        done,
+        ChunkRun::Committed {
+            tasks: 1,
+            requeued_from: None
+        }
+    );
+    assert_eq!(
+        env.get(&env.dst, "copied/huge/object.bin").await.unwrap(),
+        body
+    );
+    assert_eq!(open_uploads(&env).await, 0, "no upload left behind");
+    run_within(&env, Duration::from_secs(60)).await;
+    assert_eq!(env.describe(&job).await.status, "Complete");
+    env.audit(&job).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kept_upload_of_a_killed_attempt_is_continued_from_its_parts() {
+    let env = env_with(&multipart_vars()).await;
+    let (job, body) = large_copy_job(&env).await;
+    // An earlier attempt started the upload, copied part 1, recorded it and was killed.
+    let target = "copied/huge/object.bin";
+    let upload = env
+        .clients
+        .s3
+        .create_multipart_upload()
+        .bucket(&env.dst)
+        .key(target)
+        .send()
+        .await
+        .unwrap();
+    let upload_id = upload.upload_id().unwrap().to_string();
+    env.clients
+        .s3
+        .upload_part_copy()
+        .bucket(&env.dst)
+        .key(target)
+        .upload_id(&upload_id)
+        .part_number(1)
+        .copy_source(format!("{}/huge/object.bin", env.src))
+        .copy_source_range(format!("bytes=0-{}", FIVE_MIB - 1))
+        .send()
+        .await
+        .unwrap();
+    env.app
+        .store
+        .keep_upload(
+            &job,
+            0,
+            0,
+            &batchops_aws::store::KeptUpload {
+                upload_id: upload_id.clone(),
+                target_key: target.to_string(),
+                part_size: FIVE_MIB as u64,
+            },
+        )
+        .await
+        .unwrap();
+    let pointer = ChunkPointer {
+        job: job.clone(),
+        seq: 0,
+        first_task: 0,
+    };
+    let done = process_chunk(&env.app, &pointer, deadline()).await.unwrap();
+    assert!(
+        matches!(done, ChunkRun::Committed { tasks: 1, .. }),
+        "{done:?}"
+    );
+    assert_eq!(env.get(&env.dst, target).await.unwrap(), body);
+    // The kept upload was the one completed: nothing incomplete is left, and one version exists.
+    assert_eq!(open_uploads(&env).await, 0, "no upload left behind");
+    let versions = env
+        .clients
+        .s3
+        .list_object_versions()
+        .bucket(&env.dst)
+        .prefix(target)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(versions.versions().len(), 1);
+    assert_eq!(env.app.store.kept_uploads(&job).await.unwrap().len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancelling_a_job_aborts_the_uploads_its_tasks_kept() {
+    let env = env_with(&multipart_vars()).await;
+    let (job, _) = large_copy_job(&env).await;
+    let pointer = ChunkPointer {
+        job: job.clone(),
+        seq: 0,
+        first_task: 0,
+    };
+    run_until_continued(&env, &pointer).await;
+    drain_work_queue(&env).await;
+    assert_eq!(open_uploads(&env).await, 1);
+    batchops_aws::jobs::update_job_status(&env.app, &job, JobStatus::Cancelled, None)
+        .await
+        .unwrap();
+    run_within(&env, Duration::from_secs(60)).await;
+    assert_eq!(env.describe(&job).await.status, "Cancelled");
+    assert_eq!(open_uploads(&env).await, 0, "the kept upload was aborted");
+    assert!(env.keys(&env.dst).await.is_empty());
+}
