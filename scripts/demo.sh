@@ -13,8 +13,21 @@ export BATCHOPS_MULTIPART_PART_SIZE_BYTES="${BATCHOPS_MULTIPART_PART_SIZE_BYTES:
 export RUST_LOG="${RUST_LOG:-warn}"
 
 log "building the batchops CLI"
-cargo build --quiet -p batchops-cli
-BATCHOPS="$BATCHOPS_ROOT/target/debug/batchops"
+# Cargo says where it put the binary (CARGO_TARGET_DIR, a config'd target-dir, ...); a private
+# copy keeps the demo on this build even if another build in a shared target dir replaces it.
+built="$(cargo build --quiet -p batchops-cli --bin batchops --message-format=json-render-diagnostics |
+  python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "batchops":
+        print(m["executable"])')"
+if [ -z "$built" ] || [ ! -x "$built" ]; then
+  echo "cargo build did not report the batchops binary" >&2
+  exit 1
+fi
+mkdir -p "$LOCAL_DIR/bin"
+cp "$built" "$LOCAL_DIR/bin/batchops"
+BATCHOPS="$LOCAL_DIR/bin/batchops"
 
 local_stack_start
 log "batchops local init"

@@ -3,7 +3,9 @@
 #   1. cfn-lint on template.yaml (SAM resources checked against SAM's schemas);
 #   2. the template expanded by the pinned SAM translator (what `sam deploy` uploads), linted
 #      again, so the generated Lambda, event source mapping, IAM and Scheduler resources are
-#      checked value by value (runtimes, batch sizes, ...), which pass 1 does not do.
+#      checked value by value (runtimes, batch sizes, ...), which pass 1 does not do;
+#   3. scripts/check_iam.py on the expanded template (no write or delete on source buckets, no
+#      wildcard write buckets, version deletes only by the finalizer), and its self-test.
 # Exits non-zero on any cfn-lint error or warning. Tools live in .venv-tools (not committed).
 # Usage: scripts/lint-template.sh [template]   (default: template.yaml at the repository root)
 set -euo pipefail
@@ -36,51 +38,25 @@ echo "==> cfn-lint $CFN_LINT_VERSION: $TEMPLATE"
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-cat >"$work/translate.py" <<'EOF'
-"""Expands a SAM template offline, as `sam deploy` would after `sam build`."""
-import json
-import sys
-
-from samtranslator.model.exceptions import InvalidDocumentException
-from samtranslator.translator.transform import transform
-from samtranslator.yaml_helper import yaml_parse
-
-
-class NoManagedPolicies:
-    """The template names no managed policies by name, so nothing is looked up in IAM."""
-
-    def load(self):
-        return {}
-
-
-with open(sys.argv[1]) as f:
-    template = yaml_parse(f.read())
-# `sam build` replaces local CodeUri paths with the S3 location of the built artifact.
-for resource in (template.get("Resources") or {}).values():
-    props = resource.get("Properties") or {}
-    code = props.get("CodeUri")
-    if resource.get("Type") == "AWS::Serverless::Function" and isinstance(code, str) \
-            and not code.startswith("s3://"):
-        props["CodeUri"] = "s3://sam-build-artifacts/" + resource.get("Metadata", {}) \
-            .get("BuildProperties", {}).get("Binary", "function") + ".zip"
-try:
-    expanded = transform(template, {}, NoManagedPolicies())
-except InvalidDocumentException as e:
-    for cause in e.causes:
-        print(f"SAM: {cause.message}", file=sys.stderr)
-    sys.exit(1)
-with open(sys.argv[2], "w") as f:
-    json.dump(expanded, f, indent=1)
-EOF
 
 echo "==> aws-sam-translator $SAM_TRANSLATOR_VERSION + cfn-lint: expanded $TEMPLATE"
-if AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}" \
-    "$VENV/bin/python" "$work/translate.py" "$TEMPLATE" "$work/expanded.json"; then
+if "$VENV/bin/python" scripts/check_iam.py --expand "$TEMPLATE" "$work/expanded.json"; then
     "$VENV/bin/cfn-lint" -- "$work/expanded.json" || status=1
+    # 3. Least privilege on the expanded roles: source buckets read-only, write buckets named.
+    echo "==> IAM check (scripts/check_iam.py): expanded $TEMPLATE"
+    samconfig=()
+    if [[ "$TEMPLATE" == "template.yaml" && -f infra/samconfig.toml ]]; then
+        samconfig=(--samconfig infra/samconfig.toml)
+    fi
+    "$VENV/bin/python" scripts/check_iam.py "$work/expanded.json" "${samconfig[@]}" || status=1
 else
     echo "SAM transform failed" >&2
     status=1
 fi
+
+# The check must be able to fail: its bad fixtures have to be refused, its good one passed.
+echo "==> IAM check self-test (scripts/fixtures/iam-*)"
+"$VENV/bin/python" scripts/check_iam.py --self-test || status=1
 
 if [[ "$status" -eq 0 ]]; then
     echo "==> template OK"

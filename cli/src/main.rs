@@ -210,12 +210,21 @@ enum ManifestFormatArg {
     Inventory,
 }
 
+/// A job comes from one of two places; clap refuses neither (or both) as a usage error naming
+/// both, instead of reading an empty `--manifest`.
 #[derive(Args)]
+#[command(group(
+    clap::ArgGroup::new("job_source")
+        .required(true)
+        .args(["cli_input_json", "manifest"])
+))]
 struct CreateArgs {
-    /// JSON document in the S3 Control CreateJob shape (`file://` prefix optional).
-    #[arg(long, conflicts_with_all = ["manifest", "target"])]
+    /// JSON document in the S3 Control CreateJob shape (`file://` prefix optional), as
+    /// `aws s3control create-job --cli-input-json` takes it (RoleArn and ClientRequestToken
+    /// included).
+    #[arg(long, conflicts_with_all = ["manifest", "target", "role_arn"])]
     cli_input_json: Option<String>,
-    /// CSV manifest: s3://bucket/key.
+    /// CSV manifest: s3://bucket/key (with --target; the job is built from the flags).
     #[arg(long, requires = "target")]
     manifest: Option<String>,
     /// Manifest columns, comma-separated.
@@ -235,8 +244,13 @@ struct CreateArgs {
     confirmation_required: bool,
     #[arg(long)]
     description: Option<String>,
+    /// Makes retries create one job; default: a new UUID, so each run creates a job.
     #[arg(long)]
     client_request_token: Option<String>,
+    /// The job's RoleArn, recorded as S3 Control requires one. Default:
+    /// arn:aws:iam::<BATCHOPS_ACCOUNT_ID>:role/batchops.
+    #[arg(long, env = "BATCHOPS_ROLE_ARN")]
+    role_arn: Option<String>,
     #[arg(long)]
     storage_class: Option<String>,
 }
@@ -245,7 +259,12 @@ fn split_s3_url(url: &str) -> Result<(String, String)> {
     Ok(batchops_core::arn::split_s3_url(url)?)
 }
 
-fn request_from_flags(args: &CreateArgs) -> Result<CreateJobRequest> {
+/// The RoleArn of a job built from flags when --role-arn is not given.
+fn default_role_arn(account_id: &str) -> String {
+    format!("arn:aws:iam::{account_id}:role/batchops")
+}
+
+fn request_from_flags(args: &CreateArgs, account_id: &str) -> Result<CreateJobRequest> {
     let (manifest_bucket, manifest_key) =
         split_s3_url(args.manifest.as_deref().unwrap_or_default())?;
     if manifest_key.is_empty() {
@@ -279,10 +298,10 @@ fn request_from_flags(args: &CreateArgs) -> Result<CreateJobRequest> {
         "Manifest": {"Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": fields},
                      "Location": {"ObjectArn": object_arn(&manifest_bucket, &manifest_key)}},
         "Priority": args.priority,
+        "ClientRequestToken": args.client_request_token.clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        "RoleArn": args.role_arn.clone().unwrap_or_else(|| default_role_arn(account_id)),
     });
-    if let Some(token) = &args.client_request_token {
-        document["ClientRequestToken"] = json!(token);
-    }
     if let Some(description) = &args.description {
         document["Description"] = json!(description);
     }
@@ -826,7 +845,7 @@ async fn main() -> Result<()> {
             JobCommand::Create(args) => {
                 let request = match &args.cli_input_json {
                     Some(path) => CreateJobRequest::from_json(&read_document(path)?)?,
-                    None => request_from_flags(&args)?,
+                    None => request_from_flags(&args, &app.config.account_id)?,
                 };
                 let created = create_job(&app, request).await?;
                 println!("{}", json!({"JobId": created.job_id}));
@@ -965,4 +984,63 @@ async fn main() -> Result<()> {
         },
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create_args(argv: &[&str]) -> std::result::Result<CreateArgs, clap::Error> {
+        let mut full = vec!["batchops", "job", "create"];
+        full.extend_from_slice(argv);
+        match Cli::try_parse_from(full)?.command {
+            Command::Job {
+                command: JobCommand::Create(args),
+            } => Ok(*args),
+            _ => panic!("not job create"),
+        }
+    }
+
+    #[test]
+    fn create_without_a_job_source_is_a_usage_error_naming_both_ways() {
+        let Err(err) = create_args(&[]) else {
+            panic!("parsed")
+        };
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let message = err.to_string();
+        assert!(message.contains("--cli-input-json"), "{message}");
+        assert!(message.contains("--manifest"), "{message}");
+        assert!(create_args(&["--target", "s3://dst"]).is_err());
+    }
+
+    #[test]
+    fn a_job_from_flags_gets_a_token_and_a_role() {
+        let argv = ["--manifest", "s3://src/m.csv", "--target", "s3://dst/p"];
+        let args = create_args(&argv).unwrap();
+        let first = request_from_flags(&args, "123456789012").unwrap();
+        first.validate().unwrap();
+        assert_eq!(
+            first.role_arn.as_deref(),
+            Some("arn:aws:iam::123456789012:role/batchops")
+        );
+        let token = first.client_request_token.clone().unwrap();
+        assert!(uuid::Uuid::parse_str(&token).is_ok(), "{token}");
+        // Each run is a new job unless the user gives a token.
+        let second = request_from_flags(&args, "123456789012").unwrap();
+        assert_ne!(second.client_request_token, first.client_request_token);
+
+        let mut argv = argv.to_vec();
+        argv.extend([
+            "--client-request-token",
+            "mine",
+            "--role-arn",
+            "arn:aws:iam::123456789012:role/copier",
+        ]);
+        let given = request_from_flags(&create_args(&argv).unwrap(), "123456789012").unwrap();
+        assert_eq!(given.client_request_token.as_deref(), Some("mine"));
+        assert_eq!(
+            given.role_arn.as_deref(),
+            Some("arn:aws:iam::123456789012:role/copier")
+        );
+    }
 }

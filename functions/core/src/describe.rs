@@ -138,6 +138,7 @@ mod tests {
     fn describe_uses_the_job_descriptor_field_names() {
         let doc = r#"{"Operation": {"S3PutObjectCopy": {"TargetResource": "arn:aws:s3:::dest"}},
             "Report": {"Enabled": false}, "Priority": 5, "Description": "d",
+            "ClientRequestToken": "t1", "RoleArn": "arn:aws:iam::123456789012:role/batch",
             "Manifest": {"Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket","Key"]},
                          "Location": {"ObjectArn": "arn:aws:s3:::b/m.csv", "ETag": "e"}}}"#;
         let request = CreateJobRequest::from_json(doc).unwrap();

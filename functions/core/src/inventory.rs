@@ -4,7 +4,7 @@
 
 use crate::encoding::{decode_key, encode_key};
 use crate::manifest::{
-    split_csv_record, LineParser, MalformedLine, ObjectEntry, ObjectRef, ParsedLine,
+    check_key, split_csv_record, LineParser, MalformedLine, ObjectEntry, ObjectRef, ParsedLine,
 };
 use serde::{Deserialize, Serialize};
 
@@ -219,6 +219,9 @@ impl LineParser for InventoryCsvParser {
                 )
             }
         };
+        if let Err(message) = check_key(&key) {
+            return malformed(bucket, &encode_key(&key), message);
+        }
         // In an all-versions report an empty VersionId is the null version.
         let version_id = schema.version_id.map(|i| columns[i].as_str()).map(|v| {
             if v.is_empty() {
@@ -318,6 +321,29 @@ mod tests {
             panic!()
         };
         assert!(m.message.ends_with("Size `big` is not a number"));
+    }
+
+    #[test]
+    fn keys_s3_would_refuse_are_malformed_rows() {
+        let line = br#""src","a%00b","v","true","false","1","t","e","S""#;
+        let ParsedLine::Malformed(m) = parser().parse_line(4, line) else {
+            panic!()
+        };
+        assert_eq!(
+            m.message,
+            "inventory file files/a.csv.gz line 4: Key contains a NUL byte (at byte 1 of the decoded key)"
+        );
+        let long = "k".repeat(1025);
+        let line = format!(r#""src","{long}","v","true","false","1","t","e","S""#);
+        let ParsedLine::Malformed(m) = parser().parse_line(5, line.as_bytes()) else {
+            panic!()
+        };
+        assert!(
+            m.message
+                .ends_with("Key is 1025 bytes long (UTF-8, decoded); S3 keys are at most 1024"),
+            "{}",
+            m.message
+        );
     }
 
     #[test]

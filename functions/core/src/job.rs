@@ -229,6 +229,7 @@ mod tests {
     pub fn record() -> JobRecord {
         let doc = r#"{"Operation": {"S3PutObjectCopy": {"TargetResource": "arn:aws:s3:::dest"}},
             "Report": {"Enabled": false}, "Priority": 5, "ConfirmationRequired": true,
+            "ClientRequestToken": "t1", "RoleArn": "arn:aws:iam::123456789012:role/batch",
             "Manifest": {"Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket","Key"]},
                          "Location": {"ObjectArn": "arn:aws:s3:::b/m.csv", "ETag": "e"}}}"#;
         let request = CreateJobRequest::from_json(doc).unwrap();

@@ -227,6 +227,26 @@ pub fn is_valid_bucket_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
+/// S3's limit on a key's length, in UTF-8 bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// Checks a decoded key against what S3 accepts, so a key S3 would refuse (or that would be
+/// truncated on the wire, as a NUL is) fails as a malformed manifest line, not as an S3 call.
+pub fn check_key(key: &str) -> Result<(), String> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(format!(
+            "Key is {} bytes long (UTF-8, decoded); S3 keys are at most {MAX_KEY_BYTES}",
+            key.len()
+        ));
+    }
+    if let Some(at) = key.bytes().position(|b| b == 0) {
+        return Err(format!(
+            "Key contains a NUL byte (at byte {at} of the decoded key)"
+        ));
+    }
+    Ok(())
+}
+
 /// Parses manifest lines one at a time, reusing its buffers.
 pub struct CsvManifestParser {
     fields: ManifestFields,
@@ -311,6 +331,9 @@ impl CsvManifestParser {
                 )
             }
         };
+        if let Err(message) = check_key(&key) {
+            return malformed(bucket, &encode_key(&key), message);
+        }
         let version_id = match self.fields.version {
             None => None,
             Some(i) => {
@@ -456,6 +479,44 @@ mod tests {
                 other => panic!("{line}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn keys_s3_would_refuse_are_malformed_lines() {
+        let fields = ManifestFields::bucket_key();
+        // A NUL, encoded: it decodes fine but S3 cannot store it.
+        match parse(fields.clone(), "src,dir/a%00b") {
+            ParsedLine::Malformed(m) => {
+                assert_eq!(m.line, 7);
+                assert_eq!(m.bucket, "src");
+                assert_eq!(m.key_encoded, "dir/a%00b");
+                assert_eq!(
+                    m.message,
+                    "manifest line 7: Key contains a NUL byte (at byte 5 of the decoded key)"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // The limit is on decoded UTF-8 bytes: 512 two-byte characters are exactly 1,024 bytes
+        // (4,608 characters encoded), one more is over.
+        let at_limit = "%C3%A9".repeat(512);
+        assert!(matches!(
+            parse(fields.clone(), &format!("src,{at_limit}")),
+            ParsedLine::Object(_)
+        ));
+        match parse(fields.clone(), &format!("src,{at_limit}x")) {
+            ParsedLine::Malformed(m) => assert_eq!(
+                m.message,
+                "manifest line 7: Key is 1025 bytes long (UTF-8, decoded); S3 keys are at most 1024"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // Encoded escapes do not count: a 1,024-byte key written as 3,072 characters is fine.
+        let escaped = "%41".repeat(1024);
+        assert!(matches!(
+            parse(fields, &format!("src,{escaped}")),
+            ParsedLine::Object(_)
+        ));
     }
 
     #[test]

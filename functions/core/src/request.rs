@@ -512,6 +512,40 @@ pub struct JobSpec {
     pub pinning: Pinning,
 }
 
+/// Whether `arn` names an IAM role: `arn:<partition>:iam::<12-digit account>:role/<name>`,
+/// at most 2,048 characters, as S3 Control's RoleArn pattern requires.
+fn check_role_arn(arn: &str) -> Result<(), String> {
+    let wrong = || {
+        format!(
+            "`{arn}` is not an IAM role ARN; expected arn:aws:iam::<12-digit account>:role/<name>"
+        )
+    };
+    if arn.len() > 2048 {
+        return Err("must be at most 2048 characters".to_string());
+    }
+    let mut parts = arn.splitn(6, ':');
+    let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return Err(wrong());
+    };
+    let name = resource.strip_prefix("role/").unwrap_or_default();
+    if !partition.starts_with("aws")
+        || account.len() != 12
+        || !account.bytes().all(|b| b.is_ascii_digit())
+        || name.is_empty()
+        || name.ends_with('/')
+    {
+        return Err(wrong());
+    }
+    Ok(())
+}
+
 const STORAGE_CLASSES: [&str; 8] = [
     "STANDARD",
     "STANDARD_IA",
@@ -547,14 +581,27 @@ impl CreateJobRequest {
                 format!("must be between 0 and {}, got {}", i32::MAX, self.priority),
             ));
         }
-        if let Some(token) = &self.client_request_token {
-            if token.is_empty() || token.len() > 64 {
-                return Err(RequestError::new(
-                    "ClientRequestToken",
-                    "must be 1 to 64 characters long",
-                ));
-            }
+        // S3 Control requires both: the token is what makes CreateJob idempotent, and a
+        // document that runs here must also run with `aws s3control create-job`.
+        let token = self.client_request_token.as_deref().ok_or_else(|| {
+            RequestError::new(
+                "ClientRequestToken",
+                "required: a unique token (1 to 64 characters, e.g. a UUID) that makes retries of this request create one job",
+            )
+        })?;
+        if token.is_empty() || token.len() > 64 {
+            return Err(RequestError::new(
+                "ClientRequestToken",
+                "must be 1 to 64 characters long",
+            ));
         }
+        let role = self.role_arn.as_deref().ok_or_else(|| {
+            RequestError::new(
+                "RoleArn",
+                "required: the ARN of the IAM role the job runs as (arn:aws:iam::<account>:role/<name>)",
+            )
+        })?;
+        check_role_arn(role).map_err(|message| RequestError::new("RoleArn", message))?;
         if let Some(description) = &self.description {
             if description.chars().count() > 256 {
                 return Err(RequestError::new(
@@ -1181,6 +1228,7 @@ mod tests {
         let err = CreateJobRequest::from_json(&doc).unwrap_err();
         assert_eq!(err.field, "Operation.Unused");
         let doc = r#"{"Operation": {"S3PutObjectTagging": {"TagSet": []}}, "Report": {"Enabled": false},
+                      "ClientRequestToken": "t1", "RoleArn": "arn:aws:iam::123456789012:role/batch",
                       "Priority": 1, "Manifest": {"Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket","Key"]},
                       "Location": {"ObjectArn": "arn:aws:s3:::b/m.csv"}}}"#;
         let err = CreateJobRequest::from_json(doc)
@@ -1234,6 +1282,76 @@ mod tests {
     }
 
     #[test]
+    fn role_arn_and_client_request_token_are_required_and_named() {
+        let cases = [
+            (
+                "\"ClientRequestToken\": \"token-1\",",
+                "",
+                "ClientRequestToken",
+                "required",
+            ),
+            (
+                "\"ClientRequestToken\": \"token-1\",",
+                "\"ClientRequestToken\": \"\",",
+                "ClientRequestToken",
+                "1 to 64",
+            ),
+            (
+                "\"RoleArn\": \"arn:aws:iam::123456789012:role/batch\",",
+                "",
+                "RoleArn",
+                "required",
+            ),
+            (
+                "arn:aws:iam::123456789012:role/batch",
+                "batch",
+                "RoleArn",
+                "not an IAM role ARN",
+            ),
+            (
+                "arn:aws:iam::123456789012:role/batch",
+                "arn:aws:iam::1234:role/batch",
+                "RoleArn",
+                "not an IAM role ARN",
+            ),
+            (
+                "arn:aws:iam::123456789012:role/batch",
+                "arn:aws:iam::123456789012:user/batch",
+                "RoleArn",
+                "not an IAM role ARN",
+            ),
+            (
+                "arn:aws:iam::123456789012:role/batch",
+                "arn:aws:s3:::123456789012:role/batch",
+                "RoleArn",
+                "not an IAM role ARN",
+            ),
+        ];
+        for (from, to, field, message) in cases {
+            let doc = sample().replace(from, to);
+            assert_ne!(doc, sample(), "{from}");
+            let err = CreateJobRequest::from_json(&doc)
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert_eq!(err.field, field, "{from} -> {to}: {err}");
+            assert!(err.message.contains(message), "{from} -> {to}: {err}");
+            assert!(err.to_string().contains(field), "{err}");
+        }
+        // Other partitions and role paths are IAM role ARNs too.
+        for role in [
+            "arn:aws-us-gov:iam::123456789012:role/batch",
+            "arn:aws:iam::123456789012:role/service-role/batch",
+        ] {
+            let doc = sample().replace("arn:aws:iam::123456789012:role/batch", role);
+            CreateJobRequest::from_json(&doc)
+                .unwrap()
+                .validate()
+                .unwrap_or_else(|e| panic!("{role}: {e}"));
+        }
+    }
+
+    #[test]
     fn new_metadata_requires_replace() {
         let doc = sample().replace(
             "\"MetadataDirective\": \"COPY\"",
@@ -1259,6 +1377,7 @@ mod tests {
     fn inventory_and_generated_manifests_validate() {
         let inventory = r#"{"Operation": {"S3PutObjectCopy": {"TargetResource": "arn:aws:s3:::dest"}},
             "Report": {"Enabled": false}, "Priority": 1,
+            "ClientRequestToken": "t1", "RoleArn": "arn:aws:iam::123456789012:role/batch",
             "Manifest": {"Spec": {"Format": "S3InventoryReport_CSV_20161130"},
                          "Location": {"ObjectArn": "arn:aws:s3:::inv/src/config/2026-01-01T00-00Z/manifest.json"}},
             "Batchops": {"PinVersions": true}}"#;
@@ -1271,6 +1390,7 @@ mod tests {
 
         let generated = r#"{"Operation": {"S3PutObjectCopy": {"TargetResource": "arn:aws:s3:::dest"}},
             "Report": {"Enabled": false}, "Priority": 1,
+            "ClientRequestToken": "t1", "RoleArn": "arn:aws:iam::123456789012:role/batch",
             "ManifestGenerator": {"S3JobManifestGenerator": {"SourceBucket": "arn:aws:s3:::src",
                 "EnableManifestOutput": true,
                 "ManifestOutputLocation": {"Bucket": "arn:aws:s3:::out", "ManifestPrefix": "gen/", "ManifestFormat": "S3InventoryReport_CSV_20211130"},

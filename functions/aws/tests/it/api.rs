@@ -94,7 +94,9 @@ async fn jobs_are_created_confirmed_prioritised_listed_and_described_over_http()
 
     // Pages: two more jobs, listed two at a time, newest first, each once.
     let mut created_ids = vec![job.clone()];
-    for _ in 0..2 {
+    for n in 0..2 {
+        // A new token each: the same token would return the first job again.
+        document["ClientRequestToken"] = json!(format!("more-jobs-{n}"));
         let more = call(&env, "POST", "/jobs", &[], document.clone()).await;
         created_ids.push(more.body["JobId"].as_str().unwrap().to_string());
     }
@@ -136,6 +138,12 @@ async fn jobs_are_created_confirmed_prioritised_listed_and_described_over_http()
     document["Operation"]["S3PutObjectCopy"]["StorageKlass"] = json!("STANDARD");
     let refused = call(&env, "POST", "/jobs", &[], document).await;
     assert_error(&refused, 400, "InvalidRequest", "StorageKlass");
+    for required in ["RoleArn", "ClientRequestToken"] {
+        let mut incomplete = env.request_json(&manifest, &["Bucket", "Key"]);
+        incomplete.as_object_mut().unwrap().remove(required);
+        let refused = call(&env, "POST", "/jobs", &[], incomplete).await;
+        assert_error(&refused, 400, "InvalidRequest", required);
+    }
     let missing = call(&env, "GET", "/jobs/no-such-job", &[], Value::Null).await;
     assert_error(&missing, 404, "NoSuchJob", "no-such-job");
     let too_late = call(

@@ -175,10 +175,12 @@ impl TestEnv {
         key
     }
 
-    /// A CreateJob document copying to `dst/copied/` with an AllTasks report.
+    /// A CreateJob document copying to `dst/copied/` with an AllTasks report, and a token of its
+    /// own (S3 Control requires one), so two documents create two jobs.
     pub fn request_json(&self, manifest_key: &str, fields: &[&str]) -> Value {
         json!({
             "AccountId": "000000000000",
+            "ClientRequestToken": uuid::Uuid::new_v4().to_string(),
             "ConfirmationRequired": false,
             "Operation": {"S3PutObjectCopy": {"TargetResource": format!("arn:aws:s3:::{}", self.dst), "TargetKeyPrefix": "copied"}},
             "Report": {"Bucket": format!("arn:aws:s3:::{}", self.reports), "Prefix": "reports", "Format": "Report_CSV_20180820",

@@ -701,6 +701,19 @@ async fn invalid_requests_are_refused_naming_the_field() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("Report.Bucket"), "{err}");
+    // S3 Control requires both; a document without one is refused before anything is stored.
+    for required in ["RoleArn", "ClientRequestToken"] {
+        let mut document = env.request_json("manifests/present.csv", &["Bucket", "Key"]);
+        document.as_object_mut().unwrap().remove(required);
+        let request = batchops_core::CreateJobRequest::from_json(&document.to_string()).unwrap();
+        let err = batchops_aws::jobs::create_job(&env.app, request)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("{required}: required")),
+            "{err}"
+        );
+    }
     assert!(batchops_aws::jobs::list_jobs(&env.app, &[])
         .await
         .unwrap()
