@@ -62,6 +62,11 @@ class _RuntimeApi(ThreadingHTTPServer):
         self.closing = threading.Event()
         self.function_arn = ""
 
+    def handle_error(self, request, client_address):
+        # A function process that is stopped or crashes drops its connection: not our error.
+        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            super().handle_error(request, client_address)
+
 
 class _Handler(BaseHTTPRequestHandler):
     # The runtime's hyper client keeps connections alive; HTTP/1.1 with lengths on every reply.
