@@ -35,12 +35,20 @@ set +e
 cargo test --workspace 2>&1 | tee "$LOCAL_DIR/test.log"
 status=${PIPESTATUS[0]}
 set -e
+# --- lambda-e2e (the Lambda binaries under a Runtime API emulator; own moto) -------------------
+log "scripts/lambda_e2e.sh"
+set +e
+scripts/lambda_e2e.sh 2>&1 | tee -a "$LOCAL_DIR/test.log"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
+set -e
+# --- end lambda-e2e ------------------------------------------------------------------------------
 # One closing line for the whole run (cargo ends with the doc tests' own "0 passed").
 python3 - "$LOCAL_DIR/test.log" <<'PY'
 import re, sys
 passed = failed = 0
 for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
     m = re.match(r"test result: \w+\. (\d+) passed; (\d+) failed", line)
+    m = m or re.match(r"lambda-e2e: (\d+) passed, (\d+) failed$", line)  # lambda-e2e's closing line
     if m:
         passed += int(m.group(1)); failed += int(m.group(2))
 print(f"tests: {passed} passed, {failed} failed")
