@@ -848,7 +848,9 @@ impl Store {
             .table_name(&self.table)
             .key("pk", s(job_pk(job_id)))
             .key("sk", s(lease_sk(seq, first_task)))
-            .update_expression("SET expires_at = :zero, attempts = :zero REMOVE last_error, attempt")
+            .update_expression(
+                "SET expires_at = :zero, attempts = :zero REMOVE last_error, attempt",
+            )
             .condition_expression("attempt = :me")
             .expression_attribute_values(":me", s(attempt))
             .expression_attribute_values(":zero", n(0))
