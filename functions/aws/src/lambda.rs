@@ -5,7 +5,7 @@ use crate::events::{handle_messages, EventMessage};
 use crate::finalizer::{finalize_accounted, Finalized};
 use crate::planner::{advance_accounted, sweep, Advance};
 use crate::queue::{ChunkPointer, JobPointer};
-use crate::worker::{local_deadline, process_chunk};
+use crate::worker::{busy_retry_seconds, local_deadline, process_chunk, ChunkRun};
 use crate::App;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Context, LambdaEvent};
@@ -77,9 +77,25 @@ pub async fn worker_handler(
     let deadline = deadline_of(app, &event.context);
     Ok(per_record(event.payload.records, |record| async move {
         let pointer: ChunkPointer = parse_body(&record)?;
-        // Busy is Ok too: the attempt holding the range has its own message, which SQS
-        // redelivers if that attempt dies.
         let run = process_chunk(app, &pointer, deadline).await.map_err(|e| e.to_string())?;
+        if let ChunkRun::Busy { holder, expires_at } = &run {
+            // Another attempt holds the range; this may be that attempt's own message back
+            // after it died. Come back just after its lease runs out (else after the queue's
+            // visibility timeout), never dropped.
+            if let Some(receipt) = record.receipt_handle.as_deref() {
+                if let Err(err) = app
+                    .queues
+                    .release(&app.queues.work_url, receipt, busy_retry_seconds(*expires_at))
+                    .await
+                {
+                    tracing::warn!(error = %err, "could not shorten the busy message's visibility");
+                }
+            }
+            return Err(format!(
+                "chunk {} from task {} is leased by attempt {holder} until {expires_at}; retried then",
+                pointer.seq, pointer.first_task
+            ));
+        }
         tracing::info!(job_id = %pointer.job, seq = pointer.seq, first_task = pointer.first_task, ?run, "chunk done");
         Ok(())
     })

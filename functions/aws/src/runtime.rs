@@ -8,7 +8,7 @@ use crate::finalizer::{finalize_accounted, Finalized};
 use crate::planner::{advance_accounted, sweep};
 use crate::queue::{ChunkPointer, JobPointer};
 use crate::setup::work_visibility_seconds;
-use crate::worker::{local_deadline, process_chunk};
+use crate::worker::{busy_retry_seconds, local_deadline, process_chunk, ChunkRun};
 use crate::App;
 use batchops_core::JobStatus;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -202,11 +202,21 @@ async fn worker_loop(app: Arc<App>, stop: watch::Receiver<bool>, stats: Arc<RunS
             )
             .await;
             match run {
+                Ok(ChunkRun::Busy { expires_at, .. }) => {
+                    // Another attempt holds the range. This may be that attempt's own message
+                    // back after it died: retry once its lease has run out, never drop it.
+                    let _ = app
+                        .queues
+                        .release(
+                            &app.queues.work_url,
+                            &message.receipt_handle,
+                            busy_retry_seconds(expires_at),
+                        )
+                        .await;
+                }
                 Ok(run) => {
                     stats.chunks.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(job_id = %pointer.job, seq = pointer.seq, ?run, "chunk done");
-                    // Busy too: the attempt holding the range has its own message, which comes
-                    // back if that attempt dies.
                     let _ = app
                         .queues
                         .delete(&app.queues.work_url, &message.receipt_handle)

@@ -758,6 +758,15 @@ pub async fn check_progress(app: &App, job_id: &str) -> Result<()> {
     Ok(())
 }
 
+/// When a delivery that found its range leased (`ChunkRun::Busy`) should come back: just after
+/// the holder's lease runs out, so a dead holder's range is taken over at once.
+pub fn busy_retry_seconds(expires_at: u64) -> i32 {
+    expires_at
+        .saturating_sub(crate::unix_now())
+        .saturating_add(1)
+        .clamp(1, 43_200) as i32
+}
+
 /// Lease expiry helper for callers that have no Lambda deadline.
 pub fn local_deadline(app: &App) -> SystemTime {
     SystemTime::now() + app.config.local_chunk_deadline

@@ -693,3 +693,21 @@ async fn cancelling_a_job_aborts_the_uploads_its_tasks_kept() {
     assert_eq!(open_uploads(&env).await, 0, "the kept upload was aborted");
     assert!(env.keys(&env.dst).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_holders_own_message_is_retried_after_its_lease_not_dropped() {
+    let env = TestEnv::with_vars(&[("BATCHOPS_CHUNK_SIZE", "5")]).await;
+    let job = planned_job(&env, "dead", 5).await;
+    // A runtime took chunk 0, leased it and was killed; its message comes back before the
+    // lease runs out.
+    env.app
+        .store
+        .acquire_range_lease(&job, 0, 0, "killed", unix_now() + 3, unix_now())
+        .await
+        .unwrap();
+    run_within(&env, Duration::from_secs(60)).await;
+    let described = env.describe(&job).await;
+    assert_eq!(described.status, "Complete");
+    assert_eq!(described.progress_summary.number_of_tasks_succeeded, 5);
+    env.audit(&job).await;
+}
