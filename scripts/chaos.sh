@@ -15,10 +15,12 @@
 # lines, every task once in the report, every copy byte-equal to its pinned source version.
 # Prints one table; exits non-zero if any check fails. short: a few hundred objects (test.sh);
 # long: thousands, more kills (bench.sh chaos). CHAOS_SEED, CHAOS_OBJECTS, CHAOS_KILLS,
-# CHAOS_MAX_SECONDS and the FAULT_* rates override the mode's values.
+# CHAOS_MAX_SECONDS and the FAULT_* rates override the mode's values; CHAOS_SCENARIOS="kills"
+# runs one scenario.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/local-stack.sh
+log() { printf '\033[1m==> [%3ds] %s\033[0m\n' "$SECONDS" "$*" >&2; }
 
 MODE="${1:-short}"
 case "$MODE" in
@@ -27,6 +29,7 @@ case "$MODE" in
   *) echo "usage: scripts/chaos.sh [short|long]" >&2; exit 2 ;;
 esac
 SEED="${CHAOS_SEED:-42}"
+SCENARIOS="${CHAOS_SCENARIOS:-faults kills}"
 OBJECTS="${CHAOS_OBJECTS:-$objects}"
 MAX_KILLS="${CHAOS_KILLS:-$kills}"
 MAX_SECONDS="${CHAOS_MAX_SECONDS:-$max_seconds}"
@@ -86,6 +89,8 @@ print(urllib.request.urlopen(req).read().decode())
 PY
 }
 
+faults_off() { proxy POST /__faults/config '{"s3_slowdown": 0, "s3_internal": 0, "ddb_throttle": 0, "sqs_500": 0, "cut": 0, "work_queue": ""}' >/dev/null; }
+
 "$BATCHOPS" local init >"$DIR/init.log"
 "$PY" scripts/chaos_verify.py seed --state "$DIR/state.json" --objects "$OBJECTS" --seed "$SEED"
 
@@ -112,7 +117,9 @@ verify() { # verify SCENARIO JOB_ID KILLS WALL
 now() { date +%s.%N; }
 elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$1" "$(now)"; }
 
+ROWS=()
 # ---- (a) faults: every kind on, one run ----
+if [[ " $SCENARIOS " == *" faults "* ]]; then
 log "scenario faults: one run with every fault kind on"
 JOB="$(create_job faults)"
 proxy POST /__faults/reset >/dev/null
@@ -121,12 +128,16 @@ start="$(now)"
 run_through_proxy "$MAX_SECONDS" "$DIR/faults-run.log" || log "faults: batchops run exited $? (see $DIR/faults-run.log)"
 wall="$(elapsed "$start")"
 proxy GET /__faults >"$DIR/faults-faults.json"
-proxy POST /__faults/config '{"s3_slowdown": 0, "s3_internal": 0, "ddb_throttle": 0, "sqs_500": 0, "cut": 0, "work_queue": ""}' >/dev/null
+faults_off
 verify faults "$JOB" 0 "$wall"
+ROWS+=("$DIR/faults-row.json")
+fi
 
 # ---- (b) kills: SIGKILL the runtime at seeded random moments, restart until the job ends ----
+if [[ " $SCENARIOS " == *" kills "* ]]; then
 log "scenario kills: up to $MAX_KILLS SIGKILLs of the local runtime"
 JOB="$(create_job kills)"
+faults_off
 proxy POST /__faults/reset >/dev/null
 read -r -a DELAYS <<<"$(python3 -c "import random,sys; r=random.Random(int(sys.argv[1])); a,b=map(float,sys.argv[3:5]); print(' '.join(f'{r.uniform(a,b):.2f}' for _ in range(int(sys.argv[2]))))" "$SEED" "$MAX_KILLS" $kill_window)"
 start="$(now)"
@@ -154,6 +165,8 @@ done
 wall="$(elapsed "$start")"
 proxy GET /__faults >"$DIR/kills-faults.json"
 verify kills "$JOB" "$killed" "$wall"
+ROWS+=("$DIR/kills-row.json")
+fi
 
 visibility="$("$PY" -c "
 import boto3
@@ -161,5 +174,5 @@ sqs = boto3.client('sqs')
 url = sqs.get_queue_url(QueueName='${BATCHOPS_WORK_QUEUE:-batchops-work}')['QueueUrl']
 print(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=['VisibilityTimeout'])['Attributes']['VisibilityTimeout'])")"
 echo
-echo "chaos $MODE: seed $SEED, $OBJECTS objects, chunk size $BATCHOPS_CHUNK_SIZE, work queue visibility ${visibility} s (a killed runtime's messages come back after that)"
-"$PY" scripts/chaos_verify.py table "$DIR/faults-row.json" "$DIR/kills-row.json"
+echo "chaos $MODE: seed $SEED, $OBJECTS objects + 2 multipart-sized, chunk size $BATCHOPS_CHUNK_SIZE, work queue visibility ${visibility} s (a killed runtime's messages come back after that)"
+"$PY" scripts/chaos_verify.py table "${ROWS[@]}"

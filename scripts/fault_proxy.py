@@ -319,7 +319,7 @@ def main():
     parser.add_argument("--port-file", help="write the port here once listening")
     parser.add_argument("--counts-file", help="write the counters here (JSON) on exit")
     parser.add_argument("--seed", type=int, default=int(os.environ.get("FAULT_SEED", "1")))
-    parser.add_argument("--work-queue", default=os.environ.get("BATCHOPS_WORK_QUEUE", "batchops-work"), help="queue name whose sends are duplicated")
+    parser.add_argument("--work-queue", default=os.environ.get("FAULT_DUPLICATE_QUEUE", ""), help="queue name whose sends are duplicated (none when empty)")
     parser.add_argument("--s3-slowdown", type=float, default=env_float("FAULT_S3_SLOWDOWN", 0.0), help="rate of S3 503 SlowDown (not forwarded)")
     parser.add_argument("--s3-internal", type=float, default=env_float("FAULT_S3_INTERNAL", 0.0), help="rate of S3 500 InternalError (after forwarding)")
     parser.add_argument("--ddb-throttle", type=float, default=env_float("FAULT_DDB_THROTTLE", 0.0), help="rate of DynamoDB 400 ThrottlingException")
