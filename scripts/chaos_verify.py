@@ -139,20 +139,28 @@ def verify(args):
     bad_rows = []
     job_id = job_doc.get("JobId", args.job_id)
     manifest_key = f"reports/{args.scenario}/job-{job_id}/manifest.json"
+    unreadable = []
     try:
-        manifest = json.loads(s3.get_object(Bucket=state["reports"], Key=manifest_key)["Body"].read())
-        for result in manifest.get("Results", []):
-            bucket = result["Bucket"].split(":::")[-1]
-            text = s3.get_object(Bucket=bucket, Key=result["Key"])["Body"].read().decode("utf-8")
-            for row in csv.reader(io.StringIO(text)):
-                if not row:
-                    continue
-                reported += 1
-                if len(row) != 7 or row[3] != "succeeded":
-                    bad_rows.append(",".join(row))
-                seen[(urllib.parse.unquote_plus(row[1]), row[2])] += 1
+        results = json.loads(s3.get_object(Bucket=state["reports"], Key=manifest_key)["Body"].read()).get("Results", [])
     except Exception as err:  # noqa: BLE001 - any failure to read the report is a finding
         problems.append(f"reading s3://{state['reports']}/{manifest_key}: {err}")
+        results = []
+    for result in results:
+        bucket = result["Bucket"].split(":::")[-1]
+        try:
+            text = s3.get_object(Bucket=bucket, Key=result["Key"])["Body"].read().decode("utf-8")
+        except Exception as err:  # noqa: BLE001 - a listed shard that cannot be read is a finding
+            unreadable.append(f"s3://{bucket}/{result['Key']}: {err}")
+            continue
+        for row in csv.reader(io.StringIO(text)):
+            if not row:
+                continue
+            reported += 1
+            if len(row) != 7 or row[3] != "succeeded":
+                bad_rows.append(",".join(row))
+            seen[(urllib.parse.unquote_plus(row[1]), row[2])] += 1
+    if unreadable:
+        problems.append(f"{len(unreadable)} of {len(results)} result shards listed in {manifest_key} cannot be read, e.g. {unreadable[:2]}")
     duplicates = sum(n - 1 for n in seen.values() if n > 1)
     missing = sum(1 for task in wanted if task not in seen)
     unexpected = sum(n for task, n in seen.items() if task not in wanted)
