@@ -41,6 +41,20 @@ pub struct Config {
     /// be in flight (a batch's part is written after its copies): the run reads them, but only
     /// older parts are settled and deleted when it completes.
     pub journal_margin: Duration,
+    /// A worker's lease on a task range lasts this long and is renewed while tasks run; a
+    /// killed worker's range is free again this long after its last renewal.
+    pub lease_duration: Duration,
+    /// Attempts at one task range before its tasks are failed in the report
+    /// (`InternalError: gave up after N deliveries`) so the job can end.
+    pub max_deliveries: u64,
+    /// An Active job with no committed range for this long, no live lease and an empty work
+    /// queue gets its owed ranges dispatched again by the planner's sweep.
+    pub stall_after: Duration,
+    /// Visibility timeout the local runtime asks for on work messages, extended by heartbeats
+    /// while a chunk runs: how soon a killed `batchops run`'s chunks come back.
+    pub local_visibility: Duration,
+    /// How long the planner and finalizer retry a job's transient errors before failing it.
+    pub job_errors: batchops_core::recovery::ErrorBound,
     /// EventBridge bus (name or ARN) that gets an event when a job reaches a terminal status;
     /// None (`BATCHOPS_EVENT_BUS=none`): no events.
     pub event_bus: Option<String>,
@@ -113,7 +127,7 @@ impl Config {
             .filter(|v| !v.is_empty())
             .cloned()
             .unwrap_or_else(|| "us-east-1".to_string());
-        Ok(Config {
+        let config = Config {
             table: text("BATCHOPS_TABLE", "batchops"),
             work_queue: text("BATCHOPS_WORK_QUEUE", "batchops-work"),
             plan_queue: text("BATCHOPS_PLAN_QUEUE", "batchops-plan"),
@@ -154,7 +168,34 @@ impl Config {
             local_chunk_deadline: secs("BATCHOPS_LOCAL_CHUNK_DEADLINE_SECONDS", 600.0, 1.0)?,
             journal_margin: secs("BATCHOPS_JOURNAL_MARGIN_SECONDS", 600.0, 0.0)?,
             event_bus: Some(text("BATCHOPS_EVENT_BUS", "default")).filter(|bus| bus != "none"),
-        })
+            lease_duration: secs("BATCHOPS_LEASE_SECONDS", 30.0, 1.0)?,
+            max_deliveries: number(vars, "BATCHOPS_MAX_DELIVERIES", 5, 1)?,
+            stall_after: secs("BATCHOPS_STALL_SECONDS", 300.0, 0.0)?,
+            local_visibility: Duration::from_secs(number(
+                vars,
+                "BATCHOPS_LOCAL_VISIBILITY_SECONDS",
+                30,
+                3,
+            )?),
+            job_errors: batchops_core::recovery::ErrorBound {
+                window_seconds: number(vars, "BATCHOPS_JOB_ERROR_WINDOW_SECONDS", 900, 0)?,
+                min_attempts: number(vars, "BATCHOPS_JOB_ERROR_MIN_ATTEMPTS", 3, 1)?,
+                max_backoff_seconds: number(vars, "BATCHOPS_JOB_ERROR_BACKOFF_SECONDS", 300, 1)?,
+            },
+        };
+        // A chunk deadline inside the safety margin leaves no time to start any task: every
+        // chunk would fail "no time left" until its tasks are given up.
+        if config.local_chunk_deadline <= config.worker_safety_margin {
+            return Err(ConfigError {
+                name: "BATCHOPS_LOCAL_CHUNK_DEADLINE_SECONDS".into(),
+                value: config.local_chunk_deadline.as_secs_f64().to_string(),
+                message: format!(
+                    "must be more than BATCHOPS_WORKER_SAFETY_SECONDS ({}): a worker stops starting tasks that long before its deadline",
+                    config.worker_safety_margin.as_secs_f64()
+                ),
+            });
+        }
+        Ok(config)
     }
 }
 
@@ -184,5 +225,25 @@ mod tests {
             .unwrap_err()
             .message
             .contains("at least"));
+    }
+
+    #[test]
+    fn a_chunk_deadline_inside_the_safety_margin_is_refused() {
+        let vars = HashMap::from([
+            (
+                "BATCHOPS_LOCAL_CHUNK_DEADLINE_SECONDS".to_string(),
+                "30".to_string(),
+            ),
+            (
+                "BATCHOPS_WORKER_SAFETY_SECONDS".to_string(),
+                "60".to_string(),
+            ),
+        ]);
+        let err = Config::from_vars(&vars).unwrap_err();
+        assert_eq!(err.name, "BATCHOPS_LOCAL_CHUNK_DEADLINE_SECONDS");
+        assert!(
+            err.message.contains("BATCHOPS_WORKER_SAFETY_SECONDS"),
+            "{err}"
+        );
     }
 }

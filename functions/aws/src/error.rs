@@ -11,6 +11,10 @@ pub enum Error {
         service: &'static str,
         operation: &'static str,
         message: String,
+        /// HTTP status of the answer (None when none came) and the service's error code: what
+        /// decides whether the same call may succeed later.
+        status: Option<u16>,
+        code: Option<String>,
     },
     #[error("job {0} not found")]
     JobNotFound(String),
@@ -66,16 +70,106 @@ impl S3Failure {
     }
 }
 
+/// The HTTP status and error code an error carries, for [`Error::class`].
+pub trait ErrorMeta {
+    fn status_and_code(&self) -> (Option<u16>, Option<String>);
+
+    /// `Code: message (HTTP status)` when the service answered with an error code: what a
+    /// person needs, without the SDK's debug dump of the whole response.
+    fn concise(&self) -> Option<String> {
+        None
+    }
+}
+
+impl<E: ProvideErrorMetadata> ErrorMeta for SdkError<E, HttpResponse> {
+    fn status_and_code(&self) -> (Option<u16>, Option<String>) {
+        (
+            self.raw_response().map(|r| r.status().as_u16()),
+            self.code().map(str::to_string),
+        )
+    }
+
+    fn concise(&self) -> Option<String> {
+        let code = self.code()?;
+        let status = self
+            .raw_response()
+            .map(|r| format!(" (HTTP {})", r.status().as_u16()))
+            .unwrap_or_default();
+        Some(match self.message() {
+            Some(message) if !message.is_empty() => format!("{code}: {message}{status}"),
+            _ => format!("{code}{status}"),
+        })
+    }
+}
+
+/// A request that could not be built is a defect of the request: never worth retrying.
+impl ErrorMeta for aws_smithy_types::error::operation::BuildError {
+    fn status_and_code(&self) -> (Option<u16>, Option<String>) {
+        (Some(400), Some("InvalidRequest".to_string()))
+    }
+}
+
+/// A body cut off while streaming: the same read may succeed later.
+impl ErrorMeta for aws_smithy_types::byte_stream::error::Error {
+    fn status_and_code(&self) -> (Option<u16>, Option<String>) {
+        (None, None)
+    }
+}
+
+impl Error {
+    /// An [`Error::Aws`] for `err`, its message prefixed with what was being done.
+    pub fn aws_call<E: std::error::Error + ErrorMeta + 'static>(
+        service: &'static str,
+        operation: &'static str,
+        context: &str,
+        err: &E,
+    ) -> Error {
+        let (status, code) = err.status_and_code();
+        let detail = err.concise().unwrap_or_else(|| describe_sdk(err));
+        Error::Aws {
+            service,
+            operation,
+            message: if context.is_empty() {
+                detail
+            } else {
+                format!("{context}: {detail}")
+            },
+            status,
+            code,
+        }
+    }
+
+    /// Whether the same step may succeed if tried again later. Missing jobs and policies, bad
+    /// requests and data never do; state races and AWS errors without an answer may.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::Aws { status, code, .. } => classify(*status, code.as_deref()),
+            Error::State { .. } => ErrorClass::Transient,
+            Error::JobNotFound(_)
+            | Error::PolicyNotFound(_)
+            | Error::Request(_)
+            | Error::Invalid(_)
+            | Error::Data(_) => ErrorClass::Permanent,
+        }
+    }
+
+    /// A failure code for a job that this error ended: the AWS error code when there is one.
+    pub fn failure_code(&self, default: &str) -> String {
+        match self {
+            Error::Aws {
+                code: Some(code), ..
+            } if !code.is_empty() => code.clone(),
+            _ => default.to_string(),
+        }
+    }
+}
+
 /// Wraps any SDK error as an [`Error::Aws`] naming the call.
-pub fn aws<E: std::error::Error + 'static>(
+pub fn aws<E: std::error::Error + ErrorMeta + 'static>(
     service: &'static str,
     operation: &'static str,
 ) -> impl FnOnce(E) -> Error {
-    move |err| Error::Aws {
-        service,
-        operation,
-        message: describe_sdk(&err),
-    }
+    move |err| Error::aws_call(service, operation, "", &err)
 }
 
 /// The full error chain of an SDK error, readable in logs.

@@ -20,6 +20,19 @@ pub enum Finalized {
     Terminal(JobStatus),
 }
 
+/// [`finalize`], with its errors accounted on the job: a permanent one (the report bucket
+/// refuses the report, a snapshot catalog is unreadable), or transient ones past the bound, end
+/// the job Failed with the reason instead of retrying for ever.
+pub async fn finalize_accounted(app: &App, job_id: &str) -> Result<Finalized> {
+    match finalize(app, job_id).await {
+        Ok(outcome) => Ok(outcome),
+        Err(err) => {
+            crate::planner::account_job_error(app, job_id, &err, "FinalizationFailed").await?;
+            Err(err)
+        }
+    }
+}
+
 pub async fn finalize(app: &App, job_id: &str) -> Result<Finalized> {
     loop {
         let job = app.store.get_job(job_id).await?;
@@ -100,6 +113,37 @@ pub async fn finalize(app: &App, job_id: &str) -> Result<Finalized> {
             _ => return Ok(Finalized::NotReady),
         }
     }
+}
+
+/// Ends a job that cannot go on (a permanent error, or transient ones past the bound) with a
+/// failure code and reason: Failed (through Failing when workers may still hold ranges), or
+/// Cancelled for a job that was being cancelled. The finalizer then sends its status event.
+pub async fn end_failed(app: &App, job_id: &str, code: &str, reason: &str) -> Result<()> {
+    app.store
+        .update_job(job_id, |job| {
+            if job.status.is_terminal() {
+                return Ok::<bool, ()>(false);
+            }
+            if job.status == JobStatus::Cancelling {
+                job.failure_reasons.push(batchops_core::job::FailureReason {
+                    failure_code: code.to_string(),
+                    failure_reason: reason.to_string(),
+                });
+                return job
+                    .transition(JobStatus::Cancelled, now(), reason)
+                    .map(|_| true)
+                    .map_err(|_| ());
+            }
+            job.fail(code, reason.to_string(), now())
+                .map(|_| true)
+                .map_err(|_| ())
+        })
+        .await?
+        .map_err(|_| Error::State {
+            job_id: job_id.to_string(),
+            message: format!("cannot end the job failed ({code}: {reason})"),
+        })?;
+    app.queues.request_finalize(job_id).await
 }
 
 async fn move_job(

@@ -2,8 +2,8 @@
 //! `functions/*` wire these to `lambda_runtime`; tests drive them with real event JSON.
 
 use crate::events::{handle_messages, EventMessage};
-use crate::finalizer::{finalize, Finalized};
-use crate::planner::{advance, sweep, Advance};
+use crate::finalizer::{finalize_accounted, Finalized};
+use crate::planner::{advance_accounted, sweep, Advance};
 use crate::queue::{ChunkPointer, JobPointer};
 use crate::worker::{local_deadline, process_chunk};
 use crate::App;
@@ -77,6 +77,8 @@ pub async fn worker_handler(
     let deadline = deadline_of(app, &event.context);
     Ok(per_record(event.payload.records, |record| async move {
         let pointer: ChunkPointer = parse_body(&record)?;
+        // Busy is Ok too: the attempt holding the range has its own message, which SQS
+        // redelivers if that attempt dies.
         let run = process_chunk(app, &pointer, deadline).await.map_err(|e| e.to_string())?;
         tracing::info!(job_id = %pointer.job, seq = pointer.seq, first_task = pointer.first_task, ?run, "chunk done");
         Ok(())
@@ -91,7 +93,7 @@ pub async fn finalizer_handler(
 ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
     Ok(per_record(event.payload.records, |record| async move {
         let pointer: JobPointer = parse_body(&record)?;
-        match finalize(app, &pointer.job)
+        match finalize_accounted(app, &pointer.job)
             .await
             .map_err(|e| e.to_string())?
         {
@@ -121,7 +123,7 @@ pub async fn planner_handler(
         let sqs: SqsEvent = serde_json::from_value(event.payload)?;
         let response = per_record(sqs.records, |record| async move {
             let pointer: JobPointer = parse_body(&record)?;
-            match advance(app, &pointer.job, budget_end)
+            match advance_accounted(app, &pointer.job, budget_end, true)
                 .await
                 .map_err(|e| e.to_string())?
             {

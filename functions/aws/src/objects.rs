@@ -1,7 +1,7 @@
 //! Small S3 helpers shared by the planner, worker and finalizer: whole-object reads and writes
 //! of the control files and report files.
 
-use crate::error::{aws, describe_sdk, Error, Result};
+use crate::error::{aws, Error, Result};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use base64::Engine;
@@ -30,11 +30,7 @@ pub async fn put_bytes(
         .body(ByteStream::from(body))
         .send()
         .await
-        .map_err(|e| Error::Aws {
-            service: "S3",
-            operation: "PutObject",
-            message: format!("s3://{bucket}/{key}: {}", describe_sdk(&e)),
-        })?;
+        .map_err(|e| Error::aws_call("S3", "PutObject", &format!("s3://{bucket}/{key}"), &e))?;
     Ok(hex::encode(digest))
 }
 
@@ -45,11 +41,7 @@ pub async fn get_bytes(s3: &Client, bucket: &str, key: &str) -> Result<Vec<u8>> 
         .key(key)
         .send()
         .await
-        .map_err(|e| Error::Aws {
-            service: "S3",
-            operation: "GetObject",
-            message: format!("s3://{bucket}/{key}: {}", describe_sdk(&e)),
-        })?;
+        .map_err(|e| Error::aws_call("S3", "GetObject", &format!("s3://{bucket}/{key}"), &e))?;
     let body = out.body.collect().await.map_err(aws("S3", "GetObject"))?;
     Ok(body.into_bytes().to_vec())
 }

@@ -10,6 +10,7 @@ use crate::prepare::{
 use crate::queue::ChunkPointer;
 use crate::{now, App};
 use batchops_core::plan::PlanProgress;
+use batchops_core::recovery::{owed_pointers, CommittedRange, ErrorVerdict, StallWatch};
 use batchops_core::request::{GeneratedManifest, ManifestSource};
 use batchops_core::{JobRecord, JobStatus};
 use std::time::Instant;
@@ -49,12 +50,17 @@ pub async fn sweep(app: &App, deadline: Instant) -> Result<SweepSummary> {
         jobs_seen: jobs.len(),
         ..Default::default()
     };
+    let now_secs = crate::unix_now();
     for job in jobs {
         if Instant::now() >= deadline {
             summary.jobs_with_more_work.push(job.job_id);
             continue;
         }
-        match advance(app, &job.job_id, deadline).await {
+        if job.error_streak.retry_at(&app.config.job_errors) > now_secs {
+            // Backing off after a transient error.
+            continue;
+        }
+        match advance_accounted(app, &job.job_id, deadline, !job.error_streak.is_empty()).await {
             Ok(Advance::MoreWork) => summary.jobs_with_more_work.push(job.job_id),
             Ok(Advance::Idle) => {}
             Err(err) => {
@@ -64,6 +70,76 @@ pub async fn sweep(app: &App, deadline: Instant) -> Result<SweepSummary> {
         }
     }
     Ok(summary)
+}
+
+/// [`advance`], with the job's errors accounted: a permanent error, or transient ones past the
+/// bound (`BATCHOPS_JOB_ERROR_*`), fail the job with a failure code and reason; a success ends a
+/// streak of transient errors (`had_errors`: the job had one).
+pub async fn advance_accounted(
+    app: &App,
+    job_id: &str,
+    deadline: Instant,
+    had_errors: bool,
+) -> Result<Advance> {
+    match advance(app, job_id, deadline).await {
+        Ok(outcome) => {
+            if had_errors {
+                app.store
+                    .update_job(job_id, |job| {
+                        let change = !job.error_streak.is_empty();
+                        job.error_streak = Default::default();
+                        Ok::<bool, ()>(change)
+                    })
+                    .await?
+                    .ok();
+            }
+            Ok(outcome)
+        }
+        Err(err) => {
+            account_job_error(app, job_id, &err, "PlanningFailed").await?;
+            Err(err)
+        }
+    }
+}
+
+/// Records a step's error on the job and fails the job when it is permanent or the transient
+/// streak has lasted past the bound. The finalizer's errors go through here too.
+pub async fn account_job_error(
+    app: &App,
+    job_id: &str,
+    err: &Error,
+    default_code: &str,
+) -> Result<()> {
+    if matches!(err, Error::JobNotFound(_)) {
+        return Ok(());
+    }
+    let now = crate::unix_now();
+    let bound = app.config.job_errors;
+    let class = err.class();
+    let message = err.to_string();
+    let mut verdict = None;
+    app.store
+        .update_job(job_id, |job| {
+            if job.status.is_terminal() {
+                return Ok::<bool, ()>(false);
+            }
+            verdict = Some(job.error_streak.record(class, &message, now, &bound));
+            Ok(true)
+        })
+        .await?
+        .ok();
+    match verdict {
+        Some(ErrorVerdict::GiveUp(reason)) => {
+            let code = err.failure_code(default_code);
+            tracing::error!(job_id, code, reason, "job cannot proceed; failing it");
+            crate::finalizer::end_failed(app, job_id, &code, &reason).await
+        }
+        Some(ErrorVerdict::RetryAt(at)) => {
+            tracing::warn!(job_id, error = %err, retry_in_s = at.saturating_sub(now), "transient error; will retry");
+            Ok(())
+        }
+        None => Ok(()),
+    }
 }
 
 /// Moves one job forward until it waits on someone else or `deadline` passes.
@@ -82,7 +158,27 @@ pub async fn advance(app: &App, job_id: &str, deadline: Instant) -> Result<Advan
                 .await?;
             }
             JobStatus::Preparing => {
-                if plan_slice(app, job, deadline).await? == Advance::MoreWork {
+                // One planner per job: a second one (an overlapping sweep, a plan-queue wake-up)
+                // would rewrite the same chunk files from the same checkpoint.
+                let holder = uuid::Uuid::new_v4().simple().to_string();
+                if !app
+                    .store
+                    .acquire_plan_lease(
+                        job_id,
+                        &holder,
+                        plan_lease_until(deadline),
+                        crate::unix_now(),
+                    )
+                    .await?
+                {
+                    tracing::info!(job_id, "another planner holds this job's planning lease");
+                    return Ok(Advance::Idle);
+                }
+                let planned = plan_slice(app, job, deadline, &holder).await;
+                if let Err(err) = app.store.release_plan_lease(job_id, &holder).await {
+                    tracing::warn!(job_id, error = %err, "could not release the planning lease; it expires on its own");
+                }
+                if planned? == Advance::MoreWork {
                     return Ok(Advance::MoreWork);
                 }
             }
@@ -101,8 +197,11 @@ pub async fn advance(app: &App, job_id: &str, deadline: Instant) -> Result<Advan
                     return Ok(Advance::MoreWork);
                 }
                 let total = job.total_tasks().unwrap_or(u64::MAX);
-                if total == 0 || app.store.counters(job_id).await?.tasks_done() >= total {
+                let counters = app.store.counters(job_id).await?;
+                if total == 0 || counters.tasks_done() >= total {
                     app.queues.request_finalize(job_id).await?;
+                } else {
+                    heal_if_stalled(app, &job, counters.ranges).await?;
                 }
                 return Ok(Advance::Idle);
             }
@@ -113,6 +212,76 @@ pub async fn advance(app: &App, job_id: &str, deadline: Instant) -> Result<Advan
             _ => return Ok(Advance::Idle),
         }
     }
+}
+
+/// Until when a planning lease taken now lasts: past the slice's end by a margin, so it covers
+/// the last checkpoint write; a killed planner's job is planned again after it.
+fn plan_lease_until(deadline: Instant) -> u64 {
+    crate::unix_now() + deadline.saturating_duration_since(Instant::now()).as_secs() + 60
+}
+
+/// The self-healing sweep of an Active job: when no range was committed for
+/// `BATCHOPS_STALL_SECONDS`, no worker holds a live lease and no message waits in the work
+/// queue, every range the job still owes (a lost or dead-lettered pointer, a crashed worker's
+/// successor) is dispatched again. Duplicates are harmless: leases and commits are idempotent.
+async fn heal_if_stalled(app: &App, job: &JobRecord, ranges_done: u64) -> Result<()> {
+    let job_id = job.job_id.as_str();
+    let now = crate::unix_now();
+    let previous = app.store.stall_watch(job_id).await?;
+    if let Some(updated) = StallWatch::observe(previous, ranges_done, now) {
+        return app.store.put_stall_watch(job_id, &updated).await;
+    }
+    let Some(watch) = previous else {
+        return Ok(());
+    };
+    if !watch.stalled(now, app.config.stall_after.as_secs()) {
+        return Ok(());
+    }
+    if app.store.live_leases(job_id, now).await? > 0
+        || app.queues.waiting(&app.queues.work_url).await? > 0
+    {
+        return Ok(());
+    }
+    let Some(total_chunks) = job.total_chunks() else {
+        return Ok(());
+    };
+    let committed: Vec<CommittedRange> = app
+        .store
+        .committed_ranges(job_id)
+        .await?
+        .iter()
+        .map(|r| CommittedRange {
+            seq: r.seq,
+            first_task: r.first_task,
+            end_task: r.end_task,
+            chunk_tasks: r.chunk_tasks,
+        })
+        .collect();
+    let owed: Vec<ChunkPointer> = owed_pointers(total_chunks, &committed)
+        .into_iter()
+        .map(|(seq, first_task)| ChunkPointer {
+            job: job_id.to_string(),
+            seq,
+            first_task,
+        })
+        .collect();
+    tracing::warn!(
+        job_id,
+        owed = owed.len(),
+        stalled_s = now.saturating_sub(watch.since),
+        "job made no progress and nothing runs or waits for it: dispatching its owed ranges again"
+    );
+    app.queues.send_chunks(&owed).await?;
+    app.store
+        .put_stall_watch(
+            job_id,
+            &StallWatch {
+                ranges: ranges_done,
+                since: now,
+                redispatches: watch.redispatches + 1,
+            },
+        )
+        .await
 }
 
 /// Moves `from -> to` unless someone else moved the job first (then the caller re-reads).
@@ -169,6 +338,7 @@ async fn checkpoint_if_due(
     resumable: &mut Option<PlanProgress>,
     since_checkpoint: &mut u64,
     deadline: Instant,
+    lease_holder: &str,
 ) -> Result<Option<Advance>> {
     if let Some(progress) = resume {
         *resumable = Some(progress);
@@ -188,6 +358,19 @@ async fn checkpoint_if_due(
     }
     *since_checkpoint = 0;
     *resumable = None;
+    // Renew the planning lease; a planner that lost it (it ran past its lease) stops here.
+    if !app
+        .store
+        .acquire_plan_lease(
+            &job.job_id,
+            lease_holder,
+            plan_lease_until(deadline),
+            crate::unix_now(),
+        )
+        .await?
+    {
+        return Ok(Some(Advance::MoreWork));
+    }
     Ok(out_of_time.then_some(Advance::MoreWork))
 }
 
@@ -244,7 +427,12 @@ pub fn job_writer(app: &App, job: &JobRecord, control: bool) -> (ChunkWriter, So
 
 /// Reads the manifest from the checkpoint on, writing chunk files, until it ends or the
 /// deadline passes. One DynamoDB write per checkpoint, one S3 PUT per chunk.
-async fn plan_slice(app: &App, mut job: JobRecord, deadline: Instant) -> Result<Advance> {
+async fn plan_slice(
+    app: &App,
+    mut job: JobRecord,
+    deadline: Instant,
+    lease_holder: &str,
+) -> Result<Advance> {
     let job_id = job.job_id.clone();
     let spec = job.spec.clone();
     let first_slice =
@@ -383,6 +571,7 @@ async fn plan_slice(app: &App, mut job: JobRecord, deadline: Instant) -> Result<
             &mut resumable,
             &mut since_checkpoint,
             deadline,
+            lease_holder,
         )
         .await?
         {

@@ -6,7 +6,7 @@
 //! work) that hands whole chunks to the async side through a small bounded channel, so memory
 //! stays flat whatever the manifest's size.
 
-use crate::error::{aws, describe_sdk, Error, Result, S3Failure};
+use crate::error::{aws, Error, Result, S3Failure};
 use crate::extsort::{EntrySorter, ExternalSorter, SortRecord};
 use crate::objects::{md5_hex, put_bytes, same_etag};
 use aws_sdk_s3::Client;
@@ -540,6 +540,8 @@ fn feed_lines<R: BufRead, P: LineParser, S: LineSink>(
                 service: "S3",
                 operation: "GetObject",
                 message: format!("reading {source_name}: {e}"),
+                status: None,
+                code: None,
             })?;
         if read == 0 {
             return Ok(Some(cursor));
@@ -1126,10 +1128,13 @@ async fn list_objects_page(
         .set_start_after(cursor.key_marker.clone())
         .send()
         .await
-        .map_err(|e| Error::Aws {
-            service: "S3",
-            operation: "ListObjectsV2",
-            message: format!("s3://{bucket}/{prefix}: {}", describe_sdk(&e)),
+        .map_err(|e| {
+            Error::aws_call(
+                "S3",
+                "ListObjectsV2",
+                &format!("s3://{bucket}/{prefix}"),
+                &e,
+            )
         })?;
     let entries = out
         .contents()
@@ -1177,10 +1182,13 @@ async fn list_versions_page(
         )
         .send()
         .await
-        .map_err(|e| Error::Aws {
-            service: "S3",
-            operation: "ListObjectVersions",
-            message: format!("s3://{bucket}/{prefix}: {}", describe_sdk(&e)),
+        .map_err(|e| {
+            Error::aws_call(
+                "S3",
+                "ListObjectVersions",
+                &format!("s3://{bucket}/{prefix}"),
+                &e,
+            )
         })?;
     let mut entries: Vec<(ObjectEntry, bool, Option<aws_smithy_types::DateTime>)> = Vec::new();
     for v in out.versions() {
@@ -1643,11 +1651,7 @@ fn bucket_versioned(reader: &Reader, bucket: &str) -> Result<bool> {
                     return Ok(text.contains("<Status>Enabled</Status>"));
                 }
             }
-            Err(Error::Aws {
-                service: "S3",
-                operation: "GetBucketVersioning",
-                message: format!("{bucket}: {}", describe_sdk(&err)),
-            })
+            Err(Error::aws_call("S3", "GetBucketVersioning", bucket, &err))
         }
     }
 }

@@ -105,6 +105,8 @@ impl Queues {
                     service: "SQS",
                     operation: "SendMessageBatch",
                     message: format!("{} messages still failing after retries", pending.len()),
+                    status: None,
+                    code: None,
                 });
             }
         }
@@ -213,6 +215,28 @@ impl Queues {
 }
 
 impl Queues {
+    /// Messages waiting to be received, delayed ones included (in-flight ones are not).
+    pub async fn waiting(&self, url: &str) -> Result<u64> {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .attribute_names(A::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .map_err(aws("SQS", "GetQueueAttributes"))?;
+        let attrs = out.attributes();
+        let get = |a: A| {
+            attrs
+                .and_then(|m| m.get(&a))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Ok(get(A::ApproximateNumberOfMessages) + get(A::ApproximateNumberOfMessagesDelayed))
+    }
+
     /// Makes a received message visible again after `seconds` (a retry sooner than the queue's
     /// visibility timeout).
     pub async fn release(&self, url: &str, receipt_handle: &str, seconds: i32) -> Result<()> {

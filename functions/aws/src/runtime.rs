@@ -4,8 +4,8 @@
 
 use crate::error::{Error, Result};
 use crate::events::{handle_messages, EventMessage};
-use crate::finalizer::{finalize, Finalized};
-use crate::planner::{advance, sweep};
+use crate::finalizer::{finalize_accounted, Finalized};
+use crate::planner::{advance_accounted, sweep};
 use crate::queue::{ChunkPointer, JobPointer};
 use crate::setup::work_visibility_seconds;
 use crate::worker::{local_deadline, process_chunk};
@@ -139,7 +139,9 @@ async fn planner_loop(
                 for message in messages {
                     if let Ok(pointer) = serde_json::from_str::<JobPointer>(&message.body) {
                         let deadline = Instant::now() + app.config.plan_slice;
-                        if let Err(err) = advance(&app, &pointer.job, deadline).await {
+                        if let Err(err) =
+                            advance_accounted(&app, &pointer.job, deadline, true).await
+                        {
                             stats.errors.fetch_add(1, Ordering::Relaxed);
                             tracing::error!(job_id = %pointer.job, error = %err, "planner failed");
                         }
@@ -192,10 +194,19 @@ async fn worker_loop(app: Arc<App>, stop: watch::Receiver<bool>, stats: Arc<RunS
                     continue;
                 }
             };
-            match process_chunk(&app, &pointer, local_deadline(&app)).await {
+            let run = with_visibility_heartbeat(
+                &app,
+                &message.receipt_handle,
+                visibility,
+                process_chunk(&app, &pointer, local_deadline(&app)),
+            )
+            .await;
+            match run {
                 Ok(run) => {
                     stats.chunks.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(job_id = %pointer.job, seq = pointer.seq, ?run, "chunk done");
+                    // Busy too: the attempt holding the range has its own message, which comes
+                    // back if that attempt dies.
                     let _ = app
                         .queues
                         .delete(&app.queues.work_url, &message.receipt_handle)
@@ -208,6 +219,28 @@ async fn worker_loop(app: Arc<App>, stop: watch::Receiver<bool>, stats: Arc<RunS
                         .queues
                         .release(&app.queues.work_url, &message.receipt_handle, 2)
                         .await;
+                }
+            }
+        }
+    }
+}
+
+/// Runs `work` while extending the message's visibility every third of `visibility` seconds,
+/// so a live runtime keeps its chunk however long it runs and a killed one loses it quickly.
+async fn with_visibility_heartbeat<T>(
+    app: &App,
+    receipt_handle: &str,
+    visibility: i32,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let every = Duration::from_secs((visibility as u64 / 3).max(1));
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = tokio::time::sleep(every) => {
+                if let Err(err) = app.queues.release(&app.queues.work_url, receipt_handle, visibility).await {
+                    tracing::warn!(error = %err, "could not extend the work message's visibility");
                 }
             }
         }
@@ -236,7 +269,7 @@ async fn finalizer_loop(app: Arc<App>, stop: watch::Receiver<bool>, stats: Arc<R
                     .await;
                 continue;
             };
-            match finalize(&app, &pointer.job).await {
+            match finalize_accounted(&app, &pointer.job).await {
                 Ok(Finalized::Waiting { .. }) => {
                     let _ = app
                         .queues

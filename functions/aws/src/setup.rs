@@ -17,9 +17,10 @@ pub struct InitReport {
     pub existing: Vec<String>,
 }
 
-/// Visibility timeout of the local work queue: longer than a local chunk may run.
+/// Visibility timeout of the local work queue. Short, because the local runtime extends it by
+/// heartbeats while a chunk runs: a killed runtime's chunks come back this soon.
 pub fn work_visibility_seconds(config: &Config) -> i32 {
-    (config.local_chunk_deadline.as_secs() as i32).saturating_add(60)
+    config.local_visibility.as_secs().min(43_200) as i32
 }
 
 pub async fn init(clients: &Clients, config: &Config) -> Result<InitReport> {

@@ -3,9 +3,10 @@
 
 use crate::error::{aws, Error, Result};
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use batchops_core::counts::Counters;
+use batchops_core::recovery::{commit_verdict, CommitVerdict, StallWatch};
 use batchops_core::report::TaskStatus;
 use batchops_core::{JobRecord, JobStatus};
 use std::collections::HashMap;
@@ -71,8 +72,26 @@ fn range_sk(seq: u64, first_task: u64) -> String {
     format!("CHUNK#{seq:010}#{first_task:07}")
 }
 
-fn lease_sk(seq: u64, first_task: u64, attempt: &str) -> String {
-    format!("LEASE#{seq:010}#{first_task:07}#{attempt}")
+fn lease_sk(seq: u64, first_task: u64) -> String {
+    format!("LEASE#{seq:010}#{first_task:07}")
+}
+
+/// The job's planning lease: one planner at a time.
+const PLAN_LEASE: &str = "PLANLEASE";
+/// The sweep's record of the job's progress (a [`StallWatch`]).
+const STALL_WATCH: &str = "STALLWATCH";
+
+/// What asking for a range's lease gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RangeLease {
+    /// This attempt holds the range. `attempts` counts every attempt that was ever granted it
+    /// (this one included); `last_error` is what the previous attempt reported, if it failed.
+    Granted {
+        attempts: u64,
+        last_error: Option<String>,
+    },
+    /// Another attempt holds a live lease on the range until `expires_at` (unix seconds).
+    Busy { holder: String, expires_at: u64 },
 }
 
 /// One report shard written by a committed range.
@@ -90,6 +109,8 @@ pub struct RangeCommit {
     pub seq: u64,
     pub first_task: u64,
     pub end_task: u64,
+    /// Tasks in the whole chunk, so a redelivery or the sweep knows what follows this range.
+    pub chunk_tasks: Option<u64>,
     pub counters: Counters,
     pub shards: Vec<ShardRef>,
     /// Backups: the control-bucket key of this range's catalog fragment.
@@ -101,7 +122,22 @@ pub enum CommitOutcome {
     Committed,
     /// Another delivery of the same range committed first; nothing changed.
     AlreadyCommitted,
+    /// The job stopped (cancelled or ended) before the commit: nothing was counted.
+    JobStopped,
+    /// Another attempt took the range's lease over; it will commit the range.
+    LeaseLost,
 }
+
+/// Job statuses in which a range commit may still be counted.
+const COMMITTABLE: [JobStatus; 4] = [
+    JobStatus::Active,
+    JobStatus::Pausing,
+    JobStatus::Cancelling,
+    JobStatus::Failing,
+];
+
+/// Attempts at a range commit that DynamoDB cancels for a conflict or throttling.
+const COMMIT_ATTEMPTS: u32 = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Created {
@@ -123,6 +159,20 @@ fn is_conditional_failure<E: ProvideErrorMetadata>(err: &E) -> bool {
 
 fn transaction_conflict<E: ProvideErrorMetadata>(err: &E) -> bool {
     err.code() == Some("TransactionCanceledException")
+}
+
+/// The cancellation reason codes of a cancelled TransactWriteItems, in item order.
+fn cancellation_codes(
+    err: &aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
+) -> Vec<Option<String>> {
+    match err {
+        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(e) => e
+            .cancellation_reasons()
+            .iter()
+            .map(|r| r.code().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 impl Store {
@@ -402,7 +452,9 @@ impl Store {
     }
 
     /// Marks a range done and adds its counts, in one transaction that succeeds only the first
-    /// time: a redelivered or replayed range changes nothing. Also drops the worker's lease.
+    /// time, only while this attempt holds the range's lease and only while the job still runs:
+    /// a redelivered or replayed range changes nothing, and nothing is counted on a finished job.
+    /// Conflicts and throttling retry the same transaction (on another counter shard).
     pub async fn commit_range(
         &self,
         job_id: &str,
@@ -436,56 +488,176 @@ impl Store {
         if let Some(fragment) = &commit.fragment {
             range_put = range_put.item("fragment", s(fragment.clone()));
         }
+        if let Some(chunk_tasks) = commit.chunk_tasks {
+            range_put = range_put.item("chunk_tasks", n(chunk_tasks));
+        }
         let range_put = range_put
             .build()
             .map_err(aws("DynamoDB", "TransactWriteItems"))?;
-        let shard = commit.seq % self.counter_shards as u64;
-        let counter_add = Update::builder()
+        let lease_release = Update::builder()
             .table_name(&self.table)
             .key("pk", s(job_pk(job_id)))
-            .key("sk", s(format!("COUNT#{shard:04}")))
-            .update_expression("ADD succeeded :s, failed :f, bytes :b, ranges :one")
-            .expression_attribute_values(":s", n(commit.counters.succeeded))
-            .expression_attribute_values(":f", n(commit.counters.failed))
-            .expression_attribute_values(":b", n(commit.counters.bytes))
-            .expression_attribute_values(":one", n(1))
+            .key("sk", s(lease_sk(commit.seq, commit.first_task)))
+            .update_expression("SET expires_at = :zero")
+            .condition_expression("attempt = :me")
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":me", s(lease_attempt))
             .build()
             .map_err(aws("DynamoDB", "TransactWriteItems"))?;
-        let lease_delete = Delete::builder()
+        let mut job_running = aws_sdk_dynamodb::types::ConditionCheck::builder()
             .table_name(&self.table)
             .key("pk", s(job_pk(job_id)))
-            .key(
-                "sk",
-                s(lease_sk(commit.seq, commit.first_task, lease_attempt)),
-            )
+            .key("sk", s(META))
+            .expression_attribute_names("#status", "status");
+        let mut names = Vec::new();
+        for (i, status) in COMMITTABLE.iter().enumerate() {
+            let name = format!(":st{i}");
+            job_running = job_running.expression_attribute_values(&name, s(status.as_str()));
+            names.push(name);
+        }
+        let job_running = job_running
+            .condition_expression(format!("#status IN ({})", names.join(", ")))
             .build()
             .map_err(aws("DynamoDB", "TransactWriteItems"))?;
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(range_put).build())
-            .transact_items(TransactWriteItem::builder().update(counter_add).build())
-            .transact_items(TransactWriteItem::builder().delete(lease_delete).build())
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(CommitOutcome::Committed),
-            Err(err) if err.as_service_error().is_some_and(transaction_conflict) => {
-                // Cancelled: either our condition failed (committed before) or a transient
-                // conflict. Tell them apart by looking.
-                if self
-                    .range_committed(job_id, commit.seq, commit.first_task)
-                    .await?
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            // A random shard per attempt: neighbours committing at once rarely meet, and a retry
+            // after a conflict goes elsewhere.
+            let shard = rand::random_range(0..self.counter_shards as u64);
+            let counter_add = Update::builder()
+                .table_name(&self.table)
+                .key("pk", s(job_pk(job_id)))
+                .key("sk", s(format!("COUNT#{shard:04}")))
+                .update_expression("ADD succeeded :s, failed :f, bytes :b, ranges :one")
+                .expression_attribute_values(":s", n(commit.counters.succeeded))
+                .expression_attribute_values(":f", n(commit.counters.failed))
+                .expression_attribute_values(":b", n(commit.counters.bytes))
+                .expression_attribute_values(":one", n(1))
+                .build()
+                .map_err(aws("DynamoDB", "TransactWriteItems"))?;
+            // Item order is COMMIT_PARTS: range, counter, lease, job.
+            let result = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().put(range_put.clone()).build())
+                .transact_items(TransactWriteItem::builder().update(counter_add).build())
+                .transact_items(
+                    TransactWriteItem::builder()
+                        .update(lease_release.clone())
+                        .build(),
+                )
+                .transact_items(
+                    TransactWriteItem::builder()
+                        .condition_check(job_running.clone())
+                        .build(),
+                )
+                .send()
+                .await;
+            let err = match result {
+                Ok(_) => return Ok(CommitOutcome::Committed),
+                Err(err) => err,
+            };
+            let codes = err
+                .as_service_error()
+                .map(cancellation_codes)
+                .unwrap_or_default();
+            let codes: Vec<Option<&str>> = codes.iter().map(|c| c.as_deref()).collect();
+            let transient =
+                crate::error::Error::aws_call("DynamoDB", "TransactWriteItems", "", &err).class()
+                    == batchops_core::backoff::ErrorClass::Transient;
+            let verdict = match commit_verdict(&codes) {
+                CommitVerdict::Unknown if transient => CommitVerdict::Retry,
+                CommitVerdict::Unknown
+                    if err.as_service_error().is_some_and(transaction_conflict) =>
                 {
-                    self.drop_lease(job_id, commit.seq, commit.first_task, lease_attempt)
-                        .await?;
-                    Ok(CommitOutcome::AlreadyCommitted)
-                } else {
-                    Err(aws("DynamoDB", "TransactWriteItems")(err))
+                    // No reasons given: tell the cases apart by looking.
+                    if self
+                        .range_committed(job_id, commit.seq, commit.first_task)
+                        .await?
+                    {
+                        CommitVerdict::AlreadyCommitted
+                    } else if !COMMITTABLE.contains(&self.get_job(job_id).await?.status) {
+                        CommitVerdict::JobStopped
+                    } else {
+                        CommitVerdict::Retry
+                    }
+                }
+                verdict => verdict,
+            };
+            match verdict {
+                CommitVerdict::AlreadyCommitted => {
+                    self.release_range_lease(
+                        job_id,
+                        commit.seq,
+                        commit.first_task,
+                        lease_attempt,
+                        None,
+                    )
+                    .await?;
+                    return Ok(CommitOutcome::AlreadyCommitted);
+                }
+                CommitVerdict::JobStopped => {
+                    self.release_range_lease(
+                        job_id,
+                        commit.seq,
+                        commit.first_task,
+                        lease_attempt,
+                        None,
+                    )
+                    .await?;
+                    return Ok(CommitOutcome::JobStopped);
+                }
+                CommitVerdict::LeaseLost => return Ok(CommitOutcome::LeaseLost),
+                CommitVerdict::Retry if attempt < COMMIT_ATTEMPTS => {
+                    let backoff = batchops_core::backoff::RetryPolicy {
+                        max_attempts: COMMIT_ATTEMPTS,
+                        base: std::time::Duration::from_millis(25),
+                        cap: std::time::Duration::from_secs(2),
+                    }
+                    .delay(attempt, rand::random::<f64>());
+                    tracing::debug!(
+                        job_id,
+                        seq = commit.seq,
+                        attempt,
+                        ?codes,
+                        "range commit conflicted; retrying"
+                    );
+                    tokio::time::sleep(backoff).await;
+                }
+                CommitVerdict::Retry | CommitVerdict::Unknown => {
+                    return Err(aws("DynamoDB", "TransactWriteItems")(err))
                 }
             }
-            Err(err) => Err(aws("DynamoDB", "TransactWriteItems")(err)),
         }
+    }
+
+    /// Where the committed range starting at (seq, first_task) ends, and how many tasks its
+    /// chunk has (when recorded). None when that range is not committed.
+    pub async fn committed_range_end(
+        &self,
+        job_id: &str,
+        seq: u64,
+        first_task: u64,
+    ) -> Result<Option<(u64, Option<u64>)>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s(range_sk(seq, first_task)))
+            .consistent_read(true)
+            .projection_expression("end_task, chunk_tasks")
+            .send()
+            .await
+            .map_err(aws("DynamoDB", "GetItem"))?;
+        Ok(out.item().map(|item| {
+            (
+                get_n(item, "end_task"),
+                item.contains_key("chunk_tasks")
+                    .then(|| get_n(item, "chunk_tasks")),
+            )
+        }))
     }
 
     /// Every committed range of the job, in chunk order.
@@ -523,48 +695,199 @@ impl Store {
                 },
                 shards,
                 fragment: get_s(&item, "fragment").map(str::to_string),
+                chunk_tasks: item
+                    .contains_key("chunk_tasks")
+                    .then(|| get_n(&item, "chunk_tasks")),
             });
         }
         Ok(ranges)
     }
 
-    /// A worker announces it is running a range until `expires_at` (unix seconds), so a
-    /// cancelled job is not closed while tasks are still writing.
-    pub async fn put_lease(
+    /// Asks for the lease on a task range until `expires_at` (unix seconds): granted when
+    /// nobody holds it, its holder's lease has expired, or this attempt holds it already. A
+    /// granted lease counts one more attempt at the range. While it lives, a cancelled job is not
+    /// closed and a duplicate delivery of the range backs off.
+    pub async fn acquire_range_lease(
         &self,
         job_id: &str,
         seq: u64,
         first_task: u64,
         attempt: &str,
         expires_at: u64,
-    ) -> Result<()> {
-        self.client
-            .put_item()
+        now: u64,
+    ) -> Result<RangeLease> {
+        let result = self
+            .client
+            .update_item()
             .table_name(&self.table)
-            .item("pk", s(job_pk(job_id)))
-            .item("sk", s(lease_sk(seq, first_task, attempt)))
-            .item("expires_at", n(expires_at))
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s(lease_sk(seq, first_task)))
+            .update_expression("SET attempt = :me, expires_at = :until ADD attempts :one")
+            .condition_expression("attribute_not_exists(pk) OR expires_at <= :now OR attempt = :me")
+            .expression_attribute_values(":me", s(attempt))
+            .expression_attribute_values(":until", n(expires_at))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":one", n(1))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
-            .await
-            .map_err(aws("DynamoDB", "PutItem"))?;
-        Ok(())
+            .await;
+        match result {
+            Ok(out) => {
+                let item = out.attributes().cloned().unwrap_or_default();
+                Ok(RangeLease::Granted {
+                    attempts: get_n(&item, "attempts").max(1),
+                    last_error: get_s(&item, "last_error").map(str::to_string),
+                })
+            }
+            Err(err) if err.as_service_error().is_some_and(is_conditional_failure) => {
+                let out = self
+                    .client
+                    .get_item()
+                    .table_name(&self.table)
+                    .key("pk", s(job_pk(job_id)))
+                    .key("sk", s(lease_sk(seq, first_task)))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .map_err(aws("DynamoDB", "GetItem"))?;
+                let item = out.item().cloned().unwrap_or_default();
+                Ok(RangeLease::Busy {
+                    holder: get_s(&item, "attempt").unwrap_or_default().to_string(),
+                    expires_at: get_n(&item, "expires_at"),
+                })
+            }
+            Err(err) => Err(aws("DynamoDB", "UpdateItem")(err)),
+        }
     }
 
-    pub async fn drop_lease(
+    /// Extends this attempt's lease; false when another attempt has taken it over.
+    pub async fn renew_range_lease(
         &self,
         job_id: &str,
         seq: u64,
         first_task: u64,
         attempt: &str,
+        expires_at: u64,
+    ) -> Result<bool> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s(lease_sk(seq, first_task)))
+            .update_expression("SET expires_at = :until")
+            .condition_expression("attempt = :me")
+            .expression_attribute_values(":me", s(attempt))
+            .expression_attribute_values(":until", n(expires_at))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if err.as_service_error().is_some_and(is_conditional_failure) => Ok(false),
+            Err(err) => Err(aws("DynamoDB", "UpdateItem")(err)),
+        }
+    }
+
+    /// Gives the range's lease up (if this attempt still holds it), recording why the attempt
+    /// failed so the attempt that gives up on the range can say.
+    pub async fn release_range_lease(
+        &self,
+        job_id: &str,
+        seq: u64,
+        first_task: u64,
+        attempt: &str,
+        error: Option<&str>,
     ) -> Result<()> {
-        self.client
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s(lease_sk(seq, first_task)))
+            .condition_expression("attempt = :me")
+            .expression_attribute_values(":me", s(attempt))
+            .expression_attribute_values(":zero", n(0));
+        request = match error {
+            Some(error) => request
+                .update_expression("SET expires_at = :zero, last_error = :error")
+                .expression_attribute_values(":error", s(error)),
+            None => request.update_expression("SET expires_at = :zero"),
+        };
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(err) if err.as_service_error().is_some_and(is_conditional_failure) => Ok(()),
+            Err(err) => Err(aws("DynamoDB", "UpdateItem")(err)),
+        }
+    }
+
+    /// Takes the job's planning lease until `expires_at` for `holder`: false when another
+    /// planner holds a live one.
+    pub async fn acquire_plan_lease(
+        &self,
+        job_id: &str,
+        holder: &str,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<bool> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(job_pk(job_id)))
+            .item("sk", s(PLAN_LEASE))
+            .item("holder", s(holder))
+            .item("expires_at", n(expires_at))
+            .condition_expression("attribute_not_exists(pk) OR expires_at <= :now OR holder = :me")
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":me", s(holder))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if err.as_service_error().is_some_and(is_conditional_failure) => Ok(false),
+            Err(err) => Err(aws("DynamoDB", "PutItem")(err)),
+        }
+    }
+
+    /// Gives the planning lease up, if `holder` still has it.
+    pub async fn release_plan_lease(&self, job_id: &str, holder: &str) -> Result<()> {
+        let result = self
+            .client
             .delete_item()
             .table_name(&self.table)
             .key("pk", s(job_pk(job_id)))
-            .key("sk", s(lease_sk(seq, first_task, attempt)))
+            .key("sk", s(PLAN_LEASE))
+            .condition_expression("holder = :me")
+            .expression_attribute_values(":me", s(holder))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if err.as_service_error().is_some_and(is_conditional_failure) => Ok(()),
+            Err(err) => Err(aws("DynamoDB", "DeleteItem")(err)),
+        }
+    }
+
+    /// The sweep's last look at the job's progress.
+    pub async fn stall_watch(&self, job_id: &str) -> Result<Option<StallWatch>> {
+        Ok(self
+            .get_doc::<StallWatch>(&job_pk(job_id), STALL_WATCH)
+            .await?
+            .map(|(watch, _)| watch))
+    }
+
+    /// Records the sweep's look (last writer wins: only the sweep writes it).
+    pub async fn put_stall_watch(&self, job_id: &str, watch: &StallWatch) -> Result<()> {
+        let body = serde_json::to_string(watch).map_err(|e| Error::Data(e.to_string()))?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(job_pk(job_id)))
+            .item("sk", s(STALL_WATCH))
+            .item("doc", s(body))
             .send()
             .await
-            .map_err(aws("DynamoDB", "DeleteItem"))?;
+            .map_err(aws("DynamoDB", "PutItem"))?;
         Ok(())
     }
 

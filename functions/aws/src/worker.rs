@@ -10,13 +10,14 @@ use crate::copy::{Copier, TaskResult};
 use crate::error::{Error, Result};
 use crate::objects::{delete_object, get_bytes, put_bytes};
 use crate::queue::ChunkPointer;
-use crate::store::{CommitOutcome, RangeCommit, ShardRef};
+use crate::store::{CommitOutcome, RangeCommit, RangeLease, ShardRef};
 use crate::{now, App};
+use batchops_core::backoff::ErrorClass;
 use batchops_core::chunk::{chunk_key, parse_chunk, ChunkTask};
 use batchops_core::counts::Counters;
 use batchops_core::report::{result_shard_key, TaskOutcome, TaskStatus};
 use batchops_core::request::ManifestSource;
-use batchops_core::JobStatus;
+use batchops_core::{JobRecord, JobStatus};
 use futures::StreamExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,10 +30,40 @@ pub enum ChunkRun {
         tasks: u64,
         requeued_from: Option<u64>,
     },
-    /// Another delivery had already committed this range; nothing changed.
+    /// Another delivery had already committed this range; nothing changed (except that a
+    /// successor pointer the first delivery owed is sent again).
     AlreadyCommitted,
     /// The job is gone, stopping or finished: the pointer is dropped.
     Skipped(String),
+    /// Another attempt holds a live lease on this range: it runs the tasks; this delivery must
+    /// come back later (if that attempt dies, its lease expires and a later delivery runs them).
+    Busy { holder: String, expires_at: u64 },
+    /// The range was tried too often: its tasks are failed in the report so the job can end.
+    GaveUp { tasks: u64, attempts: u64 },
+}
+
+/// What one attempt of a range produced before committing: outcomes of tasks `first..end`.
+struct RangeWork {
+    end_task: u64,
+    chunk_tasks: u64,
+    outcomes: Vec<TaskOutcome>,
+    /// Backup runs: per task in the range, the destination version written (None: failed).
+    fragment: Option<String>,
+    /// The job began stopping while tasks ran: no successor is sent.
+    job_stopping: bool,
+}
+
+fn unix_secs(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Until when a lease taken or renewed now lasts: a short term renewed while tasks run, never
+/// past the invocation's own end.
+fn lease_until(app: &App, deadline: SystemTime) -> u64 {
+    let short = unix_secs(SystemTime::now() + app.config.lease_duration);
+    short.min(unix_secs(deadline) + 5)
 }
 
 /// Runs one chunk pointer. `deadline` is when this invocation must have returned.
@@ -42,38 +73,148 @@ pub async fn process_chunk(
     deadline: SystemTime,
 ) -> Result<ChunkRun> {
     let attempt = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
-    let lease_until = deadline
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-        + 5;
-    app.store
-        .put_lease(
+    let grant = app
+        .store
+        .acquire_range_lease(
             &pointer.job,
             pointer.seq,
             pointer.first_task,
             &attempt,
-            lease_until,
+            lease_until(app, deadline),
+            crate::unix_now(),
         )
         .await?;
-    let result = run_leased(app, pointer, deadline, &attempt).await;
-    let committed = matches!(
-        result,
-        Ok(ChunkRun::Committed { .. }) | Ok(ChunkRun::AlreadyCommitted)
-    );
-    if !committed {
-        if let Err(err) = app
-            .store
-            .drop_lease(&pointer.job, pointer.seq, pointer.first_task, &attempt)
-            .await
+    let (attempts, last_error) = match grant {
+        RangeLease::Busy { holder, expires_at } => {
+            tracing::info!(job_id = %pointer.job, seq = pointer.seq, first_task = pointer.first_task, holder, expires_at, "range is leased by another attempt; backing off");
+            return Ok(ChunkRun::Busy { holder, expires_at });
+        }
+        RangeLease::Granted {
+            attempts,
+            last_error,
+        } => (attempts, last_error),
+    };
+    let max = app.config.max_deliveries;
+    let result = if attempts > max {
+        let why = last_error
+            .unwrap_or_else(|| "every attempt ended without a word (killed or timed out)".into());
+        give_up(app, pointer, &attempt, attempts - 1, &why).await
+    } else {
+        match run_leased(app, pointer, deadline, &attempt).await {
+            // The last allowed attempt failed too: give up now, with its error.
+            Err(err) if attempts >= max => {
+                tracing::warn!(job_id = %pointer.job, seq = pointer.seq, attempts, error = %err, "range failed on its last attempt");
+                give_up(app, pointer, &attempt, attempts, &err.to_string()).await
+            }
+            result => result,
+        }
+    };
+    let result = match result {
+        // Not even the failed rows could be written (the report bucket refuses them, say): the
+        // job cannot account for these tasks, so it fails, saying why, instead of waiting.
+        Err(err)
+            if attempts > max + 2 || (attempts >= max && err.class() == ErrorClass::Permanent) =>
         {
-            tracing::warn!(job_id = %pointer.job, seq = pointer.seq, error = %err, "could not drop lease; it expires on its own");
+            crate::planner::fail_job(
+                app,
+                &pointer.job,
+                &err.failure_code("InternalError"),
+                format!(
+                    "chunk {} from task {}: could not run or fail its tasks after {attempts} attempts: {err}",
+                    pointer.seq, pointer.first_task
+                ),
+            )
+            .await?;
+            Ok(ChunkRun::Skipped(format!("job failed: {err}")))
+        }
+        result => result,
+    };
+    match &result {
+        Ok(ChunkRun::Committed { .. }) | Ok(ChunkRun::GaveUp { .. }) => {
+            check_progress(app, &pointer.job).await?;
+        }
+        Ok(ChunkRun::AlreadyCommitted) | Ok(ChunkRun::Busy { .. }) => {}
+        Ok(ChunkRun::Skipped(_)) | Err(_) => {
+            let error = result.as_ref().err().map(|e| e.to_string());
+            if let Err(err) = app
+                .store
+                .release_range_lease(
+                    &pointer.job,
+                    pointer.seq,
+                    pointer.first_task,
+                    &attempt,
+                    error.as_deref(),
+                )
+                .await
+            {
+                tracing::warn!(job_id = %pointer.job, seq = pointer.seq, error = %err, "could not release lease; it expires on its own");
+            }
         }
     }
-    if let Ok(ChunkRun::Committed { .. }) = &result {
-        check_progress(app, &pointer.job).await?;
-    }
     result
+}
+
+/// Reads and parses a chunk file.
+async fn read_chunk(app: &App, pointer: &ChunkPointer) -> Result<Vec<ChunkTask>> {
+    let body = get_bytes(
+        &app.s3,
+        &app.config.control_bucket,
+        &chunk_key(&pointer.job, pointer.seq),
+    )
+    .await?;
+    let text = String::from_utf8(body).map_err(|_| {
+        Error::Data(format!(
+            "chunk {} of job {} is not UTF-8",
+            pointer.seq, pointer.job
+        ))
+    })?;
+    parse_chunk(&text)
+        .map_err(|e| Error::Data(format!("chunk {} of job {}: {e}", pointer.seq, pointer.job)))
+}
+
+/// A redelivered pointer whose range is committed: the first delivery may have died between
+/// its commit and sending the pointer for the rest of the chunk. Follows the chain of committed
+/// ranges and sends the pointer for the first task none covers (a duplicate is harmless: it
+/// finds the range leased or committed).
+async fn resend_owed_successor(app: &App, pointer: &ChunkPointer) -> Result<Option<u64>> {
+    let mut at = pointer.first_task;
+    let mut chunk_tasks = None;
+    // Each step moves forward within one chunk; bounded by its task count.
+    for _ in 0..=app.config.chunk_size {
+        match app
+            .store
+            .committed_range_end(&pointer.job, pointer.seq, at)
+            .await?
+        {
+            Some((end, tasks)) if end > at => {
+                chunk_tasks = tasks.or(chunk_tasks);
+                if chunk_tasks.is_some_and(|n| end >= n) {
+                    return Ok(None);
+                }
+                at = end;
+            }
+            _ => break,
+        }
+    }
+    if at == pointer.first_task {
+        return Ok(None);
+    }
+    let chunk_tasks = match chunk_tasks {
+        Some(n) => n,
+        // Ranges committed before chunk sizes were recorded: count the chunk's tasks.
+        None => read_chunk(app, pointer).await?.len() as u64,
+    };
+    if at >= chunk_tasks {
+        return Ok(None);
+    }
+    let next = ChunkPointer {
+        job: pointer.job.clone(),
+        seq: pointer.seq,
+        first_task: at,
+    };
+    tracing::info!(job_id = %pointer.job, seq = pointer.seq, first_task = at, "re-sending the successor pointer a committed range owed");
+    app.queues.send_chunk(&next).await?;
+    Ok(Some(at))
 }
 
 async fn run_leased(
@@ -97,22 +238,10 @@ async fn run_leased(
         .range_committed(&pointer.job, pointer.seq, pointer.first_task)
         .await?
     {
+        resend_owed_successor(app, pointer).await?;
         return Ok(ChunkRun::AlreadyCommitted);
     }
-    let body = get_bytes(
-        &app.s3,
-        &app.config.control_bucket,
-        &chunk_key(&pointer.job, pointer.seq),
-    )
-    .await?;
-    let text = String::from_utf8(body).map_err(|_| {
-        Error::Data(format!(
-            "chunk {} of job {} is not UTF-8",
-            pointer.seq, pointer.job
-        ))
-    })?;
-    let tasks = parse_chunk(&text)
-        .map_err(|e| Error::Data(format!("chunk {} of job {}: {e}", pointer.seq, pointer.job)))?;
+    let tasks = read_chunk(app, pointer).await?;
     let first = pointer.first_task as usize;
     if first >= tasks.len() {
         return Ok(ChunkRun::Skipped(format!(
@@ -126,7 +255,9 @@ async fn run_leased(
     let finished = Arc::new(AtomicBool::new(false));
     let watcher = tokio::spawn(watch_status(
         app.clone(),
-        pointer.job.clone(),
+        pointer.clone(),
+        attempt.to_string(),
+        deadline,
         stop.clone(),
         finished.clone(),
     ));
@@ -142,19 +273,21 @@ async fn run_leased(
     let copier = &copier;
     let stop_flag = &stop;
     let tasks_ref = &tasks;
+    let may_start =
+        move || !stop_flag.load(Ordering::Relaxed) && SystemTime::now() < stop_starting_at;
     // Consecutive tasks on the same key run one after another, in manifest order (a backup of
-    // all versions must write them oldest first); everything else runs concurrently. Items are
-    // plain index ranges: futures holding borrowed items trip the Send check of spawn.
+    // all versions must write them oldest first); everything else runs concurrently. Every task,
+    // inside a unit too, starts only while there is time left and the job runs. Items are plain
+    // index ranges: futures holding borrowed items trip the Send check of spawn.
     let units = same_key_runs(&tasks, first);
     let mut results: Vec<(usize, TaskResult)> = futures::stream::iter(units)
-        .take_while(|_| {
-            futures::future::ready(
-                !stop_flag.load(Ordering::Relaxed) && SystemTime::now() < stop_starting_at,
-            )
-        })
+        .take_while(|_| futures::future::ready(may_start()))
         .map(|unit| async move {
             let mut done = Vec::with_capacity(unit.len());
             for index in unit {
+                if !done.is_empty() && !may_start() {
+                    break;
+                }
                 done.push((index, copier.run(&tasks_ref[index]).await));
             }
             done
@@ -166,6 +299,14 @@ async fn run_leased(
     finished.store(true, Ordering::Relaxed);
     watcher.abort();
     results.sort_by_key(|(index, _)| *index);
+    // The range committed is the unbroken run of tasks from `first`: a unit cut short leaves a
+    // gap, and tasks after the gap run again with the successor (counted once, there).
+    let contiguous = results
+        .iter()
+        .enumerate()
+        .take_while(|(i, (index, _))| *index == first + i)
+        .count();
+    results.truncate(contiguous);
     let job_stopping = stop.load(Ordering::Relaxed);
     let started = results.len() as u64;
     if started == 0 {
@@ -181,9 +322,7 @@ async fn run_leased(
         };
     }
     let fragment = match &job.spec.manifest {
-        ManifestSource::Backup(_) => {
-            Some(write_fragment(app, pointer, attempt, &tasks, &results).await?)
-        }
+        ManifestSource::Backup(_) => Some(fragment_body(&tasks, &results)),
         _ => None,
     };
     let outcomes: Vec<TaskOutcome> = results
@@ -193,11 +332,43 @@ async fn run_leased(
             TaskResult::Abandoned => None,
         })
         .collect();
+    let work = RangeWork {
+        end_task: pointer.first_task + started,
+        chunk_tasks: tasks.len() as u64,
+        outcomes,
+        fragment,
+        job_stopping,
+    };
+    let tasks_run = work.outcomes.len() as u64;
+    let requeued_from = match commit_work(app, &job, pointer, attempt, work).await? {
+        Some(committed) => committed,
+        None => return Ok(ChunkRun::AlreadyCommitted),
+    };
+    Ok(ChunkRun::Committed {
+        tasks: tasks_run,
+        requeued_from,
+    })
+}
+
+/// Writes a range's report shards and catalog fragment, commits it, and sends the pointer for
+/// the rest of the chunk. Some(successor sent) when this attempt committed; None when another
+/// delivery had (its own files are removed) or the job stopped first.
+async fn commit_work(
+    app: &App,
+    job: &JobRecord,
+    pointer: &ChunkPointer,
+    attempt: &str,
+    work: RangeWork,
+) -> Result<Option<Option<u64>>> {
+    let fragment = match work.fragment {
+        Some(body) => Some(write_fragment(app, pointer, attempt, body).await?),
+        None => None,
+    };
     let mut counters = Counters {
         ranges: 1,
         ..Default::default()
     };
-    for outcome in &outcomes {
+    for outcome in &work.outcomes {
         match outcome.status {
             TaskStatus::Succeeded => counters.succeeded += 1,
             TaskStatus::Failed => counters.failed += 1,
@@ -210,14 +381,14 @@ async fn run_leased(
         pointer,
         attempt,
         &job.spec.report,
-        &outcomes,
+        &work.outcomes,
     )
     .await?;
-    let end_task = pointer.first_task + started;
     let commit = RangeCommit {
         seq: pointer.seq,
         first_task: pointer.first_task,
-        end_task,
+        end_task: work.end_task,
+        chunk_tasks: Some(work.chunk_tasks),
         counters,
         shards,
         fragment,
@@ -227,44 +398,136 @@ async fn run_leased(
         .commit_range(&pointer.job, &commit, attempt)
         .await?
     {
-        CommitOutcome::AlreadyCommitted => {
-            for shard in &commit.shards {
-                if let Err(err) = delete_object(&app.s3, &shard.bucket, &shard.key).await {
-                    tracing::warn!(key = %shard.key, error = %err, "could not delete the losing attempt's report shard");
+        outcome @ (CommitOutcome::AlreadyCommitted
+        | CommitOutcome::JobStopped
+        | CommitOutcome::LeaseLost) => {
+            tracing::info!(job_id = %pointer.job, seq = pointer.seq, first_task = pointer.first_task, ?outcome, "range not committed by this attempt; removing its files");
+            let files = commit
+                .shards
+                .iter()
+                .map(|shard| (shard.bucket.as_str(), shard.key.as_str()))
+                .chain(
+                    commit
+                        .fragment
+                        .iter()
+                        .map(|key| (app.config.control_bucket.as_str(), key.as_str())),
+                );
+            for (bucket, key) in files {
+                if let Err(err) = delete_object(&app.s3, bucket, key).await {
+                    tracing::warn!(key, error = %err, "could not delete the losing attempt's file");
                 }
             }
-            Ok(ChunkRun::AlreadyCommitted)
+            if outcome == CommitOutcome::AlreadyCommitted {
+                resend_owed_successor(app, pointer).await?;
+            }
+            Ok(None)
         }
         CommitOutcome::Committed => {
-            let remaining = (tasks.len() as u64).saturating_sub(end_task);
-            let requeued_from = if remaining > 0 && !job_stopping {
+            let remaining = work.chunk_tasks.saturating_sub(work.end_task);
+            let requeued_from = if remaining > 0 && !work.job_stopping {
                 let next = ChunkPointer {
                     job: pointer.job.clone(),
                     seq: pointer.seq,
-                    first_task: end_task,
+                    first_task: work.end_task,
                 };
                 app.queues.send_chunk(&next).await?;
-                Some(end_task)
+                Some(work.end_task)
             } else {
                 None
             };
-            Ok(ChunkRun::Committed {
-                tasks: outcomes.len() as u64,
-                requeued_from,
-            })
+            Ok(Some(requeued_from))
         }
+    }
+}
+
+/// The range was attempted `attempts` times without a commit: fail its tasks in the report
+/// (naming the last error) and commit them, so the job can end. The DLQ keeps the pointer for
+/// inspection; the job does not wait for it.
+async fn give_up(
+    app: &App,
+    pointer: &ChunkPointer,
+    attempt: &str,
+    attempts: u64,
+    last_error: &str,
+) -> Result<ChunkRun> {
+    let job = match app.store.get_job(&pointer.job).await {
+        Ok(job) => job,
+        Err(Error::JobNotFound(id)) => {
+            return Ok(ChunkRun::Skipped(format!("job {id} does not exist")))
+        }
+        Err(err) => return Err(err),
+    };
+    if job.status != JobStatus::Active {
+        return Ok(ChunkRun::Skipped(format!("job is {}", job.status)));
+    }
+    if app
+        .store
+        .range_committed(&pointer.job, pointer.seq, pointer.first_task)
+        .await?
+    {
+        resend_owed_successor(app, pointer).await?;
+        return Ok(ChunkRun::AlreadyCommitted);
+    }
+    let tasks = match read_chunk(app, pointer).await {
+        Ok(tasks) => tasks,
+        Err(err) => {
+            // Without the chunk there are no rows to write: the job cannot account for its tasks.
+            crate::planner::fail_job(
+                app,
+                &pointer.job,
+                "ChunkUnreadable",
+                format!(
+                    "chunk {} could not be read after {attempts} deliveries: {err}",
+                    pointer.seq
+                ),
+            )
+            .await?;
+            return Ok(ChunkRun::Skipped(format!("chunk unreadable: {err}")));
+        }
+    };
+    let first = (pointer.first_task as usize).min(tasks.len());
+    let message = format!("gave up after {attempts} deliveries: {last_error}");
+    tracing::error!(job_id = %pointer.job, seq = pointer.seq, first_task = first, message, "failing the range's tasks");
+    let outcomes: Vec<TaskOutcome> = tasks[first..]
+        .iter()
+        .map(|task| task.failed_outcome(500, "InternalError", message.clone()))
+        .collect();
+    let failed: Vec<(usize, TaskResult)> = (first..tasks.len())
+        .map(|index| {
+            (
+                index,
+                TaskResult::Done(tasks[index].failed_outcome(
+                    500,
+                    "InternalError",
+                    message.clone(),
+                )),
+            )
+        })
+        .collect();
+    let fragment = match &job.spec.manifest {
+        ManifestSource::Backup(_) => Some(fragment_body(&tasks, &failed)),
+        _ => None,
+    };
+    let count = outcomes.len() as u64;
+    let work = RangeWork {
+        end_task: tasks.len() as u64,
+        chunk_tasks: tasks.len() as u64,
+        outcomes,
+        fragment,
+        job_stopping: false,
+    };
+    match commit_work(app, &job, pointer, attempt, work).await? {
+        Some(_) => Ok(ChunkRun::GaveUp {
+            tasks: count,
+            attempts,
+        }),
+        None => Ok(ChunkRun::AlreadyCommitted),
     }
 }
 
 /// Backups: the destination version of every copy in this range, in task order (`S <version>`
 /// for a copy made, `F` for one that failed), so the finalizer can complete the snapshot.
-async fn write_fragment(
-    app: &App,
-    pointer: &ChunkPointer,
-    attempt: &str,
-    tasks: &[ChunkTask],
-    results: &[(usize, TaskResult)],
-) -> Result<String> {
+fn fragment_body(tasks: &[ChunkTask], results: &[(usize, TaskResult)]) -> String {
     let mut body = String::new();
     for (index, result) in results {
         if !matches!(tasks.get(*index), Some(ChunkTask::Object { .. })) {
@@ -279,6 +542,15 @@ async fn write_fragment(
             _ => body.push_str("F\n"),
         }
     }
+    body
+}
+
+async fn write_fragment(
+    app: &App,
+    pointer: &ChunkPointer,
+    attempt: &str,
+    body: String,
+) -> Result<String> {
     let key = format!(
         "jobs/{}/fragments/{:010}-{:07}-{attempt}",
         pointer.job, pointer.seq, pointer.first_task
@@ -317,15 +589,51 @@ fn same_key_runs(tasks: &[ChunkTask], first: usize) -> Vec<std::ops::Range<usize
     runs
 }
 
-/// Re-reads the job's status while tasks run; raises `stop` when it is cancelled or failing.
-async fn watch_status(app: App, job_id: String, stop: Arc<AtomicBool>, finished: Arc<AtomicBool>) {
+/// While tasks run: re-reads the job's status (raising `stop` when it is cancelled or failing)
+/// and renews the range's lease (raising `stop` when another attempt took it over).
+async fn watch_status(
+    app: App,
+    pointer: ChunkPointer,
+    attempt: String,
+    deadline: SystemTime,
+    stop: Arc<AtomicBool>,
+    finished: Arc<AtomicBool>,
+) {
+    let job_id = pointer.job.as_str();
     let interval = app
         .config
         .status_check_interval
         .max(Duration::from_millis(10));
+    let renew_every = (app.config.lease_duration / 3).max(Duration::from_millis(10));
+    let mut renewed = std::time::Instant::now();
     while !finished.load(Ordering::Relaxed) {
-        tokio::time::sleep(interval).await;
-        match app.store.get_job(&job_id).await {
+        tokio::time::sleep(interval.min(renew_every)).await;
+        if renewed.elapsed() >= renew_every {
+            match app
+                .store
+                .renew_range_lease(
+                    job_id,
+                    pointer.seq,
+                    pointer.first_task,
+                    &attempt,
+                    lease_until(&app, deadline),
+                )
+                .await
+            {
+                Ok(true) => renewed = std::time::Instant::now(),
+                Ok(false) => {
+                    tracing::warn!(
+                        job_id,
+                        seq = pointer.seq,
+                        "another attempt took this range's lease over: no new tasks start"
+                    );
+                    stop.store(true, Ordering::Relaxed);
+                    return;
+                }
+                Err(err) => tracing::warn!(job_id, error = %err, "could not renew the range lease"),
+            }
+        }
+        match app.store.get_job(job_id).await {
             Ok(job) if job.status.is_stopping() => {
                 tracing::info!(job_id, status = %job.status, "job stopping: no new tasks start");
                 stop.store(true, Ordering::Relaxed);

@@ -36,6 +36,36 @@ pub enum ChunkTask {
 }
 
 impl ChunkTask {
+    /// A failed report row for this task (a task batchops gave up on without an S3 answer).
+    pub fn failed_outcome(
+        &self,
+        http_status: u16,
+        error_code: &str,
+        message: String,
+    ) -> crate::report::TaskOutcome {
+        let (bucket, key_encoded, version_id) = match self {
+            ChunkTask::Object { object, .. }
+            | ChunkTask::Restore { object, .. }
+            | ChunkTask::Delete { object, .. } => (
+                object.bucket.clone(),
+                encode_key(&object.key),
+                object.version_id.clone(),
+            ),
+            ChunkTask::Malformed(m) => (m.bucket.clone(), m.key_encoded.clone(), None),
+        };
+        crate::report::TaskOutcome {
+            bucket,
+            key_encoded,
+            version_id,
+            status: crate::report::TaskStatus::Failed,
+            http_status,
+            error_code: Some(error_code.to_string()),
+            message,
+            bytes: 0,
+            dest_version: None,
+        }
+    }
+
     /// Appends this task's line to a chunk file body.
     pub fn write_line(&self, out: &mut String) {
         use std::fmt::Write;

@@ -55,6 +55,13 @@ pub struct JobRecord {
     /// The terminal status event has been sent (see `BATCHOPS_EVENT_BUS`).
     #[serde(default)]
     pub status_event_sent: bool,
+    /// Consecutive transient errors of the planner or finalizer on this job (retried with
+    /// backoff until a bound, then the job fails).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::recovery::ErrorStreak::is_empty"
+    )]
+    pub error_streak: crate::recovery::ErrorStreak,
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -101,6 +108,7 @@ impl JobRecord {
             warnings: Vec::new(),
             revision: 0,
             status_event_sent: false,
+            error_streak: Default::default(),
         }
     }
 

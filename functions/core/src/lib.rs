@@ -13,6 +13,7 @@ pub mod inventory;
 pub mod job;
 pub mod manifest;
 pub mod plan;
+pub mod recovery;
 pub mod report;
 pub mod request;
 pub mod schedule;

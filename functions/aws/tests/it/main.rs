@@ -7,3 +7,4 @@ mod harness;
 mod job_path;
 mod lambda_events;
 mod manifests;
+mod recovery;

@@ -1,0 +1,510 @@
+//! Every job finishes, exactly once, under lost messages, duplicate deliveries, races and
+//! errors that no retry can fix. Each test injects its fault through the same table, queues and
+//! buckets the services use, then checks the job ends with counters equal to its report.
+
+use crate::harness::TestEnv;
+use batchops_aws::planner::{advance, Advance};
+use batchops_aws::queue::ChunkPointer;
+use batchops_aws::runtime::{run, RunOptions};
+use batchops_aws::store::{CommitOutcome, RangeCommit, RangeLease};
+use batchops_aws::worker::{process_chunk, ChunkRun};
+use batchops_core::counts::Counters;
+use batchops_core::encoding::encode_key;
+use batchops_core::JobStatus;
+use std::time::{Duration, Instant, SystemTime};
+
+fn line(bucket: &str, key: &str) -> String {
+    format!("{bucket},{}", encode_key(key))
+}
+
+fn deadline() -> SystemTime {
+    SystemTime::now() + Duration::from_secs(120)
+}
+
+fn unix_now() -> u64 {
+    batchops_aws::unix_now()
+}
+
+/// Creates a job over `count` objects `k000..` (written to the source) and plans and dispatches
+/// it without running any worker.
+async fn planned_job(env: &TestEnv, name: &str, count: usize) -> String {
+    let mut lines = Vec::new();
+    for i in 0..count {
+        let key = format!("{name}/k{i:03}");
+        env.put(&env.src, &key, format!("body of {key}")).await;
+        lines.push(line(&env.src, &key));
+    }
+    let manifest = env.manifest(name, &lines).await;
+    let job = env
+        .create(env.request_json(&manifest, &["Bucket", "Key"]))
+        .await;
+    let outcome = advance(&env.app, &job, Instant::now() + Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(outcome, Advance::Idle);
+    assert_eq!(env.describe(&job).await.status, "Active");
+    job
+}
+
+/// Every message in the work queue, removed from it: what a lost send or a dead letter leaves.
+async fn drain_work_queue(env: &TestEnv) -> Vec<ChunkPointer> {
+    let mut pointers = Vec::new();
+    loop {
+        let messages = env
+            .app
+            .queues
+            .receive(&env.app.queues.work_url, 10, 0, 30)
+            .await
+            .unwrap();
+        if messages.is_empty() {
+            return pointers;
+        }
+        for message in messages {
+            pointers.push(serde_json::from_str(&message.body).unwrap());
+            env.app
+                .queues
+                .delete(&env.app.queues.work_url, &message.receipt_handle)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// The local runtime until idle, failing the test (instead of hanging) if a job still waits
+/// after `limit`.
+async fn run_within(env: &TestEnv, limit: Duration) {
+    let options = RunOptions {
+        until_idle: true,
+        concurrency: 4,
+        sweep_interval: Duration::from_millis(200),
+        max_duration: Some(limit),
+    };
+    run(env.app.clone(), options)
+        .await
+        .expect("every job ends in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redelivered_committed_range_resends_the_successor_its_first_delivery_owed() {
+    let env = TestEnv::with_vars(&[
+        ("BATCHOPS_CHUNK_SIZE", "300"),
+        ("BATCHOPS_TASK_CONCURRENCY", "1"),
+        ("BATCHOPS_WORKER_SAFETY_SECONDS", "100"),
+    ])
+    .await;
+    // Absent objects make quick tasks (one HEAD each): what matters is where the worker stops.
+    let lines: Vec<String> = (0..300)
+        .map(|i| line(&env.src, &format!("absent-{i:03}")))
+        .collect();
+    let manifest = env.manifest("successor", &lines).await;
+    let job = env
+        .create(env.request_json(&manifest, &["Bucket", "Key"]))
+        .await;
+    advance(&env.app, &job, Instant::now() + Duration::from_secs(60))
+        .await
+        .unwrap();
+    let pointer = ChunkPointer {
+        job: job.clone(),
+        seq: 0,
+        first_task: 0,
+    };
+    // A short window: the worker commits what it ran and sends the pointer for the rest.
+    let mut window = Duration::from_millis(500);
+    let next = loop {
+        let short = SystemTime::now() + Duration::from_secs(100) + window;
+        match process_chunk(&env.app, &pointer, short).await {
+            Ok(ChunkRun::Committed {
+                requeued_from: Some(next),
+                ..
+            }) => break next,
+            other if window < Duration::from_secs(8) => {
+                eprintln!("no partial commit in {window:?} ({other:?}); more time");
+                window *= 2;
+            }
+            other => panic!("expected a partial commit, got {other:?}"),
+        }
+    };
+    // The successor's send is lost (with every other pointer).
+    drain_work_queue(&env).await;
+    // SQS redelivers (0, 0): its range is committed, and the successor must be sent again.
+    let again = process_chunk(&env.app, &pointer, deadline()).await.unwrap();
+    assert_eq!(again, ChunkRun::AlreadyCommitted);
+    let resent = drain_work_queue(&env).await;
+    assert_eq!(
+        resent,
+        vec![ChunkPointer {
+            job: job.clone(),
+            seq: 0,
+            first_task: next
+        }]
+    );
+    // Back in the queue, the job finishes with every task counted once.
+    env.app.queues.send_chunks(&resent).await.unwrap();
+    run_within(&env, Duration::from_secs(60)).await;
+    assert_eq!(env.describe(&job).await.status, "Complete");
+    let audit = env.audit(&job).await;
+    assert_eq!(audit.failed_rows, 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sweep_redispatches_ranges_whose_pointers_were_lost() {
+    let env = TestEnv::with_vars(&[
+        ("BATCHOPS_CHUNK_SIZE", "3"),
+        ("BATCHOPS_STALL_SECONDS", "1"),
+    ])
+    .await;
+    let job = planned_job(&env, "lost", 8).await;
+    // Chunk 1 runs; every other pointer is lost (a failed send, or dead-lettered).
+    let pointers = drain_work_queue(&env).await;
+    assert_eq!(pointers.len(), 3);
+    process_chunk(&env.app, &pointers[1], deadline())
+        .await
+        .unwrap();
+    run_within(&env, Duration::from_secs(60)).await;
+    let described = env.describe(&job).await;
+    assert_eq!(described.status, "Complete");
+    assert_eq!(described.progress_summary.number_of_tasks_succeeded, 8);
+    let audit = env.audit(&job).await;
+    assert_eq!(audit.succeeded_rows, 8);
+    assert_eq!(env.keys(&env.dst).await.len(), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_range_that_fails_every_delivery_is_given_up_in_the_report_and_the_job_ends() {
+    let env = TestEnv::with_vars(&[
+        ("BATCHOPS_CHUNK_SIZE", "4"),
+        ("BATCHOPS_MAX_DELIVERIES", "2"),
+        ("BATCHOPS_WORKER_SAFETY_SECONDS", "100"),
+    ])
+    .await;
+    let job = planned_job(&env, "poison", 6).await;
+    let pointer = ChunkPointer {
+        job: job.clone(),
+        seq: 0,
+        first_task: 0,
+    };
+    // Inside the safety margin: no task can start, every delivery fails.
+    let spent = || SystemTime::now() + Duration::from_secs(50);
+    let first = process_chunk(&env.app, &pointer, spent()).await;
+    assert!(first.is_err(), "{first:?}");
+    // The last allowed delivery fails too: its tasks are failed, naming the error.
+    let last = process_chunk(&env.app, &pointer, spent()).await.unwrap();
+    assert_eq!(
+        last,
+        ChunkRun::GaveUp {
+            tasks: 4,
+            attempts: 2
+        }
+    );
+    run_within(&env, Duration::from_secs(60)).await;
+    let described = env.describe(&job).await;
+    assert_eq!(described.status, "Complete");
+    assert_eq!(described.progress_summary.number_of_tasks_failed, 4);
+    assert_eq!(described.progress_summary.number_of_tasks_succeeded, 2);
+    let audit = env.audit(&job).await;
+    let given_up: Vec<_> = audit
+        .rows
+        .iter()
+        .filter(|r| r.task_status == "failed")
+        .collect();
+    assert_eq!(given_up.len(), 4);
+    for row in given_up {
+        assert_eq!(row.error_code, "InternalError");
+        assert!(
+            row.message.starts_with("gave up after 2 deliveries: ")
+                && row.message.contains("no time left to start a task"),
+            "{}",
+            row.message
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_range_whose_attempts_all_died_is_given_up_by_the_next_delivery() {
+    let env = TestEnv::with_vars(&[
+        ("BATCHOPS_CHUNK_SIZE", "4"),
+        ("BATCHOPS_MAX_DELIVERIES", "3"),
+    ])
+    .await;
+    let job = planned_job(&env, "killed", 4).await;
+    // Three attempts took the lease and died without a word (killed at the timeout).
+    for attempt in ["a1", "a2", "a3"] {
+        let lease = env
+            .app
+            .store
+            .acquire_range_lease(&job, 0, 0, attempt, unix_now() - 1, unix_now())
+            .await
+            .unwrap();
+        assert!(matches!(lease, RangeLease::Granted { .. }), "{lease:?}");
+    }
+    let pointer = ChunkPointer {
+        job: job.clone(),
+        seq: 0,
+        first_task: 0,
+    };
+    let run = process_chunk(&env.app, &pointer, deadline()).await.unwrap();
+    assert_eq!(
+        run,
+        ChunkRun::GaveUp {
+            tasks: 4,
+            attempts: 3
+        }
+    );
+    assert!(env.keys(&env.dst).await.is_empty(), "nothing was copied");
+    run_within(&env, Duration::from_secs(60)).await;
+    let described = env.describe(&job).await;
+    assert_eq!(described.status, "Complete");
+    assert_eq!(described.progress_summary.number_of_tasks_failed, 4);
+    let audit = env.audit(&job).await;
+    assert!(audit.rows.iter().all(|r| r
+        .message
+        .starts_with("gave up after 3 deliveries: every attempt ended without a word")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_duplicate_delivery_backs_off_while_another_attempt_holds_the_range() {
+    let env = TestEnv::with_vars(&[("BATCHOPS_CHUNK_SIZE", "5")]).await;
+    let job = planned_job(&env, "dup", 5).await;
+    let pointer = ChunkPointer {
+        job: job.clone(),
+        seq: 0,
+        first_task: 0,
+    };
+    // Another delivery of the same pointer is running it.
+    let lease = env
+        .app
+        .store
+        .acquire_range_lease(&job, 0, 0, "other", unix_now() + 60, unix_now())
+        .await
+        .unwrap();
+    assert!(matches!(lease, RangeLease::Granted { attempts: 1, .. }));
+    let run = process_chunk(&env.app, &pointer, deadline()).await.unwrap();
+    assert!(
+        matches!(&run, ChunkRun::Busy { holder, .. } if holder == "other"),
+        "{run:?}"
+    );
+    assert!(env.keys(&env.dst).await.is_empty(), "no task ran twice");
+    assert_eq!(env.app.store.counters(&job).await.unwrap().tasks_done(), 0);
+    // That attempt dies: once its lease has expired, a delivery runs the range.
+    env.app
+        .store
+        .acquire_range_lease(&job, 0, 0, "other", unix_now() - 1, unix_now())
+        .await
+        .unwrap();
+    let run = process_chunk(&env.app, &pointer, deadline()).await.unwrap();
+    assert_eq!(
+        run,
+        ChunkRun::Committed {
+            tasks: 5,
+            requeued_from: None
+        }
+    );
+    assert_eq!(env.keys(&env.dst).await.len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_range_commit_lands_on_a_job_that_has_ended() {
+    let env = TestEnv::with_vars(&[("BATCHOPS_CHUNK_SIZE", "5")]).await;
+    let job = planned_job(&env, "late", 5).await;
+    // A worker holds the range while the job is cancelled and closed.
+    env.app
+        .store
+        .acquire_range_lease(&job, 0, 0, "slow", unix_now() + 60, unix_now())
+        .await
+        .unwrap();
+    for status in [JobStatus::Cancelling, JobStatus::Cancelled] {
+        env.app
+            .store
+            .update_job(&job, |record| {
+                record
+                    .transition(status, time::OffsetDateTime::now_utc(), "test")
+                    .map(|_| true)
+            })
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    // Its commit comes too late: nothing is counted.
+    let commit = RangeCommit {
+        seq: 0,
+        first_task: 0,
+        end_task: 5,
+        chunk_tasks: Some(5),
+        counters: Counters {
+            succeeded: 5,
+            ranges: 1,
+            ..Default::default()
+        },
+        shards: Vec::new(),
+        fragment: None,
+    };
+    let outcome = env
+        .app
+        .store
+        .commit_range(&job, &commit, "slow")
+        .await
+        .unwrap();
+    assert_eq!(outcome, CommitOutcome::JobStopped);
+    assert_eq!(
+        env.app.store.counters(&job).await.unwrap(),
+        Counters::default()
+    );
+    assert!(!env.app.store.range_committed(&job, 0, 0).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_commit_from_an_attempt_that_lost_its_lease_is_not_counted() {
+    let env = TestEnv::with_vars(&[("BATCHOPS_CHUNK_SIZE", "5")]).await;
+    let job = planned_job(&env, "stolen", 5).await;
+    let store = &env.app.store;
+    // The first attempt's lease expired; a second attempt took the range over.
+    store
+        .acquire_range_lease(&job, 0, 0, "first", unix_now() - 1, unix_now())
+        .await
+        .unwrap();
+    store
+        .acquire_range_lease(&job, 0, 0, "second", unix_now() + 60, unix_now())
+        .await
+        .unwrap();
+    let commit = RangeCommit {
+        seq: 0,
+        first_task: 0,
+        end_task: 5,
+        chunk_tasks: Some(5),
+        counters: Counters {
+            succeeded: 5,
+            ranges: 1,
+            ..Default::default()
+        },
+        shards: Vec::new(),
+        fragment: None,
+    };
+    assert_eq!(
+        store.commit_range(&job, &commit, "first").await.unwrap(),
+        CommitOutcome::LeaseLost
+    );
+    assert_eq!(
+        store.commit_range(&job, &commit, "second").await.unwrap(),
+        CommitOutcome::Committed
+    );
+    assert_eq!(store.counters(&job).await.unwrap().succeeded, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_planner_leaves_a_job_that_is_being_planned_alone() {
+    let env = TestEnv::with_vars(&[("BATCHOPS_CHUNK_SIZE", "2")]).await;
+    let mut lines = Vec::new();
+    for i in 0..5 {
+        let key = format!("plan/k{i}");
+        env.put(&env.src, &key, "x").await;
+        lines.push(line(&env.src, &key));
+    }
+    let manifest = env.manifest("plan", &lines).await;
+    let job = env
+        .create(env.request_json(&manifest, &["Bucket", "Key"]))
+        .await;
+    // Another planner is in the middle of a slice of this job.
+    assert!(env
+        .app
+        .store
+        .acquire_plan_lease(&job, "other-planner", unix_now() + 600, unix_now())
+        .await
+        .unwrap());
+    let outcome = advance(&env.app, &job, Instant::now() + Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(outcome, Advance::Idle);
+    let record = env.app.store.get_job(&job).await.unwrap();
+    assert_eq!(record.status, JobStatus::Preparing);
+    assert_eq!(record.plan.progress.next_seq, 0, "no chunk written");
+    assert!(env.planned(&job).await.is_empty());
+    // That planner ends its slice (or its lease runs out): planning goes on.
+    env.app
+        .store
+        .release_plan_lease(&job, "other-planner")
+        .await
+        .unwrap();
+    advance(&env.app, &job, Instant::now() + Duration::from_secs(60))
+        .await
+        .unwrap();
+    let record = env.app.store.get_job(&job).await.unwrap();
+    assert_eq!(record.status, JobStatus::Active);
+    assert_eq!(record.plan.progress.tasks, 5);
+}
+
+async fn delete_bucket(env: &TestEnv, bucket: &str) {
+    let listed = env
+        .clients
+        .s3
+        .list_object_versions()
+        .bucket(bucket)
+        .send()
+        .await
+        .unwrap();
+    for version in listed.versions() {
+        env.clients
+            .s3
+            .delete_object()
+            .bucket(bucket)
+            .key(version.key().unwrap())
+            .set_version_id(version.version_id().map(str::to_string))
+            .send()
+            .await
+            .unwrap();
+    }
+    env.clients
+        .s3
+        .delete_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_planning_error_no_retry_can_fix_fails_the_job_with_its_reason() {
+    let env = TestEnv::new().await;
+    let mut lines = Vec::new();
+    for i in 0..3 {
+        let key = format!("nowhere/k{i}");
+        env.put(&env.src, &key, "x").await;
+        lines.push(line(&env.src, &key));
+    }
+    let manifest = env.manifest("nowhere", &lines).await;
+    let job = env
+        .create(env.request_json(&manifest, &["Bucket", "Key"]))
+        .await;
+    // The control bucket is gone (deleted, or the stack misconfigured): no chunk can be written.
+    let control = env.app.config.control_bucket.clone();
+    delete_bucket(&env, &control).await;
+    run_within(&env, Duration::from_secs(60)).await;
+    let described = env.describe(&job).await;
+    assert_eq!(described.status, "Failed", "{described:?}");
+    let reasons = described.failure_reasons;
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert_eq!(reasons[0].failure_code, "NoSuchBucket", "{reasons:?}");
+    assert!(
+        reasons[0].failure_reason.contains(&control),
+        "the reason names the bucket: {reasons:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_report_that_cannot_be_written_fails_the_job_instead_of_retrying_for_ever() {
+    let env = TestEnv::with_vars(&[("BATCHOPS_CHUNK_SIZE", "5")]).await;
+    let job = planned_job(&env, "noreport", 4).await;
+    for pointer in drain_work_queue(&env).await {
+        process_chunk(&env.app, &pointer, deadline()).await.unwrap();
+    }
+    // Every task ran; then the report bucket is deleted before the finalizer writes the report.
+    let reports = env.reports.clone();
+    delete_bucket(&env, &reports).await;
+    run_within(&env, Duration::from_secs(60)).await;
+    let described = env.describe(&job).await;
+    assert_eq!(described.status, "Failed", "{described:?}");
+    let reason = &described.failure_reasons[0];
+    assert_eq!(reason.failure_code, "NoSuchBucket", "{reason:?}");
+    assert!(reason.failure_reason.contains(&reports), "{reason:?}");
+    // The copies stay.
+    assert_eq!(env.keys(&env.dst).await.len(), 4);
+}
