@@ -46,13 +46,7 @@ impl S3Failure {
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
-        let status = match err {
-            // The body could not be read whole (connection cut mid-response): no answer came,
-            // whatever the status line said, and the call may or may not have acted, as with a
-            // timeout. Retried, not reported as a failed task with status 200.
-            SdkError::ResponseError(_) => None,
-            _ => err.raw_response().map(|r| r.status().as_u16()),
-        };
+        let status = answered_status(err);
         let code = err.code().map(str::to_string);
         let message = err
             .message()
@@ -70,6 +64,16 @@ impl S3Failure {
     }
 }
 
+/// The HTTP status of the answer, None when none was read. A body that could not be read whole
+/// (connection cut mid-response) is no answer, whatever the status line said: the call may or
+/// may not have acted, as with a timeout, so it is retried rather than taken as refused with 200.
+fn answered_status<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
+    match err {
+        SdkError::ResponseError(_) => None,
+        _ => err.raw_response().map(|r| r.status().as_u16()),
+    }
+}
+
 /// The HTTP status and error code an error carries, for [`Error::class`].
 pub trait ErrorMeta {
     fn status_and_code(&self) -> (Option<u16>, Option<String>);
@@ -83,10 +87,7 @@ pub trait ErrorMeta {
 
 impl<E: ProvideErrorMetadata> ErrorMeta for SdkError<E, HttpResponse> {
     fn status_and_code(&self) -> (Option<u16>, Option<String>) {
-        (
-            self.raw_response().map(|r| r.status().as_u16()),
-            self.code().map(str::to_string),
-        )
+        (answered_status(self), self.code().map(str::to_string))
     }
 
     fn concise(&self) -> Option<String> {
@@ -199,6 +200,19 @@ mod tests {
         let failure = S3Failure::from_sdk(&err);
         assert_eq!(failure.status, None, "{failure:?}");
         assert_eq!(failure.class(), ErrorClass::Transient);
+    }
+
+    #[test]
+    fn a_step_whose_response_was_cut_is_transient() {
+        // The chaos run's cut DynamoDB Query failed the job at once (PlanningFailed) as if
+        // the call had been refused with status 200.
+        let err: SdkError<aws_sdk_dynamodb::operation::query::QueryError, HttpResponse> =
+            SdkError::response_error(
+                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "IncompleteBody"),
+                response(200),
+            );
+        let err = aws("DynamoDB", "Query")(err);
+        assert_eq!(err.class(), ErrorClass::Transient, "{err}");
     }
 
     #[test]
