@@ -15,6 +15,10 @@
 #                              diff rate, peak RSS. Fails if the incremental run would copy
 #                              anything or needs 0.002 requests per object or more.
 #
+#   scripts/bench.sh chaos     the long chaos run (scripts/chaos.sh long): thousands of objects
+#                              through a fault-injecting proxy, then under repeated SIGKILLs of
+#                              the local runtime; verified against moto, one table. Debug build.
+#
 # Set BENCH_SIZES="1000000 10000000" (planner, lines) or BENCH_BACKUP_SIZES="1000000" (backup,
 # objects) to change the sizes. Data goes to .local/bench (kept between runs; delete it to
 # regenerate).
@@ -22,6 +26,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
 WHAT="${1:-planner}"
+# ---- chaos: its own script (debug build, moto, fault proxy); nothing below is needed ----
+if [ "$WHAT" = chaos ]; then
+  exec scripts/chaos.sh long
+fi
+# ---- end of chaos ----
 SIZES="${BENCH_SIZES:-1000000 10000000}"
 BACKUP_SIZES="${BENCH_BACKUP_SIZES:-1000000}"
 DATA="$ROOT/.local/bench"
@@ -195,5 +204,5 @@ backup_bench() {
 case "$WHAT" in
   planner) planner_bench ;;
   backup) backup_bench ;;
-  *) echo "usage: scripts/bench.sh planner|backup" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh planner|backup|chaos" >&2; exit 2 ;;
 esac

@@ -42,6 +42,13 @@ scripts/lambda_e2e.sh 2>&1 | tee -a "$LOCAL_DIR/test.log"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 set -e
 # --- end lambda-e2e ------------------------------------------------------------------------------
+# ---- chaos run (scripts/chaos.sh short): faults and SIGKILLs; its failure fails the suite ----
+log "scripts/chaos.sh short"
+if ! scripts/chaos.sh short 2>&1 | tee "$LOCAL_DIR/chaos.log"; then
+  echo "chaos run FAILED (log: .local/chaos.log, details: .local/chaos/)" >&2
+  status=1
+fi
+# ---- end of chaos run ----
 # One closing line for the whole run (cargo ends with the doc tests' own "0 passed").
 python3 - "$LOCAL_DIR/test.log" <<'PY'
 import re, sys

@@ -46,7 +46,7 @@ impl S3Failure {
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
-        let status = err.raw_response().map(|r| r.status().as_u16());
+        let status = answered_status(err);
         let code = err.code().map(str::to_string);
         let message = err
             .message()
@@ -64,6 +64,16 @@ impl S3Failure {
     }
 }
 
+/// The HTTP status of the answer, None when none was read. A body that could not be read whole
+/// (connection cut mid-response) is no answer, whatever the status line said: the call may or
+/// may not have acted, as with a timeout, so it is retried rather than taken as refused with 200.
+fn answered_status<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
+    match err {
+        SdkError::ResponseError(_) => None,
+        _ => err.raw_response().map(|r| r.status().as_u16()),
+    }
+}
+
 /// The HTTP status and error code an error carries, for [`Error::class`].
 pub trait ErrorMeta {
     fn status_and_code(&self) -> (Option<u16>, Option<String>);
@@ -77,10 +87,7 @@ pub trait ErrorMeta {
 
 impl<E: ProvideErrorMetadata> ErrorMeta for SdkError<E, HttpResponse> {
     fn status_and_code(&self) -> (Option<u16>, Option<String>) {
-        (
-            self.raw_response().map(|r| r.status().as_u16()),
-            self.code().map(str::to_string),
-        )
+        (answered_status(self), self.code().map(str::to_string))
     }
 
     fn concise(&self) -> Option<String> {
@@ -169,4 +176,51 @@ pub fn aws<E: std::error::Error + ErrorMeta + 'static>(
 /// The full error chain of an SDK error, readable in logs.
 pub fn describe_sdk<E: std::error::Error + 'static>(err: &E) -> String {
     aws_smithy_types::error::display::DisplayErrorContext(err).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_s3::operation::copy_object::CopyObjectError;
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::body::SdkBody;
+
+    fn response(status: u16) -> HttpResponse {
+        HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::empty())
+    }
+
+    #[test]
+    fn a_response_cut_mid_body_is_transient_even_after_a_200_status_line() {
+        // The chaos run's cut CopyObject: S3 copied, the connection dropped mid-body, the SDK
+        // gave up; the status line said 200 but no answer was read.
+        let err: SdkError<CopyObjectError, HttpResponse> = SdkError::response_error(
+            std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "IncompleteBody"),
+            response(200),
+        );
+        let failure = S3Failure::from_sdk(&err);
+        assert_eq!(failure.status, None, "{failure:?}");
+        assert_eq!(failure.class(), ErrorClass::Transient);
+    }
+
+    #[test]
+    fn a_step_whose_response_was_cut_is_transient() {
+        // The chaos run's cut DynamoDB Query failed the job at once (PlanningFailed) as if
+        // the call had been refused with status 200.
+        let err: SdkError<aws_sdk_dynamodb::operation::query::QueryError, HttpResponse> =
+            SdkError::response_error(
+                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "IncompleteBody"),
+                response(200),
+            );
+        let err = aws("DynamoDB", "Query")(err);
+        assert_eq!(err.class(), ErrorClass::Transient, "{err}");
+    }
+
+    #[test]
+    fn a_service_error_keeps_its_status() {
+        let err: SdkError<CopyObjectError, HttpResponse> =
+            SdkError::service_error(CopyObjectError::unhandled("NoSuchKey"), response(404));
+        let failure = S3Failure::from_sdk(&err);
+        assert_eq!(failure.status, Some(404));
+        assert_eq!(failure.class(), ErrorClass::Permanent);
+    }
 }
