@@ -161,7 +161,7 @@ pub async fn advance(app: &App, job_id: &str, deadline: Instant) -> Result<Advan
                 // One planner per job: a second one (an overlapping sweep, a plan-queue wake-up)
                 // would rewrite the same chunk files from the same checkpoint.
                 let holder = uuid::Uuid::new_v4().simple().to_string();
-                if !app
+                let acquired = app
                     .store
                     .acquire_plan_lease(
                         job_id,
@@ -169,8 +169,17 @@ pub async fn advance(app: &App, job_id: &str, deadline: Instant) -> Result<Advan
                         plan_lease_until(deadline),
                         crate::unix_now(),
                     )
-                    .await?
-                {
+                    .await;
+                let acquired = match acquired {
+                    Ok(acquired) => acquired,
+                    Err(err) => {
+                        // The put may have landed with its answer lost: give it back, or the
+                        // job would wait for a holder that no longer exists.
+                        let _ = app.store.release_plan_lease(job_id, &holder).await;
+                        return Err(err);
+                    }
+                };
+                if !acquired {
                     tracing::info!(job_id, "another planner holds this job's planning lease");
                     return Ok(Advance::Idle);
                 }

@@ -496,6 +496,8 @@ impl Store {
             .item("failed", n(commit.counters.failed))
             .item("bytes", n(commit.counters.bytes))
             .item("shards", AttributeValue::L(shards))
+            // Who committed: a retried commit whose first answer was lost finds its own.
+            .item("attempt", s(lease_attempt))
             .condition_expression("attribute_not_exists(pk)");
         if let Some(fragment) = &commit.fragment {
             range_put = range_put.item("fragment", s(fragment.clone()));
@@ -598,6 +600,16 @@ impl Store {
                 }
                 verdict => verdict,
             };
+            if verdict == CommitVerdict::AlreadyCommitted
+                && self
+                    .range_committer(job_id, commit.seq, commit.first_task)
+                    .await?
+                    .as_deref()
+                    == Some(lease_attempt)
+            {
+                // The SDK retried a commit whose answer was lost: the first try went through.
+                return Ok(CommitOutcome::Committed);
+            }
             match verdict {
                 CommitVerdict::AlreadyCommitted => {
                     self.release_range_lease(
@@ -643,6 +655,29 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// The attempt that committed the range starting at (seq, first_task), if it is committed.
+    async fn range_committer(
+        &self,
+        job_id: &str,
+        seq: u64,
+        first_task: u64,
+    ) -> Result<Option<String>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s(range_sk(seq, first_task)))
+            .consistent_read(true)
+            .projection_expression("attempt")
+            .send()
+            .await
+            .map_err(aws("DynamoDB", "GetItem"))?;
+        Ok(out
+            .item()
+            .map(|item| get_s(item, "attempt").unwrap_or_default().to_string()))
     }
 
     /// Where the committed range starting at (seq, first_task) ends, and how many tasks its

@@ -711,3 +711,46 @@ async fn a_dead_holders_own_message_is_retried_after_its_lease_not_dropped() {
     assert_eq!(described.progress_summary.number_of_tasks_succeeded, 5);
     env.audit(&job).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_commit_retried_after_its_answer_was_lost_is_recognised_as_its_own() {
+    let env = TestEnv::with_vars(&[("BATCHOPS_CHUNK_SIZE", "5")]).await;
+    let job = planned_job(&env, "lostanswer", 5).await;
+    let store = &env.app.store;
+    store
+        .acquire_range_lease(&job, 0, 0, "me", unix_now() + 60, unix_now())
+        .await
+        .unwrap();
+    let commit = RangeCommit {
+        seq: 0,
+        first_task: 0,
+        end_task: 5,
+        chunk_tasks: Some(5),
+        counters: Counters {
+            succeeded: 5,
+            ranges: 1,
+            ..Default::default()
+        },
+        shards: Vec::new(),
+        fragment: None,
+    };
+    assert_eq!(
+        store.commit_range(&job, &commit, "me").await.unwrap(),
+        CommitOutcome::Committed
+    );
+    // The answer was lost (a cut connection) and the same transaction is sent again: it is this
+    // attempt's own commit, not another's (whose report files it would delete).
+    assert_eq!(
+        store.commit_range(&job, &commit, "me").await.unwrap(),
+        CommitOutcome::Committed
+    );
+    assert_eq!(store.counters(&job).await.unwrap().succeeded, 5);
+    // Another attempt's replay is still told apart.
+    assert_eq!(
+        store
+            .commit_range(&job, &commit, "someone-else")
+            .await
+            .unwrap(),
+        CommitOutcome::AlreadyCommitted
+    );
+}
