@@ -130,7 +130,7 @@ if [[ " $SCENARIOS " == *" faults "* ]]; then
 log "scenario faults: one run with every fault kind on"
 JOB="$(create_job faults)"
 proxy POST /__faults/reset >/dev/null
-proxy POST /__faults/config "{\"seed\": $SEED, \"s3_slowdown\": ${FAULT_S3_SLOWDOWN:-0.05}, \"s3_internal\": ${FAULT_S3_INTERNAL:-0.03}, \"ddb_throttle\": ${FAULT_DDB_THROTTLE:-0.05}, \"sqs_500\": ${FAULT_SQS_500:-0.05}, \"cut_s3\": ${FAULT_CUT_S3:-${FAULT_CUT:-0.02}}, \"cut_dynamodb\": ${FAULT_CUT_DYNAMODB:-${FAULT_CUT:-0.02}}, \"cut_sqs\": ${FAULT_CUT_SQS:-${FAULT_CUT:-0.02}}, \"work_queue\": \"${BATCHOPS_WORK_QUEUE:-batchops-work}\", \"no_cut\": $NO_CUT_JSON}" >/dev/null
+proxy POST /__faults/config "{\"seed\": $SEED, \"s3_slowdown\": ${FAULT_S3_SLOWDOWN:-0.05}, \"s3_internal\": ${FAULT_S3_INTERNAL:-0.03}, \"ddb_throttle\": ${FAULT_DDB_THROTTLE:-0.05}, \"ddb_conflict\": ${FAULT_DDB_CONFLICT:-0.1}, \"sqs_500\": ${FAULT_SQS_500:-0.05}, \"cut_s3\": ${FAULT_CUT_S3:-${FAULT_CUT:-0.02}}, \"cut_dynamodb\": ${FAULT_CUT_DYNAMODB:-${FAULT_CUT:-0.02}}, \"cut_sqs\": ${FAULT_CUT_SQS:-${FAULT_CUT:-0.02}}, \"work_queue\": \"${BATCHOPS_WORK_QUEUE:-batchops-work}\", \"no_cut\": $NO_CUT_JSON}" >/dev/null
 start="$(now)"
 run_through_proxy "$MAX_SECONDS" "$DIR/faults-run.log" || log "faults: batchops run exited $? (see $DIR/faults-run.log)"
 wall="$(elapsed "$start")"

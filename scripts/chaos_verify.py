@@ -228,6 +228,7 @@ SHORT = {
     "s3_internal_500": "S3 500",
     "cut_s3": "S3 cut",
     "ddb_throttle_400": "DDB 400",
+    "ddb_conflict_400": "DDB conflict",
     "cut_dynamodb": "DDB cut",
     "sqs_500": "SQS 500",
     "cut_sqs": "SQS cut",

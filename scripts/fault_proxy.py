@@ -8,6 +8,9 @@ AWS_ENDPOINT_URL); at the configured rates, drawn from one seeded RNG, the proxy
                       a CopyObject or PutObject that "failed" did happen, as on real S3)
   ddb_throttle_400    answers a DynamoDB call `400 ThrottlingException` (JSON 1.0) without
                       forwarding it (a throttled call does nothing)
+  ddb_conflict_400    answers a TransactWriteItems `400 TransactionCanceledException` with a
+                      `TransactionConflict` cancellation reason (as concurrent commits to one
+                      counter shard get), without forwarding it
   sqs_500             answers an SQS call (AWS JSON 1.0, `X-Amz-Target: AmazonSQS.*`) with
                       `500 InternalError`; sends, deletes and visibility changes are forwarded
                       first (they may have happened), ReceiveMessage is not
@@ -49,13 +52,14 @@ import threading
 import urllib.parse
 import uuid
 
-RATE_KEYS = ("s3_slowdown", "s3_internal", "ddb_throttle", "sqs_500", "cut_s3", "cut_dynamodb", "cut_sqs")
+RATE_KEYS = ("s3_slowdown", "s3_internal", "ddb_throttle", "ddb_conflict", "sqs_500", "cut_s3", "cut_dynamodb", "cut_sqs")
 # "cut" sets the three per-service cut rates at once.
 CUT_KEYS = ("cut_s3", "cut_dynamodb", "cut_sqs")
 FAULT_KINDS = (
     "s3_slowdown_503",
     "s3_internal_500",
     "ddb_throttle_400",
+    "ddb_conflict_400",
     "sqs_500",
     "cut_s3",
     "cut_dynamodb",
@@ -209,6 +213,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 "message": "Rate of requests exceeds the allowed throughput (fault proxy).",
             }
             return self.reply(400, [("Content-Type", "application/x-amz-json-1.0")], json.dumps(payload).encode())
+        if service == "dynamodb" and action == "TransactWriteItems" and state.draw("ddb_conflict"):
+            state.count(state.faults, "ddb_conflict_400")
+            try:
+                items = len(json.loads(body or b"{}").get("TransactItems", []))
+            except ValueError:
+                items = 2
+            reasons = [{"Code": "None"} for _ in range(max(items, 2))]
+            reasons[1] = {"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"}
+            payload = {
+                "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+                "Message": "Transaction cancelled, please refer cancellation reasons for specific reasons "
+                + "[" + ", ".join(r["Code"] for r in reasons) + "]",
+                "CancellationReasons": reasons,
+            }
+            return self.reply(400, [("Content-Type", "application/x-amz-json-1.0")], json.dumps(payload).encode())
         if service == "sqs" and action not in SQS_MUTATIONS and state.draw("sqs_500"):
             state.count(state.faults, "sqs_500")
             return self.sqs_500()
@@ -334,6 +353,7 @@ def main():
     parser.add_argument("--s3-slowdown", type=float, default=env_float("FAULT_S3_SLOWDOWN", 0.0), help="rate of S3 503 SlowDown (not forwarded)")
     parser.add_argument("--s3-internal", type=float, default=env_float("FAULT_S3_INTERNAL", 0.0), help="rate of S3 500 InternalError (after forwarding)")
     parser.add_argument("--ddb-throttle", type=float, default=env_float("FAULT_DDB_THROTTLE", 0.0), help="rate of DynamoDB 400 ThrottlingException")
+    parser.add_argument("--ddb-conflict", type=float, default=env_float("FAULT_DDB_CONFLICT", 0.0), help="rate of TransactWriteItems cancelled for a TransactionConflict")
     parser.add_argument("--sqs-500", type=float, default=env_float("FAULT_SQS_500", 0.0), help="rate of SQS 500 InternalError")
     parser.add_argument("--cut", type=float, default=env_float("FAULT_CUT", 0.0), help="rate of responses cut mid-way (every service)")
     for service in ("s3", "dynamodb", "sqs"):
@@ -341,7 +361,7 @@ def main():
     args = parser.parse_args()
     if not args.upstream:
         parser.error("--upstream (or AWS_ENDPOINT_URL) is required")
-    rates = {"s3_slowdown": args.s3_slowdown, "s3_internal": args.s3_internal, "ddb_throttle": args.ddb_throttle, "sqs_500": args.sqs_500, "cut": args.cut}
+    rates = {"s3_slowdown": args.s3_slowdown, "s3_internal": args.s3_internal, "ddb_throttle": args.ddb_throttle, "ddb_conflict": args.ddb_conflict, "sqs_500": args.sqs_500, "cut": args.cut}
     for service in ("s3", "dynamodb", "sqs"):
         override = getattr(args, f"cut_{service}")
         rates[f"cut_{service}"] = args.cut if override is None else override
