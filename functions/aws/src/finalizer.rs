@@ -383,7 +383,8 @@ pub async fn roll_report(
                 buffer.extend_from_slice(&body);
                 // The last range whose rows are in `buffer` (or uploaded).
                 let consumed = Some(sk);
-                let file_bytes = roll.open.as_ref().map_or(0, |open| open.bytes) + buffer.len() as u64;
+                let file_bytes =
+                    roll.open.as_ref().map_or(0, |open| open.bytes) + buffer.len() as u64;
                 if file_bytes >= app.config.report_file_bytes {
                     if !run.close_file(&mut roll, status, &mut buffer).await? {
                         return Ok(false);
@@ -490,7 +491,10 @@ impl RollRun<'_> {
         if written {
             self.revision = Some(self.revision.map_or(0, |r| r + 1));
         } else {
-            tracing::info!(job_id = self.job_id, "another finalizer run moved the report checkpoint; stopping this one");
+            tracing::info!(
+                job_id = self.job_id,
+                "another finalizer run moved the report checkpoint; stopping this one"
+            );
         }
         Ok(written)
     }
@@ -518,7 +522,9 @@ impl RollRun<'_> {
                 .content_type("text/csv")
                 .send()
                 .await
-                .map_err(|e| Error::aws_call("S3", "CreateMultipartUpload", &self.what(&key), &e))?;
+                .map_err(|e| {
+                    Error::aws_call("S3", "CreateMultipartUpload", &self.what(&key), &e)
+                })?;
             let upload_id = out.upload_id().unwrap_or_default().to_string();
             roll.open = Some(OpenFile {
                 key: key.clone(),
@@ -582,7 +588,8 @@ impl RollRun<'_> {
                 if aws_sdk_s3::error::ProvideErrorMetadata::code(&err) == Some("NoSuchUpload") =>
             {
                 // Its ETag, as S3 would have returned it: the finished object is checked with it.
-                open.parts.push((number, format!("\"{}\"", hex::encode(digest))));
+                open.parts
+                    .push((number, format!("\"{}\"", hex::encode(digest))));
                 Ok(false)
             }
             Err(err) => Err(Error::aws_call(
@@ -623,14 +630,24 @@ impl RollRun<'_> {
                 }
             }
             Some(mut open) => {
-                let mut live = buffer.is_empty() || self.put_part(&mut open, buffer).await?;
-                if live {
-                    live = self.complete(&open).await?;
+                // A run killed after completing the upload (or one racing this) left the
+                // finished object: it is accepted if it is exactly these parts.
+                let mut parts = open.parts.clone();
+                if !buffer.is_empty() {
+                    let digest = hex::encode(md5::Md5::digest(&buffer[..]));
+                    parts.push((parts.len() as i32 + 1, format!("\"{digest}\"")));
                 }
-                // A run killed after completing the upload (or one that raced this) left the
-                // finished object: accept it if it is exactly these parts.
-                if !live && !self.finished_as(&open).await? {
-                    return Ok(false);
+                if self.finished_as(&open.key, &parts).await? {
+                    open.md5.update(buffer);
+                    buffer.clear();
+                } else {
+                    let mut live = buffer.is_empty() || self.put_part(&mut open, buffer).await?;
+                    if live {
+                        live = self.complete(&open).await?;
+                    }
+                    if !live && !self.finished_as(&open.key, &open.parts).await? {
+                        return Ok(false);
+                    }
                 }
                 ReportResult {
                     task_execution_status: status,
@@ -653,7 +670,12 @@ impl RollRun<'_> {
         let parts = open
             .parts
             .iter()
-            .map(|(number, etag)| CompletedPart::builder().part_number(*number).e_tag(etag).build())
+            .map(|(number, etag)| {
+                CompletedPart::builder()
+                    .part_number(*number)
+                    .e_tag(etag)
+                    .build()
+            })
             .collect::<Vec<_>>();
         let done = self
             .app
@@ -662,7 +684,11 @@ impl RollRun<'_> {
             .bucket(&self.target.bucket)
             .key(&open.key)
             .upload_id(&open.upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
             .send()
             .await;
         self.writes += 1;
@@ -682,26 +708,26 @@ impl RollRun<'_> {
         }
     }
 
-    /// Whether the object at the open file's key is the multipart upload of exactly its parts
+    /// Whether the object at `key` is the multipart upload of exactly `parts`
     /// (S3's multipart ETag: MD5 of the parts' MD5s, `-<parts>`).
-    async fn finished_as(&self, open: &OpenFile) -> Result<bool> {
+    async fn finished_as(&self, key: &str, parts: &[(i32, String)]) -> Result<bool> {
         let mut digests = Vec::new();
-        for (_, etag) in &open.parts {
+        for (_, etag) in parts {
             digests.extend(hex::decode(etag.trim_matches('"')).unwrap_or_default());
         }
-        let expected = format!("{}-{}", md5_hex(&digests), open.parts.len());
+        let expected = format!("{}-{}", md5_hex(&digests), parts.len());
         let head = self
             .app
             .s3
             .head_object()
             .bucket(&self.target.bucket)
-            .key(&open.key)
+            .key(key)
             .send()
             .await;
         match head {
             Ok(out) => Ok(out.e_tag().map(|e| e.trim_matches('"')) == Some(expected.as_str())),
             Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(false),
-            Err(err) => Err(Error::aws_call("S3", "HeadObject", &self.what(&open.key), &err)),
+            Err(err) => Err(Error::aws_call("S3", "HeadObject", &self.what(key), &err)),
         }
     }
 }

@@ -733,7 +733,8 @@ impl Store {
         limit: i32,
     ) -> Result<(Vec<(String, RangeCommit)>, Option<String>)> {
         let pk = job_pk(job_id);
-        let start = after.map(|sk| HashMap::from([("pk".to_string(), s(&pk)), ("sk".to_string(), s(sk))]));
+        let start =
+            after.map(|sk| HashMap::from([("pk".to_string(), s(&pk)), ("sk".to_string(), s(sk))]));
         let out = self
             .client
             .query()

@@ -305,12 +305,20 @@ impl ResumableMd5 {
         let mut done = self.clone();
         let bits = self.length.wrapping_mul(8);
         let tail_len = (self.length % 64) as usize;
-        let pad = if tail_len < 56 { 56 - tail_len } else { 120 - tail_len };
+        let pad = if tail_len < 56 {
+            56 - tail_len
+        } else {
+            120 - tail_len
+        };
         let mut padding = vec![0u8; pad];
         padding[0] = 0x80;
         done.update(&padding);
         done.update(&bits.to_le_bytes());
-        done.state.iter().flat_map(|w| w.to_le_bytes()).map(|b| format!("{b:02x}")).collect()
+        done.state
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 }
 
@@ -465,7 +473,10 @@ mod tests {
     fn roll_visits_succeeded_then_failed_then_ends() {
         let mut roll = ReportRoll::start();
         roll.file_closed(Some("CHUNK#1".into()));
-        assert_eq!((roll.next_file, roll.after.as_deref()), (1, Some("CHUNK#1")));
+        assert_eq!(
+            (roll.next_file, roll.after.as_deref()),
+            (1, Some("CHUNK#1"))
+        );
         roll.status_done();
         assert_eq!(roll.status, Some(TaskStatus::Failed));
         assert_eq!((roll.next_file, roll.after.as_deref()), (0, None));
