@@ -119,7 +119,8 @@ async fn seed(tasks: u64) -> anyhow::Result<()> {
             app.store.commit_range(job, &commit, ATTEMPT).await?;
             anyhow::Ok(())
         })
-        .buffer_unordered(16);
+        // One at a time: moto answers 500 to concurrent transactions.
+        .buffer_unordered(1);
     while let Some(done) = commits.next().await {
         done?;
     }
