@@ -18,6 +18,12 @@
 #   scripts/bench.sh chaos     the long chaos run (scripts/chaos.sh long): thousands of objects
 #                              through a fault-injecting proxy, then under repeated SIGKILLs of
 #                              the local runtime; verified against moto, one table. Debug build.
+#   scripts/bench.sh finalize  the finalizer's report roll (`finalizer::roll_report`, driven by
+#                              functions/aws/examples/report_bench.rs) over jobs of 1M and 10M
+#                              tasks: the table (moto) holds the job and its committed ranges of
+#                              1,000 tasks; scripts/bench_s3.py generates each range's staged rows
+#                              and takes the result files' multipart uploads. Requests by kind,
+#                              wall time, peak RSS (debug build); fails at 256 MiB of RSS or more.
 #
 # Set BENCH_SIZES="1000000 10000000" (planner, lines) or BENCH_BACKUP_SIZES="1000000" (backup,
 # objects) to change the sizes. Data goes to .local/bench (kept between runs; delete it to
@@ -39,8 +45,10 @@ mkdir -p "$DATA"
 command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
 command -v taskset >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux >/dev/null; }
 
-echo "==> cargo build --release -p batchops-cli" >&2
-cargo build --release --quiet -p batchops-cli
+if [ "$WHAT" != finalize ]; then
+  echo "==> cargo build --release -p batchops-cli" >&2
+  cargo build --release --quiet -p batchops-cli
+fi
 BATCHOPS="$ROOT/target/release/batchops"
 
 human() { python3 -c "import sys; n=int(sys.argv[1]); print(f'{n/1e6:.0f}M' if n>=1e6 else f'{n/1e3:.0f}k')" "$1"; }
@@ -201,8 +209,58 @@ backup_bench() {
   fi
 }
 
+FINALIZE_SIZES="${BENCH_FINALIZE_SIZES:-1000000 10000000}"
+FINALIZE_RSS_LIMIT_MIB=256
+
+finalize_bench() {
+  command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
+  echo "==> cargo build -p batchops-aws --example report_bench (debug)" >&2
+  cargo build --quiet -p batchops-aws --example report_bench
+  local bin="${CARGO_TARGET_DIR:-$ROOT/target}/debug/examples/report_bench"
+  # shellcheck source=scripts/local-stack.sh
+  source scripts/local-stack.sh
+  local_stack_start
+  trap 'stop_server; local_stack_stop' EXIT
+  export BATCHOPS_CONTROL_BUCKET=bench-control BATCHOPS_EVENT_BUS=none
+  local port_file="$DATA/bench_s3.port" rows=() failures=() tasks name job out stats wall rss user sys
+  for tasks in $FINALIZE_SIZES; do
+    name="$(human "$tasks")"
+    export BATCHOPS_TABLE="bench-report-$name-$$"
+    echo "==> seeding a job of $name tasks ($((tasks / 1000)) committed ranges) in moto" >&2
+    job="$("$bin" seed --tasks "$tasks")"
+    rm -f "$port_file"
+    python3 scripts/bench_s3.py serve --objects 0 --source-bucket bench-source --port 0 \
+      --port-file "$port_file" 2>>"$DATA/bench_s3.log" &
+    SERVER_PID=$!
+    for _ in $(seq 100); do [ -s "$port_file" ] && break; sleep 0.1; done
+    [ -s "$port_file" ] || { echo "bench_s3.py did not start; see $DATA/bench_s3.log" >&2; exit 1; }
+    ENDPOINT="http://127.0.0.1:$(cat "$port_file")"
+    out="$DATA/finalize-$name.json"
+    stats="$DATA/finalize-$name.stats.json"
+    echo "==> rolling the report of $name tasks" >&2
+    # S3 is the fake endpoint; DynamoDB stays on moto.
+    AWS_ENDPOINT_URL_S3="$ENDPOINT" /usr/bin/time -f "%e %M %U %S" -o "$out.time" "$bin" roll --job "$job" >"$out" \
+      || { echo "FAILED: report_bench roll (see $out)" >&2; exit 1; }
+    read -r wall rss user sys <"$out.time"
+    curl -fsS "$ENDPOINT/__stats" >"$stats"
+    stop_server
+    rows+=("$(python3 scripts/bench_s3.py finalize-row --tasks "$tasks" --wall "$wall" --rss-kib "$rss" \
+      --user "$user" --sys "$sys" --stats "$stats" --roll "$out")")
+    if [ "$rss" -ge $((FINALIZE_RSS_LIMIT_MIB * 1024)) ]; then
+      failures+=("$name tasks: peak RSS $((rss / 1024)) MiB, limit $FINALIZE_RSS_LIMIT_MIB MiB")
+    fi
+  done
+  python3 scripts/bench_s3.py finalize-header
+  printf '%s\n' "${rows[@]}"
+  if [ ${#failures[@]} -gt 0 ]; then
+    printf 'FAILED: %s\n' "${failures[@]}" >&2
+    exit 1
+  fi
+}
+
 case "$WHAT" in
   planner) planner_bench ;;
   backup) backup_bench ;;
-  *) echo "usage: scripts/bench.sh planner|backup|chaos" >&2; exit 2 ;;
+  finalize) finalize_bench ;;
+  *) echo "usage: scripts/bench.sh planner|backup|finalize|chaos" >&2; exit 2 ;;
 esac

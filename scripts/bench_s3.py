@@ -12,7 +12,12 @@ sizes and times. It serves just what a backup run's prepare step asks for, path-
                                                bucket, an empty list for any other bucket/prefix
   GET  /<catalog bucket>/<catalog key>         GetObject (and HEAD) of the previous snapshot's
                                                catalog, a local file (see `catalog` below)
-  PUT  anything                                accepted and discarded
+  PUT  anything                                accepted and discarded (ETag: MD5 of the body)
+
+For `scripts/bench.sh finalize` it also serves a job's staged report rows, generated per range
+(`jobs/<id>/rows/<seq>-0000000-bench-<status>.csv`, see `staged_rows`), and multipart uploads
+(CreateMultipartUpload, UploadPart, CompleteMultipartUpload; parts discarded, ETags kept so a
+HeadObject of a written file answers with S3's multipart ETag).
 
 Requests are counted by operation: `GET /__stats` returns the counts as JSON (with the server's
 own time spent rendering responses), `POST /__reset` zeroes them. Anything else is answered with a
@@ -30,6 +35,9 @@ own time spent rendering responses), `POST /__reset` zeroes them. Anything else 
 import argparse
 import email.utils
 import gzip
+import hashlib
+import itertools
+import re
 import json
 import os
 import sys
@@ -80,6 +88,20 @@ def contents_entries(start, stop):
     return "".join(
         [CONTENTS_TEMPLATE % (i, (i * ETAG_MULTIPLIER + 1) & ETAG_MASK, 1024 + i % 4096) for i in range(start, stop)]
     )
+
+
+# `scripts/bench.sh finalize`: the rows a committed range of 1,000 tasks staged, as
+# `functions/aws/examples/report_bench.rs` records them (every 100th task failed).
+STAGED_ROWS = re.compile(r"^jobs/[^/]+/rows/(\d{10})-\d{7}-bench-(succeeded|failed)\.csv$")
+SUCCEEDED_ROW = "bench-source,data/%08d.bin,,succeeded,200,,Successful\n"
+FAILED_ROW = "bench-source,data/%08d.bin,,failed,404,NoSuchKey,Not Found\n"
+
+
+def staged_rows(seq, status):
+    tasks = range(seq * 1000, seq * 1000 + 1000)
+    if status == "failed":
+        return "".join([FAILED_ROW % t for t in tasks if t % 100 == 99])
+    return "".join([SUCCEEDED_ROW % t for t in tasks if t % 100 != 99])
 
 
 def write_catalog(objects, dest_prefix, out):
@@ -171,13 +193,19 @@ class Handler(BaseHTTPRequestHandler):
     config = None
     source = None
     stats = None
+    # Report files written (bucket, key) -> ETag, so HeadObject finds them; upload IDs.
+    written = {}
+    upload_ids = itertools.count(1)
 
     def log_message(self, format, *args):  # noqa: A002 (the base class's name)
         pass
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _read_body(self):
+    def _read_body(self, keep=False):
+        """Reads the request body: its hex MD5 (as received) and, with `keep`, the bytes."""
+        digest = hashlib.md5()
+        kept = []
         length = self.headers.get("Content-Length")
         if length is not None:
             remaining = int(length)
@@ -185,6 +213,9 @@ class Handler(BaseHTTPRequestHandler):
                 chunk = self.rfile.read(min(remaining, 1 << 20))
                 if not chunk:
                     break
+                digest.update(chunk)
+                if keep:
+                    kept.append(chunk)
                 remaining -= len(chunk)
         elif self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             while True:
@@ -195,6 +226,8 @@ class Handler(BaseHTTPRequestHandler):
                         pass
                     break
                 self.rfile.read(n + 2)
+
+        return digest.hexdigest(), b"".join(kept)
 
     def _send(self, status, body, content_type="application/xml", headers=None, head=False):
         self.send_response(status)
@@ -256,11 +289,15 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_PUT(self):
         started = time.perf_counter()
-        self._read_body()
+        md5, _ = self._read_body()
         bucket, object_key, q = self._route()
-        if object_key:
+        if object_key and "uploadId" in q:
+            operation = "UploadPart"
+            headers = {"ETag": f'"{md5}"'}
+        elif object_key:
             operation = "PutObject"
-            headers = {"ETag": '"d41d8cd98f00b204e9800998ecf8427e"', "x-amz-version-id": "bench-put"}
+            headers = {"ETag": f'"{md5}"', "x-amz-version-id": "bench-put"}
+            self.written[(bucket, object_key)] = md5
         else:
             operation = "PutBucket " + ("&".join(sorted(q)) or "(CreateBucket)")
             headers = {}
@@ -269,12 +306,29 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         started = time.perf_counter()
-        self._read_body()
+        _, self._posted = self._read_body(keep=True)
         if self.path == "/__reset":
             self.stats.reset()
             self._send(200, b"{}", "application/json")
             return
-        _, _, q = self._route()
+        bucket, object_key, q = self._route()
+        if object_key and "uploads" in q:
+            upload_id = "bench-upload-%d" % next(self.upload_ids)
+            body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<InitiateMultipartUploadResult xmlns="{NS}"><Bucket>{escape(bucket)}</Bucket>'
+                    f"<Key>{escape(object_key)}</Key><UploadId>{upload_id}</UploadId></InitiateMultipartUploadResult>").encode()
+            sent = self._send(200, body)
+            self._count("CreateMultipartUpload", started, sent)
+            return
+        if object_key and "uploadId" in q:
+            # S3's multipart ETag: MD5 of the parts' MD5s, then -<parts>.
+            etags = re.findall(r"<ETag>(?:&quot;|\")?([0-9a-f]{32})", self._posted.decode())
+            etag = "%s-%d" % (hashlib.md5(b"".join(bytes.fromhex(e) for e in etags)).hexdigest(), len(etags))
+            self.written[(bucket, object_key)] = etag
+            body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<CompleteMultipartUploadResult xmlns="{NS}"><Bucket>{escape(bucket)}</Bucket>'
+                    f"<Key>{escape(object_key)}</Key><ETag>&quot;{etag}&quot;</ETag></CompleteMultipartUploadResult>").encode()
+            sent = self._send(200, body)
+            self._count("CompleteMultipartUpload", started, sent)
+            return
         sent = self._send(501, error_body("NotImplemented", f"bench_s3.py does not serve POST {self.path}"))
         self._count("Unsupported POST " + ("&".join(sorted(q)) or "(object)"), started, sent)
 
@@ -288,7 +342,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def _object(self, bucket, object_key, head):
         cfg = self.config
-        if bucket != cfg.catalog_bucket or object_key != cfg.catalog_key:
+        staged = STAGED_ROWS.search(object_key)
+        if staged:
+            body = staged_rows(int(staged.group(1)), staged.group(2)).encode()
+            return self._send(200, body, "text/csv", head=head)
+        if (bucket, object_key) in self.written:
+            return self._send(200, b"", "text/csv", headers={"ETag": f'"{self.written[(bucket, object_key)]}"'}, head=True)
+        if bucket != cfg.catalog_bucket or object_key != cfg.catalog_key or not cfg.catalog_file:
             return self._send(404, error_body("NoSuchKey", "The specified key does not exist.", f"/{bucket}/{object_key}"), head=head)
         size_ = os.path.getsize(cfg.catalog_file)
         headers = {
@@ -454,6 +514,26 @@ def table_row(args):
         print("FAIL " + problem)
 
 
+FINALIZE_KINDS = ["GetObject", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload", "PutObject", "HeadObject"]
+
+
+def finalize_header():
+    cells = ["tasks", *FINALIZE_KINDS, "other", "wall s", "CPU s", "peak RSS MiB", "manifest written"]
+    print("| " + " | ".join(cells) + " |")
+    print("|" + "---:|" * (len(cells) - 1) + "---|")
+
+
+def finalize_row(args):
+    with open(args.stats) as f:
+        counts = json.load(f)["Requests"]
+    with open(args.roll) as f:
+        roll = json.load(f)
+    other = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k not in FINALIZE_KINDS) or "0"
+    cells = [f"{args.tasks:,}", *(f"{counts.get(k, 0):,}" for k in FINALIZE_KINDS), other, f"{args.wall:.1f}",
+             f"{args.user + args.sys:.1f}", f"{args.rss_kib / 1024:.1f}", "yes" if roll.get("manifest_written") else "NO"]
+    print("| " + " | ".join(cells) + " |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -464,9 +544,9 @@ def main():
     serve = sub.add_parser("serve", help="serve the fake endpoint")
     serve.add_argument("--objects", type=int, required=True)
     serve.add_argument("--source-bucket", required=True)
-    serve.add_argument("--catalog-bucket", required=True)
-    serve.add_argument("--catalog-key", required=True)
-    serve.add_argument("--catalog-file", required=True)
+    serve.add_argument("--catalog-bucket", default="")
+    serve.add_argument("--catalog-key", default="")
+    serve.add_argument("--catalog-file", default="", help="none: no catalog (the finalize bench)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=0)
     serve.add_argument("--port-file", help="write the bound port here once listening")
@@ -482,7 +562,23 @@ def main():
     row.add_argument("--plan", required=True, help="the run's `batchops plan --json` output")
     row.add_argument("--stats", required=True, help="the server's /__stats after the run")
     row.add_argument("--target", type=float, required=True, help="requests per unchanged object")
+    sub.add_parser("finalize-header", help="the finalize benchmark's table header (markdown)")
+    frow = sub.add_parser("finalize-row", help="one finalize benchmark row (markdown)")
+    frow.add_argument("--tasks", type=int, required=True)
+    frow.add_argument("--wall", type=float, required=True)
+    frow.add_argument("--user", type=float, required=True)
+    frow.add_argument("--sys", type=float, required=True)
+    frow.add_argument("--rss-kib", type=int, required=True)
+    frow.add_argument("--stats", required=True, help="the server's /__stats after the roll")
+    frow.add_argument("--roll", required=True, help="report_bench roll's output (the checkpoint)")
     args = parser.parse_args()
+
+    if args.command == "finalize-header":
+        finalize_header()
+        return
+    if args.command == "finalize-row":
+        finalize_row(args)
+        return
 
     if args.command == "table-header":
         table_header(args.target)
@@ -494,10 +590,11 @@ def main():
         write_catalog(args.objects, args.dest_prefix, args.out)
         return
 
-    if not os.path.isfile(args.catalog_file):
-        sys.exit(f"bench_s3.py: catalog file {args.catalog_file} does not exist (run the `catalog` command first)")
-    args.catalog_etag = md5_file(args.catalog_file)
-    args.catalog_mtime = os.path.getmtime(args.catalog_file)
+    if args.catalog_file:
+        if not os.path.isfile(args.catalog_file):
+            sys.exit(f"bench_s3.py: catalog file {args.catalog_file} does not exist (run the `catalog` command first)")
+        args.catalog_etag = md5_file(args.catalog_file)
+        args.catalog_mtime = os.path.getmtime(args.catalog_file)
     Handler.config = args
     Handler.source = Source(args.objects)
     Handler.stats = Stats()

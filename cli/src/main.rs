@@ -1,7 +1,7 @@
 //! `batchops`: job control, and the local runtime, over the same library the Lambdas run.
 
 use anyhow::{bail, Context, Result};
-use batchops_aws::audit::audit_report;
+use batchops_aws::audit::audit_report_with;
 use batchops_aws::jobs::{
     create_job, describe_job, list_jobs_page, update_job_priority, update_job_status,
 };
@@ -930,7 +930,7 @@ async fn main() -> Result<()> {
                 println!("{}", json!({"JobId": job_id, "Priority": priority}));
             }
             JobCommand::Report { job_id, json } => {
-                let audit = audit_report(&app, &job_id).await?;
+                let audit = audit_report_with(&app, &job_id, false).await?;
                 let job = app.store.get_job(&job_id).await?;
                 let all_tasks = job
                     .spec

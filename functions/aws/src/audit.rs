@@ -3,11 +3,12 @@
 //! and the tests.
 
 use crate::error::{Error, Result};
-use crate::objects::{get_bytes, md5_hex};
+use crate::objects::get_bytes;
 use crate::App;
 use batchops_core::report::{
-    parse_row, report_manifest_key, ReportManifest, ReportRow, TaskStatus,
+    parse_row, report_manifest_key, ReportManifest, ReportResult, ReportRow, TaskStatus,
 };
+use md5::{Digest, Md5};
 use std::collections::HashSet;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +36,15 @@ impl ReportAudit {
     }
 }
 
+/// [`audit_report_with`], keeping every row (tests look at them).
 pub async fn audit_report(app: &App, job_id: &str) -> Result<ReportAudit> {
+    audit_report_with(app, job_id, true).await
+}
+
+/// Reads the report's manifest and streams each result file (a file is read a block at a time,
+/// its MD5 computed as it goes): memory holds one block and a 16-byte fingerprint per row for
+/// the duplicate check, plus every row only when `keep_rows`.
+pub async fn audit_report_with(app: &App, job_id: &str, keep_rows: bool) -> Result<ReportAudit> {
     let job = app.store.get_job(job_id).await?;
     let target = job.spec.report.clone().ok_or_else(|| {
         Error::Invalid(format!(
@@ -61,28 +70,68 @@ pub async fn audit_report(app: &App, job_id: &str) -> Result<ReportAudit> {
     };
     let mut seen = HashSet::new();
     for result in &manifest.results {
-        let shard = get_bytes(&app.s3, &result.bucket, &result.key).await?;
-        if md5_hex(&shard) != result.md5_checksum {
-            audit.bad_checksums.push(result.key.clone());
+        let what = format!("s3://{}/{}", result.bucket, result.key);
+        let out = app
+            .s3
+            .get_object()
+            .bucket(&result.bucket)
+            .key(&result.key)
+            .send()
+            .await
+            .map_err(|e| Error::aws_call("S3", "GetObject", &what, &e))?;
+        let mut body = out.body;
+        let mut md5 = Md5::new();
+        let mut pending: Vec<u8> = Vec::new();
+        loop {
+            let block = body
+                .try_next()
+                .await
+                .map_err(|e| Error::Data(format!("{what}: reading: {e}")))?;
+            let Some(block) = block else { break };
+            md5.update(&block);
+            pending.extend_from_slice(&block);
+            // Whole lines now; the last, partial one waits for the next block.
+            let Some(last_newline) = pending.iter().rposition(|&b| b == b'\n') else {
+                continue;
+            };
+            let rest = pending.split_off(last_newline + 1);
+            count_rows(&mut audit, &mut seen, result, &pending, keep_rows)?;
+            pending = rest;
         }
-        let text = String::from_utf8_lossy(&shard);
-        for line in text.lines().filter(|l| !l.is_empty()) {
-            let row = parse_row(line)
-                .ok_or_else(|| Error::Data(format!("{}: unreadable row `{line}`", result.key)))?;
-            match result.task_execution_status {
-                TaskStatus::Succeeded => audit.succeeded_rows += 1,
-                TaskStatus::Failed => audit.failed_rows += 1,
-            }
-            if !seen.insert((
-                row.bucket.clone(),
-                row.key_encoded.clone(),
-                row.version_id.clone(),
-                row.message.clone(),
-            )) {
-                audit.duplicate_rows += 1;
-            }
-            audit.rows.push(row);
+        count_rows(&mut audit, &mut seen, result, &pending, keep_rows)?;
+        if hex::encode(md5.finalize()) != result.md5_checksum {
+            audit.bad_checksums.push(result.key.clone());
         }
     }
     Ok(audit)
+}
+
+fn count_rows(
+    audit: &mut ReportAudit,
+    seen: &mut HashSet<[u8; 16]>,
+    result: &ReportResult,
+    text: &[u8],
+    keep_rows: bool,
+) -> Result<()> {
+    let text = String::from_utf8_lossy(text);
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let row = parse_row(line)
+            .ok_or_else(|| Error::Data(format!("{}: unreadable row `{line}`", result.key)))?;
+        match result.task_execution_status {
+            TaskStatus::Succeeded => audit.succeeded_rows += 1,
+            TaskStatus::Failed => audit.failed_rows += 1,
+        }
+        let mut fingerprint = Md5::new();
+        for field in [&row.bucket, &row.key_encoded, &row.version_id, &row.message] {
+            fingerprint.update(field.as_bytes());
+            fingerprint.update([0u8]);
+        }
+        if !seen.insert(fingerprint.finalize().into()) {
+            audit.duplicate_rows += 1;
+        }
+        if keep_rows {
+            audit.rows.push(row);
+        }
+    }
+    Ok(())
 }

@@ -58,6 +58,15 @@ pub struct Config {
     /// EventBridge bus (name or ARN) that gets an event when a job reaches a terminal status;
     /// None (`BATCHOPS_EVENT_BUS=none`): no events.
     pub event_bus: Option<String>,
+    /// The finalizer rolls staged report rows into result files of about this size (closed at
+    /// the first range boundary past it).
+    pub report_file_bytes: u64,
+    /// Part size of a result file's multipart upload (S3's minimum: 5 MiB): with one range's
+    /// rows and a few ranges read ahead, what the finalizer holds in memory.
+    pub report_part_bytes: u64,
+    /// S3 writes of the report roll per finalizer run before it hands on (None: only its time
+    /// slice, BATCHOPS_PLAN_SLICE_SECONDS, bounds it). Tests make runs short with it.
+    pub report_slice_writes: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -168,6 +177,15 @@ impl Config {
             local_chunk_deadline: secs("BATCHOPS_LOCAL_CHUNK_DEADLINE_SECONDS", 600.0, 1.0)?,
             journal_margin: secs("BATCHOPS_JOURNAL_MARGIN_SECONDS", 600.0, 0.0)?,
             event_bus: Some(text("BATCHOPS_EVENT_BUS", "default")).filter(|bus| bus != "none"),
+            report_file_bytes: number(vars, "BATCHOPS_REPORT_FILE_BYTES", 512 * 1024 * 1024, 1)?,
+            report_part_bytes: number(
+                vars,
+                "BATCHOPS_REPORT_PART_BYTES",
+                16 * 1024 * 1024,
+                5 * 1024 * 1024,
+            )?,
+            report_slice_writes: Some(number(vars, "BATCHOPS_REPORT_SLICE_WRITES", 0, 0)?)
+                .filter(|&writes| writes > 0),
             lease_duration: secs("BATCHOPS_LEASE_SECONDS", 30.0, 1.0)?,
             max_deliveries: number(vars, "BATCHOPS_MAX_DELIVERIES", 5, 1)?,
             stall_after: secs("BATCHOPS_STALL_SECONDS", 300.0, 0.0)?,

@@ -4,11 +4,22 @@
 //! twice changes nothing.
 
 use crate::error::{Error, Result};
-use crate::objects::put_bytes;
+use crate::objects::{get_bytes, md5_hex, put_bytes};
+use crate::store::job_pk;
 use crate::{now, unix_now, App};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use base64::Engine;
 use batchops_core::job::timestamp;
-use batchops_core::report::{report_manifest_key, ReportManifest, ReportResult};
+use batchops_core::report::{
+    report_manifest_key, rolled_file_key, OpenFile, ReportManifest, ReportResult, ReportRoll,
+    ResumableMd5, TaskStatus,
+};
+use batchops_core::request::ReportTarget;
 use batchops_core::{JobRecord, JobStatus};
+use futures::{StreamExt, TryStreamExt};
+use md5::Digest;
+use std::time::Instant;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finalized {
@@ -18,6 +29,8 @@ pub enum Finalized {
     Waiting { leases: usize },
     /// The job is (now) in this terminal status.
     Terminal(JobStatus),
+    /// The report is still being rolled: this run checkpointed it and asked for another.
+    Reporting,
 }
 
 /// [`finalize`], with its errors accounted on the job: a permanent one (the report bucket
@@ -63,7 +76,9 @@ pub async fn finalize(app: &App, job_id: &str) -> Result<Finalized> {
             JobStatus::Completing => {
                 abort_kept_uploads(app, &job).await?;
                 let counters = app.store.counters(job_id).await?;
-                write_report(app, job_id, counters.tasks_done()).await?;
+                if !write_report(app, job_id, counters.tasks_done()).await? {
+                    return Ok(Finalized::Reporting);
+                }
                 let threshold = app.config.failure_threshold;
                 if !threshold.exceeded(&counters) {
                     // Backup runs: the snapshot exists once the job is Complete.
@@ -98,7 +113,9 @@ pub async fn finalize(app: &App, job_id: &str) -> Result<Finalized> {
                 }
                 abort_kept_uploads(app, &job).await?;
                 let counters = app.store.counters(job_id).await?;
-                write_report(app, job_id, counters.tasks_done()).await?;
+                if !write_report(app, job_id, counters.tasks_done()).await? {
+                    return Ok(Finalized::Reporting);
+                }
                 let (to, reason) = if job.status == JobStatus::Cancelling {
                     (JobStatus::Cancelled, "Cancelled by request")
                 } else {
@@ -276,35 +293,441 @@ async fn send_status_event(app: &App, record: &JobRecord) -> Result<()> {
         })
 }
 
-/// Writes `<prefix>/job-<id>/manifest.json` listing every committed shard, once any task ran.
-async fn write_report(app: &App, job_id: &str, tasks_done: u64) -> Result<()> {
+/// The roll's checkpoint item; each result file gets its own item (`REPORTFILE#...`), so the
+/// checkpoint stays small however many files a report has.
+const ROLL_SK: &str = "REPORT";
+const FILE_SK_PREFIX: &str = "REPORTFILE#";
+/// Committed ranges read per page, and staged row files fetched at once, while rolling: with
+/// the part being filled, all the roll holds in memory.
+const RANGE_PAGE: i32 = 500;
+const READ_AHEAD: usize = 8;
+
+fn file_sk(status: TaskStatus, index: u64) -> String {
+    format!("{FILE_SK_PREFIX}{}#{index:06}", status.as_str())
+}
+
+/// How much one run of the roll may do before it checkpoints and hands on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RollLimits {
+    pub deadline: Option<Instant>,
+    /// S3 writes (parts, files) in this run.
+    pub max_writes: Option<u64>,
+}
+
+/// Writes the job's report (`<prefix>/job-<id>/results/*.csv` and `manifest.json`) once any
+/// task ran. True when it is complete; false when this run's slice ran out, in which case it
+/// has checkpointed and asked for another finalizer run.
+async fn write_report(app: &App, job_id: &str, tasks_done: u64) -> Result<bool> {
     let job = app.store.get_job(job_id).await?;
     let Some(target) = &job.spec.report else {
-        return Ok(());
+        return Ok(true);
     };
     if tasks_done == 0 {
-        return Ok(());
+        return Ok(true);
     }
-    let ranges = app.store.committed_ranges(job_id).await?;
-    let results: Vec<ReportResult> = ranges
-        .iter()
-        .flat_map(|range| range.shards.iter())
-        .map(|shard| ReportResult {
-            task_execution_status: shard.status,
-            bucket: shard.bucket.clone(),
-            md5_checksum: shard.md5.clone(),
-            key: shard.key.clone(),
-        })
-        .collect();
-    let manifest = ReportManifest::new(timestamp(now()), results);
-    let body = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Data(e.to_string()))?;
-    put_bytes(
-        &app.s3,
-        &target.bucket,
-        &report_manifest_key(target, job_id),
-        body,
-        "application/json",
-    )
-    .await?;
-    Ok(())
+    let limits = RollLimits {
+        deadline: Some(Instant::now() + app.config.plan_slice),
+        max_writes: app.config.report_slice_writes,
+    };
+    if roll_report(app, job_id, target, limits).await? {
+        return Ok(true);
+    }
+    app.queues.request_finalize(job_id).await?;
+    Ok(false)
+}
+
+/// Rolls the rows every committed range staged (in range order, succeeded then failed) into
+/// result files of about `report_file_bytes` (multipart uploads of `report_part_bytes` parts,
+/// MD5 computed while streaming), then writes `manifest.json` listing them. Memory is bounded
+/// by a part and a page of ranges, not by the number of tasks.
+///
+/// Resumable and idempotent: after every part or file the position (last range consumed, the
+/// open upload and its parts, the MD5 state) is checkpointed in the table, always with nothing
+/// buffered, so a run killed anywhere resumes by reading the same ranges again and writing the
+/// same bytes to the same keys; a run after completion changes nothing. True when complete;
+/// false when `limits` stopped it or another run moved the checkpoint first.
+pub async fn roll_report(
+    app: &App,
+    job_id: &str,
+    target: &ReportTarget,
+    limits: RollLimits,
+) -> Result<bool> {
+    let pk = job_pk(job_id);
+    let (mut roll, revision) = match app.store.get_doc::<ReportRoll>(&pk, ROLL_SK).await? {
+        Some((roll, revision)) => (roll, Some(revision)),
+        None => (ReportRoll::start(), None),
+    };
+    let mut run = RollRun {
+        app,
+        job_id,
+        target,
+        pk: &pk,
+        limits,
+        writes: 0,
+        revision,
+    };
+    while let Some(status) = roll.status {
+        let mut buffer: Vec<u8> = Vec::new();
+        let mut cursor = roll.after.clone();
+        loop {
+            let (page, next) = app
+                .store
+                .committed_ranges_page(job_id, cursor.as_deref(), RANGE_PAGE)
+                .await?;
+            let mut rows = futures::stream::iter(
+                page.into_iter()
+                    .map(|(sk, range)| staged_rows(app, sk, range, status)),
+            )
+            .buffered(READ_AHEAD);
+            while let Some((sk, body)) = rows.try_next().await? {
+                buffer.extend_from_slice(&body);
+                // The last range whose rows are in `buffer` (or uploaded).
+                let consumed = Some(sk);
+                let file_bytes =
+                    roll.open.as_ref().map_or(0, |open| open.bytes) + buffer.len() as u64;
+                if file_bytes >= app.config.report_file_bytes {
+                    if !run.close_file(&mut roll, status, &mut buffer).await? {
+                        return Ok(false);
+                    }
+                    roll.file_closed(consumed);
+                } else if buffer.len() as u64 >= app.config.report_part_bytes {
+                    if !run.upload_part(&mut roll, status, &mut buffer).await? {
+                        return Ok(false);
+                    }
+                    roll.after = consumed;
+                } else {
+                    continue;
+                }
+                if !run.checkpoint(&roll).await? || run.spent() {
+                    return Ok(false);
+                }
+            }
+            match next {
+                Some(sk) => cursor = Some(sk),
+                None => break,
+            }
+        }
+        if (!buffer.is_empty() || roll.open.is_some())
+            && !run.close_file(&mut roll, status, &mut buffer).await?
+        {
+            return Ok(false);
+        }
+        roll.status_done();
+        if !run.checkpoint(&roll).await? || run.spent() {
+            return Ok(false);
+        }
+    }
+    if !roll.manifest_written {
+        let files: Vec<ReportResult> = app.store.query_docs(&pk, FILE_SK_PREFIX).await?;
+        let manifest = ReportManifest::new(timestamp(now()), files);
+        let body = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Data(e.to_string()))?;
+        put_bytes(
+            &app.s3,
+            &target.bucket,
+            &report_manifest_key(target, job_id),
+            body,
+            "application/json",
+        )
+        .await?;
+        roll.manifest_written = true;
+        if !run.checkpoint(&roll).await? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The rows of `status` a committed range staged, each file's MD5 checked against the one the
+/// range recorded.
+async fn staged_rows(
+    app: &App,
+    sk: String,
+    range: crate::store::RangeCommit,
+    status: TaskStatus,
+) -> Result<(String, Vec<u8>)> {
+    let mut rows = Vec::new();
+    for shard in range.shards.iter().filter(|shard| shard.status == status) {
+        let body = get_bytes(&app.s3, &shard.bucket, &shard.key).await?;
+        let md5 = md5_hex(&body);
+        if md5 != shard.md5 {
+            return Err(Error::Data(format!(
+                "staged report rows s3://{}/{} of range {sk}: MD5 {md5}, the range recorded {}",
+                shard.bucket, shard.key, shard.md5
+            )));
+        }
+        rows.extend_from_slice(&body);
+    }
+    Ok((sk, rows))
+}
+
+/// One run of the roll: what it writes, and its checkpoint's revision.
+struct RollRun<'a> {
+    app: &'a App,
+    job_id: &'a str,
+    target: &'a ReportTarget,
+    pk: &'a str,
+    limits: RollLimits,
+    writes: u64,
+    revision: Option<u64>,
+}
+
+impl RollRun<'_> {
+    fn spent(&self) -> bool {
+        self.limits.max_writes.is_some_and(|max| self.writes >= max)
+            || self
+                .limits
+                .deadline
+                .is_some_and(|deadline| Instant::now() >= deadline)
+    }
+
+    /// Writes the checkpoint over the revision this run read; false when another run moved it
+    /// first (this run then stops: the other one goes on from its own checkpoint).
+    async fn checkpoint(&mut self, roll: &ReportRoll) -> Result<bool> {
+        let written = self
+            .app
+            .store
+            .put_doc(self.pk, ROLL_SK, roll, self.revision, None)
+            .await?;
+        if written {
+            self.revision = Some(self.revision.map_or(0, |r| r + 1));
+        } else {
+            tracing::info!(
+                job_id = self.job_id,
+                "another finalizer run moved the report checkpoint; stopping this one"
+            );
+        }
+        Ok(written)
+    }
+
+    fn what(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.target.bucket)
+    }
+
+    /// Uploads `buffer` as the next part of the open file (started, and checkpointed at once so
+    /// no upload is orphaned, if none is open). False when this run must stop.
+    async fn upload_part(
+        &mut self,
+        roll: &mut ReportRoll,
+        status: TaskStatus,
+        buffer: &mut Vec<u8>,
+    ) -> Result<bool> {
+        if roll.open.is_none() {
+            let key = rolled_file_key(self.target, self.job_id, status, roll.next_file);
+            let out = self
+                .app
+                .s3
+                .create_multipart_upload()
+                .bucket(&self.target.bucket)
+                .key(&key)
+                .content_type("text/csv")
+                .send()
+                .await
+                .map_err(|e| {
+                    Error::aws_call("S3", "CreateMultipartUpload", &self.what(&key), &e)
+                })?;
+            let upload_id = out.upload_id().unwrap_or_default().to_string();
+            roll.open = Some(OpenFile {
+                key: key.clone(),
+                upload_id: upload_id.clone(),
+                parts: Vec::new(),
+                bytes: 0,
+                md5: ResumableMd5::default(),
+            });
+            if !self.checkpoint(roll).await? {
+                // Another run is rolling: this upload is nobody's.
+                let _ = self
+                    .app
+                    .s3
+                    .abort_multipart_upload()
+                    .bucket(&self.target.bucket)
+                    .key(&key)
+                    .upload_id(&upload_id)
+                    .send()
+                    .await;
+                return Ok(false);
+            }
+        }
+        let Some(open) = roll.open.as_mut() else {
+            return Ok(false);
+        };
+        if !self.put_part(open, buffer).await? {
+            tracing::warn!(job_id = self.job_id, key = %open.key, upload_id = %open.upload_id, "the report file's upload is gone (completed by another run); stopping this one");
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// UploadPart of `buffer` (emptied) as the open file's next part. False when the upload
+    /// no longer exists.
+    async fn put_part(&mut self, open: &mut OpenFile, buffer: &mut Vec<u8>) -> Result<bool> {
+        let body = std::mem::take(buffer);
+        let number = open.parts.len() as i32 + 1;
+        let digest = md5::Md5::digest(&body);
+        open.md5.update(&body);
+        open.bytes += body.len() as u64;
+        let sent = self
+            .app
+            .s3
+            .upload_part()
+            .bucket(&self.target.bucket)
+            .key(&open.key)
+            .upload_id(&open.upload_id)
+            .part_number(number)
+            .content_md5(base64::engine::general_purpose::STANDARD.encode(digest))
+            .body(ByteStream::from(body))
+            .send()
+            .await;
+        self.writes += 1;
+        match sent {
+            Ok(out) => {
+                open.parts
+                    .push((number, out.e_tag().unwrap_or_default().to_string()));
+                Ok(true)
+            }
+            Err(err)
+                if aws_sdk_s3::error::ProvideErrorMetadata::code(&err) == Some("NoSuchUpload") =>
+            {
+                // Its ETag, as S3 would have returned it: the finished object is checked with it.
+                open.parts
+                    .push((number, format!("\"{}\"", hex::encode(digest))));
+                Ok(false)
+            }
+            Err(err) => Err(Error::aws_call(
+                "S3",
+                "UploadPart",
+                &format!("{} part {number}", self.what(&open.key)),
+                &err,
+            )),
+        }
+    }
+
+    /// Writes the current file's last bytes and finishes it (PutObject when it never needed a
+    /// part), then records it for the manifest. False when this run must stop.
+    async fn close_file(
+        &mut self,
+        roll: &mut ReportRoll,
+        status: TaskStatus,
+        buffer: &mut Vec<u8>,
+    ) -> Result<bool> {
+        let index = roll.next_file;
+        let result = match roll.open.clone() {
+            None => {
+                let key = rolled_file_key(self.target, self.job_id, status, index);
+                let md5 = put_bytes(
+                    &self.app.s3,
+                    &self.target.bucket,
+                    &key,
+                    std::mem::take(buffer),
+                    "text/csv",
+                )
+                .await?;
+                self.writes += 1;
+                ReportResult {
+                    task_execution_status: status,
+                    bucket: self.target.bucket.clone(),
+                    md5_checksum: md5,
+                    key,
+                }
+            }
+            Some(mut open) => {
+                // A run killed after completing the upload (or one racing this) left the
+                // finished object: it is accepted if it is exactly these parts.
+                let mut parts = open.parts.clone();
+                if !buffer.is_empty() {
+                    let digest = hex::encode(md5::Md5::digest(&buffer[..]));
+                    parts.push((parts.len() as i32 + 1, format!("\"{digest}\"")));
+                }
+                if self.finished_as(&open.key, &parts).await? {
+                    open.md5.update(buffer);
+                    buffer.clear();
+                } else {
+                    let mut live = buffer.is_empty() || self.put_part(&mut open, buffer).await?;
+                    if live {
+                        live = self.complete(&open).await?;
+                    }
+                    if !live && !self.finished_as(&open.key, &open.parts).await? {
+                        return Ok(false);
+                    }
+                }
+                ReportResult {
+                    task_execution_status: status,
+                    bucket: self.target.bucket.clone(),
+                    md5_checksum: open.md5.hex(),
+                    key: open.key,
+                }
+            }
+        };
+        // Already there when a killed run got this far: the same file.
+        self.app
+            .store
+            .put_doc(self.pk, &file_sk(status, index), &result, None, None)
+            .await?;
+        Ok(true)
+    }
+
+    /// CompleteMultipartUpload; false when the upload no longer exists.
+    async fn complete(&mut self, open: &OpenFile) -> Result<bool> {
+        let parts = open
+            .parts
+            .iter()
+            .map(|(number, etag)| {
+                CompletedPart::builder()
+                    .part_number(*number)
+                    .e_tag(etag)
+                    .build()
+            })
+            .collect::<Vec<_>>();
+        let done = self
+            .app
+            .s3
+            .complete_multipart_upload()
+            .bucket(&self.target.bucket)
+            .key(&open.key)
+            .upload_id(&open.upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await;
+        self.writes += 1;
+        match done {
+            Ok(_) => Ok(true),
+            Err(err)
+                if aws_sdk_s3::error::ProvideErrorMetadata::code(&err) == Some("NoSuchUpload") =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(Error::aws_call(
+                "S3",
+                "CompleteMultipartUpload",
+                &format!("{} upload {}", self.what(&open.key), open.upload_id),
+                &err,
+            )),
+        }
+    }
+
+    /// Whether the object at `key` is the multipart upload of exactly `parts`
+    /// (S3's multipart ETag: MD5 of the parts' MD5s, `-<parts>`).
+    async fn finished_as(&self, key: &str, parts: &[(i32, String)]) -> Result<bool> {
+        let mut digests = Vec::new();
+        for (_, etag) in parts {
+            digests.extend(hex::decode(etag.trim_matches('"')).unwrap_or_default());
+        }
+        let expected = format!("{}-{}", md5_hex(&digests), parts.len());
+        let head = self
+            .app
+            .s3
+            .head_object()
+            .bucket(&self.target.bucket)
+            .key(key)
+            .send()
+            .await;
+        match head {
+            Ok(out) => Ok(out.e_tag().map(|e| e.trim_matches('"')) == Some(expected.as_str())),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(false),
+            Err(err) => Err(Error::aws_call("S3", "HeadObject", &self.what(key), &err)),
+        }
+    }
 }

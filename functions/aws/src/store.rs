@@ -72,6 +72,45 @@ fn range_sk(seq: u64, first_task: u64) -> String {
     format!("CHUNK#{seq:010}#{first_task:07}")
 }
 
+/// A committed range item (`CHUNK#...`) as a [`RangeCommit`].
+fn range_of_item(item: &Item) -> RangeCommit {
+    let shards = item
+        .get("shards")
+        .and_then(|v| v.as_l().ok())
+        .map(|list| {
+            list.iter()
+                .filter_map(|v| v.as_m().ok())
+                .map(|m| ShardRef {
+                    status: if get_s(m, "status") == Some("failed") {
+                        TaskStatus::Failed
+                    } else {
+                        TaskStatus::Succeeded
+                    },
+                    bucket: get_s(m, "bucket").unwrap_or_default().to_string(),
+                    key: get_s(m, "key").unwrap_or_default().to_string(),
+                    md5: get_s(m, "md5").unwrap_or_default().to_string(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    RangeCommit {
+        seq: get_n(item, "seq"),
+        first_task: get_n(item, "first_task"),
+        end_task: get_n(item, "end_task"),
+        counters: Counters {
+            succeeded: get_n(item, "succeeded"),
+            failed: get_n(item, "failed"),
+            bytes: get_n(item, "bytes"),
+            ranges: 1,
+        },
+        shards,
+        fragment: get_s(item, "fragment").map(str::to_string),
+        chunk_tasks: item
+            .contains_key("chunk_tasks")
+            .then(|| get_n(item, "chunk_tasks")),
+    }
+}
+
 fn lease_sk(seq: u64, first_task: u64) -> String {
     format!("LEASE#{seq:010}#{first_task:07}")
 }
@@ -710,45 +749,55 @@ impl Store {
 
     /// Every committed range of the job, in chunk order.
     pub async fn committed_ranges(&self, job_id: &str) -> Result<Vec<RangeCommit>> {
-        let mut ranges = Vec::new();
-        for item in self.query_prefix(job_id, "CHUNK#").await? {
-            let shards = item
-                .get("shards")
-                .and_then(|v| v.as_l().ok())
-                .map(|list| {
-                    list.iter()
-                        .filter_map(|v| v.as_m().ok())
-                        .map(|m| ShardRef {
-                            status: if get_s(m, "status") == Some("failed") {
-                                TaskStatus::Failed
-                            } else {
-                                TaskStatus::Succeeded
-                            },
-                            bucket: get_s(m, "bucket").unwrap_or_default().to_string(),
-                            key: get_s(m, "key").unwrap_or_default().to_string(),
-                            md5: get_s(m, "md5").unwrap_or_default().to_string(),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            ranges.push(RangeCommit {
-                seq: get_n(&item, "seq"),
-                first_task: get_n(&item, "first_task"),
-                end_task: get_n(&item, "end_task"),
-                counters: Counters {
-                    succeeded: get_n(&item, "succeeded"),
-                    failed: get_n(&item, "failed"),
-                    bytes: get_n(&item, "bytes"),
-                    ranges: 1,
-                },
-                shards,
-                fragment: get_s(&item, "fragment").map(str::to_string),
-                chunk_tasks: item
-                    .contains_key("chunk_tasks")
-                    .then(|| get_n(&item, "chunk_tasks")),
-            });
-        }
-        Ok(ranges)
+        Ok(self
+            .query_prefix(job_id, "CHUNK#")
+            .await?
+            .iter()
+            .map(range_of_item)
+            .collect())
+    }
+
+    /// One page of the job's committed ranges in chunk order, after the range at position
+    /// `after` (a position this returns; None: from the first), at most `limit` of them, each
+    /// with its position; the last position when more may follow. Memory stays bounded by the
+    /// page, whatever the number of ranges.
+    pub async fn committed_ranges_page(
+        &self,
+        job_id: &str,
+        after: Option<&str>,
+        limit: i32,
+    ) -> Result<(Vec<(String, RangeCommit)>, Option<String>)> {
+        let pk = job_pk(job_id);
+        let start =
+            after.map(|sk| HashMap::from([("pk".to_string(), s(&pk)), ("sk".to_string(), s(sk))]));
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", s(&pk))
+            .expression_attribute_values(":prefix", s("CHUNK#"))
+            .consistent_read(true)
+            .limit(limit)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(aws("DynamoDB", "Query"))?;
+        let ranges: Vec<(String, RangeCommit)> = out
+            .items()
+            .iter()
+            .map(|item| {
+                let sk = get_s(item, "sk").unwrap_or_default().to_string();
+                (sk, range_of_item(item))
+            })
+            .collect();
+        let more = out.last_evaluated_key().is_some_and(|key| !key.is_empty());
+        let next = if more {
+            ranges.last().map(|(sk, _)| sk.clone())
+        } else {
+            None
+        };
+        Ok((ranges, next))
     }
 
     /// Asks for the lease on a task range until `expires_at` (unix seconds): granted when

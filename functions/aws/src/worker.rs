@@ -15,7 +15,7 @@ use crate::{now, App};
 use batchops_core::backoff::ErrorClass;
 use batchops_core::chunk::{chunk_key, parse_chunk, ChunkTask};
 use batchops_core::counts::Counters;
-use batchops_core::report::{result_shard_key, TaskOutcome, TaskStatus};
+use batchops_core::report::{staged_rows_key, TaskOutcome, TaskStatus};
 use batchops_core::request::ManifestSource;
 use batchops_core::{JobRecord, JobStatus};
 use futures::StreamExt;
@@ -703,18 +703,14 @@ async fn write_shards(
         if body.is_empty() {
             continue;
         }
-        let key = result_shard_key(
-            target,
-            job_id,
-            pointer.seq,
-            pointer.first_task,
-            attempt,
-            status,
-        );
-        let md5 = put_bytes(&app.s3, &target.bucket, &key, body.into_bytes(), "text/csv").await?;
+        // Staged in the control bucket: the finalizer rolls them into the report's few large
+        // result files (a report of a billion tasks lists thousands of files, not millions).
+        let bucket = &app.config.control_bucket;
+        let key = staged_rows_key(job_id, pointer.seq, pointer.first_task, attempt, status);
+        let md5 = put_bytes(&app.s3, bucket, &key, body.into_bytes(), "text/csv").await?;
         shards.push(ShardRef {
             status,
-            bucket: target.bucket.clone(),
+            bucket: bucket.clone(),
             key,
             md5,
         });

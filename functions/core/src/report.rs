@@ -120,9 +120,10 @@ pub fn report_manifest_key(target: &ReportTarget, job_id: &str) -> String {
     format!("{}/manifest.json", report_root(target, job_id))
 }
 
-/// One result shard per committed task range and status; `attempt` keeps racing attempts apart.
-pub fn result_shard_key(
-    target: &ReportTarget,
+/// Where a committed range stages its rows of one status: the control bucket, where no report
+/// reader looks (`attempt` keeps racing attempts apart). The finalizer rolls them into the
+/// report's result files.
+pub fn staged_rows_key(
     job_id: &str,
     seq: u64,
     first_task: u64,
@@ -130,10 +131,195 @@ pub fn result_shard_key(
     status: TaskStatus,
 ) -> String {
     format!(
-        "{}/results/{seq:010}-{first_task:07}-{attempt}-{}.csv",
+        "jobs/{job_id}/rows/{seq:010}-{first_task:07}-{attempt}-{}.csv",
+        status.as_str()
+    )
+}
+
+/// The report's `index`th result file of `status` (rows of many ranges rolled together).
+pub fn rolled_file_key(
+    target: &ReportTarget,
+    job_id: &str,
+    status: TaskStatus,
+    index: u64,
+) -> String {
+    format!(
+        "{}/results/{}-{index:06}.csv",
         report_root(target, job_id),
         status.as_str()
     )
+}
+
+/// The statuses in the order their rows are rolled (and listed in the manifest).
+pub fn next_roll_status(status: TaskStatus) -> Option<TaskStatus> {
+    match status {
+        TaskStatus::Succeeded => Some(TaskStatus::Failed),
+        TaskStatus::Failed => None,
+    }
+}
+
+/// The finalizer's checkpoint while it rolls staged rows into result files: everything before
+/// `after` (a committed range's position) of `status` is in a closed file or an uploaded part,
+/// so a killed finalizer resumes here and neither repeats nor skips a row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportRoll {
+    /// The status being rolled; None once both are.
+    pub status: Option<TaskStatus>,
+    /// The last range whose rows of `status` are consumed (None: none yet).
+    pub after: Option<String>,
+    /// Index of the open (or next) result file of `status`.
+    pub next_file: u64,
+    /// The open multipart upload of that file, if it has parts.
+    pub open: Option<OpenFile>,
+    pub manifest_written: bool,
+}
+
+impl ReportRoll {
+    pub fn start() -> Self {
+        ReportRoll {
+            status: Some(TaskStatus::Succeeded),
+            after: None,
+            next_file: 0,
+            open: None,
+            manifest_written: false,
+        }
+    }
+
+    pub fn done(&self) -> bool {
+        self.status.is_none() && self.manifest_written
+    }
+
+    /// After a file of the current status closed.
+    pub fn file_closed(&mut self, consumed_through: Option<String>) {
+        self.open = None;
+        self.next_file += 1;
+        self.after = consumed_through;
+    }
+
+    /// After the current status's last range: the next status starts from the first range.
+    pub fn status_done(&mut self) {
+        self.open = None;
+        self.after = None;
+        self.next_file = 0;
+        self.status = self.status.and_then(next_roll_status);
+    }
+}
+
+/// A result file being written as a multipart upload across finalizer runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenFile {
+    pub key: String,
+    pub upload_id: String,
+    /// (part number, ETag) of the parts uploaded, in order.
+    pub parts: Vec<(i32, String)>,
+    pub bytes: u64,
+    /// MD5 of the bytes uploaded so far: the file's MD5Checksum is computed while streaming.
+    pub md5: ResumableMd5,
+}
+
+/// MD5 whose state can be checkpointed: a result file's parts are uploaded by different
+/// finalizer runs, and its MD5 covers them all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumableMd5 {
+    state: [u32; 4],
+    /// Bytes consumed in all.
+    length: u64,
+    /// The bytes of the last, incomplete 64-byte block (hex).
+    tail: String,
+}
+
+impl Default for ResumableMd5 {
+    fn default() -> Self {
+        ResumableMd5 {
+            state: [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476],
+            length: 0,
+            tail: String::new(),
+        }
+    }
+}
+
+const MD5_SHIFTS: [u32; 16] = [7, 12, 17, 22, 5, 9, 14, 20, 4, 11, 16, 23, 6, 10, 15, 21];
+
+fn md5_constants() -> [u32; 64] {
+    // RFC 1321: K[i] = floor(|sin(i + 1)| * 2^32); exact in f64 (checked by the tests).
+    std::array::from_fn(|i| ((i as f64 + 1.0).sin().abs() * 4_294_967_296.0) as u32)
+}
+
+fn md5_block(state: &mut [u32; 4], block: &[u8], k: &[u32; 64]) {
+    let m: [u32; 16] = std::array::from_fn(|i| {
+        u32::from_le_bytes([
+            block[4 * i],
+            block[4 * i + 1],
+            block[4 * i + 2],
+            block[4 * i + 3],
+        ])
+    });
+    let [mut a, mut b, mut c, mut d] = *state;
+    for i in 0..64 {
+        let (f, g) = match i / 16 {
+            0 => ((b & c) | (!b & d), i),
+            1 => ((d & b) | (!d & c), (5 * i + 1) % 16),
+            2 => (b ^ c ^ d, (3 * i + 5) % 16),
+            _ => (c ^ (b | !d), (7 * i) % 16),
+        };
+        let rotated = a
+            .wrapping_add(f)
+            .wrapping_add(k[i])
+            .wrapping_add(m[g])
+            .rotate_left(MD5_SHIFTS[(i / 16) * 4 + i % 4]);
+        a = d;
+        d = c;
+        c = b;
+        b = b.wrapping_add(rotated);
+    }
+    for (s, v) in state.iter_mut().zip([a, b, c, d]) {
+        *s = s.wrapping_add(v);
+    }
+}
+
+impl ResumableMd5 {
+    pub fn update(&mut self, data: &[u8]) {
+        let k = md5_constants();
+        let mut pending = hex::decode(&self.tail).unwrap_or_default();
+        self.length += data.len() as u64;
+        let mut data = data;
+        if !pending.is_empty() {
+            let take = (64 - pending.len()).min(data.len());
+            pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if pending.len() < 64 {
+                self.tail = hex::encode(&pending);
+                return;
+            }
+            md5_block(&mut self.state, &pending, &k);
+        }
+        let mut blocks = data.chunks_exact(64);
+        for block in &mut blocks {
+            md5_block(&mut self.state, block, &k);
+        }
+        self.tail = hex::encode(blocks.remainder());
+    }
+
+    /// The hex MD5 of everything consumed (the state itself is left as it was).
+    pub fn hex(&self) -> String {
+        let mut done = self.clone();
+        let bits = self.length.wrapping_mul(8);
+        let tail_len = (self.length % 64) as usize;
+        let pad = if tail_len < 56 {
+            56 - tail_len
+        } else {
+            120 - tail_len
+        };
+        let mut padding = vec![0u8; pad];
+        padding[0] = 0x80;
+        done.update(&padding);
+        done.update(&bits.to_le_bytes());
+        done.state
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,8 +416,12 @@ mod tests {
             "batch/job-j1/manifest.json"
         );
         assert_eq!(
-            result_shard_key(&target, "j1", 3, 0, "ab", TaskStatus::Failed),
-            "batch/job-j1/results/0000000003-0000000-ab-failed.csv"
+            rolled_file_key(&target, "j1", TaskStatus::Failed, 3),
+            "batch/job-j1/results/failed-000003.csv"
+        );
+        assert_eq!(
+            staged_rows_key("j1", 3, 0, "ab", TaskStatus::Failed),
+            "jobs/j1/rows/0000000003-0000000-ab-failed.csv"
         );
         let root = ReportTarget {
             prefix: String::new(),
@@ -256,5 +446,44 @@ mod tests {
         assert_eq!(json["ReportSchema"], REPORT_SCHEMA);
         assert_eq!(json["Results"][0]["TaskExecutionStatus"], "failed");
         assert_eq!(json["Results"][0]["MD5Checksum"], "00");
+    }
+
+    #[test]
+    fn resumable_md5_matches_md5_across_checkpoints() {
+        use md5::{Digest, Md5};
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 31 % 251) as u8).collect();
+        for len in [0, 1, 55, 56, 63, 64, 65, 119, 120, 128, 1000, 5000] {
+            let whole = &data[..len];
+            let expected = hex::encode(Md5::digest(whole));
+            let mut one = ResumableMd5::default();
+            one.update(whole);
+            assert_eq!(one.hex(), expected, "length {len}");
+            // Pieces of odd sizes, each through a JSON checkpoint, as the finalizer does.
+            let mut pieces = ResumableMd5::default();
+            for piece in whole.chunks(37) {
+                let json = serde_json::to_string(&pieces).unwrap();
+                pieces = serde_json::from_str(&json).unwrap();
+                pieces.update(piece);
+            }
+            assert_eq!(pieces.hex(), expected, "length {len} in pieces");
+        }
+    }
+
+    #[test]
+    fn roll_visits_succeeded_then_failed_then_ends() {
+        let mut roll = ReportRoll::start();
+        roll.file_closed(Some("CHUNK#1".into()));
+        assert_eq!(
+            (roll.next_file, roll.after.as_deref()),
+            (1, Some("CHUNK#1"))
+        );
+        roll.status_done();
+        assert_eq!(roll.status, Some(TaskStatus::Failed));
+        assert_eq!((roll.next_file, roll.after.as_deref()), (0, None));
+        roll.status_done();
+        assert_eq!(roll.status, None);
+        assert!(!roll.done());
+        roll.manifest_written = true;
+        assert!(roll.done());
     }
 }

@@ -8,3 +8,4 @@ mod job_path;
 mod lambda_events;
 mod manifests;
 mod recovery;
+mod report;
