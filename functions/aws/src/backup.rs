@@ -15,8 +15,8 @@ use batchops_core::backup::{
 use batchops_core::job::timestamp;
 use batchops_core::plan::parse_time;
 use batchops_core::request::{
-    BackupRun, CatalogRef, CopySpec, CreateJobRequest, ManifestObject, ManifestSource,
-    internal_token, MetadataDirective, Operation, PutObjectCopy, ReplacementMetadata, Report,
+    internal_token, BackupRun, CatalogRef, CopySpec, CreateJobRequest, ManifestObject,
+    ManifestSource, MetadataDirective, Operation, PutObjectCopy, ReplacementMetadata, Report,
     ReportScope, ReportTarget, RestoreSource,
 };
 use batchops_core::schedule::{slot_token, Schedule};

@@ -1561,7 +1561,10 @@ mod planner_tests {
         record.apply(Change::Deleted(prev("x"))).unwrap();
         let err = record.apply(Change::Deleted(prev("y"))).unwrap_err();
         assert_eq!(err, TooManyDeletes::new(2, 1, false));
-        assert!(err.to_string().contains("the policy's maxDeletes of 1"), "{err}");
+        assert!(
+            err.to_string().contains("the policy's maxDeletes of 1"),
+            "{err}"
+        );
     }
 
     /// Deletions until the planner refuses one.
@@ -1574,7 +1577,10 @@ mod planner_tests {
             previous_objects,
         );
         for i in 0..100_000u64 {
-            if planner.apply(Change::Deleted(prev(&format!("k{i}")))).is_err() {
+            if planner
+                .apply(Change::Deleted(prev(&format!("k{i}"))))
+                .is_err()
+            {
                 return i;
             }
         }
@@ -1626,6 +1632,9 @@ mod planner_tests {
         );
         let err = parse("-1").unwrap_err().to_string();
         assert!(err.contains("\"unlimited\""), "{err}");
-        assert!(parse("\"lots\"").unwrap_err().to_string().contains("`lots`"));
+        assert!(parse("\"lots\"")
+            .unwrap_err()
+            .to_string()
+            .contains("`lots`"));
     }
 }

@@ -193,7 +193,8 @@ async fn restores_bring_back_each_snapshots_versions() {
     .unwrap_err()
     .to_string();
     assert!(
-        refused.contains("does not have versioning enabled") && refused.contains("--allow-overwrite"),
+        refused.contains("does not have versioning enabled")
+            && refused.contains("--allow-overwrite"),
         "{refused}"
     );
     // The first snapshot, one prefix, into another bucket.
@@ -371,7 +372,10 @@ async fn deletes_follow_the_policy_and_the_guard_stops_mass_deletes() {
         1
     );
     // The policy turns the guard off explicitly: the deletions go through.
-    let mut unguarded = backup::get_policy(&env.app, "guarded").await.unwrap().policy;
+    let mut unguarded = backup::get_policy(&env.app, "guarded")
+        .await
+        .unwrap()
+        .policy;
     unguarded.max_deletes = Some(MaxDeletes::Unlimited);
     backup::put_policy(&env.app, unguarded).await.unwrap();
     completed_run(&env, "guarded").await;
@@ -595,7 +599,10 @@ async fn overlapping_source_and_destination_are_refused_both_ways() {
             bucket: env.src.clone(),
             prefix: prefix.into(),
         };
-        let err = backup::put_policy(&env.app, p).await.unwrap_err().to_string();
+        let err = backup::put_policy(&env.app, p)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("destination.prefix") && err.contains("overlap"),
             "{prefix}: {err}"
@@ -618,7 +625,10 @@ async fn overlapping_source_and_destination_are_refused_both_ways() {
         env.get(&env.src, "data/live").await,
         Some(b"newest write".to_vec())
     );
-    assert_eq!(version_count(&env, &env.src, "data/data/live").await, (0, 0));
+    assert_eq!(
+        version_count(&env, &env.src, "data/data/live").await,
+        (0, 0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -744,7 +754,9 @@ async fn a_missing_previous_catalog_fails_the_run_and_full_starts_a_new_chain() 
         assert_eq!(reason.failure_code, "SnapshotCatalogInvalid", "{reason:?}");
         assert!(
             reason.failure_reason.contains(&catalog.key)
-                && reason.failure_reason.contains("batchops backup run lost --full"),
+                && reason
+                    .failure_reason
+                    .contains("batchops backup run lost --full"),
             "{reason:?}"
         );
     }

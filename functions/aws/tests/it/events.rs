@@ -693,8 +693,13 @@ async fn an_inventory_report_of_another_bucket_fails_the_run() {
         ));
     }
     let schema = "Bucket, Key, VersionId, IsLatest, IsDeleteMarker, Size, LastModifiedDate, ETag, StorageClass";
-    env.inventory("nightly", "CSV", schema, vec![("a.csv.gz".into(), gzip(&rows))])
-        .await;
+    env.inventory(
+        "nightly",
+        "CSV",
+        schema,
+        vec![("a.csv.gz".into(), gzip(&rows))],
+    )
+    .await;
     completed_run(&env, "inv").await;
 
     // The next report under the policy's prefix is another bucket's: its objects are not the
@@ -714,18 +719,19 @@ async fn an_inventory_report_of_another_bucket_fails_the_run() {
     }))
     .unwrap();
     let root = format!("inventory/{}/nightly/2026-11-23T00-00Z", env.src);
-    env.put(&env.reports, &format!("{root}/manifest.checksum"), md5_hex(&manifest))
-        .await;
+    env.put(
+        &env.reports,
+        &format!("{root}/manifest.checksum"),
+        md5_hex(&manifest),
+    )
+    .await;
     env.put(&env.reports, &format!("{root}/manifest.json"), manifest)
         .await;
     let (_, described) = run(&env, "inv").await;
     assert_eq!(described.status, "Failed");
     let reason = &described.failure_reasons[0];
     assert_eq!(reason.failure_code, "InventoryInvalid", "{reason:?}");
-    assert!(
-        reason.failure_reason.contains("sourceBucket"),
-        "{reason:?}"
-    );
+    assert!(reason.failure_reason.contains("sourceBucket"), "{reason:?}");
     assert_eq!(
         backup::list_snapshots(&env.app, "inv").await.unwrap().len(),
         1,
