@@ -1057,4 +1057,35 @@ mod tests {
             Some("arn:aws:iam::123456789012:role/copier")
         );
     }
+
+    fn backup_args(argv: &[&str]) -> BackupCommand {
+        let mut full = vec!["batchops", "backup"];
+        full.extend_from_slice(argv);
+        match Cli::try_parse_from(full).unwrap().command {
+            Command::Backup { command } => command,
+            _ => panic!("not backup"),
+        }
+    }
+
+    #[test]
+    fn backup_run_full_and_restore_allow_overwrite_are_flags() {
+        assert!(matches!(
+            backup_args(&["run", "nightly", "--full"]),
+            BackupCommand::Run { full: true, .. }
+        ));
+        assert!(matches!(
+            backup_args(&["run", "nightly"]),
+            BackupCommand::Run { full: false, .. }
+        ));
+        let BackupCommand::Restore(args) = backup_args(&[
+            "restore",
+            "nightly",
+            "--to",
+            "s3://plain/p",
+            "--allow-overwrite",
+        ]) else {
+            panic!("not restore")
+        };
+        assert!(args.allow_overwrite);
+    }
 }
