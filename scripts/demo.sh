@@ -120,7 +120,8 @@ import boto3
 s3 = boto3.client("s3")
 for name in ("demo-app", "demo-vault", "demo-restore"):
     s3.create_bucket(Bucket=name)
-for name in ("demo-app", "demo-vault"):
+# demo-restore too: a restore into an unversioned bucket needs --allow-overwrite.
+for name in ("demo-app", "demo-vault", "demo-restore"):
     s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
 for i in range(300):
     s3.put_object(Bucket="demo-app", Key=f"{['config', 'images', 'orders'][i % 3]}/item {i:03d}.json", Body=f"v1 of {i}".encode())

@@ -117,7 +117,13 @@ enum BackupCommand {
         command: PolicyCommand,
     },
     /// Start a run of a policy now (scheduled runs start by themselves).
-    Run { name: String },
+    Run {
+        name: String,
+        /// A full backup that starts a new chain: no previous snapshot is read (for example
+        /// after a run failed with SnapshotCatalogInvalid). Older snapshots stay restorable.
+        #[arg(long)]
+        full: bool,
+    },
     /// A policy's snapshots, oldest first.
     Snapshots {
         name: String,
@@ -170,6 +176,10 @@ struct RestoreArgs {
     /// Count what would be restored; create no job.
     #[arg(long)]
     dry_run: bool,
+    /// Restore into a target bucket that is not versioned, where a restored object replaces
+    /// what is there for good. Without it such a restore is refused.
+    #[arg(long)]
+    allow_overwrite: bool,
 }
 
 #[derive(Args)]
@@ -553,6 +563,8 @@ async fn plan_backup(
         policy,
         snapshot_id,
         previous,
+        // Unknown in a dry run: the default deletion guard is its floor of 1,000.
+        previous_objects: 0,
         inventory: None,
         journal_cutoff: None,
     };
@@ -691,8 +703,8 @@ async fn backup_command(app: &App, command: BackupCommand) -> Result<()> {
                 println!("{}", json!({"Deleted": name}));
             }
         },
-        BackupCommand::Run { name } => {
-            let job = backup::start_run(app, &name, None).await?;
+        BackupCommand::Run { name, full } => {
+            let job = backup::start_run(app, &name, None, full).await?;
             println!("{}", json!({"JobId": job.job_id}));
         }
         BackupCommand::Snapshots { name, json } => {
@@ -742,15 +754,17 @@ async fn backup_command(app: &App, command: BackupCommand) -> Result<()> {
                 to,
                 prefix: args.prefix.clone(),
                 keys,
+                allow_overwrite: args.allow_overwrite,
             };
             if args.dry_run {
                 use batchops_aws::prepare::{
                     dry_run, ChunkWriter, Reader, SourceOptions, SourceSpec,
                 };
-                let (record, snapshot, source) =
+                let (_, snapshot, source) =
                     backup::restore_source(app, &args.name, &request).await?;
                 let spec = SourceSpec::Restore {
-                    backup_bucket: record.policy.destination.bucket.clone(),
+                    // Where the snapshot's copies are (an older chain may live elsewhere).
+                    backup_bucket: snapshot.catalog.bucket.clone(),
                     source,
                     control_bucket: app.config.control_bucket.clone(),
                 };
@@ -1042,5 +1056,36 @@ mod tests {
             given.role_arn.as_deref(),
             Some("arn:aws:iam::123456789012:role/copier")
         );
+    }
+
+    fn backup_args(argv: &[&str]) -> BackupCommand {
+        let mut full = vec!["batchops", "backup"];
+        full.extend_from_slice(argv);
+        match Cli::try_parse_from(full).unwrap().command {
+            Command::Backup { command } => command,
+            _ => panic!("not backup"),
+        }
+    }
+
+    #[test]
+    fn backup_run_full_and_restore_allow_overwrite_are_flags() {
+        assert!(matches!(
+            backup_args(&["run", "nightly", "--full"]),
+            BackupCommand::Run { full: true, .. }
+        ));
+        assert!(matches!(
+            backup_args(&["run", "nightly"]),
+            BackupCommand::Run { full: false, .. }
+        ));
+        let BackupCommand::Restore(args) = backup_args(&[
+            "restore",
+            "nightly",
+            "--to",
+            "s3://plain/p",
+            "--allow-overwrite",
+        ]) else {
+            panic!("not restore")
+        };
+        assert!(args.allow_overwrite);
     }
 }

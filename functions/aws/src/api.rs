@@ -12,9 +12,9 @@
 //! PUT    /backup-policies/{name}            policy (JSON)               -> the stored policy
 //! GET    /backup-policies/{name}
 //! DELETE /backup-policies/{name}
-//! POST   /backup-policies/{name}/runs                                   -> {"JobId"}
+//! POST   /backup-policies/{name}/runs[?full=true]                       -> {"JobId"}
 //! GET    /backup-policies/{name}/snapshots                              -> {"Snapshots": [...]}
-//! POST   /backup-policies/{name}/restores   {"Snapshot"|"AsOf", "To", "Prefix", "Keys"} -> {"JobId"}
+//! POST   /backup-policies/{name}/restores   {"Snapshot"|"AsOf", "To", "Prefix", "Keys", "AllowOverwrite"} -> {"JobId"}
 //! ```
 //!
 //! Errors are `{"Code", "Message"}` with 400 (bad request, naming the field), 404 (no such job,
@@ -94,6 +94,9 @@ struct RestoreBody {
     to: Option<String>,
     prefix: Option<String>,
     keys: Option<Vec<String>>,
+    /// Restore into an unversioned target, replacing what is there for good.
+    #[serde(default)]
+    allow_overwrite: bool,
 }
 
 pub async fn handle(app: &App, request: &ApiRequest) -> ApiResponse {
@@ -183,7 +186,17 @@ async fn route(app: &App, request: &ApiRequest) -> Result<ApiResponse, Error> {
             ApiResponse::ok(json!({"Deleted": name}))
         }
         ("POST", ["backup-policies", name, "runs"]) => {
-            let job = backup::start_run(app, name, None).await?;
+            // ?full=true: a full run that starts a new chain (no previous snapshot).
+            let full = match query_one(request, "full") {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(other) => {
+                    return Err(Error::Invalid(format!(
+                        "query parameter full: `{other}` is not true or false"
+                    )))
+                }
+            };
+            let job = backup::start_run(app, name, None, full).await?;
             ApiResponse::ok(json!({"JobId": job.job_id}))
         }
         ("GET", ["backup-policies", name, "snapshots"]) => {
@@ -208,6 +221,7 @@ async fn route(app: &App, request: &ApiRequest) -> Result<ApiResponse, Error> {
                 to,
                 prefix: body.prefix,
                 keys: body.keys,
+                allow_overwrite: body.allow_overwrite,
             };
             let job = backup::start_restore(app, name, &restore).await?;
             ApiResponse::ok(json!({"JobId": job.job_id}))

@@ -15,9 +15,9 @@ use batchops_core::backup::{
 use batchops_core::job::timestamp;
 use batchops_core::plan::parse_time;
 use batchops_core::request::{
-    BackupRun, CatalogRef, CopySpec, CreateJobRequest, ManifestObject, ManifestSource,
-    MetadataDirective, Operation, PutObjectCopy, ReplacementMetadata, Report, ReportScope,
-    ReportTarget, RestoreSource,
+    internal_token, BackupRun, CatalogRef, CopySpec, CreateJobRequest, ManifestObject,
+    ManifestSource, MetadataDirective, Operation, PutObjectCopy, ReplacementMetadata, Report,
+    ReportScope, ReportTarget, RestoreSource,
 };
 use batchops_core::schedule::{slot_token, Schedule};
 use batchops_core::JobSpec;
@@ -96,6 +96,12 @@ pub async fn put_policy(app: &App, policy: BackupPolicy) -> Result<PolicyRecord>
             app.store.get_doc(&policy_pk(&policy.name), "META").await?;
         let (record, revision) = match existing {
             Some((mut record, revision)) => {
+                if !policy.same_chain(&record.policy) {
+                    // Another source or destination: the old snapshots' copies are not where
+                    // the next run's diff would assume. The next run is full; the old
+                    // snapshots stay restorable from where they are.
+                    record.last_snapshot = None;
+                }
                 record.policy = policy.clone();
                 (record, Some(revision))
             }
@@ -205,6 +211,72 @@ async fn update_policy_record(
     )))
 }
 
+/// Continuous removals placed since the policy's last snapshot: they count against the same
+/// deletion guard as the next run, which counts them again with its own deletions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct RemovalCount {
+    /// The policy record's creation and last snapshot: a new snapshot starts a new count.
+    since: String,
+    removed: u64,
+}
+
+/// Reserves up to `wanted` continuous removals (delete markers) under the policy's deletion
+/// guard; returns how many may go ahead. The rest wait for the next run, whose guard then
+/// fails it if they are too many.
+pub async fn reserve_continuous_removals(
+    app: &App,
+    record: &PolicyRecord,
+    wanted: u64,
+) -> Result<u64> {
+    let name = &record.policy.name;
+    let previous_objects = match &record.last_snapshot {
+        Some(snapshot) => app
+            .store
+            .get_doc::<SnapshotRecord>(&policy_pk(name), &format!("SNAP#{snapshot}"))
+            .await?
+            .map_or(0, |(s, _)| s.objects),
+        None => 0,
+    };
+    let Some(limit) = record.policy.deletion_limit(previous_objects) else {
+        return Ok(wanted);
+    };
+    let since = format!(
+        "{} {}",
+        record.created_at,
+        record.last_snapshot.as_deref().unwrap_or("-")
+    );
+    for _ in 0..10 {
+        let existing = app
+            .store
+            .get_doc::<RemovalCount>(&policy_pk(name), "REMOVALS")
+            .await?;
+        let used = match &existing {
+            Some((count, _)) if count.since == since => count.removed,
+            _ => 0,
+        };
+        let granted = wanted.min(limit.saturating_sub(used));
+        if granted == 0 {
+            return Ok(0);
+        }
+        let count = RemovalCount {
+            since: since.clone(),
+            removed: used + granted,
+        };
+        let revision = existing.map(|(_, r)| r);
+        if app
+            .store
+            .put_doc(&policy_pk(name), "REMOVALS", &count, revision, None)
+            .await?
+        {
+            return Ok(granted);
+        }
+    }
+    Err(Error::State {
+        job_id: String::new(),
+        message: format!("policy {name}: too many concurrent updates of its removal count"),
+    })
+}
+
 /// How backup and restore copies are made: metadata and tags as the source has them, at
 /// `<target_prefix><key>`.
 pub fn copy_spec(
@@ -276,21 +348,30 @@ fn internal_job(
 
 /// Starts a run of `name`: for a schedule slot (idempotent: one job per policy and slot,
 /// however many triggers fire), or by hand now. A policy that names an inventory location
-/// runs from its newest report.
-pub async fn start_run(app: &App, name: &str, slot: Option<OffsetDateTime>) -> Result<CreatedJob> {
-    let record = get_policy(app, name).await?;
+/// runs from its newest report. `full`: diff against no previous snapshot (a new chain).
+pub async fn start_run(
+    app: &App,
+    name: &str,
+    slot: Option<OffsetDateTime>,
+    full: bool,
+) -> Result<CreatedJob> {
+    let mut record = get_policy(app, name).await?;
+    if full {
+        record.last_snapshot = None;
+    }
     let inventory = match &record.policy.inventory {
         Some(location) => Some(newest_inventory_report(app, &record.policy.name, location).await?),
         None => None,
     };
-    let token = match slot {
+    // Tokens in batchops' own namespace: no CreateJob request can take a slot's run.
+    let token = internal_token(&match slot {
         Some(slot) => slot_token(name, slot),
         None => format!(
             "backup-{}-{}",
             &name[..name.len().min(20)],
             uuid::Uuid::new_v4().simple()
         ),
-    };
+    });
     start_run_with(app, record, slot.unwrap_or_else(now), token, inventory).await
 }
 
@@ -303,10 +384,10 @@ pub async fn start_inventory_run(
     manifest_key: &str,
 ) -> Result<CreatedJob> {
     let record = get_policy(app, name).await?;
-    let token = format!(
+    let token = internal_token(&format!(
         "inventory-{}",
         crate::objects::md5_hex(format!("{name}\n{bucket}\n{manifest_key}").as_bytes())
-    );
+    ));
     let report = ManifestObject {
         bucket: bucket.to_string(),
         key: manifest_key.to_string(),
@@ -396,15 +477,28 @@ async fn start_run_with(
 ) -> Result<CreatedJob> {
     let name = record.policy.name.as_str();
     let policy = record.policy.clone();
+    // A policy stored before a check existed is held to it here too.
+    policy.validate().map_err(|(field, message)| {
+        Error::Invalid(format!(
+            "policy {name} {field}: {message}; fix the policy (batchops backup policy put) and run again"
+        ))
+    })?;
     let id = snapshot_id(at);
     let previous = match &record.last_snapshot {
         Some(snapshot) => app
             .store
             .get_doc::<SnapshotRecord>(&policy_pk(name), &format!("SNAP#{snapshot}"))
             .await?
-            .map(|(s, _)| s.catalog),
+            .map(|(s, _)| s)
+            // Only a snapshot of this destination: its catalog names copies the diff can trust.
+            .filter(|s| {
+                s.catalog.bucket == policy.destination.bucket
+                    && s.catalog.key.starts_with(&policy.catalog_prefix())
+            }),
         None => None,
     };
+    let previous_objects = previous.as_ref().map_or(0, |s| s.objects);
+    let previous = previous.map(|s| s.catalog);
     let report = ReportTarget {
         bucket: policy.destination.bucket.clone(),
         prefix: format!(
@@ -424,6 +518,7 @@ async fn start_run_with(
             policy: policy.clone(),
             snapshot_id: id,
             previous,
+            previous_objects,
             inventory,
             journal_cutoff: Some(crate::events::journal_stamp(
                 now() - app.config.journal_margin,
@@ -462,7 +557,7 @@ pub async fn fire_due_policies(app: &App, at: OffsetDateTime) -> Result<Vec<(Str
         {
             continue;
         }
-        let job = start_run(app, &policy.name, Some(slot)).await?;
+        let job = start_run(app, &policy.name, Some(slot), false).await?;
         let slot_text = timestamp(slot);
         update_policy_record(app, &policy.name, |r| {
             if r.last_slot
@@ -614,9 +709,11 @@ pub async fn complete_snapshot(app: &App, job_id: &str) -> Result<Option<Snapsho
         .await?;
     let id = snapshot.id.clone();
     update_policy_record(app, &policy.name, |r| {
-        if r.last_snapshot
-            .as_deref()
-            .is_some_and(|last| last >= id.as_str())
+        // A run of the policy's previous source or destination does not continue the new chain.
+        if !r.policy.same_chain(policy)
+            || r.last_snapshot
+                .as_deref()
+                .is_some_and(|last| last >= id.as_str())
         {
             return false;
         }
@@ -850,6 +947,8 @@ pub struct RestoreRequest {
     pub to: Option<(String, String)>,
     pub prefix: Option<String>,
     pub keys: Option<Vec<String>>,
+    /// Restore into an unversioned target (a restored object replaces what is there for good).
+    pub allow_overwrite: bool,
 }
 
 /// Picks the snapshot a restore reads.
@@ -919,6 +1018,13 @@ pub async fn start_restore(app: &App, name: &str, request: &RestoreRequest) -> R
         .to
         .clone()
         .unwrap_or_else(|| (policy.source.bucket.clone(), String::new()));
+    if !request.allow_overwrite && !crate::prepare::versioning_enabled(&app.s3, &bucket).await? {
+        return Err(Error::Invalid(format!(
+            "restore target bucket `{bucket}` does not have versioning enabled: a restored object would replace the one at its key for good. \
+             Enable versioning on it (aws s3api put-bucket-versioning --bucket {bucket} --versioning-configuration Status=Enabled), \
+             restore elsewhere (--to s3://other-bucket/prefix), or pass --allow-overwrite (API: \"AllowOverwrite\": true)"
+        )));
+    }
     let report = ReportTarget {
         bucket: policy.destination.bucket.clone(),
         prefix: format!(
@@ -929,7 +1035,7 @@ pub async fn start_restore(app: &App, name: &str, request: &RestoreRequest) -> R
     };
     let (request_doc, spec) = internal_job(
         format!("restore {name} snapshot {}", snapshot.id),
-        format!("restore-{}", uuid::Uuid::new_v4().simple()),
+        internal_token(&format!("restore-{}", uuid::Uuid::new_v4().simple())),
         &bucket,
         &prefix,
         None,

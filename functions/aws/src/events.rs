@@ -6,7 +6,9 @@
 //! Delivery is at least once. An applied event leaves a marker (DynamoDB, expiring by TTL), so
 //! a redelivered event is not copied again.
 
-use crate::backup::{copy_spec, list_policies, start_inventory_run};
+use crate::backup::{
+    copy_spec, list_policies, reserve_continuous_removals, start_inventory_run, PolicyRecord,
+};
 use crate::copy::{Copier, TaskResult};
 use crate::error::S3Failure;
 use crate::objects::{md5_hex, put_bytes};
@@ -42,6 +44,9 @@ pub struct EventsSummary {
     /// Events whose object changed again (or went) before it could be copied: a later event
     /// or the next run covers it.
     pub superseded: u64,
+    /// Removals left to the next run: past the deletion guard (maxDeletes) since the last
+    /// snapshot, or of a policy whose destination is not safe to write (see the logs).
+    pub deferred: u64,
     pub test_events: u64,
     /// Backup runs started by inventory reports landing: (policy, job id).
     pub runs_started: Vec<(String, String)>,
@@ -112,7 +117,7 @@ pub async fn handle_messages(app: &App, messages: Vec<EventMessage>) -> EventsSu
                 .cloned()
                 .collect();
             if !covered.is_empty() {
-                continuous_batch(app, policy, covered, &mut summary).await;
+                continuous_batch(app, &record, covered, &mut summary).await;
             }
         }
     }
@@ -129,10 +134,26 @@ fn dedupe(ids: &mut Vec<String>) {
 /// journal part, then the markers that make redelivery harmless.
 async fn continuous_batch(
     app: &App,
-    policy: &BackupPolicy,
+    record: &PolicyRecord,
     events: Vec<(ObjectEvent, String)>,
     summary: &mut EventsSummary,
 ) {
+    let policy = &record.policy;
+    match destination_safe(app, policy).await {
+        Ok(Ok(())) => {}
+        Ok(Err(reason)) => {
+            // Nothing is lost: the next run lists the source, and refuses the same way until
+            // the policy or the bucket is fixed.
+            tracing::error!(policy = %policy.name, reason, "continuous backup skipped for this policy");
+            summary.deferred += events.len() as u64;
+            return;
+        }
+        Err(err) => {
+            tracing::error!(policy = %policy.name, error = %err, "cannot check the destination's versioning; the batch will be retried");
+            summary.failed.extend(events.into_iter().map(|(_, id)| id));
+            return;
+        }
+    }
     // Messages behind each key: if the key's newest event fails, all of them come back.
     let mut messages_of: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     for (event, id) in &events {
@@ -143,6 +164,39 @@ async fn continuous_batch(
     }
     let every_version = policy.versions == VersionsMode::All;
     let latest = coalesce(events.into_iter().map(|(e, _)| e).collect(), every_version);
+    // Delete markers count against the deletion guard, like the deletions of a run.
+    let removals = if policy.marks_deletions() {
+        latest
+            .iter()
+            .filter(|e| e.kind == EventKind::Removed)
+            .count() as u64
+    } else {
+        0
+    };
+    let mut allowed_removals = if removals > 0 {
+        match reserve_continuous_removals(app, record, removals).await {
+            Ok(granted) => granted,
+            Err(err) => {
+                tracing::error!(policy = %policy.name, error = %err, "cannot count removals against maxDeletes; they are left to the next run");
+                0
+            }
+        }
+    } else {
+        0
+    };
+    if allowed_removals < removals {
+        tracing::warn!(policy = %policy.name, removals, allowed = allowed_removals, "continuous removals past the policy's deletion guard (maxDeletes) are left to the next run");
+    }
+    let latest: Vec<(ObjectEvent, bool)> = latest
+        .into_iter()
+        .map(|event| {
+            let may_remove = event.kind == EventKind::Removed && allowed_removals > 0;
+            if may_remove {
+                allowed_removals -= 1;
+            }
+            (event, may_remove)
+        })
+        .collect();
     let spec = copy_spec(
         &policy.destination.bucket,
         &policy.destination.prefix,
@@ -158,11 +212,11 @@ async fn continuous_batch(
         uploads: None,
     };
     let results: Vec<(ObjectEvent, Result<EventOutcome, String>)> = futures::stream::iter(latest)
-        .map(|event| {
+        .map(|(event, may_remove)| {
             let copier = &copier;
             let spec = &spec;
             async move {
-                let result = apply_event(app, policy, copier, spec, &event).await;
+                let result = apply_event(app, policy, copier, spec, &event, may_remove).await;
                 (event, result)
             }
         })
@@ -186,6 +240,8 @@ async fn continuous_batch(
             }
             Ok(EventOutcome::AlreadyApplied) => summary.already_applied += 1,
             Ok(EventOutcome::Superseded) => summary.superseded += 1,
+            // Under `propagate`, a removal deferred past the guard; otherwise the usual path.
+            Ok(EventOutcome::Deferred) if policy.marks_deletions() => summary.deferred += 1,
             Ok(EventOutcome::Deferred) => {}
             Err(reason) => {
                 tracing::error!(policy = %policy.name, bucket = %event.bucket, key = %event.key, event = %event.name, reason, "continuous backup of an event failed; it will be retried");
@@ -260,9 +316,10 @@ async fn apply_event(
     copier: &Copier<'_>,
     spec: &CopySpec,
     event: &ObjectEvent,
+    may_remove: bool,
 ) -> Result<EventOutcome, String> {
     let current_only = policy.versions == VersionsMode::Current;
-    if event.kind == EventKind::Removed && !policy.marks_deletions() {
+    if event.kind == EventKind::Removed && !(policy.marks_deletions() && may_remove) {
         // Recorded by the next run's diff, under the policy's maxDeletes guard.
         return Ok(EventOutcome::Deferred);
     }
@@ -366,6 +423,36 @@ async fn apply_event(
         )),
         TaskResult::Abandoned | TaskResult::Suspended => Err("copy abandoned".into()),
     }
+}
+
+/// Whether continuous mode may write to the policy's destination now: the policy passes
+/// today's checks (a policy stored before a check existed may not), and the destination is
+/// versioned unless the policy accepts otherwise. `Ok(Err(reason))`: not now, with the fix.
+async fn destination_safe(app: &App, policy: &BackupPolicy) -> crate::Result<Result<(), String>> {
+    if let Err((field, message)) = policy.validate() {
+        return Ok(Err(format!(
+            "policy {} {field}: {message}; fix it with `batchops backup policy put`",
+            policy.name
+        )));
+    }
+    let bucket = &policy.destination.bucket;
+    if !crate::prepare::versioning_enabled(&app.s3, bucket).await? {
+        if !policy.allow_unversioned_destination {
+            return Ok(Err(format!(
+                "destination bucket `{bucket}` does not have versioning enabled: an overwrite or delete there would destroy the backup copy. \
+                 Enable versioning on it (aws s3api put-bucket-versioning --bucket {bucket} --versioning-configuration Status=Enabled), \
+                 or set allowUnversionedDestination in policy `{}` to accept that risk for copies",
+                policy.name
+            )));
+        }
+        if policy.marks_deletions() {
+            return Ok(Err(format!(
+                "destination bucket `{bucket}` is not versioned: `deletes: propagate` would remove the only copy; use `deletes: record` in policy `{}`",
+                policy.name
+            )));
+        }
+    }
+    Ok(Ok(()))
 }
 
 /// Journal part names start with the time written, so a run can tell old parts from new.

@@ -490,6 +490,10 @@ trait LineSink {
     fn failure_code(&self, default: &'static str) -> &'static str {
         default
     }
+    /// Whether the report is what this reader expects (checked before any file is read).
+    fn check_report(&self, _manifest: &InventoryManifest) -> std::result::Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The job path: lines become chunks.
@@ -804,6 +808,13 @@ fn read_inventory_files<S: LineSink>(
             ))
         }
     };
+    if let Err(reason) = sink.check_report(&manifest) {
+        return stop(job_failure(
+            emitter,
+            sink.failure_code("ManifestInvalid"),
+            format!("{url}: {reason}"),
+        ));
+    }
     let schema = if manifest.file_format == InventoryFormat::Csv {
         match InventorySchema::parse(&manifest.file_schema) {
             Ok(schema) => Some(schema),
@@ -1637,10 +1648,13 @@ fn bucket_versioned(reader: &Reader, bucket: &str) -> Result<bool> {
         .s3
         .as_ref()
         .ok_or_else(|| Error::Invalid("no S3 client configured".into()))?;
-    match reader
-        .handle
-        .block_on(s3.get_bucket_versioning().bucket(bucket).send())
-    {
+    reader.handle.block_on(versioning_enabled(s3, bucket))
+}
+
+/// Whether `bucket` has versioning enabled (suspended counts as not: a write or an unpinned
+/// delete there replaces the `null` version for good).
+pub async fn versioning_enabled(s3: &Client, bucket: &str) -> Result<bool> {
+    match s3.get_bucket_versioning().bucket(bucket).send().await {
         Ok(out) => Ok(out.status() == Some(&aws_sdk_s3::types::BucketVersioningStatus::Enabled)),
         Err(err) => {
             // Some emulators (moto 5.2) answer 200 with a differently named XML root that the SDK
@@ -1754,6 +1768,14 @@ impl LineSink for SorterSink<'_> {
             ParsedLine::DeleteMarker(entry) => (entry, true),
             ParsedLine::Malformed(m) => return Err(format!("line {}: {}", m.line, m.message)),
         };
+        if entry.object.bucket != self.policy.source.bucket {
+            // A row of another bucket: the report is not the source's, and a diff against it
+            // would take the source's objects for deleted.
+            return Err(format!(
+                "a row of bucket `{}`, but policy `{}` backs up `{}`",
+                entry.object.bucket, self.policy.name, self.policy.source.bucket
+            ));
+        }
         if !self.policy.covers(&entry.object.bucket, &entry.object.key) {
             return Ok(());
         }
@@ -1773,6 +1795,18 @@ impl LineSink for SorterSink<'_> {
 
     fn failure_code(&self, _default: &'static str) -> &'static str {
         "InventoryInvalid"
+    }
+
+    fn check_report(&self, manifest: &InventoryManifest) -> std::result::Result<(), String> {
+        let policy = self.policy;
+        if manifest.source_bucket != policy.source.bucket {
+            return Err(format!(
+                "this S3 Inventory report lists bucket `{}` (sourceBucket), but policy `{}` backs up `{}`: every object would look deleted. \
+                 Point the policy's inventory location at the report of `{}` (batchops backup policy put)",
+                manifest.source_bucket, policy.name, policy.source.bucket, policy.source.bucket
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -1940,9 +1974,24 @@ fn read_backup(
     let skip = progress.cursor.catalog_entries;
     let catalog: Box<dyn Iterator<Item = std::result::Result<CatalogEntry, String>> + Send> =
         match &run.previous {
-            Some(previous) => {
-                Box::new(open_catalog(reader, &previous.bucket, &previous.key)?.skip(skip as usize))
-            }
+            Some(previous) => match open_catalog(reader, &previous.bucket, &previous.key) {
+                Ok(entries) => Box::new(entries.skip(skip as usize)),
+                // Gone or unreadable: no retry brings it back, and a diff without it would
+                // take every object for new (or none for deleted). Fail, naming the way on.
+                Err(Error::Data(reason)) => {
+                    return job_failure(
+                        emitter,
+                        "SnapshotCatalogInvalid",
+                        format!(
+                            "the previous snapshot {}'s catalog s3://{}/{} cannot be read ({reason}). \
+                             Start a new chain with a full run: batchops backup run {} --full \
+                             (API: POST /backup-policies/{}/runs?full=true); older snapshots stay restorable",
+                            previous.snapshot_id, previous.bucket, previous.key, policy.name, policy.name
+                        ),
+                    )
+                }
+                Err(err) => return Err(err),
+            },
             None => Box::new(std::iter::empty()),
         };
     let journal = match read_journal(reader, run) {
@@ -2004,6 +2053,7 @@ fn read_backup(
         progress.clone(),
         options.chunk_size,
         DRAFT_ROWS,
+        run.previous_objects,
     );
     let mut group_key: Option<String> = None;
     let mut group: Vec<ObjectEntry> = Vec::new();
@@ -2043,7 +2093,14 @@ fn read_backup(
             None if reason.starts_with("continuous-mode journal") => {
                 job_failure(emitter, "JournalInvalid", reason)
             }
-            None => job_failure(emitter, "SnapshotCatalogInvalid", reason),
+            None => job_failure(
+                emitter,
+                "SnapshotCatalogInvalid",
+                format!(
+                    "{reason}. Start a new chain with a full run: batchops backup run {} --full",
+                    policy.name
+                ),
+            ),
         }
     };
     while let Some(page) = entries.next_page(reader)? {

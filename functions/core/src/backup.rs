@@ -64,9 +64,11 @@ pub struct BackupPolicy {
     pub retention: Retention,
     #[serde(default)]
     pub deletes: DeleteMode,
-    /// A run that would delete more than this many objects fails instead.
+    /// A run that would delete more than this many objects fails instead (continuous removals
+    /// count too). Absent: the larger of 1,000 and 10% of the previous snapshot's objects;
+    /// `"unlimited"` turns the guard off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_deletes: Option<u64>,
+    pub max_deletes: Option<MaxDeletes>,
     #[serde(default)]
     pub versions: VersionsMode,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,6 +87,49 @@ pub struct BackupPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inventory: Option<Location>,
 }
+
+/// The deletion guard as a policy sets it: a number, or `"unlimited"` (off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxDeletes {
+    Limit(u64),
+    Unlimited,
+}
+
+impl Serialize for MaxDeletes {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            MaxDeletes::Limit(n) => serializer.serialize_u64(*n),
+            MaxDeletes::Unlimited => serializer.serialize_str("unlimited"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MaxDeletes {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer).map_err(|_| {
+            serde::de::Error::custom(
+                "maxDeletes: expected a whole number of objects (0 or more) or \"unlimited\"",
+            )
+        })? {
+            Raw::Number(n) => Ok(MaxDeletes::Limit(n)),
+            Raw::Text(t) if t == "unlimited" => Ok(MaxDeletes::Unlimited),
+            Raw::Text(t) => Err(serde::de::Error::custom(format!(
+                "maxDeletes: `{t}` is neither a whole number nor \"unlimited\""
+            ))),
+        }
+    }
+}
+
+/// The deletion guard when a policy sets none: at least this many deletions are allowed...
+pub const DEFAULT_MAX_DELETES_FLOOR: u64 = 1_000;
+/// ...or this percentage of the previous snapshot's objects, whichever is larger.
+pub const DEFAULT_MAX_DELETES_PERCENT: u64 = 10;
 
 fn utc() -> String {
     "UTC".to_string()
@@ -115,10 +160,27 @@ impl BackupPolicy {
                 ));
             }
         }
+        // Either way round, overlapping ranges destroy data: copies land on live keys (a run
+        // reverts newer writes) and continuous mode copies its own copies for ever.
         if self.source.bucket == self.destination.bucket
-            && self.destination.prefix.starts_with(&self.source.prefix)
+            && (self.destination.prefix.starts_with(&self.source.prefix)
+                || self.source.prefix.starts_with(&self.destination.prefix))
         {
-            return err("destination.prefix", "must not be inside the source prefix of the same bucket (the backup would back itself up)");
+            return Err((
+                "destination.prefix".to_string(),
+                format!(
+                    "s3://{}/{} and the source s3://{}/{} overlap (one contains the other): backup copies would land on source keys. \
+                     Choose another destination bucket, or a destination prefix outside the source prefix in the same bucket",
+                    self.destination.bucket, self.destination.prefix, self.source.bucket, self.source.prefix
+                ),
+            ));
+        }
+        if self.deletes == DeleteMode::Propagate && self.allow_unversioned_destination {
+            return err(
+                "deletes",
+                "`propagate` cannot be combined with allowUnversionedDestination: on an unversioned destination the delete removes the only copy that older snapshots still reference. \
+                 Use `deletes: record` (deleted objects leave new snapshots, their copies stay), or enable versioning on the destination and drop allowUnversionedDestination",
+            );
         }
         if let Some(inventory) = &self.inventory {
             if !crate::manifest::is_valid_bucket_name(&inventory.bucket) {
@@ -132,6 +194,26 @@ impl BackupPolicy {
             return err("retention.keepLast", "must be at least 1");
         }
         Ok(())
+    }
+
+    /// How many objects one run (with the continuous removals before it) may delete from the
+    /// snapshot: the policy's maxDeletes, or by default the larger of 1,000 and 10% of the
+    /// previous snapshot's objects. None: unlimited.
+    pub fn deletion_limit(&self, previous_objects: u64) -> Option<u64> {
+        match self.max_deletes {
+            Some(MaxDeletes::Limit(n)) => Some(n),
+            Some(MaxDeletes::Unlimited) => None,
+            None => Some(
+                DEFAULT_MAX_DELETES_FLOOR
+                    .max(previous_objects.saturating_mul(DEFAULT_MAX_DELETES_PERCENT) / 100),
+            ),
+        }
+    }
+
+    /// Whether a new policy diffs against the snapshots of `old`: only if it backs up the same
+    /// source into the same destination; anything else starts a new chain (a full run).
+    pub fn same_chain(&self, old: &BackupPolicy) -> bool {
+        self.source == old.source && self.destination == old.destination
     }
 
     /// Where this policy's snapshot catalogs live in the destination bucket.
@@ -1103,6 +1185,27 @@ mod tests {
             prefix: "data/backup/".into(),
         };
         assert_eq!(inside.validate().unwrap_err().0, "destination.prefix");
+        // The source inside the destination: runs and continuous copies land on live keys.
+        let mut around = policy.clone();
+        around.destination = Location {
+            bucket: "src".into(),
+            prefix: String::new(),
+        };
+        let (field, message) = around.validate().unwrap_err();
+        assert_eq!(field, "destination.prefix");
+        assert!(message.contains("overlap"), "{message}");
+        around.destination.prefix = "da".into();
+        assert!(around.validate().is_err(), "`da` contains `data/`");
+        around.destination.prefix = "backups/".into();
+        around.validate().unwrap();
+        // Propagated deletes on an unversioned destination remove the only copy.
+        let mut unversioned = policy.clone();
+        unversioned.allow_unversioned_destination = true;
+        let (field, message) = unversioned.validate().unwrap_err();
+        assert_eq!(field, "deletes");
+        assert!(message.contains("deletes: record"), "{message}");
+        unversioned.deletes = DeleteMode::Record;
+        unversioned.validate().unwrap();
         assert!(
             serde_json::from_str::<BackupPolicy>(&json.replace("\"deletes\"", "\"delets\""))
                 .is_err()
@@ -1130,13 +1233,34 @@ pub struct BackupPlanner {
     draft_rows: usize,
     tasks: Vec<crate::chunk::ChunkTask>,
     draft: Vec<DraftRow>,
+    /// Deletions allowed (see [`BackupPolicy::deletion_limit`]); None: unlimited.
+    deletion_limit: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("this run would delete {deleted} objects from the snapshot, more than the policy's maxDeletes of {max}; nothing was changed. If the deletions are intended, raise maxDeletes and run again")]
+#[error("this run would delete {deleted} objects from the snapshot (continuous removals since the last snapshot included), more than {limit}; nothing was changed. If the deletions are intended, raise maxDeletes in the policy (or set it to \"unlimited\") and run again")]
 pub struct TooManyDeletes {
     pub deleted: u64,
     pub max: u64,
+    /// Whether `max` is the default guard (the policy sets no maxDeletes).
+    pub default: bool,
+    limit: String,
+}
+
+impl TooManyDeletes {
+    pub fn new(deleted: u64, max: u64, default: bool) -> Self {
+        let limit = if default {
+            format!("the default maxDeletes of {max} (the larger of {DEFAULT_MAX_DELETES_FLOOR} and {DEFAULT_MAX_DELETES_PERCENT}% of the previous snapshot's objects)")
+        } else {
+            format!("the policy's maxDeletes of {max}")
+        };
+        TooManyDeletes {
+            deleted,
+            max,
+            default,
+            limit,
+        }
+    }
 }
 
 impl BackupPlanner {
@@ -1145,9 +1269,11 @@ impl BackupPlanner {
         progress: crate::plan::PlanProgress,
         chunk_size: usize,
         draft_rows: usize,
+        previous_objects: u64,
     ) -> Self {
         BackupPlanner {
             progress,
+            deletion_limit: policy.deletion_limit(previous_objects),
             policy,
             chunk_size: chunk_size.max(1),
             draft_rows: draft_rows.max(1),
@@ -1215,11 +1341,12 @@ impl BackupPlanner {
     /// One more object leaves the snapshot; past the policy's maxDeletes the run stops.
     fn count_deletion(&mut self) -> Result<(), TooManyDeletes> {
         self.progress.deleted += 1;
-        match self.policy.max_deletes {
-            Some(max) if self.progress.deleted > max => Err(TooManyDeletes {
-                deleted: self.progress.deleted,
+        match self.deletion_limit {
+            Some(max) if self.progress.deleted > max => Err(TooManyDeletes::new(
+                self.progress.deleted,
                 max,
-            }),
+                self.policy.max_deletes.is_none(),
+            )),
             _ => Ok(()),
         }
     }
@@ -1288,7 +1415,7 @@ mod planner_tests {
     use super::*;
     use crate::plan::{Cursor, PlanProgress};
 
-    fn policy(deletes: DeleteMode, max: Option<u64>) -> BackupPolicy {
+    fn policy(deletes: DeleteMode, max: Option<MaxDeletes>) -> BackupPolicy {
         BackupPolicy {
             name: "p".into(),
             source: Location {
@@ -1343,6 +1470,7 @@ mod planner_tests {
             PlanProgress::default(),
             2,
             100,
+            0,
         );
         let mut out = Vec::new();
         planner.apply(Change::New(entry("a"))).unwrap();
@@ -1410,10 +1538,11 @@ mod planner_tests {
     #[test]
     fn delete_modes_and_the_guard() {
         let mut ignore = BackupPlanner::new(
-            policy(DeleteMode::Ignore, Some(0)),
+            policy(DeleteMode::Ignore, Some(MaxDeletes::Limit(0))),
             PlanProgress::default(),
             10,
             10,
+            0,
         );
         ignore.apply(Change::Deleted(prev("x"))).unwrap();
         let mut out = Vec::new();
@@ -1423,13 +1552,89 @@ mod planner_tests {
             "ignore keeps the entry"
         );
         let mut record = BackupPlanner::new(
-            policy(DeleteMode::Record, Some(1)),
+            policy(DeleteMode::Record, Some(MaxDeletes::Limit(1))),
             PlanProgress::default(),
             10,
             10,
+            0,
         );
         record.apply(Change::Deleted(prev("x"))).unwrap();
         let err = record.apply(Change::Deleted(prev("y"))).unwrap_err();
-        assert_eq!(err, TooManyDeletes { deleted: 2, max: 1 });
+        assert_eq!(err, TooManyDeletes::new(2, 1, false));
+        assert!(
+            err.to_string().contains("the policy's maxDeletes of 1"),
+            "{err}"
+        );
+    }
+
+    /// Deletions until the planner refuses one.
+    fn deletions_allowed(max: Option<MaxDeletes>, previous_objects: u64) -> u64 {
+        let mut planner = BackupPlanner::new(
+            policy(DeleteMode::Record, max),
+            PlanProgress::default(),
+            10,
+            10,
+            previous_objects,
+        );
+        for i in 0..100_000u64 {
+            if planner
+                .apply(Change::Deleted(prev(&format!("k{i}"))))
+                .is_err()
+            {
+                return i;
+            }
+        }
+        u64::MAX
+    }
+
+    #[test]
+    fn the_deletion_guard_is_on_by_default_and_counts_journaled_removals() {
+        // No maxDeletes: the larger of 1,000 and 10% of the previous snapshot.
+        assert_eq!(deletions_allowed(None, 0), 1_000);
+        assert_eq!(deletions_allowed(None, 5_000), 1_000);
+        assert_eq!(deletions_allowed(None, 50_000), 5_000);
+        assert_eq!(deletions_allowed(Some(MaxDeletes::Limit(3)), 50_000), 3);
+        assert_eq!(deletions_allowed(Some(MaxDeletes::Unlimited), 10), u64::MAX);
+        let mut planner = BackupPlanner::new(
+            policy(DeleteMode::Propagate, None),
+            PlanProgress::default(),
+            10,
+            10,
+            0,
+        );
+        for i in 0..1_000 {
+            planner
+                .apply(Change::DeletedMarked(prev(&format!("k{i}"))))
+                .unwrap();
+        }
+        let err = planner.apply(Change::Deleted(prev("last"))).unwrap_err();
+        assert!(err.default);
+        assert!(
+            err.to_string().contains("the default maxDeletes of 1000")
+                && err.to_string().contains("\"unlimited\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn max_deletes_takes_a_number_or_unlimited() {
+        let parse = |v: &str| {
+            serde_json::from_str::<BackupPolicy>(&format!(
+                r#"{{"name":"p","source":{{"bucket":"src"}},"destination":{{"bucket":"vault"}},"maxDeletes":{v}}}"#
+            ))
+        };
+        assert_eq!(parse("5").unwrap().max_deletes, Some(MaxDeletes::Limit(5)));
+        let unlimited = parse("\"unlimited\"").unwrap();
+        assert_eq!(unlimited.max_deletes, Some(MaxDeletes::Unlimited));
+        assert_eq!(
+            serde_json::to_value(&unlimited).unwrap()["maxDeletes"],
+            "unlimited"
+        );
+        let err = parse("-1").unwrap_err().to_string();
+        assert!(err.contains("\"unlimited\""), "{err}");
+        assert!(parse("\"lots\"")
+            .unwrap_err()
+            .to_string()
+            .contains("`lots`"));
     }
 }

@@ -405,12 +405,24 @@ pub struct CatalogRef {
     pub key: String,
 }
 
+/// Tokens of the jobs batchops creates itself (backup runs, restores) start with this, which
+/// a CreateJob's ClientRequestToken may not: no request can take a scheduled run's slot.
+pub const INTERNAL_TOKEN_PREFIX: char = '#';
+
+/// `token` in the namespace of the jobs batchops creates itself.
+pub fn internal_token(token: &str) -> String {
+    format!("{INTERNAL_TOKEN_PREFIX}{token}")
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupRun {
     /// The policy as it was when the run started.
     pub policy: crate::backup::BackupPolicy,
     pub snapshot_id: String,
     pub previous: Option<CatalogRef>,
+    /// Objects in the previous snapshot: the default deletion guard is 10% of them.
+    #[serde(default)]
+    pub previous_objects: u64,
     /// Read this S3 Inventory report (its manifest.json) instead of listing the source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inventory: Option<ManifestObject>,
@@ -593,6 +605,12 @@ impl CreateJobRequest {
             return Err(RequestError::new(
                 "ClientRequestToken",
                 "must be 1 to 64 characters long",
+            ));
+        }
+        if token.starts_with(INTERNAL_TOKEN_PREFIX) {
+            return Err(RequestError::new(
+                "ClientRequestToken",
+                format!("must not start with `{INTERNAL_TOKEN_PREFIX}`: batchops keeps those tokens for the backup runs and restores it starts itself; choose another token"),
             ));
         }
         let role = self.role_arn.as_deref().ok_or_else(|| {
@@ -1295,6 +1313,12 @@ mod tests {
                 "\"ClientRequestToken\": \"\",",
                 "ClientRequestToken",
                 "1 to 64",
+            ),
+            (
+                "\"ClientRequestToken\": \"token-1\",",
+                "\"ClientRequestToken\": \"#backup-nightly-20261122T0200Z\",",
+                "ClientRequestToken",
+                "must not start with `#`",
             ),
             (
                 "\"RoleArn\": \"arn:aws:iam::123456789012:role/batch\",",

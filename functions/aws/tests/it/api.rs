@@ -211,12 +211,23 @@ async fn backup_policies_run_list_snapshots_and_restore_over_http() {
         .to_string();
 
     env.put(&env.src, "data/k", "v2").await;
+    // The reports bucket is not versioned: restoring there must be asked for.
+    let to = format!("s3://{}/restored/", env.reports);
+    let refused = call(
+        &env,
+        "POST",
+        "/backup-policies/web/restores",
+        &[],
+        json!({"Snapshot": snapshot, "To": to}),
+    )
+    .await;
+    assert_error(&refused, 400, "InvalidRequest", "AllowOverwrite");
     let restore = call(
         &env,
         "POST",
         "/backup-policies/web/restores",
         &[],
-        json!({"Snapshot": snapshot, "To": format!("s3://{}/restored/", env.reports)}),
+        json!({"Snapshot": snapshot, "To": to, "AllowOverwrite": true}),
     )
     .await;
     assert_eq!(restore.status, 200, "{:?}", restore.body);
@@ -236,6 +247,34 @@ async fn backup_policies_run_list_snapshots_and_restore_over_http() {
     bad["retention"]["keepLast"] = json!("thirty");
     let invalid = call(&env, "PUT", "/backup-policies/web", &[], bad).await;
     assert_error(&invalid, 400, "InvalidRequest", "retention.keepLast");
+    let not_a_flag = call(
+        &env,
+        "POST",
+        "/backup-policies/web/runs",
+        &[("full", "yes")],
+        Value::Null,
+    )
+    .await;
+    assert_error(&not_a_flag, 400, "InvalidRequest", "full");
+    // After an incremental run that takes data/k v2, a full one copies it again.
+    let incremental = call(&env, "POST", "/backup-policies/web/runs", &[], Value::Null).await;
+    env.run_to_complete(incremental.body["JobId"].as_str().unwrap())
+        .await;
+    let full = call(
+        &env,
+        "POST",
+        "/backup-policies/web/runs",
+        &[("full", "true")],
+        Value::Null,
+    )
+    .await;
+    let described = env
+        .run_to_complete(full.body["JobId"].as_str().unwrap())
+        .await;
+    assert_eq!(
+        described.progress_summary.total_number_of_tasks, 1,
+        "a full run reads no previous snapshot"
+    );
     let unknown = call(&env, "POST", "/backup-policies/nope/runs", &[], Value::Null).await;
     assert_error(&unknown, 404, "NoSuchBackupPolicy", "nope");
     let typo = call(

@@ -3,7 +3,9 @@
 
 use crate::harness::TestEnv;
 use batchops_aws::backup::{self, RestoreRequest};
-use batchops_core::backup::{BackupPolicy, DeleteMode, Location, Retention, VersionsMode};
+use batchops_core::backup::{
+    BackupPolicy, DeleteMode, Location, MaxDeletes, Retention, VersionsMode,
+};
 
 fn policy(env: &TestEnv, name: &str) -> BackupPolicy {
     BackupPolicy {
@@ -32,7 +34,7 @@ fn policy(env: &TestEnv, name: &str) -> BackupPolicy {
 
 /// Runs the policy once by hand; returns (job id, its description).
 async fn start(env: &TestEnv, name: &str) -> String {
-    backup::start_run(&env.app, name, None)
+    backup::start_run(&env.app, name, None, false)
         .await
         .unwrap()
         .job_id
@@ -177,11 +179,30 @@ async fn restores_bring_back_each_snapshots_versions() {
         .send()
         .await
         .unwrap();
+    // The target is not versioned: a restore there replaces objects for good, so it must
+    // be asked for.
+    let refused = backup::start_restore(
+        &env.app,
+        "p",
+        &RestoreRequest {
+            to: Some((restored.clone(), "r0/".into())),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        refused.contains("does not have versioning enabled")
+            && refused.contains("--allow-overwrite"),
+        "{refused}"
+    );
     // The first snapshot, one prefix, into another bucket.
     let request = RestoreRequest {
         snapshot: Some(first.id.clone()),
         to: Some((restored.clone(), "r1/".into())),
         prefix: Some("data/keep/".into()),
+        allow_overwrite: true,
         ..Default::default()
     };
     let job = backup::start_restore(&env.app, "p", &request)
@@ -199,12 +220,14 @@ async fn restores_bring_back_each_snapshots_versions() {
     let as_of = RestoreRequest {
         as_of: Some(between),
         to: Some((restored.clone(), "r2/".into())),
+        allow_overwrite: true,
         ..Default::default()
     };
     backup::start_restore(&env.app, "p", &as_of).await.unwrap();
     let newest = RestoreRequest {
         to: Some((restored.clone(), "r3/".into())),
         keys: Some(vec!["data/keep/one".into()]),
+        allow_overwrite: true,
         ..Default::default()
     };
     backup::start_restore(&env.app, "p", &newest).await.unwrap();
@@ -311,7 +334,7 @@ async fn deletes_follow_the_policy_and_the_guard_stops_mass_deletes() {
     guarded.source.prefix = "guarded/".into();
     guarded.destination.prefix = "vault/guarded/".into();
     guarded.deletes = DeleteMode::Propagate;
-    guarded.max_deletes = Some(1);
+    guarded.max_deletes = Some(MaxDeletes::Limit(1));
     backup::put_policy(&env.app, guarded).await.unwrap();
     for i in 0..3 {
         env.put(&env.src, &format!("guarded/{i}"), "x").await;
@@ -347,6 +370,19 @@ async fn deletes_follow_the_policy_and_the_guard_stops_mass_deletes() {
             .unwrap()
             .len(),
         1
+    );
+    // The policy turns the guard off explicitly: the deletions go through.
+    let mut unguarded = backup::get_policy(&env.app, "guarded")
+        .await
+        .unwrap()
+        .policy;
+    unguarded.max_deletes = Some(MaxDeletes::Unlimited);
+    backup::put_policy(&env.app, unguarded).await.unwrap();
+    completed_run(&env, "guarded").await;
+    assert_eq!(
+        version_count(&env, &env.dst, "vault/guarded/guarded/0").await,
+        (1, 1),
+        "a delete marker over the kept copy"
     );
 }
 
@@ -528,4 +564,253 @@ async fn two_triggers_for_one_schedule_slot_start_one_run() {
         .await
         .unwrap();
     assert_eq!(next.len(), 1);
+}
+
+/// Stores a policy record as an older batchops did, without today's checks.
+pub async fn put_legacy_policy(env: &TestEnv, policy: BackupPolicy) {
+    let record = backup::PolicyRecord {
+        policy: policy.clone(),
+        created_at: batchops_core::job::timestamp(time::OffsetDateTime::now_utc()),
+        last_slot: None,
+        last_snapshot: None,
+    };
+    assert!(env
+        .app
+        .store
+        .put_doc(
+            &format!("POLICY#{}", policy.name),
+            "META",
+            &record,
+            None,
+            Some("#POLICY")
+        )
+        .await
+        .unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overlapping_source_and_destination_are_refused_both_ways() {
+    let env = TestEnv::new().await;
+    env.put(&env.src, "data/live", "newest write").await;
+    // The source inside the destination (the whole bucket), and the destination inside it.
+    for prefix in ["", "data/backup/"] {
+        let mut p = policy(&env, "loop");
+        p.destination = Location {
+            bucket: env.src.clone(),
+            prefix: prefix.into(),
+        };
+        let err = backup::put_policy(&env.app, p)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("destination.prefix") && err.contains("overlap"),
+            "{prefix}: {err}"
+        );
+    }
+    assert!(backup::list_policies(&env.app).await.unwrap().is_empty());
+    // A policy stored before the check cannot run either.
+    let mut legacy = policy(&env, "legacy");
+    legacy.destination = Location {
+        bucket: env.src.clone(),
+        prefix: String::new(),
+    };
+    put_legacy_policy(&env, legacy).await;
+    let err = backup::start_run(&env.app, "legacy", None, false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("overlap"), "{err}");
+    assert_eq!(
+        env.get(&env.src, "data/live").await,
+        Some(b"newest write".to_vec())
+    );
+    assert_eq!(
+        version_count(&env, &env.src, "data/data/live").await,
+        (0, 0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn propagate_on_an_unversioned_destination_is_refused() {
+    let env = TestEnv::new().await;
+    let mut p = policy(&env, "mirror");
+    p.deletes = DeleteMode::Propagate;
+    p.allow_unversioned_destination = true;
+    let err = backup::put_policy(&env.app, p.clone())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("policy deletes") && err.contains("deletes: record"),
+        "{err}"
+    );
+    p.deletes = DeleteMode::Record;
+    backup::put_policy(&env.app, p).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_destination_starts_a_new_chain_and_old_snapshots_stay_restorable() {
+    let env = TestEnv::new().await;
+    backup::put_policy(&env.app, policy(&env, "moving"))
+        .await
+        .unwrap();
+    env.put(&env.src, "data/a", "a v1").await;
+    env.put(&env.src, "data/b", "b v1").await;
+    completed_run(&env, "moving").await;
+    let first = backup::list_snapshots(&env.app, "moving").await.unwrap()[0].clone();
+
+    let new_home = format!("{}-new", env.dst);
+    env.clients
+        .s3
+        .create_bucket()
+        .bucket(&new_home)
+        .send()
+        .await
+        .unwrap();
+    env.set_versioning(&new_home).await;
+    let mut moved = policy(&env, "moving");
+    moved.destination.bucket = new_home.clone();
+    backup::put_policy(&env.app, moved).await.unwrap();
+    assert_eq!(
+        backup::get_policy(&env.app, "moving")
+            .await
+            .unwrap()
+            .last_snapshot,
+        None
+    );
+    let (_, described) = completed_run(&env, "moving").await;
+    assert_eq!(
+        described.progress_summary.total_number_of_tasks, 2,
+        "a full run: the old copies are in the old bucket"
+    );
+    assert_eq!(
+        env.get(&new_home, "backups/src/data/a").await,
+        Some(b"a v1".to_vec())
+    );
+    // The next run continues the new chain.
+    let (_, described) = completed_run(&env, "moving").await;
+    assert_eq!(described.progress_summary.total_number_of_tasks, 0);
+
+    // Both chains restore: the first snapshot from the old bucket, the newest from the new.
+    env.put(&env.src, "data/a", "a v2").await;
+    let restored = format!("{}-restored", env.dst);
+    env.clients
+        .s3
+        .create_bucket()
+        .bucket(&restored)
+        .send()
+        .await
+        .unwrap();
+    env.set_versioning(&restored).await;
+    for (snapshot, prefix) in [(Some(first.id.clone()), "old/"), (None, "new/")] {
+        let job = backup::start_restore(
+            &env.app,
+            "moving",
+            &RestoreRequest {
+                snapshot,
+                to: Some((restored.clone(), prefix.into())),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .job_id;
+        env.run_to_complete(&job).await;
+    }
+    for prefix in ["old/", "new/"] {
+        assert_eq!(
+            env.get(&restored, &format!("{prefix}data/a")).await,
+            Some(b"a v1".to_vec()),
+            "{prefix}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_missing_previous_catalog_fails_the_run_and_full_starts_a_new_chain() {
+    let env = TestEnv::new().await;
+    backup::put_policy(&env.app, policy(&env, "lost"))
+        .await
+        .unwrap();
+    env.put(&env.src, "data/a", "a").await;
+    env.put(&env.src, "data/b", "b").await;
+    completed_run(&env, "lost").await;
+    let catalog = backup::list_snapshots(&env.app, "lost").await.unwrap()[0]
+        .catalog
+        .clone();
+    env.clients
+        .s3
+        .delete_object()
+        .bucket(&catalog.bucket)
+        .key(&catalog.key)
+        .send()
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let (_, described) = run(&env, "lost").await;
+        assert_eq!(described.status, "Failed");
+        let reason = &described.failure_reasons[0];
+        assert_eq!(reason.failure_code, "SnapshotCatalogInvalid", "{reason:?}");
+        assert!(
+            reason.failure_reason.contains(&catalog.key)
+                && reason
+                    .failure_reason
+                    .contains("batchops backup run lost --full"),
+            "{reason:?}"
+        );
+    }
+    let job = backup::start_run(&env.app, "lost", None, true)
+        .await
+        .unwrap()
+        .job_id;
+    let described = env.run_to_complete(&job).await;
+    assert_eq!(described.progress_summary.total_number_of_tasks, 2);
+    let (_, described) = completed_run(&env, "lost").await;
+    assert_eq!(
+        described.progress_summary.total_number_of_tasks, 0,
+        "later runs diff against the new chain"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_token_cannot_take_a_scheduled_runs_slot() {
+    let env = TestEnv::new().await;
+    let mut p = policy(&env, "slotted");
+    p.schedule = Some("rate(1 minute)".into());
+    backup::put_policy(&env.app, p).await.unwrap();
+    let record = backup::get_policy(&env.app, "slotted").await.unwrap();
+    let created = batchops_core::plan::parse_time(&record.created_at).unwrap();
+    let later = time::OffsetDateTime::now_utc() + time::Duration::minutes(3);
+    let slot = batchops_core::schedule::Schedule::parse("rate(1 minute)", "UTC", created)
+        .unwrap()
+        .latest_slot_at_or_before(later)
+        .unwrap();
+    // A CreateJob that takes the token the slot's run would have had.
+    env.put(&env.src, "manifest.csv", format!("{},data/x\n", env.src))
+        .await;
+    env.put(&env.src, "data/x", "x").await;
+    let mut document = env.request_json("manifest.csv", &["Bucket", "Key"]);
+    document["ClientRequestToken"] = batchops_core::schedule::slot_token("slotted", slot).into();
+    let squatter = env.create(document).await;
+    let started = backup::fire_due_policies(&env.app, later).await.unwrap();
+    assert_eq!(started.len(), 1);
+    assert_ne!(started[0].1, squatter, "the slot's run is a job of its own");
+    let described = env.describe(&started[0].1).await;
+    assert!(
+        described
+            .description
+            .as_deref()
+            .is_some_and(|d| d.starts_with("backup slotted")),
+        "{described:?}"
+    );
+    // And batchops' own namespace is closed to requests.
+    let mut document = env.request_json("manifest.csv", &["Bucket", "Key"]);
+    document["ClientRequestToken"] = "#backup-slotted-20261122T0200Z".into();
+    let request = batchops_core::CreateJobRequest::from_json(&document.to_string()).unwrap();
+    let err = batchops_aws::jobs::create_job(&env.app, request)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ClientRequestToken"), "{err}");
 }

@@ -1,12 +1,14 @@
 //! S3 events against moto: continuous backups (copied once, journaled into the next snapshot,
 //! removals under `propagate`) and runs started by an S3 Inventory report landing.
 
-use crate::backups::{completed_run, version_count};
+use crate::backups::{completed_run, put_legacy_policy, run, version_count};
 use crate::harness::{gzip, md5_hex, TestEnv};
 use aws_lambda_events::sqs::SqsEvent;
 use batchops_aws::backup;
 use batchops_aws::events::{handle_messages, EventMessage};
-use batchops_core::backup::{BackupPolicy, DeleteMode, Location, Retention, VersionsMode};
+use batchops_core::backup::{
+    BackupPolicy, DeleteMode, Location, MaxDeletes, Retention, VersionsMode,
+};
 use batchops_core::encoding::encode_key;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::json;
@@ -568,4 +570,171 @@ async fn bucket_notifications_reach_the_backup_through_the_events_queue() {
     // The run after records both without copying them again.
     let described = completed_run(&env, "notified").await.1;
     assert_eq!(described.progress_summary.total_number_of_tasks, 0);
+}
+
+/// Deletes `key` at the source (a delete marker) and returns its removal event.
+async fn remove(env: &TestEnv, key: &str, seq: u32) -> serde_json::Value {
+    env.clients
+        .s3
+        .delete_object()
+        .bucket(&env.src)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    record(
+        "ObjectRemoved:DeleteMarkerCreated",
+        &env.src,
+        key,
+        "dm",
+        b"",
+        seq,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn continuous_removals_count_against_the_deletion_guard() {
+    let env = TestEnv::new().await;
+    let mut policy = continuous_policy(&env, "capped", DeleteMode::Propagate);
+    policy.max_deletes = Some(MaxDeletes::Limit(1));
+    backup::put_policy(&env.app, policy).await.unwrap();
+    for key in ["data/one", "data/two", "data/three"] {
+        env.put(&env.src, key, "x").await;
+    }
+    completed_run(&env, "capped").await;
+    let first = remove(&env, "data/one", 10).await;
+    let second = remove(&env, "data/two", 11).await;
+    let summary = handle_messages(&env.app, vec![message("m1", vec![first, second])]).await;
+    assert_eq!((summary.removed, summary.deferred), (1, 1), "{summary:?}");
+    let markers: usize = [
+        versions(&env, "vault/data/one").await.1,
+        versions(&env, "vault/data/two").await.1,
+    ]
+    .iter()
+    .sum();
+    assert_eq!(markers, 1, "one delete marker, within maxDeletes");
+    // Later batches get no more until a snapshot is taken.
+    let third = remove(&env, "data/three", 12).await;
+    let summary = handle_messages(&env.app, vec![message("m2", vec![third])]).await;
+    assert_eq!((summary.removed, summary.deferred), (0, 1), "{summary:?}");
+    assert_eq!(versions(&env, "vault/data/three").await, (1, 0));
+    // The run counts the continuous removal with its own: past maxDeletes, it fails.
+    let (_, described) = run(&env, "capped").await;
+    assert_eq!(described.status, "Failed");
+    assert_eq!(
+        described.failure_reasons[0].failure_code,
+        "MaxDeletesExceeded"
+    );
+    assert_eq!(versions(&env, "vault/data/three").await, (1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn continuous_mode_leaves_unsafe_destinations_alone() {
+    let env = TestEnv::new().await;
+    // Propagate into a bucket that is not versioned: the delete would remove the only copy.
+    let plain = format!("{}-plain", env.dst);
+    env.clients
+        .s3
+        .create_bucket()
+        .bucket(&plain)
+        .send()
+        .await
+        .unwrap();
+    let mut unversioned = continuous_policy(&env, "unversioned", DeleteMode::Propagate);
+    unversioned.destination.bucket = plain.clone();
+    backup::put_policy(&env.app, unversioned).await.unwrap();
+    env.put(&plain, "vault/data/gone", "the only copy").await;
+    env.put(&env.src, "data/gone", "bye").await;
+    // A policy stored before the overlap check: its copies would land on its own source.
+    let mut looping = continuous_policy(&env, "looping", DeleteMode::Ignore);
+    looping.destination = Location {
+        bucket: env.src.clone(),
+        prefix: String::new(),
+    };
+    looping.source.prefix = "loop/".into();
+    put_legacy_policy(&env, looping).await;
+    let version = env.put(&env.src, "loop/x", "x").await;
+
+    let gone = remove(&env, "data/gone", 20).await;
+    let created = record("ObjectCreated:Put", &env.src, "loop/x", &version, b"x", 21);
+    let summary = handle_messages(&env.app, vec![message("m", vec![gone, created])]).await;
+    assert!(summary.failed.is_empty(), "{summary:?}");
+    assert_eq!((summary.removed, summary.copied), (0, 0), "{summary:?}");
+    assert_eq!(
+        env.get(&plain, "vault/data/gone").await,
+        Some(b"the only copy".to_vec())
+    );
+    assert_eq!(
+        version_count(&env, &env.src, "loop/x").await,
+        (1, 0),
+        "not copied onto itself"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_inventory_report_of_another_bucket_fails_the_run() {
+    let env = TestEnv::new().await;
+    let mut policy = continuous_policy(&env, "inv", DeleteMode::Record);
+    policy.continuous = false;
+    policy.max_deletes = Some(MaxDeletes::Unlimited);
+    policy.inventory = Some(Location {
+        bucket: env.reports.clone(),
+        prefix: format!("inventory/{}/nightly/", env.src),
+    });
+    backup::put_policy(&env.app, policy).await.unwrap();
+    let mut rows = String::new();
+    for key in ["data/a", "data/b"] {
+        let version = env.put(&env.src, key, key).await;
+        rows.push_str(&format!(
+            "\"{}\",\"{key}\",\"{version}\",\"true\",\"false\",\"{}\",\"2026-11-21T00:00:00.000Z\",\"{}\",\"STANDARD\"\n",
+            env.src,
+            key.len(),
+            md5_hex(key.as_bytes())
+        ));
+    }
+    let schema = "Bucket, Key, VersionId, IsLatest, IsDeleteMarker, Size, LastModifiedDate, ETag, StorageClass";
+    env.inventory(
+        "nightly",
+        "CSV",
+        schema,
+        vec![("a.csv.gz".into(), gzip(&rows))],
+    )
+    .await;
+    completed_run(&env, "inv").await;
+
+    // The next report under the policy's prefix is another bucket's: its objects are not the
+    // source's, and diffing against it would drop every object from the snapshot.
+    let other = format!("{}-other", env.src);
+    let data_key = format!("inventory/{}/nightly/data/other.csv.gz", env.src);
+    let data = gzip(&format!(
+        "\"{other}\",\"data/zzz\",\"v\",\"true\",\"false\",\"1\",\"2026-11-22T00:00:00.000Z\",\"{}\",\"STANDARD\"\n",
+        md5_hex(b"z")
+    ));
+    env.put(&env.reports, &data_key, data.clone()).await;
+    let manifest = serde_json::to_vec(&json!({
+        "sourceBucket": other, "destinationBucket": format!("arn:aws:s3:::{}", env.reports),
+        "version": "2016-11-30", "creationTimestamp": "1763856000000", "fileFormat": "CSV",
+        "fileSchema": schema,
+        "files": [{"key": data_key, "size": data.len(), "MD5checksum": md5_hex(&data)}],
+    }))
+    .unwrap();
+    let root = format!("inventory/{}/nightly/2026-11-23T00-00Z", env.src);
+    env.put(
+        &env.reports,
+        &format!("{root}/manifest.checksum"),
+        md5_hex(&manifest),
+    )
+    .await;
+    env.put(&env.reports, &format!("{root}/manifest.json"), manifest)
+        .await;
+    let (_, described) = run(&env, "inv").await;
+    assert_eq!(described.status, "Failed");
+    let reason = &described.failure_reasons[0];
+    assert_eq!(reason.failure_code, "InventoryInvalid", "{reason:?}");
+    assert!(reason.failure_reason.contains("sourceBucket"), "{reason:?}");
+    assert_eq!(
+        backup::list_snapshots(&env.app, "inv").await.unwrap().len(),
+        1,
+        "no snapshot without the source's objects"
+    );
 }
