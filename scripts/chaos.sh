@@ -96,7 +96,7 @@ print(urllib.request.urlopen(req).read().decode())
 PY
 }
 
-faults_off() { proxy POST /__faults/config '{"s3_slowdown": 0, "s3_internal": 0, "ddb_throttle": 0, "sqs_500": 0, "cut": 0, "work_queue": ""}' >/dev/null; }
+faults_off() { proxy POST /__faults/config '{"s3_slowdown": 0, "s3_internal": 0, "ddb_throttle": 0, "ddb_conflict": 0, "sqs_500": 0, "cut": 0, "work_queue": ""}' >/dev/null; }
 
 "$BATCHOPS" local init >"$DIR/init.log"
 "$PY" scripts/chaos_verify.py seed --state "$DIR/state.json" --objects "$OBJECTS" --seed "$SEED"
