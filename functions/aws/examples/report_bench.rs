@@ -11,12 +11,11 @@
 
 use batchops_aws::finalizer::{roll_report, RollLimits};
 use batchops_aws::store::{RangeCommit, ShardRef};
-use batchops_aws::{setup, unix_now, App, Clients, Config};
+use batchops_aws::{setup, App, Clients, Config};
 use batchops_core::counts::Counters;
 use batchops_core::report::{staged_rows_key, TaskStatus};
 use batchops_core::request::CreateJobRequest;
 use batchops_core::JobStatus;
-use futures::StreamExt;
 use md5::{Digest, Md5};
 
 const RANGE: u64 = 1000;
@@ -83,46 +82,40 @@ async fn seed(tasks: u64) -> anyhow::Result<()> {
         .await?
         .map_err(|_| anyhow::anyhow!("job {job} could not be made Active"))?;
     let ranges = tasks.div_ceil(RANGE);
-    let app = &app;
-    let job = &job;
-    let mut commits = futures::stream::iter(0..ranges)
-        .map(|seq| async move {
-            let mut shards = Vec::new();
-            let mut counters = Counters::default();
-            for status in [TaskStatus::Succeeded, TaskStatus::Failed] {
-                let body = rows(seq, status);
-                let count = body.lines().count() as u64;
-                match status {
-                    TaskStatus::Succeeded => counters.succeeded = count,
-                    TaskStatus::Failed => counters.failed = count,
-                }
-                shards.push(ShardRef {
-                    status,
-                    bucket: app.config.control_bucket.clone(),
-                    key: staged_rows_key(job, seq, 0, ATTEMPT, status),
-                    md5: hex::encode(Md5::digest(body.as_bytes())),
-                });
+    let mut commits = Vec::with_capacity(1000);
+    for seq in 0..ranges {
+        let mut shards = Vec::new();
+        let mut counters = Counters::default();
+        for status in [TaskStatus::Succeeded, TaskStatus::Failed] {
+            let body = rows(seq, status);
+            let count = body.lines().count() as u64;
+            match status {
+                TaskStatus::Succeeded => counters.succeeded = count,
+                TaskStatus::Failed => counters.failed = count,
             }
-            let now = unix_now();
+            shards.push(ShardRef {
+                status,
+                bucket: app.config.control_bucket.clone(),
+                key: staged_rows_key(&job, seq, 0, ATTEMPT, status),
+                md5: hex::encode(Md5::digest(body.as_bytes())),
+            });
+        }
+        commits.push(RangeCommit {
+            seq,
+            first_task: 0,
+            end_task: RANGE,
+            chunk_tasks: Some(RANGE),
+            counters,
+            shards,
+            fragment: None,
+        });
+        // Batches of committed range items (moto's transactions slow down as the table grows).
+        if commits.len() == 1000 || seq + 1 == ranges {
             app.store
-                .acquire_range_lease(job, seq, 0, ATTEMPT, now + 600, now)
+                .import_committed_ranges(&job, &commits, ATTEMPT)
                 .await?;
-            let commit = RangeCommit {
-                seq,
-                first_task: 0,
-                end_task: RANGE,
-                chunk_tasks: Some(RANGE),
-                counters,
-                shards,
-                fragment: None,
-            };
-            app.store.commit_range(job, &commit, ATTEMPT).await?;
-            anyhow::Ok(())
-        })
-        // One at a time: moto answers 500 to concurrent transactions.
-        .buffer_unordered(1);
-    while let Some(done) = commits.next().await {
-        done?;
+            commits.clear();
+        }
     }
     println!("{job}");
     Ok(())

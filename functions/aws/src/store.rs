@@ -132,6 +132,42 @@ fn upload_sk(seq: u64, task: u64) -> String {
     format!("UPLOAD#{seq:010}#{task:07}")
 }
 
+/// The table item of a committed range.
+fn range_item(job_id: &str, commit: &RangeCommit, attempt: &str) -> Item {
+    let shards: Vec<AttributeValue> = commit
+        .shards
+        .iter()
+        .map(|shard| {
+            AttributeValue::M(HashMap::from([
+                ("status".to_string(), s(shard.status.as_str())),
+                ("bucket".to_string(), s(shard.bucket.clone())),
+                ("key".to_string(), s(shard.key.clone())),
+                ("md5".to_string(), s(shard.md5.clone())),
+            ]))
+        })
+        .collect();
+    let mut item = HashMap::from([
+        ("pk".to_string(), s(job_pk(job_id))),
+        ("sk".to_string(), s(range_sk(commit.seq, commit.first_task))),
+        ("seq".to_string(), n(commit.seq)),
+        ("first_task".to_string(), n(commit.first_task)),
+        ("end_task".to_string(), n(commit.end_task)),
+        ("succeeded".to_string(), n(commit.counters.succeeded)),
+        ("failed".to_string(), n(commit.counters.failed)),
+        ("bytes".to_string(), n(commit.counters.bytes)),
+        ("shards".to_string(), AttributeValue::L(shards)),
+        // Who committed: a retried commit whose first answer was lost finds its own.
+        ("attempt".to_string(), s(attempt)),
+    ]);
+    if let Some(fragment) = &commit.fragment {
+        item.insert("fragment".to_string(), s(fragment.clone()));
+    }
+    if let Some(chunk_tasks) = commit.chunk_tasks {
+        item.insert("chunk_tasks".to_string(), n(chunk_tasks));
+    }
+    item
+}
+
 /// What asking for a range's lease gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RangeLease {
@@ -512,38 +548,10 @@ impl Store {
         commit: &RangeCommit,
         lease_attempt: &str,
     ) -> Result<CommitOutcome> {
-        let shards: Vec<AttributeValue> = commit
-            .shards
-            .iter()
-            .map(|shard| {
-                AttributeValue::M(HashMap::from([
-                    ("status".to_string(), s(shard.status.as_str())),
-                    ("bucket".to_string(), s(shard.bucket.clone())),
-                    ("key".to_string(), s(shard.key.clone())),
-                    ("md5".to_string(), s(shard.md5.clone())),
-                ]))
-            })
-            .collect();
-        let mut range_put = Put::builder()
+        let range_put = Put::builder()
             .table_name(&self.table)
-            .item("pk", s(job_pk(job_id)))
-            .item("sk", s(range_sk(commit.seq, commit.first_task)))
-            .item("seq", n(commit.seq))
-            .item("first_task", n(commit.first_task))
-            .item("end_task", n(commit.end_task))
-            .item("succeeded", n(commit.counters.succeeded))
-            .item("failed", n(commit.counters.failed))
-            .item("bytes", n(commit.counters.bytes))
-            .item("shards", AttributeValue::L(shards))
-            // Who committed: a retried commit whose first answer was lost finds its own.
-            .item("attempt", s(lease_attempt))
+            .set_item(Some(range_item(job_id, commit, lease_attempt)))
             .condition_expression("attribute_not_exists(pk)");
-        if let Some(fragment) = &commit.fragment {
-            range_put = range_put.item("fragment", s(fragment.clone()));
-        }
-        if let Some(chunk_tasks) = commit.chunk_tasks {
-            range_put = range_put.item("chunk_tasks", n(chunk_tasks));
-        }
         let range_put = range_put
             .build()
             .map_err(aws("DynamoDB", "TransactWriteItems"))?;
@@ -717,6 +725,53 @@ impl Store {
         Ok(out
             .item()
             .map(|item| get_s(item, "attempt").unwrap_or_default().to_string()))
+    }
+
+    /// Writes committed range items as they are, 25 per BatchWriteItem, without the commit's
+    /// conditions or counters: for benches that need a job of many ranges quickly (moto's
+    /// transactions slow down with the table's size). Never used on a running job.
+    pub async fn import_committed_ranges(
+        &self,
+        job_id: &str,
+        commits: &[RangeCommit],
+        attempt: &str,
+    ) -> Result<()> {
+        use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+        for batch in commits.chunks(25) {
+            let mut pending = batch
+                .iter()
+                .map(|commit| {
+                    PutRequest::builder()
+                        .set_item(Some(range_item(job_id, commit, attempt)))
+                        .build()
+                        .map(|put| WriteRequest::builder().put_request(put).build())
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(aws("DynamoDB", "BatchWriteItem"))?;
+            for _ in 0..10 {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, pending)
+                    .send()
+                    .await
+                    .map_err(aws("DynamoDB", "BatchWriteItem"))?;
+                pending = out
+                    .unprocessed_items()
+                    .and_then(|items| items.get(&self.table).cloned())
+                    .unwrap_or_default();
+                if pending.is_empty() {
+                    break;
+                }
+            }
+            if !pending.is_empty() {
+                return Err(Error::Data(format!(
+                    "{} range items of job {job_id} still unprocessed",
+                    pending.len()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Where the committed range starting at (seq, first_task) ends, and how many tasks its
