@@ -194,49 +194,57 @@ impl Queues {
     /// Messages waiting or in flight (approximate, as SQS counts them).
     pub async fn pending(&self, url: &str) -> Result<u64> {
         use aws_sdk_sqs::types::QueueAttributeName as A;
+        self.count(
+            url,
+            &[
+                A::ApproximateNumberOfMessages,
+                A::ApproximateNumberOfMessagesNotVisible,
+            ],
+        )
+        .await
+    }
+
+    /// Messages waiting to be received, delayed ones included (in-flight ones are not).
+    pub async fn waiting(&self, url: &str) -> Result<u64> {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        self.count(
+            url,
+            &[
+                A::ApproximateNumberOfMessages,
+                A::ApproximateNumberOfMessagesDelayed,
+            ],
+        )
+        .await
+    }
+
+    /// The sum of these approximate message counts of the queue.
+    async fn count(
+        &self,
+        url: &str,
+        counts: &[aws_sdk_sqs::types::QueueAttributeName],
+    ) -> Result<u64> {
         let out = self
             .client
             .get_queue_attributes()
             .queue_url(url)
-            .attribute_names(A::ApproximateNumberOfMessages)
-            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .set_attribute_names(Some(counts.to_vec()))
             .send()
             .await
             .map_err(aws("SQS", "GetQueueAttributes"))?;
         let attrs = out.attributes();
-        let get = |a: A| {
-            attrs
-                .and_then(|m| m.get(&a))
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        Ok(get(A::ApproximateNumberOfMessages) + get(A::ApproximateNumberOfMessagesNotVisible))
+        Ok(counts
+            .iter()
+            .map(|name| {
+                attrs
+                    .and_then(|m| m.get(name))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .sum())
     }
 }
 
 impl Queues {
-    /// Messages waiting to be received, delayed ones included (in-flight ones are not).
-    pub async fn waiting(&self, url: &str) -> Result<u64> {
-        use aws_sdk_sqs::types::QueueAttributeName as A;
-        let out = self
-            .client
-            .get_queue_attributes()
-            .queue_url(url)
-            .attribute_names(A::ApproximateNumberOfMessages)
-            .attribute_names(A::ApproximateNumberOfMessagesDelayed)
-            .send()
-            .await
-            .map_err(aws("SQS", "GetQueueAttributes"))?;
-        let attrs = out.attributes();
-        let get = |a: A| {
-            attrs
-                .and_then(|m| m.get(&a))
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        Ok(get(A::ApproximateNumberOfMessages) + get(A::ApproximateNumberOfMessagesDelayed))
-    }
-
     /// Makes a received message visible again after `seconds` (a retry sooner than the queue's
     /// visibility timeout).
     pub async fn release(&self, url: &str, receipt_handle: &str, seconds: i32) -> Result<()> {

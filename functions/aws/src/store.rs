@@ -2,9 +2,10 @@
 //! counter shards and worker leases. Per-object rows never come here.
 
 use crate::error::{aws, Error, Result};
-use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use batchops_core::counts::Counters;
 use batchops_core::recovery::{commit_verdict, CommitVerdict, StallWatch};
 use batchops_core::report::TaskStatus;
@@ -242,6 +243,21 @@ pub struct Store {
 
 fn is_conditional_failure<E: ProvideErrorMetadata>(err: &E) -> bool {
     err.code() == Some("ConditionalCheckFailedException")
+}
+
+/// Ok(true) when a conditional write went through, Ok(false) when its condition did not hold.
+fn condition_held<T, E>(
+    result: std::result::Result<T, SdkError<E, HttpResponse>>,
+    operation: &'static str,
+) -> Result<bool>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(err) if err.as_service_error().is_some_and(is_conditional_failure) => Ok(false),
+        Err(err) => Err(aws("DynamoDB", operation)(err)),
+    }
 }
 
 fn transaction_conflict<E: ProvideErrorMetadata>(err: &E) -> bool {
@@ -933,11 +949,7 @@ impl Store {
             .expression_attribute_values(":until", n(expires_at))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err) if err.as_service_error().is_some_and(is_conditional_failure) => Ok(false),
-            Err(err) => Err(aws("DynamoDB", "UpdateItem")(err)),
-        }
+        condition_held(result, "UpdateItem")
     }
 
     /// Gives the range's lease up (if this attempt still holds it), recording why the attempt
@@ -965,11 +977,7 @@ impl Store {
                 .expression_attribute_values(":error", s(error)),
             None => request.update_expression("SET expires_at = :zero REMOVE attempt"),
         };
-        match request.send().await {
-            Ok(_) => Ok(()),
-            Err(err) if err.as_service_error().is_some_and(is_conditional_failure) => Ok(()),
-            Err(err) => Err(aws("DynamoDB", "UpdateItem")(err)),
-        }
+        condition_held(request.send().await, "UpdateItem").map(|_| ())
     }
 
     /// Gives the lease up after an attempt that made progress without committing (a multipart
@@ -995,11 +1003,7 @@ impl Store {
             .expression_attribute_values(":zero", n(0))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) if err.as_service_error().is_some_and(is_conditional_failure) => Ok(()),
-            Err(err) => Err(aws("DynamoDB", "UpdateItem")(err)),
-        }
+        condition_held(result, "UpdateItem").map(|_| ())
     }
 
     /// Takes the job's planning lease until `expires_at` for `holder`: false when another
@@ -1024,11 +1028,7 @@ impl Store {
             .expression_attribute_values(":me", s(holder))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err) if err.as_service_error().is_some_and(is_conditional_failure) => Ok(false),
-            Err(err) => Err(aws("DynamoDB", "PutItem")(err)),
-        }
+        condition_held(result, "PutItem")
     }
 
     /// Gives the planning lease up, if `holder` still has it.
@@ -1043,11 +1043,7 @@ impl Store {
             .expression_attribute_values(":me", s(holder))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) if err.as_service_error().is_some_and(is_conditional_failure) => Ok(()),
-            Err(err) => Err(aws("DynamoDB", "DeleteItem")(err)),
-        }
+        condition_held(result, "DeleteItem").map(|_| ())
     }
 
     /// Records the multipart upload a task started, so a later invocation can continue it and
@@ -1167,11 +1163,7 @@ impl Store {
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err) if err.as_service_error().is_some_and(is_conditional_failure) => Ok(false),
-            Err(err) => Err(aws("DynamoDB", "PutItem")(err)),
-        }
+        condition_held(result, "PutItem")
     }
 }
 
@@ -1208,11 +1200,7 @@ impl Store {
             // No revision: create only; a racing writer makes this return false, not overwrite.
             None => request.condition_expression("attribute_not_exists(pk)"),
         };
-        match request.send().await {
-            Ok(_) => Ok(true),
-            Err(err) if err.as_service_error().is_some_and(is_conditional_failure) => Ok(false),
-            Err(err) => Err(aws("DynamoDB", "PutItem")(err)),
-        }
+        condition_held(request.send().await, "PutItem")
     }
 
     /// The document and its revision.

@@ -157,6 +157,33 @@ pub async fn process_chunk(
     result
 }
 
+/// The job, when it is Active and this range is still owed; otherwise what the delivery ends
+/// with (a committed range re-sends the successor it owed).
+async fn job_owing_range(
+    app: &App,
+    pointer: &ChunkPointer,
+) -> Result<std::result::Result<JobRecord, ChunkRun>> {
+    let job = match app.store.get_job(&pointer.job).await {
+        Ok(job) => job,
+        Err(Error::JobNotFound(id)) => {
+            return Ok(Err(ChunkRun::Skipped(format!("job {id} does not exist"))))
+        }
+        Err(err) => return Err(err),
+    };
+    if job.status != JobStatus::Active {
+        return Ok(Err(ChunkRun::Skipped(format!("job is {}", job.status))));
+    }
+    if app
+        .store
+        .range_committed(&pointer.job, pointer.seq, pointer.first_task)
+        .await?
+    {
+        resend_owed_successor(app, pointer).await?;
+        return Ok(Err(ChunkRun::AlreadyCommitted));
+    }
+    Ok(Ok(job))
+}
+
 /// Reads and parses a chunk file.
 async fn read_chunk(app: &App, pointer: &ChunkPointer) -> Result<Vec<ChunkTask>> {
     let body = get_bytes(
@@ -226,24 +253,10 @@ async fn run_leased(
     deadline: SystemTime,
     attempt: &str,
 ) -> Result<ChunkRun> {
-    let job = match app.store.get_job(&pointer.job).await {
+    let job = match job_owing_range(app, pointer).await? {
         Ok(job) => job,
-        Err(Error::JobNotFound(id)) => {
-            return Ok(ChunkRun::Skipped(format!("job {id} does not exist")))
-        }
-        Err(err) => return Err(err),
+        Err(done) => return Ok(done),
     };
-    if job.status != JobStatus::Active {
-        return Ok(ChunkRun::Skipped(format!("job is {}", job.status)));
-    }
-    if app
-        .store
-        .range_committed(&pointer.job, pointer.seq, pointer.first_task)
-        .await?
-    {
-        resend_owed_successor(app, pointer).await?;
-        return Ok(ChunkRun::AlreadyCommitted);
-    }
     let tasks = read_chunk(app, pointer).await?;
     let first = pointer.first_task as usize;
     if first >= tasks.len() {
@@ -484,24 +497,10 @@ async fn give_up(
     attempts: u64,
     last_error: &str,
 ) -> Result<ChunkRun> {
-    let job = match app.store.get_job(&pointer.job).await {
+    let job = match job_owing_range(app, pointer).await? {
         Ok(job) => job,
-        Err(Error::JobNotFound(id)) => {
-            return Ok(ChunkRun::Skipped(format!("job {id} does not exist")))
-        }
-        Err(err) => return Err(err),
+        Err(done) => return Ok(done),
     };
-    if job.status != JobStatus::Active {
-        return Ok(ChunkRun::Skipped(format!("job is {}", job.status)));
-    }
-    if app
-        .store
-        .range_committed(&pointer.job, pointer.seq, pointer.first_task)
-        .await?
-    {
-        resend_owed_successor(app, pointer).await?;
-        return Ok(ChunkRun::AlreadyCommitted);
-    }
     let tasks = match read_chunk(app, pointer).await {
         Ok(tasks) => tasks,
         Err(err) => {
@@ -522,26 +521,23 @@ async fn give_up(
     let first = (pointer.first_task as usize).min(tasks.len());
     let message = format!("gave up after {attempts} deliveries: {last_error}");
     tracing::error!(job_id = %pointer.job, seq = pointer.seq, first_task = first, message, "failing the range's tasks");
-    let outcomes: Vec<TaskOutcome> = tasks[first..]
-        .iter()
-        .map(|task| task.failed_outcome(500, "InternalError", message.clone()))
-        .collect();
     let failed: Vec<(usize, TaskResult)> = (first..tasks.len())
         .map(|index| {
-            (
-                index,
-                TaskResult::Done(tasks[index].failed_outcome(
-                    500,
-                    "InternalError",
-                    message.clone(),
-                )),
-            )
+            let outcome = tasks[index].failed_outcome(500, "InternalError", message.clone());
+            (index, TaskResult::Done(outcome))
         })
         .collect();
     let fragment = match &job.spec.manifest {
         ManifestSource::Backup(_) => Some(fragment_body(&tasks, &failed)),
         _ => None,
     };
+    let outcomes: Vec<TaskOutcome> = failed
+        .into_iter()
+        .filter_map(|(_, result)| match result {
+            TaskResult::Done(outcome) => Some(outcome),
+            _ => None,
+        })
+        .collect();
     let count = outcomes.len() as u64;
     let work = RangeWork {
         end_task: tasks.len() as u64,

@@ -46,6 +46,23 @@ async fn planned_job(env: &TestEnv, name: &str, count: usize) -> String {
     job
 }
 
+/// The commit of chunk 0's five tasks, all succeeded (no report files).
+fn five_succeeded() -> RangeCommit {
+    RangeCommit {
+        seq: 0,
+        first_task: 0,
+        end_task: 5,
+        chunk_tasks: Some(5),
+        counters: Counters {
+            succeeded: 5,
+            ranges: 1,
+            ..Default::default()
+        },
+        shards: Vec::new(),
+        fragment: None,
+    }
+}
+
 /// Every message in the work queue, removed from it: what a lost send or a dead letter leaves.
 async fn drain_work_queue(env: &TestEnv) -> Vec<ChunkPointer> {
     let mut pointers = Vec::new();
@@ -325,19 +342,7 @@ async fn no_range_commit_lands_on_a_job_that_has_ended() {
             .unwrap();
     }
     // Its commit comes too late: nothing is counted.
-    let commit = RangeCommit {
-        seq: 0,
-        first_task: 0,
-        end_task: 5,
-        chunk_tasks: Some(5),
-        counters: Counters {
-            succeeded: 5,
-            ranges: 1,
-            ..Default::default()
-        },
-        shards: Vec::new(),
-        fragment: None,
-    };
+    let commit = five_succeeded();
     let outcome = env
         .app
         .store
@@ -366,19 +371,7 @@ async fn a_commit_from_an_attempt_that_lost_its_lease_is_not_counted() {
         .acquire_range_lease(&job, 0, 0, "second", unix_now() + 60, unix_now())
         .await
         .unwrap();
-    let commit = RangeCommit {
-        seq: 0,
-        first_task: 0,
-        end_task: 5,
-        chunk_tasks: Some(5),
-        counters: Counters {
-            succeeded: 5,
-            ranges: 1,
-            ..Default::default()
-        },
-        shards: Vec::new(),
-        fragment: None,
-    };
+    let commit = five_succeeded();
     assert_eq!(
         store.commit_range(&job, &commit, "first").await.unwrap(),
         CommitOutcome::LeaseLost
@@ -721,19 +714,7 @@ async fn a_commit_retried_after_its_answer_was_lost_is_recognised_as_its_own() {
         .acquire_range_lease(&job, 0, 0, "me", unix_now() + 60, unix_now())
         .await
         .unwrap();
-    let commit = RangeCommit {
-        seq: 0,
-        first_task: 0,
-        end_task: 5,
-        chunk_tasks: Some(5),
-        counters: Counters {
-            succeeded: 5,
-            ranges: 1,
-            ..Default::default()
-        },
-        shards: Vec::new(),
-        fragment: None,
-    };
+    let commit = five_succeeded();
     assert_eq!(
         store.commit_range(&job, &commit, "me").await.unwrap(),
         CommitOutcome::Committed
