@@ -10,7 +10,7 @@ use crate::prepare::{
 use crate::queue::ChunkPointer;
 use crate::{now, App};
 use batchops_core::plan::PlanProgress;
-use batchops_core::recovery::{owed_pointers, CommittedRange, ErrorVerdict, StallWatch};
+use batchops_core::recovery::{CommittedRange, ErrorVerdict, OwedScan, StallWatch};
 use batchops_core::request::{GeneratedManifest, ManifestSource};
 use batchops_core::{JobRecord, JobStatus};
 use std::time::Instant;
@@ -254,33 +254,48 @@ async fn heal_if_stalled(app: &App, job: &JobRecord, ranges_done: u64) -> Result
     let Some(total_chunks) = job.total_chunks() else {
         return Ok(());
     };
-    let committed: Vec<CommittedRange> = app
-        .store
-        .committed_ranges(job_id)
-        .await?
-        .iter()
-        .map(|r| CommittedRange {
-            seq: r.seq,
-            first_task: r.first_task,
-            end_task: r.end_task,
-            chunk_tasks: r.chunk_tasks,
-        })
-        .collect();
-    let owed: Vec<ChunkPointer> = owed_pointers(total_chunks, &committed)
-        .into_iter()
-        .map(|(seq, first_task)| ChunkPointer {
-            job: job_id.to_string(),
-            seq,
-            first_task,
-        })
-        .collect();
+    // Page through the committed ranges in chunk order, sending what each page shows is owed.
+    let mut scan = OwedScan::new(total_chunks);
+    let mut after: Option<String> = None;
+    let mut owed = 0usize;
+    loop {
+        let (page, next) = app
+            .store
+            .committed_ranges_page(job_id, after.as_deref(), 500)
+            .await?;
+        let mut pointers = Vec::new();
+        for (_, r) in page {
+            pointers.extend(scan.push(CommittedRange {
+                seq: r.seq,
+                first_task: r.first_task,
+                end_task: r.end_task,
+                chunk_tasks: r.chunk_tasks,
+            }));
+        }
+        if next.is_none() {
+            pointers.extend(std::mem::replace(&mut scan, OwedScan::new(0)).finish());
+        }
+        owed += pointers.len();
+        let pointers: Vec<ChunkPointer> = pointers
+            .into_iter()
+            .map(|(seq, first_task)| ChunkPointer {
+                job: job_id.to_string(),
+                seq,
+                first_task,
+            })
+            .collect();
+        app.queues.send_chunks(&pointers).await?;
+        match next {
+            Some(position) => after = Some(position),
+            None => break,
+        }
+    }
     tracing::warn!(
         job_id,
-        owed = owed.len(),
+        owed,
         stalled_s = now.saturating_sub(watch.since),
-        "job made no progress and nothing runs or waits for it: dispatching its owed ranges again"
+        "job made no progress and nothing runs or waits for it: dispatched its owed ranges again"
     );
-    app.queues.send_chunks(&owed).await?;
     app.store
         .put_stall_watch(
             job_id,

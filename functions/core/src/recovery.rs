@@ -79,19 +79,78 @@ pub fn chain_end(ranges_of_chunk: &BTreeMap<u64, CommittedRange>, from: u64) -> 
 /// chunk, the first task its chain of committed ranges does not cover. A chunk whose task count
 /// is unknown gets a pointer past its last range; the worker drops it when no task is there.
 pub fn owed_pointers(total_chunks: u64, ranges: &[CommittedRange]) -> Vec<(u64, u64)> {
-    let mut by_chunk: BTreeMap<u64, BTreeMap<u64, CommittedRange>> = BTreeMap::new();
-    for range in ranges {
-        by_chunk
-            .entry(range.seq)
-            .or_default()
-            .insert(range.first_task, *range);
+    let mut sorted = ranges.to_vec();
+    sorted.sort_by_key(|r| (r.seq, r.first_task));
+    let mut scan = OwedScan::new(total_chunks);
+    let mut owed = Vec::new();
+    for range in sorted {
+        owed.extend(scan.push(range));
     }
-    let empty = BTreeMap::new();
-    (0..total_chunks)
-        .filter_map(|seq| {
-            chain_end(by_chunk.get(&seq).unwrap_or(&empty), 0).map(|first| (seq, first))
-        })
-        .collect()
+    owed.extend(scan.finish());
+    owed
+}
+
+/// [`owed_pointers`] over committed ranges read in chunk order, a page at a time: memory of one
+/// chunk's ranges, whatever the size of the job.
+#[derive(Debug, Clone)]
+pub struct OwedScan {
+    total_chunks: u64,
+    /// Chunks before this one are settled.
+    next_seq: u64,
+    current: BTreeMap<u64, CommittedRange>,
+}
+
+impl OwedScan {
+    pub fn new(total_chunks: u64) -> Self {
+        OwedScan {
+            total_chunks,
+            next_seq: 0,
+            current: BTreeMap::new(),
+        }
+    }
+
+    /// Takes the next range (in (seq, first_task) order); returns the pointers owed by the
+    /// chunks it moved past.
+    pub fn push(&mut self, range: CommittedRange) -> Vec<(u64, u64)> {
+        let mut owed = Vec::new();
+        if self
+            .current
+            .values()
+            .next()
+            .is_some_and(|r| r.seq != range.seq)
+        {
+            owed.extend(self.settle_current());
+        }
+        // Chunks with no committed range at all are owed from their first task.
+        while self.next_seq < range.seq.min(self.total_chunks) {
+            owed.push((self.next_seq, 0));
+            self.next_seq += 1;
+        }
+        if range.seq < self.total_chunks {
+            self.current.insert(range.first_task, range);
+        }
+        owed
+    }
+
+    /// The pointers owed by the chunks not yet settled.
+    pub fn finish(mut self) -> Vec<(u64, u64)> {
+        let mut owed = self.settle_current();
+        while self.next_seq < self.total_chunks {
+            owed.push((self.next_seq, 0));
+            self.next_seq += 1;
+        }
+        owed
+    }
+
+    fn settle_current(&mut self) -> Vec<(u64, u64)> {
+        let Some(seq) = self.current.values().next().map(|r| r.seq) else {
+            return Vec::new();
+        };
+        let owed = chain_end(&self.current, 0).map(|first| (seq, first));
+        self.current.clear();
+        self.next_seq = seq + 1;
+        owed.into_iter().collect()
+    }
 }
 
 /// The sweep's memory of one Active job: how many ranges were committed when it last looked,
@@ -284,6 +343,12 @@ mod tests {
         ];
         assert_eq!(owed_pointers(5, &ranges), vec![(1, 6), (3, 0), (4, 7)]);
         assert_eq!(owed_pointers(0, &ranges), vec![]);
+        // Chunks with nothing committed, before, between and after committed ones.
+        assert_eq!(
+            owed_pointers(6, &[range(2, 0, 10, Some(10)), range(4, 0, 3, Some(10))]),
+            vec![(0, 0), (1, 0), (3, 0), (4, 3), (5, 0)]
+        );
+        assert_eq!(owed_pointers(2, &[]), vec![(0, 0), (1, 0)]);
     }
 
     #[test]
