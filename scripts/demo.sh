@@ -199,4 +199,8 @@ count = s3.list_objects_v2(Bucket="demo-restore").get("KeyCount", 0)
 print(f"restored {count} objects; config/item 000.json is {body!r} (the first snapshot's version)")
 assert body == "v1 of 0", body
 PY
-log "demo complete: copy job verified, three backup runs, continuous copies, one restore"
+log "backup verify demo-app: every version the newest and the first snapshot reference is in demo-vault"
+# Exits 1 (and so ends the demo) if any backup version is missing or different.
+"$BATCHOPS" backup verify demo-app
+"$BATCHOPS" backup verify demo-app --snapshot "$FIRST_SNAPSHOT"
+log "demo complete: copy job verified, three backup runs, continuous copies, one restore, backups verified"

@@ -133,6 +133,17 @@ enum BackupCommand {
     /// Restore from a snapshot: a normal job with progress, cancel and a report. Never deletes
     /// anything at the target.
     Restore(RestoreArgs),
+    /// Check that every version a snapshot references is at the destination with its recorded
+    /// size and ETag (from listings, about one request per 1,000 versions). Exit 1 if any is
+    /// missing or different.
+    Verify {
+        name: String,
+        /// Snapshot ID (see `backup snapshots`); default the newest.
+        #[arg(long)]
+        snapshot: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -793,8 +804,45 @@ async fn backup_command(app: &App, command: BackupCommand) -> Result<()> {
                 println!("{}", json!({"JobId": job.job_id}));
             }
         }
+        BackupCommand::Verify {
+            name,
+            snapshot,
+            json,
+        } => {
+            let report =
+                batchops_aws::verify::verify_snapshot(app, &name, snapshot.as_deref()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_verification(&report);
+            }
+            if !report.passed() {
+                std::process::exit(1);
+            }
+        }
     }
     Ok(())
+}
+
+fn print_verification(report: &batchops_aws::verify::VerifyReport) {
+    let v = &report.verification;
+    println!("Snapshot     {} of {}", report.snapshot, report.policy);
+    println!("Destination  {}", report.destination);
+    println!(
+        "Checked      {} versions: {} ok, {} missing, {} different ({} listed in {} ListObjectVersions requests)",
+        v.checked, v.ok, v.missing, v.different, v.listed, report.list_requests
+    );
+    for problem in &v.problems {
+        println!("  {}", problem.describe());
+    }
+    if v.problems_truncated {
+        println!(
+            "  ... and {} more (the first {} are listed)",
+            v.missing + v.different - v.problems.len() as u64,
+            v.problems.len()
+        );
+    }
+    println!("{}", if report.passed() { "OK" } else { "FAILED" });
 }
 
 fn read_document(path: &str) -> Result<String> {
@@ -1087,5 +1135,34 @@ mod tests {
             panic!("not restore")
         };
         assert!(args.allow_overwrite);
+    }
+
+    #[test]
+    fn backup_verify_takes_a_snapshot_and_json() {
+        assert!(matches!(
+            backup_args(&["verify", "nightly"]),
+            BackupCommand::Verify {
+                snapshot: None,
+                json: false,
+                ..
+            }
+        ));
+        let BackupCommand::Verify {
+            name,
+            snapshot,
+            json,
+        } = backup_args(&[
+            "verify",
+            "nightly",
+            "--snapshot",
+            "20261122T010000Z",
+            "--json",
+        ])
+        else {
+            panic!("not verify")
+        };
+        assert_eq!(name, "nightly");
+        assert_eq!(snapshot.as_deref(), Some("20261122T010000Z"));
+        assert!(json);
     }
 }

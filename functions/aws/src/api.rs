@@ -15,6 +15,7 @@
 //! POST   /backup-policies/{name}/runs[?full=true]                       -> {"JobId"}
 //! GET    /backup-policies/{name}/snapshots                              -> {"Snapshots": [...]}
 //! POST   /backup-policies/{name}/restores   {"Snapshot"|"AsOf", "To", "Prefix", "Keys", "AllowOverwrite"} -> {"JobId"}
+//! GET    /backup-policies/{name}/snapshots/{id}/verify  ("newest" for the newest) -> {"Passed", "Checked", "Missing", "Different", "Problems", ...}
 //! ```
 //!
 //! Errors are `{"Code", "Message"}` with 400 (bad request, naming the field), 404 (no such job,
@@ -202,6 +203,11 @@ async fn route(app: &App, request: &ApiRequest) -> Result<ApiResponse, Error> {
         ("GET", ["backup-policies", name, "snapshots"]) => {
             ApiResponse::ok(json!({"Snapshots": backup::list_snapshots(app, name).await?}))
         }
+        ("GET", ["backup-policies", name, "snapshots", id, "verify"]) => {
+            let snapshot = (*id != "newest").then_some(*id);
+            let report = crate::verify::verify_snapshot(app, name, snapshot).await?;
+            ApiResponse::ok(to_value(report)?)
+        }
         ("POST", ["backup-policies", name, "restores"]) => {
             let body: RestoreBody = if request.body.is_empty() {
                 RestoreBody::default()
@@ -228,7 +234,8 @@ async fn route(app: &App, request: &ApiRequest) -> Result<ApiResponse, Error> {
         }
         (_, ["jobs"] | ["jobs", _] | ["jobs", _, "status" | "priority"])
         | (_, ["backup-policies"] | ["backup-policies", _])
-        | (_, ["backup-policies", _, "runs" | "snapshots" | "restores"]) => ApiResponse::error(
+        | (_, ["backup-policies", _, "runs" | "snapshots" | "restores"])
+        | (_, ["backup-policies", _, "snapshots", _, "verify"]) => ApiResponse::error(
             405,
             "MethodNotAllowed",
             format!("{method} is not allowed on {}", request.path),

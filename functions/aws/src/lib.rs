@@ -20,6 +20,7 @@ pub mod queue;
 pub mod runtime;
 pub mod setup;
 pub mod store;
+pub mod verify;
 pub mod worker;
 
 pub use clients::Clients;

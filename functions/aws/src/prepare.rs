@@ -1117,9 +1117,9 @@ fn passes(filter: &GeneratorFilter, entry: &ObjectEntry) -> bool {
     )
 }
 
-struct Page {
-    entries: Vec<(ObjectEntry, bool)>,
-    truncated: bool,
+pub(crate) struct Page {
+    pub(crate) entries: Vec<(ObjectEntry, bool)>,
+    pub(crate) truncated: bool,
 }
 
 fn rfc3339(t: Option<&aws_smithy_types::DateTime>) -> Option<String> {
@@ -1174,7 +1174,7 @@ async fn list_objects_page(
 
 /// One ListObjectVersions page, versions and delete markers merged in listing order (key
 /// ascending, newest first). It has no paginator: the cursor's markers are the loop.
-async fn list_versions_page(
+pub(crate) async fn list_versions_page(
     s3: &Client,
     bucket: &str,
     prefix: &str,

@@ -18,6 +18,7 @@ pub mod report;
 pub mod request;
 pub mod schedule;
 pub mod status;
+pub mod verify;
 
 pub use job::JobRecord;
 pub use request::{CreateJobRequest, JobSpec, RequestError};

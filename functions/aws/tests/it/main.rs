@@ -9,3 +9,4 @@ mod lambda_events;
 mod manifests;
 mod recovery;
 mod report;
+mod verify;
