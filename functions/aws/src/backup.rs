@@ -3,14 +3,16 @@
 //! restore are ordinary jobs, so they have progress, cancel and a completion report.
 
 use crate::error::{Error, Result};
-use crate::jobs::{create_job_with_spec, CreatedJob};
+use crate::jobs::{create_job_with_id, CreatedJob};
 use crate::objects::{delete_object, get_bytes, put_bytes};
 use crate::planner::draft_key;
 use crate::prepare::{open_catalog, Reader};
 use crate::{now, App};
 use batchops_core::arn::bucket_arn;
+pub use batchops_core::backup::snapshot_id;
 use batchops_core::backup::{
-    expired_snapshots, BackupPolicy, CatalogEntry, DraftRow, CATALOG_HEADER,
+    expired_snapshots, newest_snapshot, snapshot_id_unix, snapshot_order, BackupPolicy,
+    CatalogEntry, DraftRow, CATALOG_HEADER,
 };
 use batchops_core::job::timestamp;
 use batchops_core::plan::parse_time;
@@ -20,7 +22,7 @@ use batchops_core::request::{
     ReportScope, ReportTarget, RestoreSource,
 };
 use batchops_core::schedule::{slot_token, Schedule};
-use batchops_core::JobSpec;
+use batchops_core::{JobRecord, JobSpec};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use time::OffsetDateTime;
@@ -35,7 +37,45 @@ pub struct PolicyRecord {
     pub last_slot: Option<String>,
     /// The newest completed snapshot: the next run diffs against it.
     pub last_snapshot: Option<String>,
+    /// The policy's run that may not have ended: one run per policy at a time. Set by a
+    /// conditional write only while absent or naming an ended job; cleared when the job ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<RunClaim>,
+    /// The last scheduled or inventory-triggered run not started because a run was still
+    /// running (that slot or report is skipped; the next one runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_skipped: Option<SkippedRun>,
 }
+
+/// A claim on a policy's one running run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunClaim {
+    pub job_id: String,
+    /// The run's request token: a retried start of the same run finds its own claim.
+    pub token: String,
+    /// When claimed: a claim whose job never came to exist expires after [`CLAIM_GRACE_SECONDS`].
+    pub since: String,
+}
+
+/// A run that was not started because another run of the policy had not ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedRun {
+    pub at: String,
+    /// What was skipped: `slot <time>` or `inventory <s3 url>`.
+    pub what: String,
+    pub running_job: String,
+}
+
+/// A job that reads a snapshot (a run diffing against it, a restore copying from it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotReader {
+    pub job_id: String,
+    pub since: String,
+}
+
+/// How long a claim or reader whose job does not exist (yet) still counts: the job is created
+/// right after the claim, so only a start that died in between leaves one behind.
+pub const CLAIM_GRACE_SECONDS: i64 = 300;
 
 /// One completed run's snapshot, indexed under its policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +101,14 @@ pub struct SnapshotRecord {
     pub superseded: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub superseded_catalog: Option<CatalogRef>,
+    /// Jobs that read this snapshot (recorded before each job is created); retention keeps a
+    /// snapshot while any of them has not ended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub readers: Vec<SnapshotReader>,
+    /// Set by retention (a conditional write, only with no live reader) before it deletes
+    /// anything: no new reader may then be recorded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub expiring: bool,
 }
 
 /// How policy items are listed in the status index (every scheduler tick lists them).
@@ -68,19 +116,6 @@ const POLICY_KIND: &str = "#POLICY";
 
 fn policy_pk(name: &str) -> String {
     format!("POLICY#{name}")
-}
-
-/// A snapshot's ID: its run's start time, to the second, sortable.
-pub fn snapshot_id(at: OffsetDateTime) -> String {
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second()
-    )
 }
 
 pub async fn put_policy(app: &App, policy: BackupPolicy) -> Result<PolicyRecord> {
@@ -111,6 +146,8 @@ pub async fn put_policy(app: &App, policy: BackupPolicy) -> Result<PolicyRecord>
                     created_at: timestamp(now()),
                     last_slot: None,
                     last_snapshot: None,
+                    running: None,
+                    last_skipped: None,
                 },
                 None,
             ),
@@ -171,8 +208,142 @@ pub async fn delete_policy(app: &App, name: &str) -> Result<()> {
     app.store.delete_doc(&policy_pk(name), "META").await
 }
 
+/// The policy's snapshots, oldest first in [`snapshot_order`].
 pub async fn list_snapshots(app: &App, name: &str) -> Result<Vec<SnapshotRecord>> {
-    app.store.query_docs(&policy_pk(name), "SNAP#").await
+    let mut snapshots: Vec<SnapshotRecord> =
+        app.store.query_docs(&policy_pk(name), "SNAP#").await?;
+    snapshots.sort_by(|a, b| snapshot_order(&a.id, &b.id));
+    Ok(snapshots)
+}
+
+/// The status of `job_id` if it has not ended: a job that does not exist counts as not ended
+/// for [`CLAIM_GRACE_SECONDS`] after `since` (its creation may be under way).
+async fn unfinished_job(app: &App, job_id: &str, since: &str) -> Result<Option<String>> {
+    match app.store.get_job(job_id).await {
+        Ok(job) if job.status.is_terminal() => Ok(None),
+        Ok(job) => Ok(Some(format!("{:?}", job.status))),
+        Err(Error::JobNotFound(_)) => {
+            let young =
+                parse_time(since).is_ok_and(|t| (now() - t).whole_seconds() < CLAIM_GRACE_SECONDS);
+            Ok(young.then(|| "being created".to_string()))
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// Records `job_id` as a reader of the snapshot (dropping readers that have ended), unless
+/// retention is expiring it. Returns false when the snapshot is gone or expiring.
+async fn add_snapshot_reader(
+    app: &App,
+    policy: &str,
+    snapshot: &str,
+    job_id: &str,
+) -> Result<bool> {
+    let key = format!("SNAP#{snapshot}");
+    for _ in 0..10 {
+        let Some((mut record, revision)) = app
+            .store
+            .get_doc::<SnapshotRecord>(&policy_pk(policy), &key)
+            .await?
+        else {
+            return Ok(false);
+        };
+        if record.expiring {
+            return Ok(false);
+        }
+        let mut live = Vec::new();
+        for reader in record.readers.drain(..) {
+            if unfinished_job(app, &reader.job_id, &reader.since)
+                .await?
+                .is_some()
+            {
+                live.push(reader);
+            }
+        }
+        live.push(SnapshotReader {
+            job_id: job_id.to_string(),
+            since: timestamp(now()),
+        });
+        record.readers = live;
+        if app
+            .store
+            .put_doc(&policy_pk(policy), &key, &record, Some(revision), None)
+            .await?
+        {
+            return Ok(true);
+        }
+    }
+    Err(Error::Invalid(format!(
+        "policy {policy} snapshot {snapshot}: too many concurrent updates"
+    )))
+}
+
+/// Whether a reader of a snapshot still reads it: its job has not ended, and it is not
+/// `finished` (the run whose snapshot is written: its diff is done).
+async fn live_reader(
+    app: &App,
+    reader: &SnapshotReader,
+    finished: Option<&str>,
+) -> Result<Option<String>> {
+    if finished == Some(reader.job_id.as_str()) {
+        return Ok(None);
+    }
+    unfinished_job(app, &reader.job_id, &reader.since).await
+}
+
+/// Marks the snapshot expiring if no reader of it is unfinished (conditional on the revision
+/// read, so a reader recorded meanwhile wins). Returns whether it may be expired.
+async fn mark_expiring(
+    app: &App,
+    policy: &str,
+    snapshot: &str,
+    finished: Option<&str>,
+) -> Result<bool> {
+    let key = format!("SNAP#{snapshot}");
+    let Some((mut record, revision)) = app
+        .store
+        .get_doc::<SnapshotRecord>(&policy_pk(policy), &key)
+        .await?
+    else {
+        return Ok(false);
+    };
+    if record.expiring {
+        return Ok(true);
+    }
+    for reader in &record.readers {
+        if let Some(status) = live_reader(app, reader, finished).await? {
+            tracing::info!(policy, snapshot, job_id = %reader.job_id, status, "retention keeps a snapshot an unfinished job reads");
+            return Ok(false);
+        }
+    }
+    record.expiring = true;
+    app.store
+        .put_doc(&policy_pk(policy), &key, &record, Some(revision), None)
+        .await
+}
+
+/// Called when a job ends: a backup run gives up its policy's run claim.
+pub async fn run_ended(app: &App, job: &JobRecord) -> Result<()> {
+    let ManifestSource::Backup(run) = &job.spec.manifest else {
+        return Ok(());
+    };
+    release_claim(app, &run.policy.name, &job.job_id).await
+}
+
+async fn release_claim(app: &App, name: &str, job_id: &str) -> Result<()> {
+    match update_policy_record(app, name, |r| {
+        if r.running.as_ref().is_some_and(|c| c.job_id == job_id) {
+            r.running = None;
+            return true;
+        }
+        false
+    })
+    .await
+    {
+        // A deleted policy has no claim to give up.
+        Err(Error::PolicyNotFound(_)) => Ok(()),
+        other => other,
+    }
 }
 
 /// Changes a stored policy record (read, change, conditional write; retried on races).
@@ -355,10 +526,38 @@ pub async fn start_run(
     slot: Option<OffsetDateTime>,
     full: bool,
 ) -> Result<CreatedJob> {
-    let mut record = get_policy(app, name).await?;
-    if full {
-        record.last_snapshot = None;
+    match try_start_run(app, name, slot, full).await? {
+        RunStart::Started(job) => Ok(job),
+        RunStart::Busy { job_id, status } => Err(run_in_progress(name, &job_id, &status)),
     }
+}
+
+/// What starting a run did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunStart {
+    Started(CreatedJob),
+    /// Not started: this run of the policy has not ended.
+    Busy {
+        job_id: String,
+        status: String,
+    },
+}
+
+fn run_in_progress(name: &str, job_id: &str, status: &str) -> Error {
+    Error::Invalid(format!(
+        "RunInProgress: job {job_id} (a run of policy {name}) has not ended (status {status}); \
+         a policy runs one run at a time: wait for it to end, or cancel it (batchops job cancel {job_id}), then run again"
+    ))
+}
+
+/// [`start_run`], answering a run still in progress instead of failing.
+pub async fn try_start_run(
+    app: &App,
+    name: &str,
+    slot: Option<OffsetDateTime>,
+    full: bool,
+) -> Result<RunStart> {
+    let record = get_policy(app, name).await?;
     let inventory = match &record.policy.inventory {
         Some(location) => Some(newest_inventory_report(app, &record.policy.name, location).await?),
         None => None,
@@ -372,7 +571,15 @@ pub async fn start_run(
             uuid::Uuid::new_v4().simple()
         ),
     });
-    start_run_with(app, record, slot.unwrap_or_else(now), token, inventory).await
+    start_run_with(
+        app,
+        record,
+        full,
+        slot.unwrap_or_else(now),
+        token,
+        inventory,
+    )
+    .await
 }
 
 /// Starts the run an inventory report landing asks for: once per report, however often its
@@ -394,7 +601,43 @@ pub async fn start_inventory_run(
         version_id: None,
         etag: None,
     };
-    start_run_with(app, record, now(), token, Some(report)).await
+    match start_run_with(app, record, false, now(), token, Some(report)).await? {
+        RunStart::Started(job) => Ok(job),
+        RunStart::Busy { job_id, status } => {
+            // Skipped, not queued: the next report (or scheduled run) reads the newest report.
+            tracing::warn!(
+                policy = name,
+                job_id,
+                status,
+                key = manifest_key,
+                "inventory report landed while a run is in progress: skipped"
+            );
+            record_skip(
+                app,
+                name,
+                format!("inventory s3://{bucket}/{manifest_key}"),
+                &job_id,
+            )
+            .await?;
+            Ok(CreatedJob {
+                job_id,
+                created: false,
+            })
+        }
+    }
+}
+
+async fn record_skip(app: &App, name: &str, what: String, running_job: &str) -> Result<()> {
+    let skipped = SkippedRun {
+        at: timestamp(now()),
+        what,
+        running_job: running_job.to_string(),
+    };
+    update_policy_record(app, name, |r| {
+        r.last_skipped = Some(skipped.clone());
+        true
+    })
+    .await
 }
 
 /// The newest complete report under the policy's inventory location: S3 Inventory writes
@@ -468,21 +711,33 @@ async fn newest_inventory_report(
     )))
 }
 
+/// Claims the policy's one run (a conditional write on the policy item: only while no claim
+/// names a job that has not ended), records the run as a reader of its previous snapshot, and
+/// creates the job under the claimed ID.
 async fn start_run_with(
     app: &App,
     record: PolicyRecord,
+    full: bool,
     at: OffsetDateTime,
     token: String,
     inventory: Option<ManifestObject>,
-) -> Result<CreatedJob> {
-    let name = record.policy.name.as_str();
-    let policy = record.policy.clone();
+) -> Result<RunStart> {
+    let name = record.policy.name.clone();
+    let name = name.as_str();
     // A policy stored before a check existed is held to it here too.
-    policy.validate().map_err(|(field, message)| {
+    record.policy.validate().map_err(|(field, message)| {
         Error::Invalid(format!(
             "policy {name} {field}: {message}; fix the policy (batchops backup policy put) and run again"
         ))
     })?;
+    let (mut record, job_id) = match claim_run(app, name, &token).await? {
+        Ok(claimed) => claimed,
+        Err(busy) => return Ok(busy),
+    };
+    if full {
+        record.last_snapshot = None;
+    }
+    let policy = record.policy.clone();
     let id = snapshot_id(at);
     let previous = match &record.last_snapshot {
         Some(snapshot) => app
@@ -496,6 +751,12 @@ async fn start_run_with(
                     && s.catalog.key.starts_with(&policy.catalog_prefix())
             }),
         None => None,
+    };
+    // Retention keeps the snapshot while this run diffs against it. One being expired (never
+    // the newest, so only after a chain change) is not diffed against: the run is full.
+    let previous = match previous {
+        Some(s) if add_snapshot_reader(app, name, &s.id, &job_id).await? => Some(s),
+        _ => None,
     };
     let previous_objects = previous.as_ref().map_or(0, |s| s.objects);
     let previous = previous.map(|s| s.catalog);
@@ -525,7 +786,85 @@ async fn start_run_with(
             )),
         })),
     );
-    create_job_with_spec(app, request, spec).await
+    let created = match create_job_with_id(app, job_id.clone(), request, spec).await {
+        Ok(created) => created,
+        Err(err) => {
+            release_claim(app, name, &job_id).await?;
+            return Err(err);
+        }
+    };
+    if created.job_id != job_id {
+        // The token already had a job (a slot started before): the claim follows that job
+        // while it runs, and is given up if it has ended.
+        let existing = app.store.get_job(&created.job_id).await?;
+        let ended = existing.status.is_terminal();
+        update_policy_record(app, name, |r| match &mut r.running {
+            Some(claim) if claim.job_id == job_id => {
+                if ended {
+                    r.running = None;
+                } else {
+                    claim.job_id = created.job_id.clone();
+                }
+                true
+            }
+            _ => false,
+        })
+        .await?;
+    }
+    Ok(RunStart::Started(created))
+}
+
+/// Takes the policy's run claim for `token`: the policy record as claimed and the job ID to
+/// create, or (as Err) the run that holds it.
+async fn claim_run(
+    app: &App,
+    name: &str,
+    token: &str,
+) -> Result<std::result::Result<(PolicyRecord, String), RunStart>> {
+    for _ in 0..10 {
+        let Some((mut record, revision)) = app
+            .store
+            .get_doc::<PolicyRecord>(&policy_pk(name), "META")
+            .await?
+        else {
+            return Err(Error::PolicyNotFound(name.to_string()));
+        };
+        if let Some(claim) = &record.running {
+            if claim.token == token {
+                // A retried start of this very run: the job's creation is idempotent.
+                let job_id = claim.job_id.clone();
+                return Ok(Ok((record, job_id)));
+            }
+            if let Some(status) = unfinished_job(app, &claim.job_id, &claim.since).await? {
+                return Ok(Err(RunStart::Busy {
+                    job_id: claim.job_id.clone(),
+                    status,
+                }));
+            }
+        }
+        let job_id = uuid::Uuid::new_v4().to_string();
+        record.running = Some(RunClaim {
+            job_id: job_id.clone(),
+            token: token.to_string(),
+            since: timestamp(now()),
+        });
+        if app
+            .store
+            .put_doc(
+                &policy_pk(name),
+                "META",
+                &record,
+                Some(revision),
+                Some(POLICY_KIND),
+            )
+            .await?
+        {
+            return Ok(Ok((record, job_id)));
+        }
+    }
+    Err(Error::Invalid(format!(
+        "policy {name}: too many concurrent updates"
+    )))
 }
 
 /// Starts every enabled policy's run for its latest due slot not yet started. Two overlapping
@@ -557,8 +896,16 @@ pub async fn fire_due_policies(app: &App, at: OffsetDateTime) -> Result<Vec<(Str
         {
             continue;
         }
-        let job = start_run(app, &policy.name, Some(slot), false).await?;
         let slot_text = timestamp(slot);
+        let job = match try_start_run(app, &policy.name, Some(slot), false).await? {
+            RunStart::Started(job) => Some(job),
+            RunStart::Busy { job_id, status } => {
+                // The slot is skipped (recorded on the policy); the next slot runs.
+                tracing::warn!(policy = %policy.name, slot = %slot_text, job_id, status, "a run of this policy is still in progress: slot skipped");
+                record_skip(app, &policy.name, format!("slot {slot_text}"), &job_id).await?;
+                None
+            }
+        };
         update_policy_record(app, &policy.name, |r| {
             if r.last_slot
                 .as_deref()
@@ -571,7 +918,9 @@ pub async fn fire_due_policies(app: &App, at: OffsetDateTime) -> Result<Vec<(Str
             true
         })
         .await?;
-        started.push((policy.name.clone(), job.job_id));
+        if let Some(job) = job {
+            started.push((policy.name.clone(), job.job_id));
+        }
     }
     Ok(started)
 }
@@ -622,6 +971,8 @@ pub async fn complete_snapshot(app: &App, job_id: &str) -> Result<Option<Snapsho
         continuous: job.plan.progress.journaled,
         superseded: 0,
         superseded_catalog: None,
+        readers: Vec::new(),
+        expiring: false,
     };
     for seq in 0..job.plan.progress.draft_parts {
         let body = get_bytes(&app.s3, &app.config.control_bucket, &draft_key(job_id, seq)).await?;
@@ -713,7 +1064,7 @@ pub async fn complete_snapshot(app: &App, job_id: &str) -> Result<Option<Snapsho
         if !r.policy.same_chain(policy)
             || r.last_snapshot
                 .as_deref()
-                .is_some_and(|last| last >= id.as_str())
+                .is_some_and(|last| snapshot_order(last, &id).is_ge())
         {
             return false;
         }
@@ -722,7 +1073,7 @@ pub async fn complete_snapshot(app: &App, job_id: &str) -> Result<Option<Snapsho
     })
     .await?;
     drop_settled_journal(app, run, &job.created_at).await?;
-    apply_retention(app, &policy.name, now()).await?;
+    retain(app, &policy.name, now(), Some(job_id)).await?;
     Ok(Some(snapshot))
 }
 
@@ -775,23 +1126,35 @@ pub async fn apply_retention(
     name: &str,
     at: OffsetDateTime,
 ) -> Result<RetentionOutcome> {
+    retain(app, name, at, None).await
+}
+
+/// [`apply_retention`] as run `finished` completes (it no longer reads its previous snapshot).
+async fn retain(
+    app: &App,
+    name: &str,
+    at: OffsetDateTime,
+    finished: Option<&str>,
+) -> Result<RetentionOutcome> {
     let record = get_policy(app, name).await?;
     let snapshots = list_snapshots(app, name).await?;
-    let dated: Vec<(String, i64)> = snapshots
-        .iter()
-        .map(|s| {
-            (
-                s.id.clone(),
-                parse_time(&s.created_at)
-                    .map(|t| t.unix_timestamp())
-                    .unwrap_or(0),
-            )
-        })
-        .collect();
-    let expired: HashSet<String> =
-        expired_snapshots(&dated, &record.policy.retention, at.unix_timestamp())
-            .into_iter()
-            .collect();
+    let ids: Vec<String> = snapshots.iter().map(|s| s.id.clone()).collect();
+    // Snapshots an unfinished job reads (a run's previous snapshot, a restore's) are kept;
+    // mark_expiring checks again, race-free, before one is expired.
+    let mut in_use = HashSet::new();
+    for snapshot in &snapshots {
+        for reader in &snapshot.readers {
+            if live_reader(app, reader, finished).await?.is_some() {
+                in_use.insert(snapshot.id.clone());
+            }
+        }
+    }
+    let mut expired = HashSet::new();
+    for id in expired_snapshots(&ids, &record.policy.retention, at.unix_timestamp(), &in_use) {
+        if mark_expiring(app, name, &id, finished).await? {
+            expired.insert(id);
+        }
+    }
     let mut outcome = RetentionOutcome::default();
     if expired.is_empty() {
         return Ok(outcome);
@@ -957,19 +1320,29 @@ pub async fn choose_snapshot(
     name: &str,
     request: &RestoreRequest,
 ) -> Result<SnapshotRecord> {
-    let snapshots = list_snapshots(app, name).await?;
+    // Being expired: no longer restorable.
+    let snapshots: Vec<SnapshotRecord> = list_snapshots(app, name)
+        .await?
+        .into_iter()
+        .filter(|s| !s.expiring)
+        .collect();
+    let newest_of = |candidates: Vec<&SnapshotRecord>| {
+        let id = newest_snapshot(candidates.iter().map(|s| s.id.as_str()))?.to_string();
+        snapshots.iter().find(|s| s.id == id).cloned()
+    };
     let chosen = match (&request.snapshot, &request.as_of) {
-        (Some(id), _) => snapshots.into_iter().find(|s| &s.id == id),
+        (Some(id), _) => snapshots.iter().find(|s| &s.id == id).cloned(),
         (None, Some(as_of)) => {
-            let at = parse_time(as_of).map_err(Error::Invalid)?;
-            snapshots
-                .into_iter()
-                .filter(|s| parse_time(&s.created_at).is_ok_and(|t| t <= at))
-                .max_by(|a, b| a.created_at.cmp(&b.created_at))
+            // A snapshot is "taken" when its run started (its ID), as listings are read then.
+            let at = parse_time(as_of).map_err(Error::Invalid)?.unix_timestamp();
+            newest_of(
+                snapshots
+                    .iter()
+                    .filter(|s| snapshot_id_unix(&s.id).is_some_and(|t| t <= at))
+                    .collect(),
+            )
         }
-        (None, None) => snapshots
-            .into_iter()
-            .max_by(|a, b| a.created_at.cmp(&b.created_at)),
+        (None, None) => newest_of(snapshots.iter().collect()),
     };
     chosen.ok_or_else(|| {
         Error::Invalid(format!(
@@ -1042,5 +1415,13 @@ pub async fn start_restore(app: &App, name: &str, request: &RestoreRequest) -> R
         report,
         ManifestSource::Restore(source),
     );
-    create_job_with_spec(app, request_doc, spec).await
+    // Retention keeps the snapshot while this restore reads it.
+    let job_id = uuid::Uuid::new_v4().to_string();
+    if !add_snapshot_reader(app, name, &snapshot.id, &job_id).await? {
+        return Err(Error::Invalid(format!(
+            "policy `{name}` snapshot {} is being expired by retention; restore another snapshot",
+            snapshot.id
+        )));
+    }
+    create_job_with_id(app, job_id, request_doc, spec).await
 }

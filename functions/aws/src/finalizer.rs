@@ -124,6 +124,8 @@ pub async fn finalize(app: &App, job_id: &str) -> Result<Finalized> {
                 move_job(app, job_id, job.status, to, None, reason).await?;
             }
             status if status.is_terminal() => {
+                // Backup runs: the policy may start its next run (one run per policy at a time).
+                crate::backup::run_ended(app, &job).await?;
                 if !job.status_event_sent {
                     send_status_event(app, &job).await?;
                 }

@@ -61,11 +61,22 @@ pub async fn create_job_with_spec(
     request: CreateJobRequest,
     spec: batchops_core::JobSpec,
 ) -> Result<CreatedJob> {
+    create_job_with_id(app, uuid::Uuid::new_v4().to_string(), request, spec).await
+}
+
+/// [`create_job_with_spec`] under a job ID chosen beforehand (a backup run or restore records
+/// its job ID where it claims a policy or a snapshot before the job exists). Idempotent on the
+/// request token: an existing job for it is answered instead, under its own ID.
+pub async fn create_job_with_id(
+    app: &App,
+    job_id: String,
+    request: CreateJobRequest,
+    spec: batchops_core::JobSpec,
+) -> Result<CreatedJob> {
     let token = request
         .client_request_token
         .clone()
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let job_id = uuid::Uuid::new_v4().to_string();
     let record = JobRecord::new(job_id, request, spec, now());
     let (job_id, created) = app.store.create_job(&record, &token).await?;
     if created == Created::New {

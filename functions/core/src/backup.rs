@@ -770,36 +770,92 @@ impl DraftRow {
     }
 }
 
-/// Which snapshots retention keeps: the newest `keep_last`, and those younger than `keep_days`
-/// (either rule keeps a snapshot; with no rule, all are kept). `snapshots` are (id, unix time),
-/// any order; returns the ids to expire. The newest snapshot is always kept.
+/// A snapshot's ID: its run's start (or schedule slot) in UTC to the second, fixed width, so
+/// text order is time order.
+pub fn snapshot_id(at: time::OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
+}
+
+/// The time a snapshot ID stands for (unix seconds); None for an ID not of that form.
+pub fn snapshot_id_unix(id: &str) -> Option<i64> {
+    let b = id.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| id.get(r)?.parse::<u32>().ok();
+    let month = time::Month::try_from(u8::try_from(num(4..6)?).ok()?).ok()?;
+    let date = time::Date::from_calendar_date(
+        i32::try_from(num(0..4)?).ok()?,
+        month,
+        u8::try_from(num(6..8)?).ok()?,
+    )
+    .ok()?;
+    let clock = time::Time::from_hms(
+        u8::try_from(num(9..11)?).ok()?,
+        u8::try_from(num(11..13)?).ok()?,
+        u8::try_from(num(13..15)?).ok()?,
+    )
+    .ok()?;
+    Some(date.with_time(clock).assume_utc().unix_timestamp())
+}
+
+/// The one order of a policy's snapshots, used everywhere (retention's newest, the previous
+/// snapshot a run diffs against, as-of restores, listings): by ID, i.e. by when the run
+/// started, not by when it completed. A run that started later and completed first is the
+/// newer snapshot; the earlier one completing afterwards does not become the newest.
+pub fn snapshot_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.cmp(b)
+}
+
+/// The newest of `ids` in [`snapshot_order`].
+pub fn newest_snapshot<'a>(ids: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    ids.into_iter().max_by(|a, b| snapshot_order(a, b))
+}
+
+/// Which snapshots retention keeps: the newest `keep_last` (in [`snapshot_order`]), and those
+/// younger than `keep_days` (age from the ID's time; either rule keeps a snapshot; with no
+/// rule, all are kept). The newest snapshot is always kept, and so is every snapshot in
+/// `in_use` (an unfinished run diffs against it or an unfinished restore reads it). Returns
+/// the IDs to expire, newest first.
 pub fn expired_snapshots(
-    snapshots: &[(String, i64)],
+    ids: &[String],
     retention: &Retention,
     now_unix: i64,
+    in_use: &std::collections::HashSet<String>,
 ) -> Vec<String> {
     if retention.keep_last.is_none() && retention.keep_days.is_none() {
         return Vec::new();
     }
-    let mut sorted: Vec<&(String, i64)> = snapshots.iter().collect();
-    sorted.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.cmp(&a.0)));
+    let mut sorted: Vec<&String> = ids.iter().collect();
+    sorted.sort_by(|a, b| snapshot_order(b, a));
     sorted
         .iter()
         .enumerate()
-        .filter(|(rank, (_, time))| {
+        .filter(|(rank, id)| {
             let by_count = retention.keep_last.is_some_and(|n| (*rank as u32) < n);
-            let by_age = retention
-                .keep_days
-                .is_some_and(|d| now_unix - *time < i64::from(d) * 86_400);
-            *rank > 0 && !by_count && !by_age
+            // An ID of no known form has no age: kept by the age rule, never wrongly expired.
+            let by_age = retention.keep_days.is_some_and(|d| {
+                snapshot_id_unix(id).is_none_or(|t| now_unix - t < i64::from(d) * 86_400)
+            });
+            *rank > 0 && !by_count && !by_age && !in_use.contains(id.as_str())
         })
-        .map(|(_, (id, _))| id.clone())
+        .map(|(_, id)| (*id).clone())
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     fn listed(key: &str, version: &str, etag: &str, size: u64) -> ObjectEntry {
         ObjectEntry {
@@ -1115,52 +1171,72 @@ mod tests {
     #[test]
     fn retention_keeps_by_count_or_age_and_always_the_newest() {
         let day = 86_400;
-        let snaps: Vec<(String, i64)> = (0..5).map(|i| (format!("s{i}"), i * day)).collect();
-        let now = 4 * day + 10;
+        let t0 = snapshot_id_unix("20261101T000000Z").unwrap();
+        let at =
+            |i: i64| snapshot_id(time::OffsetDateTime::from_unix_timestamp(t0 + i * day).unwrap());
+        let snaps: Vec<String> = (0..5).map(at).collect();
+        let s = |i: i64| at(i);
+        let now = t0 + 4 * day + 10;
+        let none = HashSet::new();
+        let rule = |keep_last, keep_days| Retention {
+            keep_last,
+            keep_days,
+        };
         assert_eq!(
-            expired_snapshots(
-                &snaps,
-                &Retention {
-                    keep_last: Some(2),
-                    keep_days: None
-                },
-                now
-            ),
-            vec!["s2", "s1", "s0"]
+            expired_snapshots(&snaps, &rule(Some(2), None), now, &none),
+            vec![s(2), s(1), s(0)]
         );
         assert_eq!(
-            expired_snapshots(
-                &snaps,
-                &Retention {
-                    keep_last: None,
-                    keep_days: Some(2)
-                },
-                now
-            ),
-            vec!["s2", "s1", "s0"]
+            expired_snapshots(&snaps, &rule(None, Some(2)), now, &none),
+            vec![s(2), s(1), s(0)]
         );
         assert_eq!(
-            expired_snapshots(
-                &snaps,
-                &Retention {
-                    keep_last: Some(1),
-                    keep_days: Some(3)
-                },
-                now
-            ),
-            vec!["s1", "s0"]
+            expired_snapshots(&snaps, &rule(Some(1), Some(3)), now, &none),
+            vec![s(1), s(0)]
         );
-        assert!(expired_snapshots(&snaps, &Retention::default(), now).is_empty());
-        assert!(expired_snapshots(
-            &snaps,
-            &Retention {
-                keep_last: None,
-                keep_days: Some(0)
-            },
-            now
-        )
-        .iter()
-        .all(|s| s != "s4"));
+        assert!(expired_snapshots(&snaps, &Retention::default(), now, &none).is_empty());
+        assert!(expired_snapshots(&snaps, &rule(None, Some(0)), now, &none)
+            .iter()
+            .all(|id| *id != s(4)));
+    }
+
+    #[test]
+    fn retention_never_expires_a_snapshot_in_use() {
+        let snaps: Vec<String> = ["20261101T000000Z", "20261102T000000Z", "20261103T000000Z"]
+            .map(String::from)
+            .to_vec();
+        let in_use: HashSet<String> = [snaps[0].clone()].into();
+        let keep_one = Retention {
+            keep_last: Some(1),
+            keep_days: None,
+        };
+        let now = snapshot_id_unix("20261110T000000Z").unwrap();
+        assert_eq!(
+            expired_snapshots(&snaps, &keep_one, now, &in_use),
+            vec![snaps[1].clone()]
+        );
+    }
+
+    #[test]
+    fn snapshots_order_by_id_whatever_order_they_come_in() {
+        // The run that started at 02:00 is newer than the one that started at 01:00, however
+        // the completions fell.
+        let ids = ["20261102T020000Z", "20261102T010000Z", "20261101T230000Z"];
+        assert_eq!(newest_snapshot(ids), Some("20261102T020000Z"));
+        let mut sorted = ids.to_vec();
+        sorted.sort_by(|a, b| snapshot_order(a, b));
+        assert_eq!(
+            sorted,
+            ["20261101T230000Z", "20261102T010000Z", "20261102T020000Z"]
+        );
+        let t = time::macros::datetime!(2026-11-02 01:00:05 +1);
+        assert_eq!(snapshot_id(t), "20261102T000005Z");
+        assert_eq!(
+            snapshot_id_unix("20261102T000005Z"),
+            Some(t.unix_timestamp())
+        );
+        assert_eq!(snapshot_id_unix("s1"), None);
+        assert_eq!(snapshot_id_unix("20261302T000005Z"), None);
     }
 
     #[test]

@@ -559,7 +559,9 @@ async fn two_triggers_for_one_schedule_slot_start_one_run() {
     );
     let jobs = batchops_aws::jobs::list_jobs(&env.app, &[]).await.unwrap();
     assert_eq!(jobs.len(), 1);
-    // A late scheduler tick in the next slot starts the next run.
+    // Once that run has ended (one run per policy at a time), a late scheduler tick in the
+    // next slot starts the next run.
+    env.run_until_idle().await;
     let next = backup::fire_due_policies(&env.app, later + time::Duration::minutes(1))
         .await
         .unwrap();
@@ -573,6 +575,8 @@ pub async fn put_legacy_policy(env: &TestEnv, policy: BackupPolicy) {
         created_at: batchops_core::job::timestamp(time::OffsetDateTime::now_utc()),
         last_slot: None,
         last_snapshot: None,
+        running: None,
+        last_skipped: None,
     };
     assert!(env
         .app
@@ -813,4 +817,277 @@ async fn a_request_token_cannot_take_a_scheduled_runs_slot() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("ClientRequestToken"), "{err}");
+}
+
+/// Runs the local runtime until `job_id` has ended, while other jobs may still have work (held
+/// ones, below): in short runs, each stopped by its time limit.
+async fn run_until_ended(env: &TestEnv, job_id: &str) -> batchops_core::describe::JobDescriptor {
+    use batchops_aws::runtime::{run, RunOptions};
+    for _ in 0..40 {
+        let options = RunOptions {
+            until_idle: true,
+            concurrency: 4,
+            sweep_interval: std::time::Duration::from_millis(200),
+            max_duration: Some(std::time::Duration::from_secs(2)),
+        };
+        // Err means other jobs still have work: expected while one is held.
+        let _ = run(env.app.clone(), options).await;
+        let described = env.describe(job_id).await;
+        if matches!(
+            described.status.as_str(),
+            "Complete" | "Failed" | "Cancelled"
+        ) {
+            return described;
+        }
+    }
+    panic!("job {job_id} did not end");
+}
+
+/// Holds a job's planning lease (as a live planner elsewhere would): it stays unfinished.
+async fn hold(env: &TestEnv, job_id: &str) {
+    let now = batchops_aws::unix_now();
+    assert!(env
+        .app
+        .store
+        .acquire_plan_lease(job_id, "test-hold", now + 3600, now)
+        .await
+        .unwrap());
+}
+
+async fn release(env: &TestEnv, job_id: &str) {
+    env.app
+        .store
+        .release_plan_lease(job_id, "test-hold")
+        .await
+        .unwrap();
+}
+
+async fn policy_record(env: &TestEnv, name: &str) -> backup::PolicyRecord {
+    backup::get_policy(&env.app, name).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_policy_runs_one_run_at_a_time() {
+    let env = TestEnv::new().await;
+    let mut p = policy(&env, "single");
+    p.schedule = Some("rate(1 minute)".into());
+    backup::put_policy(&env.app, p).await.unwrap();
+    env.put(&env.src, "data/x", "x").await;
+
+    // Two manual starts at once: one run, and the other is told which job holds the policy.
+    let (a, b) = tokio::join!(
+        backup::start_run(&env.app, "single", None, false),
+        backup::start_run(&env.app, "single", None, false)
+    );
+    let (job, refused) = match (a, b) {
+        (Ok(job), Err(err)) | (Err(err), Ok(job)) => (job.job_id, err.to_string()),
+        other => panic!("exactly one run must start: {other:?}"),
+    };
+    assert!(
+        refused.starts_with(&format!("RunInProgress: job {job} ")),
+        "{refused}"
+    );
+    let err = backup::start_run(&env.app, "single", None, true)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(&format!("RunInProgress: job {job} ")),
+        "{err}"
+    );
+    assert_eq!(
+        batchops_aws::jobs::list_jobs(&env.app, &[])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // A schedule slot meanwhile is skipped, and the policy says so.
+    let later = time::OffsetDateTime::now_utc() + time::Duration::minutes(2);
+    assert!(backup::fire_due_policies(&env.app, later)
+        .await
+        .unwrap()
+        .is_empty());
+    let record = policy_record(&env, "single").await;
+    let skipped = record.last_skipped.expect("the skipped slot is recorded");
+    assert_eq!(skipped.running_job, job);
+    assert!(skipped.what.starts_with("slot "), "{skipped:?}");
+    assert!(record.last_slot.is_some(), "the skipped slot is used up");
+    assert_eq!(
+        batchops_aws::jobs::list_jobs(&env.app, &[])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // The run's end gives the policy back.
+    env.run_to_complete(&job).await;
+    assert_eq!(policy_record(&env, "single").await.running, None);
+
+    // So does a cancelled run's.
+    let cancelled = start(&env, "single").await;
+    batchops_aws::jobs::update_job_status(
+        &env.app,
+        &cancelled,
+        batchops_core::JobStatus::Cancelled,
+        None,
+    )
+    .await
+    .unwrap();
+    env.run_until_idle().await;
+    assert_eq!(env.describe(&cancelled).await.status, "Cancelled");
+    assert_eq!(policy_record(&env, "single").await.running, None);
+    completed_run(&env, "single").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_later_run_completing_first_is_the_newest_and_retention_keeps_what_the_other_reads() {
+    let env = TestEnv::new().await;
+    let mut p = policy(&env, "overlap");
+    p.retention = Retention {
+        keep_last: Some(1),
+        keep_days: None,
+    };
+    backup::put_policy(&env.app, p).await.unwrap();
+    env.put(&env.src, "data/f", "v1").await;
+    env.put(&env.src, "data/same", "same").await;
+    completed_run(&env, "overlap").await;
+    let first = backup::list_snapshots(&env.app, "overlap").await.unwrap()[0]
+        .id
+        .clone();
+    env.put(&env.src, "data/f", "v2").await;
+
+    // Run A starts and diffs against the first snapshot, but its planning is held up.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let a = start(&env, "overlap").await;
+    hold(&env, &a).await;
+    // A second run of the policy started before the one-run guard existed (its claim is not
+    // there): run B starts later, diffs against the same snapshot and completes first.
+    let (mut record, revision) = env
+        .app
+        .store
+        .get_doc::<backup::PolicyRecord>("POLICY#overlap", "META")
+        .await
+        .unwrap()
+        .unwrap();
+    record.running = None;
+    assert!(env
+        .app
+        .store
+        .put_doc(
+            "POLICY#overlap",
+            "META",
+            &record,
+            Some(revision),
+            Some("#POLICY")
+        )
+        .await
+        .unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let b = start(&env, "overlap").await;
+    assert_eq!(run_until_ended(&env, &b).await.status, "Complete");
+    let b_id = policy_record(&env, "overlap").await.last_snapshot.unwrap();
+    let ids: Vec<String> = backup::list_snapshots(&env.app, "overlap")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(
+        ids,
+        vec![first.clone(), b_id.clone()],
+        "keepLast 1, but run A still diffs against the first snapshot"
+    );
+
+    // A completes last: it is not the newest (it started first), so B stays the policy's
+    // newest, and retention expires A's and the first snapshots, never what B references.
+    release(&env, &a).await;
+    env.run_to_complete(&a).await;
+    let ids: Vec<String> = backup::list_snapshots(&env.app, "overlap")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(ids, vec![b_id.clone()]);
+    assert_eq!(
+        policy_record(&env, "overlap").await.last_snapshot,
+        Some(b_id.clone())
+    );
+    let chosen = backup::choose_snapshot(&env.app, "overlap", &RestoreRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(chosen.id, b_id);
+    // Every version B references is still there: restoring it succeeds task by task.
+    let restore = backup::start_restore(
+        &env.app,
+        "overlap",
+        &RestoreRequest {
+            to: Some((env.dst.clone(), "restored/".into())),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let described = env.run_to_complete(&restore.job_id).await;
+    assert_eq!(described.progress_summary.number_of_tasks_failed, 0);
+    assert_eq!(
+        env.get(&env.dst, "restored/data/f").await,
+        Some(b"v2".to_vec())
+    );
+    assert_eq!(
+        env.get(&env.dst, "restored/data/same").await,
+        Some(b"same".to_vec())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_keeps_a_snapshot_an_unfinished_restore_reads() {
+    let env = TestEnv::new().await;
+    let mut p = policy(&env, "reading");
+    p.retention = Retention {
+        keep_last: Some(1),
+        keep_days: None,
+    };
+    backup::put_policy(&env.app, p).await.unwrap();
+    env.put(&env.src, "data/f", "v1").await;
+    completed_run(&env, "reading").await;
+    let first = backup::list_snapshots(&env.app, "reading").await.unwrap()[0]
+        .id
+        .clone();
+    let restore = backup::start_restore(
+        &env.app,
+        "reading",
+        &RestoreRequest {
+            snapshot: Some(first.clone()),
+            to: Some((env.dst.clone(), "restored/".into())),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    hold(&env, &restore.job_id).await;
+    env.put(&env.src, "data/f", "v2").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let second = start(&env, "reading").await;
+    assert_eq!(run_until_ended(&env, &second).await.status, "Complete");
+    let snapshots = backup::list_snapshots(&env.app, "reading").await.unwrap();
+    assert_eq!(snapshots.len(), 2, "the restore still reads the first");
+    assert_eq!(snapshots[0].id, first);
+
+    release(&env, &restore.job_id).await;
+    let described = env.run_to_complete(&restore.job_id).await;
+    assert_eq!(described.progress_summary.number_of_tasks_failed, 0);
+    assert_eq!(
+        env.get(&env.dst, "restored/data/f").await,
+        Some(b"v1".to_vec())
+    );
+    // Once the restore has ended, the next run's retention expires the first snapshot.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    completed_run(&env, "reading").await;
+    let snapshots = backup::list_snapshots(&env.app, "reading").await.unwrap();
+    assert_eq!(snapshots.len(), 1);
+    assert_ne!(snapshots[0].id, first);
 }
