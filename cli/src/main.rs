@@ -564,6 +564,8 @@ async fn plan_backup(
                 snapshot_id,
                 bucket,
                 key,
+                version_id: None,
+                etag: None,
             })
         }
         None => None,

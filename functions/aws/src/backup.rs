@@ -4,15 +4,15 @@
 
 use crate::error::{Error, Result};
 use crate::jobs::{create_job_with_id, CreatedJob};
-use crate::objects::{delete_object, get_bytes, put_bytes};
+use crate::objects::{delete_object, get_bytes, put_bytes, put_bytes_pinned};
 use crate::planner::draft_key;
 use crate::prepare::{open_catalog, Reader};
 use crate::{now, App};
 use batchops_core::arn::bucket_arn;
 pub use batchops_core::backup::snapshot_id;
 use batchops_core::backup::{
-    expired_snapshots, newest_snapshot, snapshot_id_unix, snapshot_order, BackupPolicy,
-    CatalogEntry, DraftRow, CATALOG_HEADER,
+    catalog_directory, copy_within, expired_snapshots, in_metadata, newest_snapshot,
+    snapshot_id_unix, snapshot_order, BackupPolicy, CatalogEntry, DraftRow, CATALOG_HEADER,
 };
 use batchops_core::job::timestamp;
 use batchops_core::plan::parse_time;
@@ -962,6 +962,8 @@ pub async fn complete_snapshot(app: &App, job_id: &str) -> Result<Option<Snapsho
             snapshot_id: run.snapshot_id.clone(),
             bucket: policy.destination.bucket.clone(),
             key: format!("{}{}.catalog.gz", policy.catalog_prefix(), run.snapshot_id),
+            version_id: None,
+            etag: None,
         },
         objects: 0,
         bytes: 0,
@@ -1025,7 +1027,7 @@ pub async fn complete_snapshot(app: &App, job_id: &str) -> Result<Option<Snapsho
         }
     }
     if snapshot.superseded > 0 {
-        let list = CatalogRef {
+        let mut list = CatalogRef {
             snapshot_id: run.snapshot_id.clone(),
             bucket: policy.destination.bucket.clone(),
             key: format!(
@@ -1033,15 +1035,19 @@ pub async fn complete_snapshot(app: &App, job_id: &str) -> Result<Option<Snapsho
                 policy.catalog_prefix(),
                 run.snapshot_id
             ),
+            version_id: None,
+            etag: None,
         };
         let body = superseded
             .finish()
             .map_err(|e| Error::Data(e.to_string()))?;
-        put_bytes(&app.s3, &list.bucket, &list.key, body, "application/gzip").await?;
+        let written =
+            put_bytes_pinned(&app.s3, &list.bucket, &list.key, body, "application/gzip").await?;
+        (list.version_id, list.etag) = (written.version_id, written.etag);
         snapshot.superseded_catalog = Some(list);
     }
     let body = catalog.finish().map_err(|e| Error::Data(e.to_string()))?;
-    put_bytes(
+    let written = put_bytes_pinned(
         &app.s3,
         &snapshot.catalog.bucket,
         &snapshot.catalog.key,
@@ -1049,6 +1055,8 @@ pub async fn complete_snapshot(app: &App, job_id: &str) -> Result<Option<Snapsho
         "application/gzip",
     )
     .await?;
+    // Read back only as written: the snapshot record pins the catalog's version and ETag.
+    (snapshot.catalog.version_id, snapshot.catalog.etag) = (written.version_id, written.etag);
     app.store
         .put_doc(
             &policy_pk(&policy.name),
@@ -1198,7 +1206,7 @@ struct CatalogCursor {
 impl CatalogCursor {
     fn open(reader: &Reader, catalog: &CatalogRef) -> Result<Self> {
         let mut cursor = CatalogCursor {
-            entries: open_catalog(reader, &catalog.bucket, &catalog.key)?,
+            entries: open_catalog(reader, catalog)?,
             head: None,
         };
         cursor.advance()?;
@@ -1237,9 +1245,9 @@ fn delete_unreferenced_versions(
         .iter()
         .map(|c| CatalogCursor::open(reader, c))
         .collect::<Result<_>>()?;
-    let mut expired: Vec<(CatalogCursor, &str)> = expired
+    let mut expired: Vec<(CatalogCursor, &CatalogRef)> = expired
         .iter()
-        .map(|c| Ok((CatalogCursor::open(reader, c)?, c.bucket.as_str())))
+        .map(|c| Ok((CatalogCursor::open(reader, c)?, c)))
         .collect::<Result<_>>()?;
     let mut deleted = 0;
     let (mut referenced, mut candidates) = (Vec::new(), Vec::new());
@@ -1256,10 +1264,20 @@ fn delete_unreferenced_versions(
             cursor.take_key(&key, &mut referenced)?;
         }
         let mut done: HashSet<(String, String)> = HashSet::new();
-        for (cursor, bucket) in &mut expired {
+        for (cursor, catalog) in &mut expired {
             candidates.clear();
             cursor.take_key(&key, &mut candidates)?;
+            let bucket = catalog.bucket.as_str();
+            let directory = catalog_directory(&catalog.key).unwrap_or_default();
             for entry in candidates.drain(..) {
+                // Whatever a catalog says, retention deletes only backup copies inside the
+                // directory the catalog belongs to, and never its metadata.
+                if !copy_within(directory, &entry.dest_key)
+                    || in_metadata(directory, &entry.dest_key)
+                {
+                    tracing::error!(catalog = %catalog.key, dest_key = %entry.dest_key, directory, "catalog entry outside its backup directory (or in its metadata): not deleted");
+                    continue;
+                }
                 // Only exact versions are deleted: an unversioned copy (no version ID) may have
                 // been overwritten by a kept snapshot's copy of the same key.
                 let Some(version) = entry.dest_version.clone() else {
@@ -1275,7 +1293,7 @@ fn delete_unreferenced_versions(
                     .handle
                     .block_on(
                         s3.delete_object()
-                            .bucket(*bucket)
+                            .bucket(bucket)
                             .key(&entry.dest_key)
                             .version_id(version)
                             .send(),
@@ -1292,7 +1310,7 @@ pub async fn read_catalog(reader: &Reader, catalog: &CatalogRef) -> Result<Vec<C
     let reader = reader.clone();
     let catalog = catalog.clone();
     tokio::task::spawn_blocking(move || {
-        open_catalog(&reader, &catalog.bucket, &catalog.key)?
+        open_catalog(&reader, &catalog)?
             .collect::<std::result::Result<Vec<_>, String>>()
             .map_err(Error::Data)
     })

@@ -21,8 +21,30 @@ pub async fn put_bytes(
     body: Vec<u8>,
     content_type: &str,
 ) -> Result<String> {
+    Ok(put_bytes_pinned(s3, bucket, key, body, content_type)
+        .await?
+        .md5)
+}
+
+/// What a write left: the body's hex MD5, and the version ID (versioned buckets) and ETag S3
+/// gave it, to read it back pinned.
+pub struct Written {
+    pub md5: String,
+    pub version_id: Option<String>,
+    pub etag: Option<String>,
+}
+
+/// [`put_bytes`], returning the version and ETag written too.
+pub async fn put_bytes_pinned(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    body: Vec<u8>,
+    content_type: &str,
+) -> Result<Written> {
     let digest = Md5::digest(&body);
-    s3.put_object()
+    let out = s3
+        .put_object()
         .bucket(bucket)
         .key(key)
         .content_type(content_type)
@@ -31,7 +53,11 @@ pub async fn put_bytes(
         .send()
         .await
         .map_err(|e| Error::aws_call("S3", "PutObject", &format!("s3://{bucket}/{key}"), &e))?;
-    Ok(hex::encode(digest))
+    Ok(Written {
+        md5: hex::encode(digest),
+        version_id: out.version_id().map(str::to_string),
+        etag: out.e_tag().map(str::to_string),
+    })
 }
 
 pub async fn get_bytes(s3: &Client, bucket: &str, key: &str) -> Result<Vec<u8>> {

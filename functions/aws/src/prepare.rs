@@ -11,8 +11,8 @@ use crate::extsort::{EntrySorter, ExternalSorter, SortRecord};
 use crate::objects::{md5_hex, put_bytes, same_etag};
 use aws_sdk_s3::Client;
 use batchops_core::backup::{
-    BackupOut, BackupPlanner, BackupPolicy, CatalogEntry, Differ, DraftRow, JournalRead,
-    JournalRow, JournalRows, VersionsMode,
+    catalog_directory, copy_within, BackupOut, BackupPlanner, BackupPolicy, CatalogEntry, Differ,
+    DraftRow, JournalRead, JournalRow, JournalRows, VersionsMode,
 };
 use batchops_core::chunk::{chunk_key, ChunkTask};
 use batchops_core::encoding::encode_key;
@@ -1605,19 +1605,31 @@ pub async fn dry_run(
 const DRAFT_ROWS: usize = 10_000;
 
 /// Streams a snapshot catalog: downloaded to a temporary file first, so memory stays flat.
+/// Streams a snapshot catalog, pinned to the version and ETag it was written with (when the
+/// snapshot recorded them): a catalog replaced or damaged since fails the read, naming it.
 pub fn open_catalog(
     reader: &Reader,
-    bucket: &str,
-    key: &str,
+    catalog: &batchops_core::request::CatalogRef,
 ) -> Result<Box<dyn Iterator<Item = std::result::Result<CatalogEntry, String>> + Send>> {
+    let (bucket, key) = (catalog.bucket.as_str(), catalog.key.as_str());
     let location = Location::S3(ManifestObject {
         bucket: bucket.to_string(),
         key: key.to_string(),
-        version_id: None,
-        etag: None,
+        version_id: catalog.version_id.clone(),
+        etag: catalog.etag.clone(),
     });
-    let mut opened = match reader.open(&location, 0, None) {
+    let mut opened = match reader.open(&location, 0, catalog.etag.as_deref()) {
         Ok(o) => o,
+        Err(OpenFailure::Job {
+            code: "ManifestETagMismatch",
+            ..
+        }) => {
+            return Err(Error::Data(format!(
+                "snapshot catalog s3://{bucket}/{key} (version {}) no longer has the ETag {} it was written with: it was replaced or damaged",
+                catalog.version_id.as_deref().unwrap_or("null"),
+                catalog.etag.as_deref().unwrap_or_default()
+            )))
+        }
         Err(OpenFailure::Job { reason, .. }) => {
             return Err(Error::Data(format!(
                 "snapshot catalog unreadable: {reason}"
@@ -1974,7 +1986,7 @@ fn read_backup(
     let skip = progress.cursor.catalog_entries;
     let catalog: Box<dyn Iterator<Item = std::result::Result<CatalogEntry, String>> + Send> =
         match &run.previous {
-            Some(previous) => match open_catalog(reader, &previous.bucket, &previous.key) {
+            Some(previous) => match open_catalog(reader, previous) {
                 Ok(entries) => Box::new(entries.skip(skip as usize)),
                 // Gone or unreadable: no retry brings it back, and a diff without it would
                 // take every object for new (or none for deleted). Fail, naming the way on.
@@ -2188,7 +2200,7 @@ fn read_restore(
         }
     };
     let skip = progress.cursor.catalog_entries;
-    let catalog = open_catalog(reader, &source.catalog.bucket, &source.catalog.key)?;
+    let catalog = open_catalog(reader, &source.catalog)?;
     let mut progress = progress;
     let mut tasks = Vec::new();
     for (index, entry) in catalog.enumerate().skip(skip as usize) {
@@ -2197,6 +2209,18 @@ fn read_restore(
             Err(reason) => return job_failure(emitter, "SnapshotCatalogInvalid", reason),
         };
         progress.cursor.catalog_entries = index as u64 + 1;
+        let directory = catalog_directory(&source.catalog.key).unwrap_or_default();
+        if !copy_within(directory, &entry.dest_key) {
+            // Only copies inside the catalog's own backup directory are restored.
+            return job_failure(
+                emitter,
+                "SnapshotCatalogInvalid",
+                format!(
+                    "snapshot catalog s3://{}/{} lists {} (for {}), outside its backup directory `{directory}`: refusing to restore from it",
+                    source.catalog.bucket, source.catalog.key, entry.dest_key, entry.key
+                ),
+            );
+        }
         let wanted = source
             .prefix
             .as_deref()

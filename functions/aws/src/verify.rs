@@ -62,10 +62,10 @@ pub async fn verify_snapshot(
         .unwrap_or_default()
         .to_string();
     let reader = Reader::new(Some(app.s3.clone()));
-    let (bucket, key) = (catalog.bucket.clone(), catalog.key.clone());
+    let (bucket, pinned) = (catalog.bucket.clone(), catalog.clone());
     let listing_prefix = prefix.clone();
     let (verification, list_requests) = tokio::task::spawn_blocking(move || {
-        let entries = open_catalog(&reader, &bucket, &key)?;
+        let entries = open_catalog(&reader, &pinned)?;
         let mut pages = VersionPages {
             reader: reader.clone(),
             bucket,

@@ -253,6 +253,29 @@ impl BackupPolicy {
     }
 }
 
+/// The backup directory a snapshot catalog belongs to: the part of its key before
+/// `.batchops/snapshots/` (catalogs live at `<prefix>.batchops/snapshots/<policy>/<id>...`).
+pub fn catalog_directory(catalog_key: &str) -> Option<&str> {
+    catalog_key
+        .find(".batchops/snapshots/")
+        .map(|at| &catalog_key[..at])
+}
+
+/// Whether a catalog entry's backup copy lies inside `directory` (and not in its metadata):
+/// retention deletes and restores read only such copies, whatever a catalog says.
+pub fn copy_within(directory: &str, dest_key: &str) -> bool {
+    dest_key
+        .strip_prefix(directory)
+        .is_some_and(|rest| !rest.is_empty())
+}
+
+/// Whether a backup copy's key is in the directory's own metadata (`<directory>.batchops/`).
+pub fn in_metadata(directory: &str, dest_key: &str) -> bool {
+    dest_key
+        .strip_prefix(directory)
+        .is_some_and(|rest| rest.starts_with(".batchops/"))
+}
+
 /// What continuous mode did between runs, as journal rows in the destination bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JournalRow {
@@ -896,6 +919,24 @@ mod tests {
                 Change::Superseded(e) => format!("superseded {} {:?}", e.key, e.dest_version),
             })
             .collect()
+    }
+
+    #[test]
+    fn catalog_entries_are_held_to_their_directory() {
+        let key = "backups/a/.batchops/snapshots/p/20261101T000000Z.catalog.gz";
+        let directory = catalog_directory(key).unwrap();
+        assert_eq!(directory, "backups/a/");
+        assert!(copy_within(directory, "backups/a/x/y"));
+        assert!(!copy_within(directory, "backups/b/x"));
+        assert!(!copy_within(directory, "backups/a/"));
+        assert!(!copy_within(directory, "other"));
+        assert!(in_metadata(directory, "backups/a/.batchops/journal/p/1"));
+        assert!(!in_metadata(directory, "backups/a/.batchopsx"));
+        assert_eq!(catalog_directory("elsewhere/c.gz"), None);
+        assert_eq!(
+            catalog_directory(".batchops/snapshots/p/x.catalog.gz"),
+            Some("")
+        );
     }
 
     #[test]

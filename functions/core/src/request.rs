@@ -403,6 +403,12 @@ pub struct CatalogRef {
     pub snapshot_id: String,
     pub bucket: String,
     pub key: String,
+    /// The version and ETag the catalog was written with: it is read back pinned to them, so a
+    /// later write to its key (a source object of that name, a forgery) is never read instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
 }
 
 /// Tokens of the jobs batchops creates itself (backup runs, restores) start with this, which

@@ -743,11 +743,14 @@ async fn a_missing_previous_catalog_fails_the_run_and_full_starts_a_new_chain() 
     let catalog = backup::list_snapshots(&env.app, "lost").await.unwrap()[0]
         .catalog
         .clone();
+    // The version the snapshot recorded is gone (a delete marker alone would not do: the
+    // catalog is read pinned to its version).
     env.clients
         .s3
         .delete_object()
         .bucket(&catalog.bucket)
         .key(&catalog.key)
+        .set_version_id(catalog.version_id.clone())
         .send()
         .await
         .unwrap();
@@ -1090,4 +1093,120 @@ async fn retention_keeps_a_snapshot_an_unfinished_restore_reads() {
     let snapshots = backup::list_snapshots(&env.app, "reading").await.unwrap();
     assert_eq!(snapshots.len(), 1);
     assert_ne!(snapshots[0].id, first);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_catalog_overwritten_at_its_key_is_never_read_in_place_of_the_one_written() {
+    let env = TestEnv::new().await;
+    backup::put_policy(&env.app, policy(&env, "pinned"))
+        .await
+        .unwrap();
+    for key in ["data/a", "data/b", "data/c"] {
+        env.put(&env.src, key, key).await;
+    }
+    completed_run(&env, "pinned").await;
+    let snapshot = backup::list_snapshots(&env.app, "pinned").await.unwrap()[0].clone();
+    assert!(
+        snapshot.catalog.version_id.is_some() && snapshot.catalog.etag.is_some(),
+        "the snapshot pins its catalog: {:?}",
+        snapshot.catalog
+    );
+    // Something writes the catalog's key (an object copied onto it, a forgery): a catalog
+    // that lists nothing, so every key would look deleted, or garbage.
+    env.put(
+        &snapshot.catalog.bucket,
+        &snapshot.catalog.key,
+        "not a catalog",
+    )
+    .await;
+    env.put(&env.src, "data/d", "d").await;
+    let (_, described) = completed_run(&env, "pinned").await;
+    assert_eq!(
+        described.progress_summary.total_number_of_tasks, 1,
+        "only the new object is copied: the diff read the catalog as written"
+    );
+    let snapshots = backup::list_snapshots(&env.app, "pinned").await.unwrap();
+    assert_eq!(snapshots.last().unwrap().objects, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restore_refuses_catalog_entries_outside_the_backup_directory() {
+    let env = TestEnv::new().await;
+    backup::put_policy(&env.app, policy(&env, "outside"))
+        .await
+        .unwrap();
+    env.put(&env.src, "data/a", "a").await;
+    completed_run(&env, "outside").await;
+    let snapshot = backup::list_snapshots(&env.app, "outside").await.unwrap()[0].clone();
+    // A catalog (here, its recorded version rewritten by someone with the table and the bucket)
+    // naming a copy outside the policy's backup directory.
+    let entry = batchops_core::backup::CatalogEntry {
+        key: "data/a".into(),
+        source_version: None,
+        etag: None,
+        size: 1,
+        last_modified: "2026-11-01T00:00:00Z".into(),
+        dest_key: "elsewhere/secret".into(),
+        dest_version: None,
+    };
+    let mut body = String::from(batchops_core::backup::CATALOG_HEADER);
+    body.push('\n');
+    entry.write_line(&mut body);
+    let gz = crate::harness::gzip(&body);
+    let out = env
+        .clients
+        .s3
+        .put_object()
+        .bucket(&snapshot.catalog.bucket)
+        .key(&snapshot.catalog.key)
+        .body(gz.into())
+        .send()
+        .await
+        .unwrap();
+    let mut forged = snapshot.clone();
+    forged.catalog.version_id = out.version_id().map(str::to_string);
+    forged.catalog.etag = out.e_tag().map(str::to_string);
+    let pk = "POLICY#outside".to_string();
+    let sk = format!("SNAP#{}", snapshot.id);
+    let (_, revision) = env
+        .app
+        .store
+        .get_doc::<backup::SnapshotRecord>(&pk, &sk)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(env
+        .app
+        .store
+        .put_doc(&pk, &sk, &forged, Some(revision), None)
+        .await
+        .unwrap());
+    let restored = format!("{}-r", env.dst);
+    env.clients
+        .s3
+        .create_bucket()
+        .bucket(&restored)
+        .send()
+        .await
+        .unwrap();
+    env.set_versioning(&restored).await;
+    let request = RestoreRequest {
+        snapshot: Some(snapshot.id.clone()),
+        to: Some((restored.clone(), "r/".into())),
+        ..Default::default()
+    };
+    let job = backup::start_restore(&env.app, "outside", &request)
+        .await
+        .unwrap()
+        .job_id;
+    env.run_until_idle().await;
+    let described = env.describe(&job).await;
+    assert_eq!(described.status, "Failed", "{described:?}");
+    let reason = &described.failure_reasons[0];
+    assert_eq!(reason.failure_code, "SnapshotCatalogInvalid");
+    assert!(
+        reason.failure_reason.contains("elsewhere/secret"),
+        "{reason:?}"
+    );
+    assert!(env.keys(&restored).await.is_empty());
 }
