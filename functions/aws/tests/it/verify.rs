@@ -128,7 +128,8 @@ async fn a_snapshot_verifies_until_a_copy_is_missing_or_different() {
         }
         entry.write_line(&mut text);
     }
-    env.clients
+    let written = env
+        .clients
         .s3
         .put_object()
         .bucket(&newest.catalog.bucket)
@@ -137,6 +138,24 @@ async fn a_snapshot_verifies_until_a_copy_is_missing_or_different() {
         .send()
         .await
         .unwrap();
+    // Catalogs are read pinned to the version their snapshot recorded: record the rewritten one,
+    // as if the run had written it so.
+    let (pk, sk) = ("POLICY#nightly".to_string(), format!("SNAP#{}", newest.id));
+    let (mut record, revision) = env
+        .app
+        .store
+        .get_doc::<backup::SnapshotRecord>(&pk, &sk)
+        .await
+        .unwrap()
+        .unwrap();
+    record.catalog.version_id = written.version_id().map(str::to_string);
+    record.catalog.etag = written.e_tag().map(str::to_string);
+    assert!(env
+        .app
+        .store
+        .put_doc(&pk, &sk, &record, Some(revision), None)
+        .await
+        .unwrap());
 
     let report = verify_snapshot(&env.app, "nightly", None).await.unwrap();
     assert!(!report.passed());
