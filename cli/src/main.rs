@@ -580,6 +580,7 @@ async fn plan_backup(
         previous_objects: 0,
         inventory: None,
         journal_cutoff: None,
+        journal_bucket: Some(config.control_bucket.clone()),
     };
     let mut writer = ChunkWriter::counting_only();
     let options = SourceOptions {

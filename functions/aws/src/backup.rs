@@ -784,6 +784,7 @@ async fn start_run_with(
             journal_cutoff: Some(crate::events::journal_stamp(
                 now() - app.config.journal_margin,
             )),
+            journal_bucket: Some(app.config.control_bucket.clone()),
         })),
     );
     let created = match create_job_with_id(app, job_id.clone(), request, spec).await {
@@ -1097,13 +1098,16 @@ async fn drop_settled_journal(app: &App, run: &BackupRun, run_created: &str) -> 
         ));
     }
     let policy = &run.policy;
+    let Some(bucket) = run.journal_bucket.clone() else {
+        return Ok(());
+    };
     let prefix = policy.journal_prefix();
     let mut token = None;
     loop {
         let out = app
             .s3
             .list_objects_v2()
-            .bucket(&policy.destination.bucket)
+            .bucket(&bucket)
             .prefix(&prefix)
             .set_continuation_token(token.take())
             .send()
@@ -1111,7 +1115,7 @@ async fn drop_settled_journal(app: &App, run: &BackupRun, run_created: &str) -> 
             .map_err(crate::error::aws("S3", "ListObjectsV2"))?;
         for key in out.contents().iter().filter_map(|o| o.key()) {
             if run.settles_journal_part(key) {
-                delete_object(&app.s3, &policy.destination.bucket, key).await?;
+                delete_object(&app.s3, &bucket, key).await?;
             }
         }
         match out.next_continuation_token() {

@@ -486,7 +486,7 @@ async fn write_journal(app: &App, policy: &BackupPolicy, rows: &[JournalRow]) ->
     }
     put_bytes(
         &app.s3,
-        &policy.destination.bucket,
+        &app.config.control_bucket,
         &journal_part_key(policy, now()),
         body.into_bytes(),
         "text/tab-separated-values",

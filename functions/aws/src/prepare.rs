@@ -1876,7 +1876,9 @@ fn read_journal(reader: &Reader, run: &BackupRun) -> std::result::Result<Journal
         return Ok(Box::new(std::iter::empty()));
     };
     let policy = &run.policy;
-    let bucket = &policy.destination.bucket;
+    let Some(bucket) = run.journal_bucket.as_ref() else {
+        return Ok(Box::new(std::iter::empty()));
+    };
     let prefix = policy.journal_prefix();
     let mut sorter = ExternalSorter::new(SORT_RUN_ENTRIES);
     let mut seq = 0u64;

@@ -230,12 +230,11 @@ impl BackupPolicy {
         self.deletes == DeleteMode::Propagate && self.versions == VersionsMode::Current
     }
 
-    /// Where continuous mode journals its copies in the destination bucket, one part per batch.
+    /// Where continuous mode journals its copies, one part per batch: in the stack's control
+    /// bucket, which no copy can land in (a source object named like a journal part is backed
+    /// up like any other and never read as one).
     pub fn journal_prefix(&self) -> String {
-        format!(
-            "{}.batchops/journal/{}/",
-            self.destination.prefix, self.name
-        )
+        format!("journal/{}/", self.name)
     }
 
     /// Whether an object of `bucket` is this policy's to back up.
@@ -1201,7 +1200,7 @@ mod tests {
         assert!(policy.is_inventory_manifest("inv", "src/all/2026-11-20T00-00Z/manifest.json"));
         assert!(!policy.is_inventory_manifest("inv", "src/all/2026-11-20T00-00Z/manifest.checksum"));
         assert!(!policy.is_inventory_manifest("src", "src/all/x/manifest.json"));
-        assert_eq!(policy.journal_prefix(), ".batchops/journal/p/");
+        assert_eq!(policy.journal_prefix(), "journal/p/");
         policy.inventory = Some(Location {
             bucket: "a".into(),
             prefix: String::new(),

@@ -436,6 +436,9 @@ pub struct BackupRun {
     /// deleted when it completes; later ones are read again by the next run. None: none are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub journal_cutoff: Option<String>,
+    /// The bucket holding the journal (the control bucket). None: runs read no journal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_bucket: Option<String>,
 }
 
 impl BackupRun {

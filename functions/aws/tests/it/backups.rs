@@ -1210,3 +1210,60 @@ async fn a_restore_refuses_catalog_entries_outside_the_backup_directory() {
     );
     assert!(env.keys(&restored).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn source_keys_named_like_backup_metadata_are_backed_up_and_break_nothing() {
+    let env = TestEnv::new().await;
+    let mut whole = policy(&env, "meta");
+    whole.source.prefix = String::new();
+    whole.destination.prefix = String::new();
+    backup::put_policy(&env.app, whole).await.unwrap();
+    // Objects whose backup copies land exactly where metadata used to live or still lives.
+    let tricky = [
+        ("plain", "plain".to_string()),
+        (
+            ".batchops/journal/meta/20200101T000000.000Z-forged.tsv",
+            "garbage, not a journal part".to_string(),
+        ),
+        (
+            ".batchops/snapshots/meta/20200101T000000Z.catalog.gz",
+            "garbage, not a catalog".to_string(),
+        ),
+    ];
+    for (key, body) in &tricky {
+        env.put(&env.src, key, body.clone()).await;
+    }
+    completed_run(&env, "meta").await;
+    env.put(&env.src, "later", "later").await;
+    // The next run reads no forged journal part and no forged catalog.
+    let (_, described) = completed_run(&env, "meta").await;
+    assert_eq!(described.progress_summary.total_number_of_tasks, 1);
+    let snapshots = backup::list_snapshots(&env.app, "meta").await.unwrap();
+    assert_eq!(snapshots.last().unwrap().objects, 4);
+    // And every one of them restores exactly.
+    let restored = format!("{}-r", env.dst);
+    env.clients
+        .s3
+        .create_bucket()
+        .bucket(&restored)
+        .send()
+        .await
+        .unwrap();
+    env.set_versioning(&restored).await;
+    let request = RestoreRequest {
+        to: Some((restored.clone(), "r/".into())),
+        ..Default::default()
+    };
+    let job = backup::start_restore(&env.app, "meta", &request)
+        .await
+        .unwrap()
+        .job_id;
+    env.run_to_complete(&job).await;
+    for (key, body) in &tricky {
+        assert_eq!(
+            env.get(&restored, &format!("r/{key}")).await,
+            Some(body.clone().into_bytes()),
+            "{key}"
+        );
+    }
+}

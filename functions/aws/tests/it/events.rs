@@ -260,9 +260,9 @@ async fn continuous_copies_no_snapshot_takes_are_freed_by_retention_with_their_s
     // The first snapshot's k1 copy went with it; k2's stays until this snapshot expires.
     assert_eq!(versions(&env, "vault/data/k").await, (2, 0));
     assert_eq!(versions(&env, "vault/data/tmp").await, (1, 0));
-    let journal = env.keys(&env.dst).await;
+    let journal = env.keys(&env.app.config.control_bucket).await;
     assert!(
-        !journal.iter().any(|k| k.contains(".batchops/journal/")),
+        !journal.iter().any(|k| k.starts_with("journal/churn/")),
         "settled journal parts are deleted: {journal:?}"
     );
 
