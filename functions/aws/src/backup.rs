@@ -126,6 +126,19 @@ pub async fn put_policy(app: &App, policy: BackupPolicy) -> Result<PolicyRecord>
         Schedule::parse(expression, &policy.time_zone, now())
             .map_err(|e| Error::Invalid(format!("policy schedule: {e}")))?;
     }
+    // The control bucket holds job files and journals: no copy may land there, nor be read
+    // from there as data.
+    for (field, location) in [
+        ("destination.bucket", &policy.destination),
+        ("source.bucket", &policy.source),
+    ] {
+        if location.bucket == app.config.control_bucket {
+            return Err(Error::Invalid(format!(
+                "policy {field}: `{}` is batchops' own control bucket (chunk files, journals); choose another bucket",
+                location.bucket
+            )));
+        }
+    }
     for _ in 0..10 {
         let existing: Option<(PolicyRecord, u64)> =
             app.store.get_doc(&policy_pk(&policy.name), "META").await?;

@@ -1267,3 +1267,26 @@ async fn source_keys_named_like_backup_metadata_are_backed_up_and_break_nothing(
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_control_bucket_is_never_a_backup_source_or_destination() {
+    let env = TestEnv::new().await;
+    let control = env.app.config.control_bucket.clone();
+    let mut into_control = policy(&env, "ctl");
+    into_control.destination.bucket = control.clone();
+    let err = backup::put_policy(&env.app, into_control)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("destination.bucket") && err.contains("control bucket"),
+        "{err}"
+    );
+    let mut from_control = policy(&env, "ctl");
+    from_control.source.bucket = control;
+    let err = backup::put_policy(&env.app, from_control)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("source.bucket"), "{err}");
+}
