@@ -341,17 +341,10 @@ impl Store {
             Ok(_) => Ok((record.job_id.clone(), Created::New)),
             Err(err) if err.as_service_error().is_some_and(transaction_conflict) => {
                 let item = self
-                    .client
-                    .get_item()
-                    .table_name(&self.table)
-                    .key("pk", s(format!("TOKEN#{token}")))
-                    .key("sk", s("TOKEN"))
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .map_err(aws("DynamoDB", "GetItem"))?;
+                    .read_item(&format!("TOKEN#{token}"), "TOKEN", Some("job_id"))
+                    .await?;
                 let job_id = item
-                    .item()
+                    .as_ref()
                     .and_then(|i| get_s(i, "job_id"))
                     .ok_or_else(|| {
                         Error::Data(format!(
@@ -366,18 +359,8 @@ impl Store {
     }
 
     pub async fn get_job(&self, job_id: &str) -> Result<JobRecord> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(job_pk(job_id)))
-            .key("sk", s(META))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(aws("DynamoDB", "GetItem"))?;
-        match out.item() {
-            Some(item) => Self::decode_job(item),
+        match self.read_item(&job_pk(job_id), META, None).await? {
+            Some(item) => Self::decode_job(&item),
             None => Err(Error::JobNotFound(job_id.to_string())),
         }
     }
@@ -539,19 +522,46 @@ impl Store {
         Ok(total)
     }
 
-    pub async fn range_committed(&self, job_id: &str, seq: u64, first_task: u64) -> Result<bool> {
+    /// One item by key, read consistently (only `projection`'s attributes when given).
+    async fn read_item(
+        &self,
+        pk: &str,
+        sk: &str,
+        projection: Option<&str>,
+    ) -> Result<Option<Item>> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", s(job_pk(job_id)))
-            .key("sk", s(range_sk(seq, first_task)))
+            .key("pk", s(pk))
+            .key("sk", s(sk))
             .consistent_read(true)
-            .projection_expression("pk")
+            .set_projection_expression(projection.map(str::to_string))
             .send()
             .await
             .map_err(aws("DynamoDB", "GetItem"))?;
-        Ok(out.item().is_some())
+        Ok(out.item().cloned())
+    }
+
+    /// An update of the lease item of task range (seq, first_task).
+    fn lease_update(
+        &self,
+        job_id: &str,
+        seq: u64,
+        first_task: u64,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s(lease_sk(seq, first_task)))
+    }
+
+    pub async fn range_committed(&self, job_id: &str, seq: u64, first_task: u64) -> Result<bool> {
+        Ok(self
+            .read_item(&job_pk(job_id), &range_sk(seq, first_task), Some("pk"))
+            .await?
+            .is_some())
     }
 
     /// Marks a range done and adds its counts, in one transaction that succeeds only the first
@@ -641,9 +651,10 @@ impl Store {
                 .map(cancellation_codes)
                 .unwrap_or_default();
             let codes: Vec<Option<&str>> = codes.iter().map(|c| c.as_deref()).collect();
-            let transient =
-                crate::error::Error::aws_call("DynamoDB", "TransactWriteItems", "", &err).class()
-                    == batchops_core::backoff::ErrorClass::Transient;
+            // Classified from status and code alone: no message is built for a retry.
+            let (status, code) = crate::error::ErrorMeta::status_and_code(&err);
+            let transient = batchops_core::backoff::classify(status, code.as_deref())
+                == batchops_core::backoff::ErrorClass::Transient;
             let verdict = match commit_verdict(&codes) {
                 CommitVerdict::Unknown if transient => CommitVerdict::Retry,
                 CommitVerdict::Unknown
@@ -727,20 +738,10 @@ impl Store {
         seq: u64,
         first_task: u64,
     ) -> Result<Option<String>> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(job_pk(job_id)))
-            .key("sk", s(range_sk(seq, first_task)))
-            .consistent_read(true)
-            .projection_expression("attempt")
-            .send()
-            .await
-            .map_err(aws("DynamoDB", "GetItem"))?;
-        Ok(out
-            .item()
-            .map(|item| get_s(item, "attempt").unwrap_or_default().to_string()))
+        Ok(self
+            .read_item(&job_pk(job_id), &range_sk(seq, first_task), Some("attempt"))
+            .await?
+            .map(|item| get_s(&item, "attempt").unwrap_or_default().to_string()))
     }
 
     /// Writes committed range items as they are, 25 per BatchWriteItem, without the commit's
@@ -798,24 +799,20 @@ impl Store {
         seq: u64,
         first_task: u64,
     ) -> Result<Option<(u64, Option<u64>)>> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(job_pk(job_id)))
-            .key("sk", s(range_sk(seq, first_task)))
-            .consistent_read(true)
-            .projection_expression("end_task, chunk_tasks")
-            .send()
-            .await
-            .map_err(aws("DynamoDB", "GetItem"))?;
-        Ok(out.item().map(|item| {
-            (
-                get_n(item, "end_task"),
-                item.contains_key("chunk_tasks")
-                    .then(|| get_n(item, "chunk_tasks")),
+        Ok(self
+            .read_item(
+                &job_pk(job_id),
+                &range_sk(seq, first_task),
+                Some("end_task, chunk_tasks"),
             )
-        }))
+            .await?
+            .map(|item| {
+                (
+                    get_n(&item, "end_task"),
+                    item.contains_key("chunk_tasks")
+                        .then(|| get_n(&item, "chunk_tasks")),
+                )
+            }))
     }
 
     /// Every committed range of the job, in chunk order.
@@ -885,11 +882,7 @@ impl Store {
         now: u64,
     ) -> Result<RangeLease> {
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(job_pk(job_id)))
-            .key("sk", s(lease_sk(seq, first_task)))
+            .lease_update(job_id, seq, first_task)
             .update_expression("SET attempt = :me, expires_at = :until ADD attempts :one")
             .condition_expression("attribute_not_exists(pk) OR expires_at <= :now OR attempt = :me")
             .expression_attribute_values(":me", s(attempt))
@@ -908,17 +901,10 @@ impl Store {
                 })
             }
             Err(err) if err.as_service_error().is_some_and(is_conditional_failure) => {
-                let out = self
-                    .client
-                    .get_item()
-                    .table_name(&self.table)
-                    .key("pk", s(job_pk(job_id)))
-                    .key("sk", s(lease_sk(seq, first_task)))
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .map_err(aws("DynamoDB", "GetItem"))?;
-                let item = out.item().cloned().unwrap_or_default();
+                let item = self
+                    .read_item(&job_pk(job_id), &lease_sk(seq, first_task), None)
+                    .await?
+                    .unwrap_or_default();
                 Ok(RangeLease::Busy {
                     holder: get_s(&item, "attempt").unwrap_or_default().to_string(),
                     expires_at: get_n(&item, "expires_at"),
@@ -938,11 +924,7 @@ impl Store {
         expires_at: u64,
     ) -> Result<bool> {
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(job_pk(job_id)))
-            .key("sk", s(lease_sk(seq, first_task)))
+            .lease_update(job_id, seq, first_task)
             .update_expression("SET expires_at = :until")
             .condition_expression("attempt = :me")
             .expression_attribute_values(":me", s(attempt))
@@ -963,11 +945,7 @@ impl Store {
         error: Option<&str>,
     ) -> Result<()> {
         let mut request = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(job_pk(job_id)))
-            .key("sk", s(lease_sk(seq, first_task)))
+            .lease_update(job_id, seq, first_task)
             .condition_expression("attempt = :me")
             .expression_attribute_values(":me", s(attempt))
             .expression_attribute_values(":zero", n(0));
@@ -990,11 +968,7 @@ impl Store {
         attempt: &str,
     ) -> Result<()> {
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(job_pk(job_id)))
-            .key("sk", s(lease_sk(seq, first_task)))
+            .lease_update(job_id, seq, first_task)
             .update_expression(
                 "SET expires_at = :zero, attempts = :zero REMOVE last_error, attempt",
             )
@@ -1138,17 +1112,7 @@ impl Store {
 /// table's TTL on `expires_at`, once SQS can no longer redeliver the event.
 impl Store {
     pub async fn marked(&self, pk: &str) -> Result<bool> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(pk))
-            .key("sk", s("MARK"))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(aws("DynamoDB", "GetItem"))?;
-        Ok(out.item().is_some())
+        Ok(self.read_item(pk, "MARK", Some("pk")).await?.is_some())
     }
 
     /// Puts the marker; false if it was already there.
@@ -1209,23 +1173,14 @@ impl Store {
         pk: &str,
         sk: &str,
     ) -> Result<Option<(T, u64)>> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(pk))
-            .key("sk", s(sk))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(aws("DynamoDB", "GetItem"))?;
-        let Some(item) = out.item() else {
+        let Some(item) = self.read_item(pk, sk, None).await? else {
             return Ok(None);
         };
-        let doc = get_s(item, "doc").ok_or_else(|| Error::Data(format!("{pk}/{sk} has no doc")))?;
+        let doc =
+            get_s(&item, "doc").ok_or_else(|| Error::Data(format!("{pk}/{sk} has no doc")))?;
         let value =
             serde_json::from_str(doc).map_err(|e| Error::Data(format!("{pk}/{sk}: {e}")))?;
-        Ok(Some((value, get_n(item, "revision"))))
+        Ok(Some((value, get_n(&item, "revision"))))
     }
 
     pub async fn delete_doc(&self, pk: &str, sk: &str) -> Result<()> {
