@@ -7,7 +7,7 @@ use batchops_core::backup::{
     BackupPolicy, DeleteMode, Location, MaxDeletes, Retention, VersionsMode,
 };
 
-fn policy(env: &TestEnv, name: &str) -> BackupPolicy {
+pub fn policy(env: &TestEnv, name: &str) -> BackupPolicy {
     BackupPolicy {
         name: name.to_string(),
         source: Location {

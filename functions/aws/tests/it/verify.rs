@@ -1,41 +1,14 @@
 //! `backup verify` against moto: a snapshot verifies while its copies are there, from a few
 //! listing requests; a deleted backup version and catalog rows that no longer match are named.
 
-use crate::backups::completed_run;
+use crate::backups::{completed_run, policy};
 use crate::harness::{gzip, TestEnv};
 use batchops_aws::api::{handle, ApiRequest};
 use batchops_aws::backup;
 use batchops_aws::prepare::Reader;
 use batchops_aws::verify::verify_snapshot;
-use batchops_core::backup::{
-    BackupPolicy, DeleteMode, Location, Retention, VersionsMode, CATALOG_HEADER,
-};
+use batchops_core::backup::CATALOG_HEADER;
 use batchops_core::verify::Issue;
-
-fn policy(env: &TestEnv) -> BackupPolicy {
-    BackupPolicy {
-        name: "nightly".into(),
-        source: Location {
-            bucket: env.src.clone(),
-            prefix: "data/".into(),
-        },
-        destination: Location {
-            bucket: env.dst.clone(),
-            prefix: "backups/src/".into(),
-        },
-        schedule: None,
-        time_zone: "UTC".into(),
-        retention: Retention::default(),
-        deletes: DeleteMode::Ignore,
-        max_deletes: None,
-        versions: VersionsMode::Current,
-        storage_class: None,
-        enabled: true,
-        allow_unversioned_destination: false,
-        continuous: false,
-        inventory: None,
-    }
-}
 
 async fn get(env: &TestEnv, path: &str, method: &str) -> (u16, serde_json::Value) {
     let request = ApiRequest {
@@ -51,7 +24,9 @@ async fn get(env: &TestEnv, path: &str, method: &str) -> (u16, serde_json::Value
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_snapshot_verifies_until_a_copy_is_missing_or_different() {
     let env = TestEnv::new().await;
-    backup::put_policy(&env.app, policy(&env)).await.unwrap();
+    backup::put_policy(&env.app, policy(&env, "nightly"))
+        .await
+        .unwrap();
     for key in ["a", "b", "c", "d", "e e"] {
         env.put(&env.src, &format!("data/{key}"), format!("v1 {key}"))
             .await;
