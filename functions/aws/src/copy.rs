@@ -79,6 +79,32 @@ pub struct Copier<'a> {
     pub uploads: Option<KeptUploads<'a>>,
 }
 
+/// A part for CompleteMultipartUpload from what S3 said of it (a ListParts `Part` or an
+/// UploadPartCopy `CopyPartResult`: the same accessors): its ETag and any checksums.
+macro_rules! completed_part {
+    ($number:expr, $from:expr) => {
+        CompletedPart::builder()
+            .set_part_number($number)
+            .set_e_tag($from.e_tag().map(str::to_string))
+            .set_checksum_crc32($from.checksum_crc32().map(str::to_string))
+            .set_checksum_crc32_c($from.checksum_crc32_c().map(str::to_string))
+            .set_checksum_crc64_nvme($from.checksum_crc64_nvme().map(str::to_string))
+            .set_checksum_sha1($from.checksum_sha1().map(str::to_string))
+            .set_checksum_sha256($from.checksum_sha256().map(str::to_string))
+            .build()
+    };
+}
+
+/// What every part of one multipart copy shares.
+struct PartCopy<'p> {
+    target_key: &'p str,
+    /// The URL-encoded copy source, pinned to one version.
+    source: &'p str,
+    if_match: Option<&'p str>,
+    size: u64,
+    part_size: u64,
+}
+
 /// One ListParts page: the parts S3 holds, and where the next page starts.
 struct PartsPage {
     parts: Vec<CompletedPart>,
@@ -412,20 +438,17 @@ impl<'a> Copier<'a> {
             head.e_tag().map(str::to_string)
         };
         let part_size = self.settings.part_size.max(size.div_ceil(MAX_PARTS));
+        let parts = PartCopy {
+            target_key,
+            source: &source,
+            if_match: part_if_match.as_deref(),
+            size,
+            part_size,
+        };
         if let Some(kept) = self.kept_upload(target_key, part_size).await {
             let (upload_id, done) = kept;
             tracing::info!(key = %target_key, upload_id, parts_done = done.len(), "continuing a kept multipart copy");
-            return self
-                .finish_upload(
-                    target_key,
-                    &upload_id,
-                    &source,
-                    part_if_match.as_deref(),
-                    size,
-                    part_size,
-                    done,
-                )
-                .await;
+            return self.finish_upload(&parts, &upload_id, done).await;
         }
         let tagging = match &spec.new_tagging {
             Some(tags) => Some(encode_tag_set(tags)),
@@ -499,36 +522,19 @@ impl<'a> Copier<'a> {
                 }));
             }
         }
-        self.finish_upload(
-            target_key,
-            &upload_id,
-            &source,
-            part_if_match.as_deref(),
-            size,
-            part_size,
-            Vec::new(),
-        )
-        .await
+        self.finish_upload(&parts, &upload_id, Vec::new()).await
     }
 
     /// Copies the parts not in `done`, completes the upload, and forgets it. Out of time, the
     /// upload is kept for the next invocation; stopped or failed, it is aborted.
-    #[allow(clippy::too_many_arguments)]
     async fn finish_upload(
         &self,
-        target_key: &str,
+        parts: &PartCopy<'_>,
         upload_id: &str,
-        source: &str,
-        if_match: Option<&str>,
-        size: u64,
-        part_size: u64,
         done: Vec<CompletedPart>,
     ) -> Result<Option<String>, CopyError> {
-        let result = self
-            .copy_parts(
-                target_key, upload_id, source, if_match, size, part_size, done,
-            )
-            .await;
+        let target_key = parts.target_key;
+        let result = self.copy_parts(parts, upload_id, done).await;
         let completed = match result {
             Ok(parts) => self.complete(target_key, upload_id, parts).await,
             Err(e) => Err(e),
@@ -607,21 +613,7 @@ impl<'a> Copier<'a> {
                         parts: out
                             .parts()
                             .iter()
-                            .map(|part| {
-                                CompletedPart::builder()
-                                    .set_part_number(part.part_number())
-                                    .set_e_tag(part.e_tag().map(str::to_string))
-                                    .set_checksum_crc32(part.checksum_crc32().map(str::to_string))
-                                    .set_checksum_crc32_c(
-                                        part.checksum_crc32_c().map(str::to_string),
-                                    )
-                                    .set_checksum_crc64_nvme(
-                                        part.checksum_crc64_nvme().map(str::to_string),
-                                    )
-                                    .set_checksum_sha1(part.checksum_sha1().map(str::to_string))
-                                    .set_checksum_sha256(part.checksum_sha256().map(str::to_string))
-                                    .build()
-                            })
+                            .map(|part| completed_part!(part.part_number(), part))
                             .collect(),
                         next_marker: out
                             .next_part_number_marker()
@@ -685,17 +677,19 @@ impl<'a> Copier<'a> {
         Ok((!tags.is_empty()).then(|| encode_tag_set(&tags)))
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn copy_parts(
         &self,
-        target_key: &str,
+        parts: &PartCopy<'_>,
         upload_id: &str,
-        source: &str,
-        if_match: Option<&str>,
-        size: u64,
-        part_size: u64,
         done: Vec<CompletedPart>,
     ) -> Result<Vec<CompletedPart>, CopyError> {
+        let PartCopy {
+            target_key,
+            source,
+            if_match,
+            size,
+            part_size,
+        } = *parts;
         let done_numbers: std::collections::HashSet<i32> =
             done.iter().filter_map(|p| p.part_number()).collect();
         let ranges: Vec<(i32, u64, u64)> = (0..size.div_ceil(part_size))
@@ -739,15 +733,7 @@ impl<'a> Copier<'a> {
                     code: Some("InternalError".into()),
                     message: format!("UploadPartCopy of part {number} answered without a CopyPartResult (error in body)"),
                 })?;
-                Ok(CompletedPart::builder()
-                    .part_number(number)
-                    .set_e_tag(result.e_tag().map(str::to_string))
-                    .set_checksum_crc32(result.checksum_crc32().map(str::to_string))
-                    .set_checksum_crc32_c(result.checksum_crc32_c().map(str::to_string))
-                    .set_checksum_crc64_nvme(result.checksum_crc64_nvme().map(str::to_string))
-                    .set_checksum_sha1(result.checksum_sha1().map(str::to_string))
-                    .set_checksum_sha256(result.checksum_sha256().map(str::to_string))
-                    .build())
+                Ok(completed_part!(Some(number), result))
             })
             .buffer_unordered(self.settings.part_concurrency)
             .try_collect()
