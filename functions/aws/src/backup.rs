@@ -18,8 +18,8 @@ use batchops_core::job::timestamp;
 use batchops_core::plan::parse_time;
 use batchops_core::request::{
     internal_token, BackupRun, CatalogRef, CopySpec, CreateJobRequest, ManifestObject,
-    ManifestSource, MetadataDirective, Operation, PutObjectCopy, ReplacementMetadata, Report,
-    ReportScope, ReportTarget, RestoreSource,
+    ManifestSource, MetadataDirective, Operation, OperationSpec, PutObjectCopy,
+    ReplacementMetadata, Report, ReportScope, ReportTarget, RestoreSource,
 };
 use batchops_core::schedule::{slot_token, Schedule};
 use batchops_core::{JobRecord, JobSpec};
@@ -520,7 +520,7 @@ fn internal_job(
         batchops: None,
     };
     let spec = JobSpec {
-        copy: copy_spec(target_bucket, target_prefix, storage_class),
+        operation: OperationSpec::Copy(copy_spec(target_bucket, target_prefix, storage_class)),
         manifest,
         report: Some(report),
         priority: 10,

@@ -9,12 +9,12 @@
 use crate::backup::{
     copy_spec, list_policies, reserve_continuous_removals, start_inventory_run, PolicyRecord,
 };
-use crate::copy::{Copier, TaskResult};
 use crate::error::S3Failure;
 use crate::objects::{md5_hex, put_bytes};
+use crate::ops::copy::Copier;
+use crate::ops::TaskResult;
 use crate::{now, unix_now, App};
 use batchops_core::backup::{BackupPolicy, CatalogEntry, JournalRow, VersionsMode};
-use batchops_core::chunk::ChunkTask;
 use batchops_core::events::{coalesce, parse_notification, EventKind, Notification, ObjectEvent};
 use batchops_core::manifest::ObjectRef;
 use batchops_core::report::TaskStatus;
@@ -346,15 +346,12 @@ async fn apply_event(
             // Written again since: the backup keeps its copy.
             return Ok(EventOutcome::Superseded);
         }
-        let task = ChunkTask::Delete {
-            line: 0,
-            object: ObjectRef {
-                bucket: policy.destination.bucket.clone(),
-                key: dest_key,
-                version_id: None,
-            },
+        let object = ObjectRef {
+            bucket: policy.destination.bucket.clone(),
+            key: dest_key,
+            version_id: None,
         };
-        return match copier.run(&task).await {
+        return match copier.delete_marker(&object).await {
             TaskResult::Done(outcome) if outcome.status == TaskStatus::Succeeded => {
                 Ok(EventOutcome::Journal(JournalRow::Removed {
                     key: event.key.clone(),

@@ -139,7 +139,10 @@ pub async fn finalize(app: &App, job_id: &str) -> Result<Finalized> {
 /// Aborts every multipart upload the job's tasks kept for a later invocation that never came
 /// (the job was cancelled, or the range was given up): no incomplete upload outlives its job.
 async fn abort_kept_uploads(app: &App, job: &JobRecord) -> Result<()> {
-    let bucket = &job.spec.copy.target_bucket;
+    // Only copies keep multipart uploads.
+    let Some(bucket) = job.spec.operation.copy().map(|copy| &copy.target_bucket) else {
+        return Ok(());
+    };
     for ((seq, task), upload) in app.store.kept_uploads(&job.job_id).await? {
         let aborted = app
             .s3

@@ -6,7 +6,6 @@ pub mod audit;
 pub mod backup;
 pub mod clients;
 pub mod config;
-pub mod copy;
 pub mod error;
 pub mod events;
 pub mod extsort;
@@ -14,6 +13,7 @@ pub mod finalizer;
 pub mod jobs;
 pub mod lambda;
 pub mod objects;
+pub mod ops;
 pub mod planner;
 pub mod prepare;
 pub mod queue;
@@ -27,7 +27,7 @@ pub use clients::Clients;
 pub use config::Config;
 pub use error::{Error, Result};
 
-use copy::CopySettings;
+use ops::copy::CopySettings;
 use queue::Queues;
 use store::Store;
 

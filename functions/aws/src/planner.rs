@@ -462,15 +462,20 @@ async fn plan_slice(
     let first_slice =
         job.plan.progress.next_seq == 0 && job.plan.progress.cursor == Default::default();
     if first_slice {
-        if let Err(reason) = bucket_reachable(&app.s3, &spec.copy.target_bucket).await {
-            fail_job(
-                app,
-                &job_id,
-                "TargetBucketUnreachable",
-                format!("Operation.S3PutObjectCopy.TargetResource: {reason}"),
-            )
-            .await?;
-            return Ok(Advance::Idle);
+        if let Some(target) = spec.operation.target_bucket() {
+            if let Err(reason) = bucket_reachable(&app.s3, target).await {
+                fail_job(
+                    app,
+                    &job_id,
+                    "TargetBucketUnreachable",
+                    format!(
+                        "Operation.{}.TargetResource: {reason}",
+                        spec.operation.name()
+                    ),
+                )
+                .await?;
+                return Ok(Advance::Idle);
+            }
         }
         if let Some(report) = &spec.report {
             if let Err(reason) = bucket_reachable(&app.s3, &report.bucket).await {

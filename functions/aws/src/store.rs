@@ -121,7 +121,7 @@ const PLAN_LEASE: &str = "PLANLEASE";
 /// The sweep's record of the job's progress (a [`StallWatch`]).
 const STALL_WATCH: &str = "STALLWATCH";
 
-/// A multipart upload kept between invocations for one task (see `copy::KeptUploads`).
+/// A multipart upload kept between invocations for one task (see `ops::copy::KeptUploads`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeptUpload {
     pub upload_id: String,

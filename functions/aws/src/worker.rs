@@ -6,9 +6,9 @@
 //! pointer finds the range committed and changes nothing; a worker that runs short on time
 //! commits the tasks it finished and re-queues the rest.
 
-use crate::copy::{Copier, KeptUploads, TaskResult};
 use crate::error::{Error, Result};
 use crate::objects::{delete_object, get_bytes, put_bytes};
+use crate::ops::{self, RangeContext, TaskResult};
 use crate::queue::ChunkPointer;
 use crate::store::{CommitOutcome, RangeCommit, RangeLease, ShardRef};
 use crate::{now, App};
@@ -280,21 +280,17 @@ async fn run_leased(
     let stop_starting_at = deadline
         .checked_sub(app.config.worker_safety_margin)
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    let copier = Copier {
-        s3: &app.s3,
-        spec: &job.spec.copy,
-        settings: &app.copy,
-        stop: &stop,
-        // A multipart copy too large for this invocation keeps its upload for the next one.
-        part_deadline: Some(stop_starting_at),
-        uploads: Some(KeptUploads {
-            store: &app.store,
+    let runner = ops::runner(
+        &job.spec.operation,
+        RangeContext {
+            app,
             job_id: &pointer.job,
             seq: pointer.seq,
-            task: 0,
-        }),
-    };
-    let copier = &copier;
+            stop: &stop,
+            stop_starting_at,
+        },
+    );
+    let runner = &*runner;
     let stop_flag = &stop;
     let tasks_ref = &tasks;
     let may_start =
@@ -312,7 +308,7 @@ async fn run_leased(
                 if !done.is_empty() && !may_start() {
                     break;
                 }
-                let result = copier.for_task(index as u64).run(&tasks_ref[index]).await;
+                let result = ops::run_task(runner, index as u64, &tasks_ref[index]).await;
                 let suspended = result == TaskResult::Suspended;
                 done.push((index, result));
                 if suspended {

@@ -12,6 +12,7 @@ pub mod events;
 pub mod inventory;
 pub mod job;
 pub mod manifest;
+pub mod operation;
 pub mod plan;
 pub mod recovery;
 pub mod report;

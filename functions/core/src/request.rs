@@ -6,6 +6,7 @@
 
 use crate::arn::{bucket_from_arn, object_from_arn};
 use crate::manifest::{ManifestField, ManifestFields};
+pub use crate::operation::OperationSpec;
 use crate::plan::{parse_time, GeneratorFilter, Pinning};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -196,6 +197,46 @@ pub struct Operation {
         skip_serializing_if = "Option::is_none"
     )]
     pub s3_compute_object_checksum: Option<Value>,
+}
+
+/// The operations batchops runs, by their names in `Operation`.
+const SUPPORTED_OPERATIONS: [&str; 1] = ["S3PutObjectCopy"];
+
+impl Operation {
+    /// The names of the operation fields set, in the order S3 Control lists them.
+    pub fn named(&self) -> Vec<&'static str> {
+        [
+            ("S3PutObjectCopy", self.s3_put_object_copy.is_some()),
+            ("LambdaInvoke", self.lambda_invoke.is_some()),
+            ("S3PutObjectAcl", self.s3_put_object_acl.is_some()),
+            ("S3PutObjectTagging", self.s3_put_object_tagging.is_some()),
+            (
+                "S3DeleteObjectTagging",
+                self.s3_delete_object_tagging.is_some(),
+            ),
+            (
+                "S3InitiateRestoreObject",
+                self.s3_initiate_restore_object.is_some(),
+            ),
+            (
+                "S3PutObjectLegalHold",
+                self.s3_put_object_legal_hold.is_some(),
+            ),
+            (
+                "S3PutObjectRetention",
+                self.s3_put_object_retention.is_some(),
+            ),
+            ("S3ReplicateObject", self.s3_replicate_object.is_some()),
+            (
+                "S3ComputeObjectChecksum",
+                self.s3_compute_object_checksum.is_some(),
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, set)| *set)
+        .map(|(name, _)| name)
+        .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -524,7 +565,11 @@ impl CopySpec {
 /// A validated job: everything the planner, workers and finalizer need.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobSpec {
-    pub copy: CopySpec,
+    #[serde(
+        alias = "copy",
+        deserialize_with = "crate::operation::operation_or_stored_copy"
+    )]
+    pub operation: OperationSpec,
     pub manifest: ManifestSource,
     pub report: Option<ReportTarget>,
     pub priority: i64,
@@ -637,7 +682,7 @@ impl CreateJobRequest {
                 ));
             }
         }
-        let copy = self.validate_operation()?;
+        let operation = self.validate_operation()?;
         let manifest = match (&self.manifest, &self.manifest_generator) {
             (Some(_), Some(_)) => {
                 return Err(RequestError::new(
@@ -651,7 +696,7 @@ impl CreateJobRequest {
         let report = self.validate_report()?;
         let pinning = self.validate_pinning(&manifest)?;
         Ok(JobSpec {
-            copy,
+            operation,
             manifest,
             report,
             priority: self.priority,
@@ -660,56 +705,34 @@ impl CreateJobRequest {
         })
     }
 
-    fn validate_operation(&self) -> Result<CopySpec, RequestError> {
-        let op = &self.operation;
-        let others = [
-            ("LambdaInvoke", op.lambda_invoke.is_some()),
-            ("S3PutObjectAcl", op.s3_put_object_acl.is_some()),
-            ("S3PutObjectTagging", op.s3_put_object_tagging.is_some()),
-            (
-                "S3DeleteObjectTagging",
-                op.s3_delete_object_tagging.is_some(),
-            ),
-            (
-                "S3InitiateRestoreObject",
-                op.s3_initiate_restore_object.is_some(),
-            ),
-            (
-                "S3PutObjectLegalHold",
-                op.s3_put_object_legal_hold.is_some(),
-            ),
-            ("S3PutObjectRetention", op.s3_put_object_retention.is_some()),
-            ("S3ReplicateObject", op.s3_replicate_object.is_some()),
-            (
-                "S3ComputeObjectChecksum",
-                op.s3_compute_object_checksum.is_some(),
-            ),
-        ];
-        let named: Vec<&str> = others
-            .iter()
-            .filter(|(_, set)| *set)
-            .map(|(n, _)| *n)
-            .collect();
-        let copy =
-            match (&op.s3_put_object_copy, named.as_slice()) {
-                (Some(_), [other, ..]) => {
-                    return Err(RequestError::new(
-                        format!("Operation.{other}"),
-                        "an operation must name exactly one action",
-                    ))
-                }
-                (None, [other, ..]) => return Err(RequestError::new(
-                    format!("Operation.{other}"),
-                    "this operation is not supported by batchops yet; supported: S3PutObjectCopy",
-                )),
-                (None, []) => {
-                    return Err(RequestError::new(
-                        "Operation",
-                        "no operation given; expected S3PutObjectCopy",
-                    ))
-                }
-                (Some(copy), []) => copy,
-            };
+    fn validate_operation(&self) -> Result<OperationSpec, RequestError> {
+        match self.operation.named().as_slice() {
+            [] => Err(RequestError::new(
+                "Operation",
+                format!(
+                    "no operation given; expected one of {}",
+                    SUPPORTED_OPERATIONS.join(", ")
+                ),
+            )),
+            [_, second, ..] => Err(RequestError::new(
+                format!("Operation.{second}"),
+                "an operation must name exactly one action",
+            )),
+            ["S3PutObjectCopy"] => self.validate_copy().map(OperationSpec::Copy),
+            [other] => Err(RequestError::new(
+                format!("Operation.{other}"),
+                format!(
+                    "this operation is not supported by batchops yet; supported: {}",
+                    SUPPORTED_OPERATIONS.join(", ")
+                ),
+            )),
+        }
+    }
+
+    fn validate_copy(&self) -> Result<CopySpec, RequestError> {
+        let Some(copy) = &self.operation.s3_put_object_copy else {
+            return Err(RequestError::new("Operation.S3PutObjectCopy", "required"));
+        };
         let base = "Operation.S3PutObjectCopy";
         let unsupported = [
             (
@@ -1210,8 +1233,9 @@ mod tests {
     fn accepts_an_s3control_document() {
         let request = CreateJobRequest::from_json(&sample()).unwrap();
         let spec = request.validate().unwrap();
-        assert_eq!(spec.copy.target_bucket, "dest");
-        assert_eq!(spec.copy.target_key("a/b.txt"), "copies/a/b.txt");
+        let copy = spec.operation.copy().unwrap();
+        assert_eq!(copy.target_bucket, "dest");
+        assert_eq!(copy.target_key("a/b.txt"), "copies/a/b.txt");
         let object = spec.manifest.object().unwrap();
         assert_eq!(object.bucket, "control");
         assert_eq!(object.key, "manifests/m.csv");
@@ -1222,6 +1246,26 @@ mod tests {
             ("reports", "batch")
         );
         assert_eq!(spec.priority, 10);
+    }
+
+    #[test]
+    fn job_specs_stored_with_a_copy_field_still_load() {
+        let spec = CreateJobRequest::from_json(&sample())
+            .unwrap()
+            .validate()
+            .unwrap();
+        let mut stored = serde_json::to_value(&spec).unwrap();
+        assert!(stored.get("copy").is_none());
+        // A job record written before operations other than the copy existed.
+        let object = stored.as_object_mut().unwrap();
+        let operation = object.remove("operation").unwrap();
+        object.insert("copy".into(), operation["Copy"].clone());
+        let old: JobSpec = serde_json::from_value(stored).unwrap();
+        assert_eq!(old, spec);
+        // And today's records read back as written.
+        let text = serde_json::to_string(&spec).unwrap();
+        assert!(text.contains("\"operation\":{\"Copy\":"), "{text}");
+        assert_eq!(serde_json::from_str::<JobSpec>(&text).unwrap(), spec);
     }
 
     #[test]
@@ -1401,7 +1445,12 @@ mod tests {
             .validate()
             .unwrap();
         assert_eq!(
-            spec.copy.new_metadata.content_type.as_deref(),
+            spec.operation
+                .copy()
+                .unwrap()
+                .new_metadata
+                .content_type
+                .as_deref(),
             Some("text/plain")
         );
     }

@@ -1,5 +1,6 @@
 use crate::harness::TestEnv;
-use batchops_aws::copy::{Copier, TaskResult};
+use batchops_aws::ops::copy::Copier;
+use batchops_aws::ops::TaskResult;
 use batchops_aws::planner::{advance, Advance};
 use batchops_aws::queue::ChunkPointer;
 use batchops_aws::worker::{process_chunk, ChunkRun};
@@ -269,7 +270,7 @@ async fn stopping_mid_multipart_aborts_the_upload_and_writes_nothing() {
     let stop = AtomicBool::new(true);
     let copier = Copier {
         s3: &env.app.s3,
-        spec: &spec.copy,
+        spec: spec.operation.copy().unwrap(),
         settings: &settings,
         stop: &stop,
         part_deadline: None,

@@ -2,6 +2,7 @@
 //! parts in parallel above the threshold. Throttling and 5xx are retried with backoff and
 //! jitter; what remains becomes a failed task carrying S3's error code and HTTP status.
 
+use super::{RangeContext, TaskResult, TaskRunner};
 use crate::error::S3Failure;
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_sdk_s3::types::{
@@ -17,6 +18,7 @@ use batchops_core::encoding::{copy_source, encode_key, encode_tag_set};
 use batchops_core::manifest::ObjectRef;
 use batchops_core::report::{TaskOutcome, TaskStatus};
 use batchops_core::request::{CopySpec, MetadataDirective, ReplacementMetadata};
+use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,17 +32,6 @@ pub struct CopySettings {
     pub part_size: u64,
     pub part_concurrency: usize,
     pub retry: RetryPolicy,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TaskResult {
-    Done(TaskOutcome),
-    /// The job was stopped while this task ran; its own multipart upload was aborted and it is
-    /// neither counted nor reported.
-    Abandoned,
-    /// The invocation ran out of time inside a multipart copy: the upload and its finished parts
-    /// are kept (see [`KeptUploads`]) and the next delivery of this task continues it.
-    Suspended,
 }
 
 enum CopyError {
@@ -216,6 +207,30 @@ fn parse_expires(value: &str) -> Option<DateTime> {
     DateTime::from_str(value, Format::DateTime).ok()
 }
 
+/// The copy of a job's range: its multipart uploads are kept between invocations in the table.
+pub fn runner<'a>(spec: &'a CopySpec, range: RangeContext<'a>) -> Copier<'a> {
+    Copier {
+        s3: &range.app.s3,
+        spec,
+        settings: &range.app.copy,
+        stop: range.stop,
+        // A multipart copy too large for this invocation keeps its upload for the next one.
+        part_deadline: Some(range.stop_starting_at),
+        uploads: Some(KeptUploads {
+            store: &range.app.store,
+            job_id: range.job_id,
+            seq: range.seq,
+            task: 0,
+        }),
+    }
+}
+
+impl TaskRunner for Copier<'_> {
+    fn run<'t>(&'t self, index: u64, task: &'t ChunkTask) -> BoxFuture<'t, TaskResult> {
+        Box::pin(async move { self.for_task(index).run_task(task).await })
+    }
+}
+
 impl<'a> Copier<'a> {
     /// This copier for task `index` of the chunk its kept uploads belong to.
     pub fn for_task(&self, index: u64) -> Copier<'a> {
@@ -232,19 +247,9 @@ impl<'a> Copier<'a> {
         }
     }
 
-    pub async fn run(&self, task: &ChunkTask) -> TaskResult {
+    async fn run_task(&self, task: &ChunkTask) -> TaskResult {
         match task {
-            ChunkTask::Malformed(m) => TaskResult::Done(TaskOutcome {
-                bucket: m.bucket.clone(),
-                key_encoded: m.key_encoded.clone(),
-                version_id: None,
-                status: TaskStatus::Failed,
-                http_status: 400,
-                error_code: Some("InvalidManifestLine".to_string()),
-                message: m.message.clone(),
-                bytes: 0,
-                dest_version: None,
-            }),
+            ChunkTask::Malformed(line) => super::malformed(line),
             ChunkTask::Object { object, etag, .. } => {
                 // Pinned tasks carry the ETag seen at planning: the copy must find that object.
                 let if_match = etag
@@ -268,7 +273,7 @@ impl<'a> Copier<'a> {
     }
 
     /// Puts a delete marker on `object` (the data stays as an older version).
-    async fn delete_marker(&self, object: &ObjectRef) -> TaskResult {
+    pub async fn delete_marker(&self, object: &ObjectRef) -> TaskResult {
         let result = with_retry(&self.settings.retry, || async {
             self.s3
                 .delete_object()
