@@ -10,6 +10,7 @@ pub mod describe;
 pub mod encoding;
 pub mod events;
 pub mod inventory;
+pub mod invoke;
 pub mod job;
 pub mod manifest;
 pub mod operation;
