@@ -9,11 +9,16 @@ pub struct Clients {
     pub sqs: aws_sdk_sqs::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub events: aws_sdk_eventbridge::Client,
+    /// LambdaInvoke jobs. Retries are batchops' own (`invoke::Invoker`): the SDK's would invoke
+    /// again after a timeout, when the function may already have run.
+    pub lambda: aws_sdk_lambda::Client,
 }
 
 impl Clients {
     /// Loads the standard AWS configuration chain. With `AWS_ENDPOINT_URL` set (the local stack),
-    /// S3 uses path-style addressing and checksums only where the API requires them.
+    /// S3 uses path-style addressing and checksums only where the API requires them. Each
+    /// client also honours its service's own endpoint variable (`AWS_ENDPOINT_URL_LAMBDA`: a
+    /// local Invoke endpoint such as `scripts/lambda_emulator.py --invoke-port`).
     pub async fn load(config: &Config) -> Self {
         let local = std::env::var("AWS_ENDPOINT_URL")
             .map(|v| !v.is_empty())
@@ -46,6 +51,11 @@ impl Clients {
             sqs: aws_sdk_sqs::Client::new(&shared),
             dynamodb: aws_sdk_dynamodb::Client::new(&shared),
             events: aws_sdk_eventbridge::Client::new(&shared),
+            lambda: aws_sdk_lambda::Client::from_conf(
+                aws_sdk_lambda::config::Builder::from(&shared)
+                    .retry_config(aws_sdk_lambda::config::retry::RetryConfig::disabled())
+                    .build(),
+            ),
         }
     }
 }

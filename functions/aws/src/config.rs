@@ -67,6 +67,9 @@ pub struct Config {
     /// S3 writes of the report roll per finalizer run before it hands on (None: only its time
     /// slice, BATCHOPS_PLAN_SLICE_SECONDS, bounds it). Tests make runs short with it.
     pub report_slice_writes: Option<u64>,
+    /// LambdaInvoke jobs: attempts per task (TemporaryFailure answers, throttling, 5xx), their
+    /// backoff, and the longest wait for one invocation.
+    pub invoke: crate::invoke::InvokeSettings,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -195,6 +198,20 @@ impl Config {
                 30,
                 3,
             )?),
+            invoke: crate::invoke::InvokeSettings {
+                retry: RetryPolicy {
+                    max_attempts: number(vars, "BATCHOPS_INVOKE_MAX_ATTEMPTS", 5, 1)?,
+                    base: Duration::from_millis(number(
+                        vars,
+                        "BATCHOPS_INVOKE_RETRY_BASE_MS",
+                        1000,
+                        1,
+                    )?),
+                    cap: Duration::from_millis(number(vars, "BATCHOPS_RETRY_CAP_MS", 20_000, 1)?),
+                },
+                // Lambda's longest function timeout.
+                timeout: secs("BATCHOPS_INVOKE_TIMEOUT_SECONDS", 900.0, 0.001)?,
+            },
             job_errors: batchops_core::recovery::ErrorBound {
                 window_seconds: number(vars, "BATCHOPS_JOB_ERROR_WINDOW_SECONDS", 900, 0)?,
                 min_attempts: number(vars, "BATCHOPS_JOB_ERROR_MIN_ATTEMPTS", 3, 1)?,

@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod extsort;
 pub mod finalizer;
+pub mod invoke;
 pub mod jobs;
 pub mod lambda;
 pub mod objects;
