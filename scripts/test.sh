@@ -28,6 +28,11 @@ if [ "${BATCHOPS_TEST_LAMBDA_BUILD:-0}" = "1" ]; then
   scripts/build.sh
 fi
 
+# The LambdaInvoke tests run the example function's binary under scripts/lambda_emulator.py:
+# `cargo test` builds test targets only, so build the binary itself first.
+log "cargo build -p batchops-example-invoke"
+cargo build --quiet -p batchops-example-invoke
+
 local_stack_start
 log "cargo test --workspace"
 mkdir -p "$LOCAL_DIR"

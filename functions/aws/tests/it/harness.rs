@@ -363,3 +363,86 @@ impl TestEnv {
         tasks
     }
 }
+
+/// A real Lambda Invoke endpoint for LambdaInvoke tests: `scripts/lambda_emulator.py
+/// --invoke-port` running the example function (`functions/example-invoke`, built by
+/// scripts/test.sh before the tests) under the Runtime API emulator. Ends with the test: the
+/// emulator stops its function when its stdin closes.
+pub struct InvokeEndpoint {
+    child: std::process::Child,
+    pub url: String,
+}
+
+/// The function name the example is served under.
+pub const EXAMPLE_FUNCTION: &str = "example-invoke";
+
+impl InvokeEndpoint {
+    /// Starts the example function with a function timeout of `timeout_seconds`, the alias
+    /// `live`, and `vars` in its environment (EXAMPLE_* settings).
+    pub fn start(timeout_seconds: f64, vars: &[(&str, &str)]) -> Self {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let exe = std::env::current_exe().expect("test binary path");
+        // target/<profile>/deps/it-<hash> -> target/<profile>/example-invoke
+        let binary = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .map(|dir| dir.join(EXAMPLE_FUNCTION))
+            .expect("target directory");
+        assert!(
+            binary.exists(),
+            "{} is missing: build it with `cargo build -p batchops-example-invoke` (scripts/test.sh does)",
+            binary.display()
+        );
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../scripts/lambda_emulator.py");
+        let mut command = Command::new("python3");
+        command
+            .arg(script)
+            .args(["--name", EXAMPLE_FUNCTION, "--alias", "live", "--timeout"])
+            .arg(timeout_seconds.to_string())
+            .args(["--invoke-port", "0", "--exit-with-stdin", "--"])
+            .arg(&binary)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        // The function's own logs (a function error is logged as an error) only when asked for.
+        if std::env::var_os("RUST_LOG").is_none() {
+            command.env("RUST_LOG", "off");
+        }
+        for (name, value) in vars {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("start scripts/lambda_emulator.py");
+        let stdout = child.stdout.take().expect("emulator stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the emulator's endpoint line");
+        let url = serde_json::from_str::<Value>(&line)
+            .ok()
+            .and_then(|v| v["invoke_endpoint"].as_str().map(str::to_string))
+            .unwrap_or_else(|| panic!("the emulator did not start: {line:?}"));
+        InvokeEndpoint { child, url }
+    }
+
+    /// A Lambda client (batchops' own settings: no SDK retries) aimed at this endpoint.
+    pub fn client(&self, clients: &Clients) -> aws_sdk_lambda::Client {
+        aws_sdk_lambda::Client::from_conf(
+            clients
+                .lambda
+                .config()
+                .to_builder()
+                .endpoint_url(&self.url)
+                .build(),
+        )
+    }
+}
+
+impl Drop for InvokeEndpoint {
+    fn drop(&mut self) {
+        // Closing stdin stops the emulator and its function; wait so no process outlives us.
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}

@@ -4,6 +4,7 @@ mod api;
 mod backups;
 mod events;
 mod harness;
+mod invoke;
 mod job_path;
 mod lambda_events;
 mod manifests;

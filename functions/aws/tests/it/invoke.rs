@@ -1,0 +1,324 @@
+//! The LambdaInvoke client against a real Invoke endpoint: the example function
+//! (functions/example-invoke) under scripts/lambda_emulator.py, S3 on moto.
+
+use crate::harness::{InvokeEndpoint, TestEnv, EXAMPLE_FUNCTION};
+use batchops_aws::invoke::{InvokeSettings, Invoker};
+use batchops_core::backoff::RetryPolicy;
+use batchops_core::invoke::{InvokeSpec, SchemaVersion};
+use batchops_core::manifest::ObjectRef;
+use batchops_core::report::{TaskOutcome, TaskStatus};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+fn settings(max_attempts: u32, timeout: Duration) -> InvokeSettings {
+    InvokeSettings {
+        retry: RetryPolicy {
+            max_attempts,
+            base: Duration::from_millis(10),
+            cap: Duration::from_millis(50),
+        },
+        timeout,
+    }
+}
+
+fn spec(function: &str, schema: SchemaVersion, arguments: &[(&str, &str)]) -> InvokeSpec {
+    InvokeSpec {
+        function: function.to_string(),
+        schema,
+        user_arguments: arguments
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+fn object(bucket: &str, key: &str, version: Option<&str>) -> ObjectRef {
+    ObjectRef {
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        version_id: version.map(str::to_string),
+    }
+}
+
+async fn invoke(
+    lambda: &aws_sdk_lambda::Client,
+    spec: &InvokeSpec,
+    settings: &InvokeSettings,
+    task_id: &str,
+    object: &ObjectRef,
+) -> TaskOutcome {
+    Invoker {
+        lambda,
+        spec,
+        settings,
+        job_id: "job-invoke-test",
+        deadline: None,
+    }
+    .run(task_id, object)
+    .await
+}
+
+fn row(outcome: &TaskOutcome) -> (TaskStatus, u16, Option<&str>, &str) {
+    (
+        outcome.status,
+        outcome.http_status,
+        outcome.error_code.as_deref(),
+        outcome.message.as_str(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invokes_the_function_per_task_with_either_schema() {
+    let env = TestEnv::new().await;
+    let endpoint = InvokeEndpoint::start(30.0, &[("EXAMPLE_STATE_BUCKET", &env.reports)]);
+    let lambda = endpoint.client(&env.clients);
+    let key = "dir/a b+ü%.txt";
+    let v1 = env.put(&env.src, key, "first").await;
+    env.put(&env.src, key, "second version").await;
+    let once = settings(1, Duration::from_secs(20));
+
+    // Schema 1.0 by plain name: the pinned version is HEADed, the key decoded from s3Key.
+    let v1_spec = spec(EXAMPLE_FUNCTION, SchemaVersion::V1, &[]);
+    let pinned = object(&env.src, key, Some(&v1));
+    let outcome = invoke(&lambda, &v1_spec, &once, "t1", &pinned).await;
+    let etag = crate::harness::md5_hex(b"first");
+    assert_eq!(
+        row(&outcome),
+        (
+            TaskStatus::Succeeded,
+            200,
+            None,
+            format!("size=5 etag={etag}").as_str()
+        )
+    );
+    assert_eq!(outcome.key_encoded, "dir/a%20b%2B%C3%BC%25.txt");
+    assert_eq!(outcome.version_id.as_deref(), Some(v1.as_str()));
+    let current = invoke(&lambda, &v1_spec, &once, "t2", &object(&env.src, key, None)).await;
+    assert!(current.message.starts_with("size=14 "), "{current:?}");
+
+    // Schema 2.0 through the alias, by full ARN: s3Bucket and userArguments reach the function.
+    let arn = format!("arn:aws:lambda:us-east-1:000000000000:function:{EXAMPLE_FUNCTION}:live");
+    let v2_spec = spec(&arn, SchemaVersion::V2, &[("label", "from-job")]);
+    let outcome = invoke(&lambda, &v2_spec, &once, "t3", &pinned).await;
+    assert_eq!(
+        outcome.message,
+        format!("size=5 etag={etag} label=from-job"),
+        "{outcome:?}"
+    );
+
+    // A missing key and a missing version: the function's PermanentFailure, its resultString.
+    let gone = invoke(
+        &lambda,
+        &v1_spec,
+        &once,
+        "t4",
+        &object(&env.src, "gone.txt", None),
+    )
+    .await;
+    assert_eq!(
+        row(&gone),
+        (
+            TaskStatus::Failed,
+            200,
+            Some("PermanentFailure"),
+            format!("no such object: s3://{}/gone.txt (HTTP 404)", env.src).as_str()
+        )
+    );
+
+    // A function error: failed with the error payload's type and message.
+    let error_key = "function-error.txt";
+    env.put(&env.src, error_key, "x").await;
+    let failed = invoke(
+        &lambda,
+        &v1_spec,
+        &once,
+        "t5",
+        &object(&env.src, error_key, None),
+    )
+    .await;
+    assert_eq!(
+        row(&failed),
+        (
+            TaskStatus::Failed,
+            200,
+            Some("PermanentFailure"),
+            "Lambda returned function error (Unhandled): ExampleError: the key `function-error.txt` asks for a function error"
+        )
+    );
+
+    // An answer for another task: S3's treatMissingKeysAs (the function says PermanentFailure).
+    let wrong_key = "wrong-task-id.txt";
+    env.put(&env.src, wrong_key, "x").await;
+    let wrong = invoke(
+        &lambda,
+        &v1_spec,
+        &once,
+        "t6",
+        &object(&env.src, wrong_key, None),
+    )
+    .await;
+    assert_eq!(wrong.error_code.as_deref(), Some("PermanentFailure"));
+    assert!(
+        wrong
+            .message
+            .contains("no result for task t6 (results only for task not-t6)"),
+        "{wrong:?}"
+    );
+
+    // A function Lambda does not have, or an alias it does not have: Lambda's 404.
+    for missing in ["no-such-function", "example-invoke:staging"] {
+        let absent = spec(missing, SchemaVersion::V1, &[]);
+        let outcome = invoke(&lambda, &absent, &once, "t7", &pinned).await;
+        assert_eq!(
+            (
+                outcome.status,
+                outcome.http_status,
+                outcome.error_code.as_deref()
+            ),
+            (TaskStatus::Failed, 404, Some("ResourceNotFoundException")),
+            "{missing}: {outcome:?}"
+        );
+        assert!(
+            outcome
+                .message
+                .starts_with(&format!("Lambda Invoke of {missing}: Function not found")),
+            "{outcome:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn temporary_failures_are_retried_up_to_the_bound() {
+    let env = TestEnv::new().await;
+    let endpoint = InvokeEndpoint::start(30.0, &[("EXAMPLE_STATE_BUCKET", &env.reports)]);
+    let lambda = endpoint.client(&env.clients);
+    let key = "temporary-failure/x.txt";
+    env.put(&env.src, key, "eventually").await;
+    let target = object(&env.src, key, None);
+    let v1_spec = spec(EXAMPLE_FUNCTION, SchemaVersion::V1, &[]);
+
+    // Two temporary failures (the example's default), then success within 5 attempts.
+    let outcome = invoke(
+        &lambda,
+        &v1_spec,
+        &settings(5, Duration::from_secs(20)),
+        "retried",
+        &target,
+    )
+    .await;
+    assert_eq!(outcome.status, TaskStatus::Succeeded, "{outcome:?}");
+    assert!(outcome.message.starts_with("size=10 "), "{outcome:?}");
+    let attempts = env
+        .get(&env.reports, "example-invoke/attempts/retried")
+        .await
+        .expect("the function counted its attempts");
+    assert_eq!(attempts, b"3", "two temporary failures, then the success");
+
+    // With 2 attempts allowed the bound is reached: the last attempt's answer is the row.
+    let v2_spec = spec(
+        EXAMPLE_FUNCTION,
+        SchemaVersion::V2,
+        &[("temporaryFailures", "3")],
+    );
+    let outcome = invoke(
+        &lambda,
+        &v2_spec,
+        &settings(2, Duration::from_secs(20)),
+        "bounded",
+        &target,
+    )
+    .await;
+    assert_eq!(
+        row(&outcome),
+        (
+            TaskStatus::Failed,
+            200,
+            Some("TemporaryFailure"),
+            "attempt 2: not yet (this key fails its first 3 attempts)"
+        )
+    );
+    assert_eq!(
+        env.get(&env.reports, "example-invoke/attempts/bounded")
+            .await,
+        Some(b"2".to_vec())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn timeouts_fail_the_task_without_invoking_again() {
+    let env = TestEnv::new().await;
+    // The function's own timeout (1 s) is shorter than its sleep (2 s): Lambda's timeout error,
+    // and the emulator resets the function as Lambda does.
+    let endpoint = InvokeEndpoint::start(
+        1.0,
+        &[
+            ("EXAMPLE_STATE_BUCKET", &env.reports),
+            ("EXAMPLE_SLOW_SECONDS", "2"),
+        ],
+    );
+    let lambda = endpoint.client(&env.clients);
+    env.put(&env.src, "slow.txt", "zzz").await;
+    env.put(&env.src, "quick.txt", "hi").await;
+    let v1_spec = spec(EXAMPLE_FUNCTION, SchemaVersion::V1, &[]);
+    let slow = object(&env.src, "slow.txt", None);
+    let outcome = invoke(
+        &lambda,
+        &v1_spec,
+        &settings(5, Duration::from_secs(20)),
+        "s1",
+        &slow,
+    )
+    .await;
+    assert_eq!(
+        row(&outcome),
+        (
+            TaskStatus::Failed,
+            200,
+            Some("PermanentFailure"),
+            "Lambda returned function error (Unhandled): Sandbox.Timedout: Task timed out after 1.00 seconds"
+        )
+    );
+    let quick = invoke(
+        &lambda,
+        &v1_spec,
+        &settings(1, Duration::from_secs(20)),
+        "q1",
+        &object(&env.src, "quick.txt", None),
+    )
+    .await;
+    assert_eq!(
+        quick.status,
+        TaskStatus::Succeeded,
+        "the reset function answers again: {quick:?}"
+    );
+
+    // batchops' own timeout (0.5 s) is shorter still: a clear failure, and no second attempt
+    // (the function may have run).
+    let started = Instant::now();
+    let outcome = invoke(
+        &lambda,
+        &v1_spec,
+        &settings(5, Duration::from_millis(500)),
+        "s2",
+        &slow,
+    )
+    .await;
+    assert_eq!(
+        (
+            outcome.status,
+            outcome.http_status,
+            outcome.error_code.as_deref()
+        ),
+        (TaskStatus::Failed, 504, Some("RequestTimeout"))
+    );
+    assert!(
+        outcome.message.contains("no answer within 0.5 s")
+            && outcome.message.contains("may still have run"),
+        "{outcome:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "invoked again: {:?}",
+        started.elapsed()
+    );
+}
