@@ -14,6 +14,7 @@ use batchops_core::backoff::{ErrorClass, RetryPolicy};
 use batchops_core::invoke::{judge_answer, judge_function_error, InvokeSpec, Judgement};
 use batchops_core::manifest::ObjectRef;
 use batchops_core::report::TaskOutcome;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +64,9 @@ pub struct Invoker<'a> {
     pub job_id: &'a str,
     /// No invocation starts, and none waits, past this (the worker's own deadline).
     pub deadline: Option<SystemTime>,
+    /// Raised when the job is cancelled or failing: no further attempt starts (the last
+    /// one's result stands; an invocation cannot be undone).
+    pub stop: Option<&'a AtomicBool>,
 }
 
 impl Invoker<'_> {
@@ -72,7 +76,11 @@ impl Invoker<'_> {
         let mut attempt = 1;
         loop {
             let result = self.invoke_once(task_id, object).await;
-            if result.worth_retrying() && policy.should_retry(attempt, ErrorClass::Transient) {
+            let stopping = self.stop.is_some_and(|stop| stop.load(Ordering::Relaxed));
+            if result.worth_retrying()
+                && !stopping
+                && policy.should_retry(attempt, ErrorClass::Transient)
+            {
                 let delay = policy.delay(attempt, rand::random::<f64>());
                 if self.time_left().is_none_or(|left| left > delay) {
                     tracing::debug!(

@@ -7,7 +7,7 @@
 //! - `PermanentFailure` with S3's error when the object or version is missing;
 //! - `TemporaryFailure` for a key containing `temporary-failure`, on the task's first N
 //!   invocations (N: `userArguments.temporaryFailures`, else `EXAMPLE_TEMPORARY_FAILURES`, else
-//!   2), counted per task ID in an S3 object `example-invoke/attempts/<taskId>` in
+//!   2), counted per task in an S3 object `example-invoke/attempts/<jobId>/<taskId>` in
 //!   `EXAMPLE_STATE_BUCKET` (else the task's bucket);
 //! - a function error (the handler fails) for a key containing `function-error`;
 //! - an answer naming another task for a key containing `wrong-task-id`;
@@ -59,10 +59,15 @@ fn function_error(error_type: &str, message: String) -> Diagnostic {
     }
 }
 
-/// Counts this invocation of `task_id` and returns its number (1 for the first). A
+/// Counts this invocation of the task and returns its number (1 for the first). A
 /// read-modify-write: S3 Batch Operations invokes one task at a time, so that is enough here.
-async fn count_attempt(s3: &Client, bucket: &str, task_id: &str) -> Result<u32, Diagnostic> {
-    let key = format!("{STATE_PREFIX}/{task_id}");
+async fn count_attempt(
+    s3: &Client,
+    bucket: &str,
+    job_id: &str,
+    task_id: &str,
+) -> Result<u32, Diagnostic> {
+    let key = format!("{STATE_PREFIX}/{job_id}/{task_id}");
     let previous = match s3.get_object().bucket(bucket).key(&key).send().await {
         Ok(out) => {
             let body = out
@@ -149,7 +154,7 @@ async fn run_task(
             .and_then(|v| v.parse().ok())
             .unwrap_or(settings.temporary_failures);
         let state_bucket = settings.state_bucket.as_deref().unwrap_or(&bucket);
-        let attempt = count_attempt(s3, state_bucket, &task.task_id).await?;
+        let attempt = count_attempt(s3, state_bucket, &job.id, &task.task_id).await?;
         if attempt <= failures {
             return Ok(answer(
                 task,

@@ -8,6 +8,7 @@ use batchops_core::invoke::{InvokeSpec, SchemaVersion};
 use batchops_core::manifest::ObjectRef;
 use batchops_core::report::{TaskOutcome, TaskStatus};
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 fn settings(max_attempts: u32, timeout: Duration) -> InvokeSettings {
@@ -47,15 +48,22 @@ async fn invoke(
     task_id: &str,
     object: &ObjectRef,
 ) -> TaskOutcome {
+    invoker(lambda, spec, settings).run(task_id, object).await
+}
+
+fn invoker<'a>(
+    lambda: &'a aws_sdk_lambda::Client,
+    spec: &'a InvokeSpec,
+    settings: &'a InvokeSettings,
+) -> Invoker<'a> {
     Invoker {
         lambda,
         spec,
         settings,
         job_id: "job-invoke-test",
         deadline: None,
+        stop: None,
     }
-    .run(task_id, object)
-    .await
 }
 
 fn row(outcome: &TaskOutcome) -> (TaskStatus, u16, Option<&str>, &str) {
@@ -209,7 +217,10 @@ async fn temporary_failures_are_retried_up_to_the_bound() {
     assert_eq!(outcome.status, TaskStatus::Succeeded, "{outcome:?}");
     assert!(outcome.message.starts_with("size=10 "), "{outcome:?}");
     let attempts = env
-        .get(&env.reports, "example-invoke/attempts/retried")
+        .get(
+            &env.reports,
+            "example-invoke/attempts/job-invoke-test/retried",
+        )
         .await
         .expect("the function counted its attempts");
     assert_eq!(attempts, b"3", "two temporary failures, then the success");
@@ -238,9 +249,30 @@ async fn temporary_failures_are_retried_up_to_the_bound() {
         )
     );
     assert_eq!(
-        env.get(&env.reports, "example-invoke/attempts/bounded")
-            .await,
+        env.get(
+            &env.reports,
+            "example-invoke/attempts/job-invoke-test/bounded"
+        )
+        .await,
         Some(b"2".to_vec())
+    );
+
+    // A job that is stopping starts no further attempt: the first answer stands.
+    let stop = AtomicBool::new(true);
+    let five = settings(5, Duration::from_secs(20));
+    let stopping = Invoker {
+        stop: Some(&stop),
+        ..invoker(&lambda, &v1_spec, &five)
+    };
+    let outcome = stopping.run("stopped", &target).await;
+    assert_eq!(outcome.error_code.as_deref(), Some("TemporaryFailure"));
+    assert_eq!(
+        env.get(
+            &env.reports,
+            "example-invoke/attempts/job-invoke-test/stopped"
+        )
+        .await,
+        Some(b"1".to_vec())
     );
 }
 
