@@ -135,6 +135,9 @@ impl Invoker<'_> {
         let timeout = self.time_left().map_or(self.settings.timeout, |left| {
             left.min(self.settings.timeout)
         });
+        if timeout.is_zero() {
+            return Attempt::TimedOut(timeout);
+        }
         let result = self
             .lambda
             .invoke()

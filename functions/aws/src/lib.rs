@@ -42,6 +42,8 @@ pub struct App {
     pub copy: CopySettings,
     /// Job status events.
     pub events: aws_sdk_eventbridge::Client,
+    /// LambdaInvoke jobs' functions.
+    pub lambda: aws_sdk_lambda::Client,
 }
 
 impl App {
@@ -71,6 +73,7 @@ impl App {
             },
             s3: clients.s3,
             events: clients.events,
+            lambda: clients.lambda,
             queues,
             config,
         }

@@ -119,7 +119,7 @@ pub fn list_entry(job: &JobRecord, counters: &Counters, now: OffsetDateTime) -> 
     JobListDescriptor {
         job_id: job.job_id.clone(),
         description: job.request.description.clone(),
-        operation: "S3PutObjectCopy".to_string(),
+        operation: job.spec.operation.name().to_string(),
         priority: job.priority,
         status: job.status.to_string(),
         creation_time: job.created_at.clone(),

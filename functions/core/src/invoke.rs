@@ -334,6 +334,13 @@ impl InvocationTask {
     }
 }
 
+/// The `taskId` of task `index` of chunk `seq`: the same on every attempt and redelivery of the
+/// task, different for every task of the job (S3's are opaque too; a function must not parse
+/// them, only echo them and may key its own bookkeeping on them with the job ID).
+pub fn task_id(seq: u64, index: u64) -> String {
+    format!("{seq}.{index}")
+}
+
 impl InvokeSpec {
     /// The event for one task of job `job_id`; `invocation_id` is new for every attempt,
     /// `task_id` is the same for every attempt of the task.

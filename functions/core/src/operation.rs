@@ -2,14 +2,19 @@
 //! CreateJob request's `Operation` (see `request::Operation` for the request's shape). The
 //! worker runs it through the aws crate's `ops` without naming a variant.
 
+use crate::invoke::InvokeSpec;
 use crate::request::CopySpec;
 use serde::{Deserialize, Serialize};
 
 /// The operations batchops runs.
+// One per job (record, spec), never in a collection: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OperationSpec {
     /// `S3PutObjectCopy` (also every backup run and restore).
     Copy(CopySpec),
+    /// `LambdaInvoke`: the job's function, invoked once per task.
+    LambdaInvoke(InvokeSpec),
 }
 
 impl OperationSpec {
@@ -17,6 +22,7 @@ impl OperationSpec {
     pub fn name(&self) -> &'static str {
         match self {
             OperationSpec::Copy(_) => "S3PutObjectCopy",
+            OperationSpec::LambdaInvoke(_) => "LambdaInvoke",
         }
     }
 
@@ -24,6 +30,7 @@ impl OperationSpec {
     pub fn target_bucket(&self) -> Option<&str> {
         match self {
             OperationSpec::Copy(copy) => Some(&copy.target_bucket),
+            OperationSpec::LambdaInvoke(_) => None,
         }
     }
 
@@ -31,6 +38,7 @@ impl OperationSpec {
     pub fn copy(&self) -> Option<&CopySpec> {
         match self {
             OperationSpec::Copy(copy) => Some(copy),
+            OperationSpec::LambdaInvoke(_) => None,
         }
     }
 }

@@ -9,6 +9,7 @@
 //! `OperationSpec`, not the worker.
 
 pub mod copy;
+pub mod lambda_invoke;
 
 use crate::App;
 use batchops_core::chunk::ChunkTask;
@@ -57,6 +58,7 @@ pub fn runner<'a>(
 ) -> Box<dyn TaskRunner + 'a> {
     match operation {
         OperationSpec::Copy(spec) => Box::new(copy::runner(spec, range)),
+        OperationSpec::LambdaInvoke(spec) => Box::new(lambda_invoke::runner(spec, range)),
     }
 }
 

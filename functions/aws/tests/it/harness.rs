@@ -88,6 +88,15 @@ impl TestEnv {
         env
     }
 
+    /// This environment with LambdaInvoke jobs invoking through `lambda` (an
+    /// [`InvokeEndpoint`]'s client).
+    pub fn with_lambda(mut self, lambda: aws_sdk_lambda::Client) -> Self {
+        let mut app = (*self.app).clone();
+        app.lambda = lambda;
+        self.app = Arc::new(app);
+        self
+    }
+
     pub async fn set_versioning(&self, bucket: &str) {
         self.clients
             .s3

@@ -4,6 +4,7 @@
 use crate::harness::{InvokeEndpoint, TestEnv, EXAMPLE_FUNCTION};
 use batchops_aws::invoke::{InvokeSettings, Invoker};
 use batchops_core::backoff::RetryPolicy;
+use batchops_core::encoding::encode_key;
 use batchops_core::invoke::{InvokeSpec, SchemaVersion};
 use batchops_core::manifest::ObjectRef;
 use batchops_core::report::{TaskOutcome, TaskStatus};
@@ -352,5 +353,188 @@ async fn timeouts_fail_the_task_without_invoking_again() {
         started.elapsed() < Duration::from_millis(900),
         "invoked again: {:?}",
         started.elapsed()
+    );
+}
+
+/// A LambdaInvoke job end to end (planner, workers, finalizer through the local runtime): every
+/// task invokes the example function once per attempt, and the report carries its answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lambda_invoke_job_reports_each_tasks_answer() {
+    let env = TestEnv::with_vars(&[
+        ("BATCHOPS_INVOKE_MAX_ATTEMPTS", "4"),
+        ("BATCHOPS_INVOKE_RETRY_BASE_MS", "10"),
+        ("BATCHOPS_CHUNK_SIZE", "4"),
+    ])
+    .await;
+    let endpoint = InvokeEndpoint::start(30.0, &[("EXAMPLE_STATE_BUCKET", &env.reports)]);
+    let lambda = endpoint.client(&env.clients);
+    let env = env.with_lambda(lambda);
+
+    // Awkward keys, each pinned to its version; one pinned to a version since overwritten.
+    let awkward = [
+        "with space.txt",
+        "plus+sign.txt",
+        "percent%25literal%.txt",
+        "ünïcödé/日本語/✓.txt",
+        "query?x=1&y=2#frag",
+        "comma,and\"quote'.txt",
+        "trailing space ",
+    ];
+    let mut lines = Vec::new();
+    let mut expected = BTreeMap::new();
+    for (i, key) in awkward.iter().enumerate() {
+        let body = format!("body {i}");
+        let version = env.put(&env.src, key, body.clone()).await;
+        lines.push(format!("{},{},{version}", env.src, encode_key(key)));
+        let etag = crate::harness::md5_hex(body.as_bytes());
+        expected.insert(
+            encode_key(key),
+            (
+                "succeeded",
+                "",
+                format!("size={} etag={etag} label=nightly", body.len()),
+            ),
+        );
+    }
+    let old = env.put(&env.src, "doc.txt", "first version").await;
+    env.put(&env.src, "doc.txt", "second, longer version").await;
+    lines.push(format!("{},doc.txt,{old}", env.src));
+    let etag = crate::harness::md5_hex(b"first version");
+    expected.insert(
+        "doc.txt".into(),
+        (
+            "succeeded",
+            "",
+            format!("size=13 etag={etag} label=nightly"),
+        ),
+    );
+    // A version that no longer exists: the function's PermanentFailure.
+    let deleted = env.put(&env.src, "deleted.txt", "gone soon").await;
+    env.clients
+        .s3
+        .delete_object()
+        .bucket(&env.src)
+        .key("deleted.txt")
+        .version_id(&deleted)
+        .send()
+        .await
+        .unwrap();
+    lines.push(format!("{},deleted.txt,{deleted}", env.src));
+    expected.insert(
+        "deleted.txt".into(),
+        (
+            "failed",
+            "PermanentFailure",
+            format!("no such object: s3://{}/deleted.txt (HTTP 404)", env.src),
+        ),
+    );
+    // Two TemporaryFailure answers, then success on the third invocation.
+    let retried = env.put(&env.src, "temporary-failure.txt", "later").await;
+    lines.push(format!("{},temporary-failure.txt,{retried}", env.src));
+    let etag = crate::harness::md5_hex(b"later");
+    expected.insert(
+        "temporary-failure.txt".into(),
+        ("succeeded", "", format!("size=5 etag={etag} label=nightly")),
+    );
+    // A function error: failed, with the error's message.
+    let crashing = env.put(&env.src, "function-error.txt", "boom").await;
+    lines.push(format!("{},function-error.txt,{crashing}", env.src));
+    expected.insert(
+        "function-error.txt".into(),
+        (
+            "failed",
+            "PermanentFailure",
+            "Lambda returned function error (Unhandled): ExampleError: the key `function-error.txt` asks for a function error".into(),
+        ),
+    );
+
+    let manifest = env.manifest("invoke", &lines).await;
+    let mut document = env.request_json(&manifest, &["Bucket", "Key", "VersionId"]);
+    document["Operation"] = serde_json::json!({"LambdaInvoke": {
+        "FunctionArn": format!("arn:aws:lambda:us-east-1:000000000000:function:{EXAMPLE_FUNCTION}:live"),
+        "InvocationSchemaVersion": "2.0",
+        "UserArguments": {"label": "nightly"}
+    }});
+    let job = env.create(document).await;
+    let described = env.run_to_complete(&job).await;
+    let total = lines.len() as u64;
+    assert_eq!(described.progress_summary.total_number_of_tasks, total);
+    assert_eq!(described.progress_summary.number_of_tasks_failed, 2);
+    assert_eq!(
+        described.progress_summary.number_of_tasks_succeeded,
+        total - 2
+    );
+    assert_eq!(described.progress_summary.number_of_bytes_copied, 0);
+    assert_eq!(
+        serde_json::to_value(&described.operation).unwrap()["LambdaInvoke"]["UserArguments"]
+            ["label"],
+        "nightly"
+    );
+    let listed = batchops_aws::jobs::list_jobs(&env.app, &[]).await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|j| (j.job_id.as_str(), j.operation.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(job.as_str(), "LambdaInvoke")]
+    );
+
+    let audit = env.audit(&job).await;
+    let rows: BTreeMap<String, (&str, &str, String)> = audit
+        .rows
+        .iter()
+        .map(|r| {
+            assert_eq!(r.http_status, "200", "{r:?}");
+            assert_eq!(r.bucket, env.src, "{r:?}");
+            (
+                r.key_encoded.clone(),
+                (
+                    if r.task_status == "succeeded" {
+                        "succeeded"
+                    } else {
+                        "failed"
+                    },
+                    if r.error_code.is_empty() {
+                        ""
+                    } else {
+                        "PermanentFailure"
+                    },
+                    r.message.clone(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(rows, expected);
+    assert!(audit
+        .rows
+        .iter()
+        .all(|r| r.task_status == "succeeded" || r.error_code == "PermanentFailure"));
+    // Pinned versions are reported as the manifest gave them.
+    let doc_row = audit
+        .rows
+        .iter()
+        .find(|r| r.key_encoded == "doc.txt")
+        .unwrap();
+    assert_eq!(doc_row.version_id, old);
+
+    // The retried task was invoked three times, under one taskId; every other task once.
+    let attempts = env
+        .clients
+        .s3
+        .list_objects_v2()
+        .bucket(&env.reports)
+        .prefix(format!("example-invoke/attempts/{job}/"))
+        .send()
+        .await
+        .unwrap();
+    let counters: Vec<String> = attempts
+        .contents()
+        .iter()
+        .map(|o| o.key().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(counters.len(), 1, "{counters:?}");
+    assert_eq!(
+        env.get(&env.reports, &counters[0]).await,
+        Some(b"3".to_vec())
     );
 }
