@@ -13,7 +13,10 @@ Fails when:
   - a parameter whose name ends in BucketNames is not classified below, or a classified one is
     missing or used by no statement (the check would pass vacuously);
   - a samconfig.toml parameter override names a parameter the template does not have, or gives a
-    write parameter a wildcard.
+    write parameter a wildcard;
+  - lambda:InvokeFunction (or a wildcard covering it) is allowed on anything but the functions of
+    InvokeFunctionArns (LambdaInvoke jobs' functions), or that parameter admits a wildcard.
+Statements under Fn::If are checked in both branches.
 
 Usage:
   check_iam.py TEMPLATE [--samconfig infra/samconfig.toml]   check (YAML is expanded first)
@@ -47,6 +50,11 @@ KNOWN_WRITES = [
     "s3:putbucketversioning", "s3:bypassgovernanceretention",
 ]
 WILDCARD_PROBES = ["*", "my-*", "?", "bucket*", "arn:aws:s3:::*"]
+# The functions LambdaInvoke jobs may invoke: named, never a wildcard.
+INVOKE_PARAMS = {"InvokeFunctionArns"}
+INVOKE_WILDCARD_PROBES = ["*", "arn:aws:lambda:*", "arn:aws:lambda:us-east-1:123456789012:function:*",
+                          "arn:aws:lambda:us-east-1:123456789012:function:f:*",
+                          "arn:aws:lambda:*:123456789012:function:f"]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(HERE, "fixtures")
@@ -136,22 +144,35 @@ def wildcard_bucket(resource):
     return bool(m) and ("*" in m.group(1) or "?" in m.group(1))
 
 
+def branches(node):
+    """`node`, or what each branch of an Fn::If may put in its place (nested ones too)."""
+    if isinstance(node, dict) and list(node) == ["Fn::If"] and isinstance(node["Fn::If"], list) \
+            and len(node["Fn::If"]) == 3:
+        for branch in node["Fn::If"][1:]:
+            yield from branches(branch)
+    elif not (isinstance(node, dict) and node == {"Ref": "AWS::NoValue"}):
+        yield node
+
+
 def statements(template):
-    """(role, sid, statement) of every identity policy statement."""
+    """(role, sid, statement) of every identity policy statement, in both branches of an Fn::If."""
     for name, resource in (template.get("Resources") or {}).items():
         kind = resource.get("Type")
         props = resource.get("Properties") or {}
         docs = []
+        policies = [p for policy in props.get("Policies") or [] for p in branches(policy)]
         if kind == "AWS::IAM::Role":
-            docs = [p.get("PolicyDocument") for p in props.get("Policies") or []]
+            docs = [p.get("PolicyDocument") for p in policies if isinstance(p, dict)]
         elif kind in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
             docs = [props.get("PolicyDocument")]
         elif kind == "AWS::Serverless::Function":
             # An unexpanded template: inline statements under Policies.
-            docs = [p for p in props.get("Policies") or [] if isinstance(p, dict) and "Statement" in p]
+            docs = [p for p in policies if isinstance(p, dict) and "Statement" in p]
         for doc in docs:
-            for i, statement in enumerate(as_list((doc or {}).get("Statement") or [])):
-                yield name, statement.get("Sid", f"#{i}"), statement
+            for doc in branches(doc):
+                for i, statement in enumerate(as_list((doc or {}).get("Statement") or [])):
+                    for statement in branches(statement):
+                        yield name, statement.get("Sid", f"#{i}"), statement
 
 
 def check_parameters(template, problems):
@@ -177,10 +198,36 @@ def check_parameters(template, problems):
             for value in str(default).split(","):
                 if not re.fullmatch(pattern, value.strip()):
                     problems.append(f"parameter {name}: default {value!r} does not match its AllowedPattern")
+    for name in sorted(INVOKE_PARAMS & params.keys()):
+        pattern = params[name].get("AllowedPattern")
+        if not pattern:
+            problems.append(f"parameter {name}: a function parameter without AllowedPattern admits \"*\"")
+            continue
+        for probe in INVOKE_WILDCARD_PROBES:
+            if re.fullmatch(pattern, probe):
+                problems.append(f"parameter {name}: AllowedPattern {pattern!r} admits {probe!r}")
+
+
+def getatts(node):
+    """Resource names a value takes attributes of (Fn::GetAtt)."""
+    found = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "Fn::GetAtt":
+                name = value[0] if isinstance(value, list) else str(value).split(".")[0]
+                if isinstance(name, str):
+                    found.add(name)
+            found |= getatts(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= getatts(value)
+    return found
 
 
 def check_statements(template, problems):
     used = set()
+    own_functions = {name for name, resource in (template.get("Resources") or {}).items()
+                     if resource.get("Type") in ("AWS::Lambda::Function", "AWS::Serverless::Function")}
     for role, sid, statement in statements(template):
         if statement.get("Effect") != "Allow":
             continue
@@ -201,6 +248,14 @@ def check_statements(template, problems):
             if wildcard_bucket(resource) and (writes or "NotAction" in statement):
                 problems.append(f"{where}: {', '.join(writes) or 'NotAction'} on {resource!r}, "
                                 "which covers every bucket, sources included")
+            invokes = [a for a in actions if covers(a, "lambda:invokefunction")]
+            # The template's own functions (the planner's schedule), or the jobs' functions.
+            invocable = INVOKE_PARAMS | own_functions
+            named = built_from | getatts(resource)
+            if invokes and (not named or named - invocable):
+                target = ", ".join(sorted(named - invocable)) or repr(resource)
+                problems.append(f"{where}: {', '.join(invokes)} on {target}; jobs invoke only the "
+                                f"functions of {', '.join(sorted(INVOKE_PARAMS))}")
             version_deletes = [a for a in actions if covers(a, "s3:deleteobjectversion")]
             if version_deletes:
                 outside = sorted(built_from & (SOURCE_PARAMS | WRITE_PARAMS) - VERSION_DELETE_PARAMS)
@@ -268,6 +323,10 @@ def self_test():
         "parameter ArchiveBucketNames: a bucket parameter check_iam.py does not classify",
         "override of DataBucketNames, which the template does not have",
         "ReportBucketNames='*' has a wildcard",
+        "HiddenSourceWrite: s3:PutObject on buckets of SourceBucketNames",
+        "InvokeEverything: lambda:InvokeFunction on '*'",
+        "InvokeOtherFunctions: lambda:* on ReportBucketNames",
+        "parameter InvokeFunctionArns: AllowedPattern 'arn:aws:lambda:.+' admits",
     ]
     missing = [e for e in expected if not any(e in p for p in bad)]
     good = check(load(os.path.join(FIXTURES, "iam-good-template.yaml")))
@@ -304,7 +363,7 @@ def main(argv):
         print(f"check_iam: {argv[0]}: {len(problems)} problem(s)", file=sys.stderr)
         return 1
     print(f"check_iam: {argv[0]}: source buckets read-only, write buckets named, "
-          "version deletes only by the finalizer on destinations")
+          "version deletes only by the finalizer on destinations, jobs' functions named")
     return 0
 
 
