@@ -2,7 +2,8 @@
 # batchops end to end on the local AWS stack: starts moto, creates the table, queues and buckets,
 # seeds a versioned source bucket, creates a Copy job from a CSV manifest in the S3 Batch
 # Operations dialect, runs it with the local runtime while showing progress, and prints the
-# final DescribeJob summary and the verified completion report.
+# final DescribeJob summary and the verified completion report. Then a LambdaInvoke job (the
+# example function served by scripts/lambda_emulator.py), and backups.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/local-stack.sh
@@ -103,8 +104,86 @@ if [ "$STATUS" != "Complete" ]; then
 fi
 log "copy job complete: job $STATUS, report verified against the job's counters"
 
-# ---- backups: a full backup, changes, an incremental run, a restore from the first snapshot ----
+# ---- LambdaInvoke: the example function, invoked once per object of a manifest ----------------
 job_status() { "$BATCHOPS" job describe "$1" --json | "$VENV/bin/python" -c 'import json,sys; j=json.load(sys.stdin)["Job"]; p=j["ProgressSummary"]; print(j["Status"], p["TotalNumberOfTasks"], p["NumberOfTasksSucceeded"])'; }
+log "LambdaInvoke: building the example function (functions/example-invoke)"
+built="$(cargo build --quiet -p batchops-example-invoke --message-format=json-render-diagnostics |
+  python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "example-invoke":
+        print(m["executable"])')"
+[ -n "$built" ] && [ -x "$built" ] || { echo "cargo build did not report the example-invoke binary" >&2; exit 1; }
+cp "$built" "$LOCAL_DIR/bin/example-invoke"
+log "LambdaInvoke: serving it on Lambda's Invoke API (scripts/lambda_emulator.py --invoke-port)"
+EXAMPLE_STATE_BUCKET=demo-reports "$VENV/bin/python" scripts/lambda_emulator.py --name demo-example-invoke \
+  --alias live --timeout 30 --invoke-port 0 -- "$LOCAL_DIR/bin/example-invoke" \
+  >"$LOCAL_DIR/invoke-endpoint.json" 2>"$LOCAL_DIR/example-invoke.log" &
+INVOKE_PID=$!
+stop_invoke() { kill "$INVOKE_PID" 2>/dev/null || true; wait "$INVOKE_PID" 2>/dev/null || true; }
+trap 'stop_invoke; local_stack_stop' EXIT
+for _ in $(seq 1 100); do [ -s "$LOCAL_DIR/invoke-endpoint.json" ] && break; sleep 0.1; done
+AWS_ENDPOINT_URL_LAMBDA="$("$VENV/bin/python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["invoke_endpoint"])' "$LOCAL_DIR/invoke-endpoint.json")"
+export AWS_ENDPOINT_URL_LAMBDA
+echo "demo-example-invoke on $AWS_ENDPOINT_URL_LAMBDA"
+# 100 objects of the copy job's manifest (pinned first versions), a key the function fails
+# twice with TemporaryFailure before it succeeds, and a version deleted since (PermanentFailure).
+"$VENV/bin/python" - <<'PY'
+import boto3
+s3 = boto3.client("s3")
+lines = s3.get_object(Bucket="demo-source", Key="manifests/demo.csv")["Body"].read().decode().splitlines()[:100]
+version = s3.put_object(Bucket="demo-source", Key="invoke/temporary-failure.txt", Body=b"retried")["VersionId"]
+lines.append(f"demo-source,invoke/temporary-failure.txt,{version}")
+gone = s3.put_object(Bucket="demo-source", Key="invoke/deleted.txt", Body=b"gone")["VersionId"]
+s3.delete_object(Bucket="demo-source", Key="invoke/deleted.txt", VersionId=gone)
+lines.append(f"demo-source,invoke/deleted.txt,{gone}")
+s3.put_object(Bucket="demo-source", Key="manifests/invoke.csv", Body=("\n".join(lines) + "\n").encode())
+PY
+cat >"$LOCAL_DIR/demo-invoke-job.json" <<'JSON'
+{
+  "AccountId": "000000000000",
+  "Operation": {
+    "LambdaInvoke": {
+      "FunctionArn": "arn:aws:lambda:us-east-1:000000000000:function:demo-example-invoke:live",
+      "InvocationSchemaVersion": "2.0",
+      "UserArguments": {"label": "demo"}
+    }
+  },
+  "Report": {"Bucket": "arn:aws:s3:::demo-reports", "Prefix": "invoke-reports", "Format": "Report_CSV_20180820",
+             "Enabled": true, "ReportScope": "AllTasks"},
+  "ClientRequestToken": "batchops-demo-invoke",
+  "Manifest": {
+    "Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket", "Key", "VersionId"]},
+    "Location": {"ObjectArn": "arn:aws:s3:::demo-source/manifests/invoke.csv"}
+  },
+  "Description": "batchops demo: the example function for every object",
+  "Priority": 10,
+  "RoleArn": "arn:aws:iam::000000000000:role/batchops-demo"
+}
+JSON
+INVOKE_JOB="$("$BATCHOPS" job create --cli-input-json "$LOCAL_DIR/demo-invoke-job.json" | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["JobId"])')"
+"$BATCHOPS" run --until-idle --concurrency 4 --max-seconds 300 2>>"$LOCAL_DIR/run.log"
+"$BATCHOPS" job describe "$INVOKE_JOB"
+"$BATCHOPS" job report "$INVOKE_JOB"
+echo "report rows of the retried key, the deleted version and the first object (ResultMessage: the function's resultString):"
+"$VENV/bin/python" - "$INVOKE_JOB" <<'PY'
+import boto3, sys
+s3 = boto3.client("s3")
+prefix = f"invoke-reports/job-{sys.argv[1]}/results/"
+rows = []
+for o in s3.list_objects_v2(Bucket="demo-reports", Prefix=prefix).get("Contents", []):
+    rows += s3.get_object(Bucket="demo-reports", Key=o["Key"])["Body"].read().decode().splitlines()
+shown = [r for r in rows if ",invoke/" in r] + sorted(r for r in rows if ",invoke/" not in r)[:1]
+print("\n".join(f"  {r}" for r in shown))
+assert any("invoke/temporary-failure.txt" in r and ",succeeded,200,," in r for r in rows), rows
+PY
+read -r status tasks succeeded <<<"$(job_status "$INVOKE_JOB")"
+failed=$((tasks - succeeded))
+echo "LambdaInvoke job $INVOKE_JOB: $status, $succeeded of $tasks tasks succeeded, $failed failed (the deleted version)"
+[ "$status" = Complete ] && [ "$tasks" = 102 ] && [ "$succeeded" = 101 ] \
+  || { echo "LambdaInvoke job: expected Complete with 101 of 102 tasks succeeded" >&2; exit 1; }
+
+# ---- backups: a full backup, changes, an incremental run, a restore from the first snapshot ----
 run_backup() {
   local id
   id="$("$BATCHOPS" backup run demo-app | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["JobId"])')"
@@ -203,4 +282,4 @@ log "backup verify demo-app: every version the newest and the first snapshot ref
 # Exits 1 (and so ends the demo) if any backup version is missing or different.
 "$BATCHOPS" backup verify demo-app
 "$BATCHOPS" backup verify demo-app --snapshot "$FIRST_SNAPSHOT"
-log "demo complete: copy job verified, three backup runs, continuous copies, one restore, backups verified"
+log "demo complete: copy job verified, a LambdaInvoke job, three backup runs, continuous copies, one restore, backups verified"
