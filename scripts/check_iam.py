@@ -185,27 +185,26 @@ def check_parameters(template, problems):
         if name not in params:
             problems.append(f"parameter {name}: missing from the template")
     for name in sorted(WRITE_PARAMS & params.keys()):
-        spec = params[name]
-        pattern = spec.get("AllowedPattern")
-        if not pattern:
-            problems.append(f"parameter {name}: a write parameter without AllowedPattern admits \"*\"")
-            continue
-        for probe in WILDCARD_PROBES:
-            if re.fullmatch(pattern, probe):
-                problems.append(f"parameter {name}: AllowedPattern {pattern!r} admits {probe!r}")
-        default = spec.get("Default")
-        if default is not None:
-            for value in str(default).split(","):
-                if not re.fullmatch(pattern, value.strip()):
-                    problems.append(f"parameter {name}: default {value!r} does not match its AllowedPattern")
+        check_pattern(name, params[name], "write", WILDCARD_PROBES, problems)
     for name in sorted(INVOKE_PARAMS & params.keys()):
-        pattern = params[name].get("AllowedPattern")
-        if not pattern:
-            problems.append(f"parameter {name}: a function parameter without AllowedPattern admits \"*\"")
-            continue
-        for probe in INVOKE_WILDCARD_PROBES:
-            if re.fullmatch(pattern, probe):
-                problems.append(f"parameter {name}: AllowedPattern {pattern!r} admits {probe!r}")
+        check_pattern(name, params[name], "function", INVOKE_WILDCARD_PROBES, problems)
+
+
+def check_pattern(name, spec, kind, probes, problems):
+    """A parameter that names what may be written or invoked: its AllowedPattern must refuse
+    every wildcard probe and accept its own default."""
+    pattern = spec.get("AllowedPattern")
+    if not pattern:
+        problems.append(f"parameter {name}: a {kind} parameter without AllowedPattern admits \"*\"")
+        return
+    for probe in probes:
+        if re.fullmatch(pattern, probe):
+            problems.append(f"parameter {name}: AllowedPattern {pattern!r} admits {probe!r}")
+    default = spec.get("Default")
+    if default is not None:
+        for value in str(default).split(","):
+            if not re.fullmatch(pattern, value.strip()):
+                problems.append(f"parameter {name}: default {value!r} does not match its AllowedPattern")
 
 
 def getatts(node):

@@ -442,20 +442,10 @@ impl Judgement {
     pub fn outcome(&self, object: &ObjectRef) -> TaskOutcome {
         let (status, error_code) = match self.code {
             ResultCode::Succeeded => (TaskStatus::Succeeded, None),
-            code => (TaskStatus::Failed, Some(code.as_str().to_string())),
+            code => (TaskStatus::Failed, Some(code.as_str())),
         };
-        TaskOutcome {
-            bucket: object.bucket.clone(),
-            key_encoded: encode_key(&object.key),
-            version_id: object.version_id.clone(),
-            status,
-            // The Invoke call itself succeeded; the verdict is the function's (as S3 reports).
-            http_status: 200,
-            error_code,
-            message: self.message.clone(),
-            bytes: 0,
-            dest_version: None,
-        }
+        // The Invoke call itself succeeded; the verdict is the function's (as S3 reports it).
+        row(object, status, 200, error_code, self.message.clone())
     }
 }
 
@@ -466,13 +456,29 @@ pub fn call_failed(
     error_code: &str,
     message: String,
 ) -> TaskOutcome {
+    row(
+        object,
+        TaskStatus::Failed,
+        http_status,
+        Some(error_code),
+        message,
+    )
+}
+
+fn row(
+    object: &ObjectRef,
+    status: TaskStatus,
+    http_status: u16,
+    error_code: Option<&str>,
+    message: String,
+) -> TaskOutcome {
     TaskOutcome {
         bucket: object.bucket.clone(),
         key_encoded: encode_key(&object.key),
         version_id: object.version_id.clone(),
-        status: TaskStatus::Failed,
+        status,
         http_status,
-        error_code: Some(error_code.to_string()),
+        error_code: error_code.map(str::to_string),
         message,
         bytes: 0,
         dest_version: None,
