@@ -10,6 +10,7 @@ use aws_sdk_lambda::config::timeout::TimeoutConfig;
 use aws_sdk_lambda::error::SdkError;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
+use aws_smithy_types::error::display::DisplayErrorContext;
 use batchops_core::backoff::{ErrorClass, RetryPolicy};
 use batchops_core::invoke::{judge_answer, judge_function_error, InvokeSpec, Judgement};
 use batchops_core::manifest::ObjectRef;
@@ -35,6 +36,9 @@ enum Attempt {
     Refused(S3Failure),
     /// No answer within the timeout: the function may have run.
     TimedOut(Duration),
+    /// An answer began but could not be read whole (the connection was cut): the function ran,
+    /// or may have.
+    Unread(String),
 }
 
 impl Attempt {
@@ -42,7 +46,7 @@ impl Attempt {
         match self {
             Attempt::Judged(judgement) => judgement.is_temporary(),
             Attempt::Refused(failure) => failure.class() == ErrorClass::Transient,
-            Attempt::TimedOut(_) => false,
+            Attempt::TimedOut(_) | Attempt::Unread(_) => false,
         }
     }
 }
@@ -160,6 +164,12 @@ impl Invoker<'_> {
                 })
             }
             Err(err) if timed_out(&err) => Attempt::TimedOut(timeout),
+            Err(err @ SdkError::ResponseError(_)) => {
+                Attempt::Unread(std::error::Error::source(&err).map_or_else(
+                    || "the connection was cut".to_string(),
+                    |cause| DisplayErrorContext(cause).to_string(),
+                ))
+            }
             Err(err) => Attempt::Refused(S3Failure::from_sdk(&err)),
         }
     }
@@ -173,6 +183,14 @@ impl Invoker<'_> {
                 failure.status.unwrap_or(503),
                 failure.code.as_deref().unwrap_or("ServiceUnavailable"),
                 format!("Lambda Invoke of {function}: {}", failure.message),
+            ),
+            Attempt::Unread(error) => batchops_core::invoke::call_failed(
+                object,
+                502,
+                "IncompleteAnswer",
+                format!(
+                    "Lambda Invoke of {function}: the answer could not be read whole ({error}); the function may have run, so it is not invoked again"
+                ),
             ),
             Attempt::TimedOut(timeout) => batchops_core::invoke::call_failed(
                 object,

@@ -455,3 +455,62 @@ impl Drop for InvokeEndpoint {
         let _ = self.child.wait();
     }
 }
+
+/// `scripts/fault_proxy.py` in front of another endpoint (a Lambda Invoke endpoint here: the
+/// proxy treats every request without `X-Amz-Target` like S3's, so its `--s3-*` and `--cut-s3`
+/// faults hit Invoke calls). Killed with the test.
+pub struct FaultProxy {
+    child: std::process::Child,
+    pub url: String,
+}
+
+impl FaultProxy {
+    pub fn start(upstream: &str, faults: &[&str]) -> Self {
+        use std::process::{Command, Stdio};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port_file = dir.path().join("port");
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fault_proxy.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args(["--upstream", upstream, "--port", "0", "--port-file"])
+            .arg(&port_file)
+            .args(faults)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start scripts/fault_proxy.py");
+        for _ in 0..100 {
+            if let Ok(port) = std::fs::read_to_string(&port_file) {
+                return FaultProxy {
+                    child,
+                    url: format!("http://127.0.0.1:{}", port.trim()),
+                };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("scripts/fault_proxy.py did not start");
+    }
+
+    /// What the proxy counted: `{"faults": {kind: n}, "requests": {service: n}, ...}`.
+    pub fn counts(&self) -> Value {
+        use std::io::{Read, Write};
+        let address = self.url.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address).expect("connect to the proxy");
+        write!(stream, "GET /__faults HTTP/1.0\r\nHost: {address}\r\n\r\n").expect("ask");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("read");
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"))
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,7 +1,7 @@
 //! The LambdaInvoke client against a real Invoke endpoint: the example function
 //! (functions/example-invoke) under scripts/lambda_emulator.py, S3 on moto.
 
-use crate::harness::{InvokeEndpoint, TestEnv, EXAMPLE_FUNCTION};
+use crate::harness::{FaultProxy, InvokeEndpoint, TestEnv, EXAMPLE_FUNCTION};
 use batchops_aws::invoke::{InvokeSettings, Invoker};
 use batchops_core::backoff::RetryPolicy;
 use batchops_core::encoding::encode_key;
@@ -537,4 +537,66 @@ async fn lambda_invoke_job_reports_each_tasks_answer() {
         env.get(&env.reports, &counters[0]).await,
         Some(b"3".to_vec())
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lambda_faults_are_retried_only_when_the_function_did_not_run() {
+    let env = TestEnv::new().await;
+    let endpoint = InvokeEndpoint::start(30.0, &[("EXAMPLE_STATE_BUCKET", &env.reports)]);
+    let key = "temporary-failure/counted.txt";
+    env.put(&env.src, key, "x").await;
+    let target = object(&env.src, key, None);
+    let v1_spec = spec(EXAMPLE_FUNCTION, SchemaVersion::V1, &[]);
+    let three = settings(3, Duration::from_secs(20));
+    let client = |url: &str| {
+        aws_sdk_lambda::Client::from_conf(
+            env.clients
+                .lambda
+                .config()
+                .to_builder()
+                .endpoint_url(url)
+                .build(),
+        )
+    };
+
+    // Lambda answers 503 without running the function: invoked again, up to the bound.
+    let refusing = FaultProxy::start(&endpoint.url, &["--s3-slowdown", "1"]);
+    let outcome = invoke(&client(&refusing.url), &v1_spec, &three, "refused", &target).await;
+    assert_eq!(
+        (outcome.status, outcome.http_status),
+        (TaskStatus::Failed, 503),
+        "{outcome:?}"
+    );
+    assert!(
+        outcome
+            .message
+            .starts_with("Lambda Invoke of example-invoke: "),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        refusing.counts()["faults"]["s3_slowdown_503"],
+        3,
+        "one call per attempt"
+    );
+
+    // The function ran, but its answer was cut short: not invoked again.
+    let cutting = FaultProxy::start(&endpoint.url, &["--cut-s3", "1"]);
+    let outcome = invoke(&client(&cutting.url), &v1_spec, &three, "cut", &target).await;
+    assert_eq!(cutting.counts()["faults"]["cut_s3"], 1, "{outcome:?}");
+    assert_eq!(
+        env.get(&env.reports, "example-invoke/attempts/job-invoke-test/cut")
+            .await,
+        Some(b"1".to_vec()),
+        "the function ran once"
+    );
+    assert_eq!(
+        (
+            outcome.status,
+            outcome.http_status,
+            outcome.error_code.as_deref()
+        ),
+        (TaskStatus::Failed, 502, Some("IncompleteAnswer")),
+        "{outcome:?}"
+    );
+    assert!(outcome.message.contains("may have run"), "{outcome:?}");
 }
