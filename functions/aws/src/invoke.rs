@@ -66,7 +66,9 @@ pub struct Invoker<'a> {
     pub spec: &'a InvokeSpec,
     pub settings: &'a InvokeSettings,
     pub job_id: &'a str,
-    /// No invocation starts, and none waits, past this (the worker's own deadline).
+    /// No further attempt starts after this (when the worker stops starting work).
+    pub start_by: Option<SystemTime>,
+    /// No invocation waits past this (the worker's own deadline, less time to commit).
     pub deadline: Option<SystemTime>,
     /// Raised when the job is cancelled or failing: no further attempt starts (the last
     /// one's result stands; an invocation cannot be undone).
@@ -86,7 +88,8 @@ impl Invoker<'_> {
                 && policy.should_retry(attempt, ErrorClass::Transient)
             {
                 let delay = policy.delay(attempt, rand::random::<f64>());
-                if self.time_left().is_none_or(|left| left > delay) {
+                let next = SystemTime::now() + delay;
+                if self.start_by.is_none_or(|start_by| next < start_by) {
                     tracing::debug!(
                         job_id = self.job_id,
                         task_id,

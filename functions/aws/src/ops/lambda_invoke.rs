@@ -22,7 +22,8 @@ pub fn runner<'a>(spec: &'a InvokeSpec, range: RangeContext<'a>) -> LambdaInvoke
             spec,
             settings: &app.config.invoke,
             job_id: range.job_id,
-            // An invocation started before the worker stops starting tasks may run into the
+            start_by: Some(range.stop_starting_at),
+            // An invocation started before the worker stops starting work may run into the
             // safety margin, but not through its second half: the range must still be committed.
             deadline: Some(range.stop_starting_at + app.config.worker_safety_margin / 2),
             stop: Some(range.stop),

@@ -62,6 +62,7 @@ fn invoker<'a>(
         spec,
         settings,
         job_id: "job-invoke-test",
+        start_by: None,
         deadline: None,
         stop: None,
     }
