@@ -477,6 +477,7 @@ pub fn copy_spec(
         new_metadata: ReplacementMetadata::default(),
         new_tagging: None,
         checksum_algorithm: None,
+        options: Default::default(),
     }
 }
 

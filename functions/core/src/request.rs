@@ -5,6 +5,7 @@
 //! that batchops cannot honour yet, each with the JSON path of the field in the message.
 
 use crate::arn::{bucket_from_arn, object_from_arn};
+pub use crate::copy_options::{CopyOptions, S3Grant};
 use crate::manifest::{ManifestField, ManifestFields};
 pub use crate::operation::OperationSpec;
 use crate::plan::{parse_time, GeneratorFilter, Pinning};
@@ -256,35 +257,33 @@ pub struct PutObjectCopy {
     pub new_object_tagging: Option<Vec<Tag>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum_algorithm: Option<String>,
-    // Real S3 fields batchops does not honour yet: parsed only so the refusal can name them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub canned_access_control_list: Option<Value>,
+    pub canned_access_control_list: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub access_control_grants: Option<Value>,
+    pub access_control_grants: Option<Vec<S3Grant>>,
+    /// An ISO 8601 time or seconds since the epoch, as the AWS CLI takes timestamps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modified_since_constraint: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub un_modified_since_constraint: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redirect_location: Option<Value>,
+    pub redirect_location: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requester_pays: Option<Value>,
+    pub requester_pays: Option<bool>,
     #[serde(
         default,
         rename = "SSEAwsKmsKeyId",
         skip_serializing_if = "Option::is_none"
     )]
-    pub sse_aws_kms_key_id: Option<Value>,
+    pub sse_aws_kms_key_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target_key_prefix_transform: Option<Value>,
+    pub object_lock_legal_hold_status: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub object_lock_legal_hold_status: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub object_lock_mode: Option<Value>,
+    pub object_lock_mode: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_lock_retain_until_date: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bucket_key_enabled: Option<Value>,
+    pub bucket_key_enabled: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -554,6 +553,9 @@ pub struct CopySpec {
     /// `Some` replaces the tags (possibly with none); `None` copies the source's tags.
     pub new_tagging: Option<Vec<(String, String)>>,
     pub checksum_algorithm: Option<String>,
+    /// Encryption key, ACL, Object Lock, redirect, requester pays and copy-source conditions.
+    #[serde(default)]
+    pub options: CopyOptions,
 }
 
 impl CopySpec {
@@ -622,6 +624,19 @@ const STORAGE_CLASSES: [&str; 8] = [
     "GLACIER_IR",
     "REDUCED_REDUNDANCY",
 ];
+/// S3 Control's storage classes for copies: not REDUCED_REDUNDANCY, which S3 refuses for a copy
+/// (generator filters still match it).
+const COPY_STORAGE_CLASSES: [&str; 7] = [
+    "STANDARD",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "GLACIER",
+    "INTELLIGENT_TIERING",
+    "DEEP_ARCHIVE",
+    "GLACIER_IR",
+];
+/// S3 Control's `S3ChecksumAlgorithm` values, all of which CopyObject and CreateMultipartUpload
+/// take.
 const CHECKSUM_ALGORITHMS: [&str; 5] = ["CRC32", "CRC32C", "SHA1", "SHA256", "CRC64NVME"];
 
 impl CreateJobRequest {
@@ -740,44 +755,6 @@ impl CreateJobRequest {
             return Err(RequestError::new("Operation.S3PutObjectCopy", "required"));
         };
         let base = "Operation.S3PutObjectCopy";
-        let unsupported = [
-            (
-                "CannedAccessControlList",
-                copy.canned_access_control_list.is_some(),
-            ),
-            ("AccessControlGrants", copy.access_control_grants.is_some()),
-            (
-                "ModifiedSinceConstraint",
-                copy.modified_since_constraint.is_some(),
-            ),
-            (
-                "UnModifiedSinceConstraint",
-                copy.un_modified_since_constraint.is_some(),
-            ),
-            ("RedirectLocation", copy.redirect_location.is_some()),
-            ("RequesterPays", copy.requester_pays.is_some()),
-            ("SSEAwsKmsKeyId", copy.sse_aws_kms_key_id.is_some()),
-            (
-                "TargetKeyPrefixTransform",
-                copy.target_key_prefix_transform.is_some(),
-            ),
-            (
-                "ObjectLockLegalHoldStatus",
-                copy.object_lock_legal_hold_status.is_some(),
-            ),
-            ("ObjectLockMode", copy.object_lock_mode.is_some()),
-            (
-                "ObjectLockRetainUntilDate",
-                copy.object_lock_retain_until_date.is_some(),
-            ),
-            ("BucketKeyEnabled", copy.bucket_key_enabled.is_some()),
-        ];
-        if let Some((name, _)) = unsupported.iter().find(|(_, set)| *set) {
-            return Err(RequestError::new(
-                format!("{base}.{name}"),
-                "batchops cannot honour this option yet; remove it to run the copy without it",
-            ));
-        }
         let target = copy.target_resource.as_deref().ok_or_else(|| {
             RequestError::new(
                 format!("{base}.TargetResource"),
@@ -792,12 +769,12 @@ impl CreateJobRequest {
             Some(prefix) => format!("{prefix}/"),
         };
         if let Some(class) = &copy.storage_class {
-            if !STORAGE_CLASSES.contains(&class.as_str()) {
+            if !COPY_STORAGE_CLASSES.contains(&class.as_str()) {
                 return Err(RequestError::new(
                     format!("{base}.StorageClass"),
                     format!(
-                        "unknown storage class `{class}`; expected one of {}",
-                        STORAGE_CLASSES.join(", ")
+                        "storage class `{class}` is not one S3 copies into; expected one of {}",
+                        COPY_STORAGE_CLASSES.join(", ")
                     ),
                 ));
             }
@@ -841,12 +818,6 @@ impl CreateJobRequest {
                             format!("expected AES256 or KMS, got `{sse}`"),
                         ));
                     }
-                    if sse == "KMS" {
-                        return Err(RequestError::new(
-                            field("SSEAlgorithm"),
-                            "KMS encryption is not supported by batchops yet",
-                        ));
-                    }
                 }
                 if let Some(expires) = &meta.http_expires_date {
                     time::OffsetDateTime::parse(
@@ -860,7 +831,15 @@ impl CreateJobRequest {
                         )
                     })?;
                 }
-                if metadata_directive != MetadataDirective::Replace {
+                // Encryption is not metadata: S3 encrypts a copy as asked under either directive.
+                let sets_metadata = meta.cache_control.is_some()
+                    || meta.content_disposition.is_some()
+                    || meta.content_encoding.is_some()
+                    || meta.content_language.is_some()
+                    || meta.content_type.is_some()
+                    || meta.http_expires_date.is_some()
+                    || meta.user_metadata.is_some();
+                if sets_metadata && metadata_directive != MetadataDirective::Replace {
                     return Err(RequestError::new(
                         format!("{base}.NewObjectMetadata"),
                         "new metadata is only applied with MetadataDirective REPLACE",
@@ -924,6 +903,24 @@ impl CreateJobRequest {
                 ));
             }
         }
+        let options = crate::copy_options::validate(
+            base,
+            &format!("{base}.NewObjectMetadata.SSEAlgorithm"),
+            &crate::copy_options::RequestedOptions {
+                sse_algorithm: new_metadata.sse_algorithm.as_deref(),
+                sse_aws_kms_key_id: copy.sse_aws_kms_key_id.as_deref(),
+                bucket_key_enabled: copy.bucket_key_enabled,
+                canned_access_control_list: copy.canned_access_control_list.as_deref(),
+                access_control_grants: copy.access_control_grants.as_deref(),
+                object_lock_legal_hold_status: copy.object_lock_legal_hold_status.as_deref(),
+                object_lock_mode: copy.object_lock_mode.as_deref(),
+                object_lock_retain_until_date: copy.object_lock_retain_until_date.as_ref(),
+                redirect_location: copy.redirect_location.as_deref(),
+                requester_pays: copy.requester_pays,
+                modified_since_constraint: copy.modified_since_constraint.as_ref(),
+                un_modified_since_constraint: copy.un_modified_since_constraint.as_ref(),
+            },
+        )?;
         Ok(CopySpec {
             target_bucket,
             target_key_prefix,
@@ -932,6 +929,7 @@ impl CreateJobRequest {
             new_metadata,
             new_tagging,
             checksum_algorithm: copy.checksum_algorithm.clone(),
+            options,
         })
     }
 
@@ -1286,13 +1284,155 @@ mod tests {
     fn unsupported_option_is_refused_not_dropped() {
         let doc = sample().replace(
             "\"MetadataDirective\": \"COPY\"",
-            "\"MetadataDirective\": \"COPY\", \"ObjectLockMode\": \"GOVERNANCE\"",
+            "\"MetadataDirective\": \"REPLACE\", \"NewObjectMetadata\": {\"RequesterCharged\": true}",
         );
         let err = CreateJobRequest::from_json(&doc)
             .unwrap()
             .validate()
             .unwrap_err();
-        assert_eq!(err.field, "Operation.S3PutObjectCopy.ObjectLockMode");
+        assert_eq!(
+            err.field,
+            "Operation.S3PutObjectCopy.NewObjectMetadata.RequesterCharged"
+        );
+    }
+
+    /// `sample()` with `options` added to its S3PutObjectCopy.
+    fn copy_with(options: &str) -> String {
+        sample().replace(
+            "\"MetadataDirective\": \"COPY\"",
+            &format!("\"MetadataDirective\": \"COPY\", {options}"),
+        )
+    }
+
+    #[test]
+    fn every_copy_option_s3_copy_object_carries_is_honoured() {
+        let doc = copy_with(
+            r#""SSEAwsKmsKeyId": "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+               "BucketKeyEnabled": true, "NewObjectMetadata": {"SSEAlgorithm": "KMS"},
+               "CannedAccessControlList": "bucket-owner-full-control",
+               "ObjectLockLegalHoldStatus": "ON", "ObjectLockMode": "GOVERNANCE",
+               "ObjectLockRetainUntilDate": "2099-01-01T00:00:00Z",
+               "RedirectLocation": "/moved/here", "RequesterPays": true,
+               "ModifiedSinceConstraint": "2026-01-01T00:00:00Z", "UnModifiedSinceConstraint": 1800000000,
+               "ChecksumAlgorithm": "CRC64NVME""#,
+        );
+        let spec = CreateJobRequest::from_json(&doc)
+            .unwrap()
+            .validate()
+            .unwrap();
+        let copy = spec.operation.copy().unwrap();
+        // SSE under MetadataDirective COPY: encryption is not metadata.
+        assert_eq!(copy.metadata_directive, MetadataDirective::Copy);
+        assert_eq!(copy.new_metadata.sse_algorithm.as_deref(), Some("KMS"));
+        assert_eq!(copy.checksum_algorithm.as_deref(), Some("CRC64NVME"));
+        let o = &copy.options;
+        assert!(o.kms_key_id.as_deref().unwrap().ends_with("1234567890ab"));
+        assert_eq!(o.bucket_key_enabled, Some(true));
+        assert_eq!(
+            o.acl,
+            Some(crate::copy_options::ObjectAcl::Canned(
+                "bucket-owner-full-control".into()
+            ))
+        );
+        assert_eq!(o.object_lock.legal_hold.as_deref(), Some("ON"));
+        assert_eq!(o.object_lock.mode.as_deref(), Some("GOVERNANCE"));
+        assert_eq!(
+            o.object_lock.retain_until.as_deref(),
+            Some("2099-01-01T00:00:00Z")
+        );
+        assert_eq!(o.redirect_location.as_deref(), Some("/moved/here"));
+        assert!(o.requester_pays);
+        assert_eq!(o.modified_since, Some(1_767_225_600));
+        assert_eq!(o.unmodified_since, Some(1_800_000_000));
+        // Stored and read back whole; records without options read as none.
+        let text = serde_json::to_string(&spec).unwrap();
+        assert_eq!(serde_json::from_str::<JobSpec>(&text).unwrap(), spec);
+        let plain = CreateJobRequest::from_json(&sample())
+            .unwrap()
+            .validate()
+            .unwrap();
+        let mut stored = serde_json::to_value(&plain).unwrap();
+        stored["operation"]["Copy"]
+            .as_object_mut()
+            .unwrap()
+            .remove("options");
+        let old: JobSpec = serde_json::from_value(stored).unwrap();
+        assert_eq!(old, plain);
+        assert_eq!(old.operation.copy().unwrap().options, CopyOptions::default());
+    }
+
+    #[test]
+    fn copy_option_mistakes_name_their_json_path() {
+        let cases = [
+            // Typed fields: the parser names the path.
+            (
+                r#""RequesterPays": "yes""#,
+                "Operation.S3PutObjectCopy.RequesterPays",
+            ),
+            (
+                r#""AccessControlGrants": [{"Grantee": {"TypeIdentifer": "id"}, "Permission": "READ"}]"#,
+                "Operation.S3PutObjectCopy.AccessControlGrants[0].Grantee.TypeIdentifer",
+            ),
+            // Not an S3 field: S3 Control's copy has no TargetKeyPrefixTransform.
+            (
+                r#""TargetKeyPrefixTransform": {}"#,
+                "Operation.S3PutObjectCopy.TargetKeyPrefixTransform",
+            ),
+            // Validated values.
+            (
+                r#""AccessControlGrants": [{"Grantee": {"TypeIdentifier": "id", "Identifier": "a"}, "Permission": "WRITE"}]"#,
+                "Operation.S3PutObjectCopy.AccessControlGrants[0].Permission",
+            ),
+            (
+                r#""SSEAwsKmsKeyId": "1234abcd-12ab-34cd-56ef-1234567890ab""#,
+                "Operation.S3PutObjectCopy.SSEAwsKmsKeyId",
+            ),
+            (
+                r#""ObjectLockMode": "COMPLIANCE""#,
+                "Operation.S3PutObjectCopy.ObjectLockRetainUntilDate",
+            ),
+            (
+                r#""ModifiedSinceConstraint": "last week""#,
+                "Operation.S3PutObjectCopy.ModifiedSinceConstraint",
+            ),
+            (
+                r#""RedirectLocation": "elsewhere""#,
+                "Operation.S3PutObjectCopy.RedirectLocation",
+            ),
+            (
+                r#""NewObjectMetadata": {"SSEAlgorithm": "aws:kms"}"#,
+                "Operation.S3PutObjectCopy.NewObjectMetadata.SSEAlgorithm",
+            ),
+            // New metadata still needs REPLACE; encryption alone does not.
+            (
+                r#""NewObjectMetadata": {"SSEAlgorithm": "AES256", "ContentType": "text/plain"}"#,
+                "Operation.S3PutObjectCopy.NewObjectMetadata",
+            ),
+        ];
+        for (options, field) in cases {
+            let err = CreateJobRequest::from_json(&copy_with(options))
+                .and_then(|r| r.validate().map(|_| r))
+                .unwrap_err();
+            assert_eq!(err.field, field, "{options}: {err}");
+        }
+    }
+
+    #[test]
+    fn reduced_redundancy_is_not_a_storage_class_for_copies() {
+        let doc = sample().replace("\"STANDARD\"", "\"REDUCED_REDUNDANCY\"");
+        let err = CreateJobRequest::from_json(&doc)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.field, "Operation.S3PutObjectCopy.StorageClass");
+        assert!(err.message.contains("GLACIER_IR"), "{err}");
+        for class in ["STANDARD_IA", "GLACIER_IR", "DEEP_ARCHIVE"] {
+            let doc = sample().replace("\"STANDARD\"", &format!("\"{class}\""));
+            CreateJobRequest::from_json(&doc)
+                .unwrap()
+                .validate()
+                .unwrap_or_else(|e| panic!("{class}: {e}"));
+        }
     }
 
     #[test]
