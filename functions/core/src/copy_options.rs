@@ -121,7 +121,9 @@ impl CopyOptions {
     /// ETag (`x-amz-copy-source-if-match` that holds) is not refused for having been modified
     /// since `unmodified_since`.
     pub fn source_conditions_hold(&self, last_modified: i64, if_match_holds: bool) -> bool {
-        let modified = self.modified_since.is_none_or(|since| last_modified > since);
+        let modified = self
+            .modified_since
+            .is_none_or(|since| last_modified > since);
         let unmodified = if_match_holds
             || self
                 .unmodified_since

@@ -624,17 +624,9 @@ const STORAGE_CLASSES: [&str; 8] = [
     "GLACIER_IR",
     "REDUCED_REDUNDANCY",
 ];
-/// S3 Control's storage classes for copies: not REDUCED_REDUNDANCY, which S3 refuses for a copy
-/// (generator filters still match it).
-const COPY_STORAGE_CLASSES: [&str; 7] = [
-    "STANDARD",
-    "STANDARD_IA",
-    "ONEZONE_IA",
-    "GLACIER",
-    "INTELLIGENT_TIERING",
-    "DEEP_ARCHIVE",
-    "GLACIER_IR",
-];
+/// A storage class S3 still lists (and generator filters match) but refuses for a copy: S3
+/// Control's copy StorageClass does not take it.
+const NOT_FOR_COPIES: &str = "REDUCED_REDUNDANCY";
 /// S3 Control's `S3ChecksumAlgorithm` values, all of which CopyObject and CreateMultipartUpload
 /// take.
 const CHECKSUM_ALGORITHMS: [&str; 5] = ["CRC32", "CRC32C", "SHA1", "SHA256", "CRC64NVME"];
@@ -769,12 +761,16 @@ impl CreateJobRequest {
             Some(prefix) => format!("{prefix}/"),
         };
         if let Some(class) = &copy.storage_class {
-            if !COPY_STORAGE_CLASSES.contains(&class.as_str()) {
+            if class == NOT_FOR_COPIES || !STORAGE_CLASSES.contains(&class.as_str()) {
+                let expected: Vec<&str> = STORAGE_CLASSES
+                    .into_iter()
+                    .filter(|c| *c != NOT_FOR_COPIES)
+                    .collect();
                 return Err(RequestError::new(
                     format!("{base}.StorageClass"),
                     format!(
                         "storage class `{class}` is not one S3 copies into; expected one of {}",
-                        COPY_STORAGE_CLASSES.join(", ")
+                        expected.join(", ")
                     ),
                 ));
             }
@@ -1358,7 +1354,10 @@ mod tests {
             .remove("options");
         let old: JobSpec = serde_json::from_value(stored).unwrap();
         assert_eq!(old, plain);
-        assert_eq!(old.operation.copy().unwrap().options, CopyOptions::default());
+        assert_eq!(
+            old.operation.copy().unwrap().options,
+            CopyOptions::default()
+        );
     }
 
     #[test]

@@ -7,13 +7,15 @@ use crate::error::S3Failure;
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, MetadataDirective as SdkDirective,
-    ServerSideEncryption, StorageClass, TaggingDirective,
+    ObjectCannedAcl, ObjectLockLegalHoldStatus, ObjectLockMode, RequestPayer, ServerSideEncryption,
+    StorageClass, TaggingDirective,
 };
 use aws_sdk_s3::Client;
 use aws_smithy_types::date_time::Format;
 use aws_smithy_types::DateTime;
 use batchops_core::backoff::RetryPolicy;
 use batchops_core::chunk::ChunkTask;
+use batchops_core::copy_options::ObjectAcl;
 use batchops_core::encoding::{copy_source, encode_key, encode_tag_set};
 use batchops_core::manifest::ObjectRef;
 use batchops_core::report::{TaskOutcome, TaskStatus};
@@ -85,6 +87,62 @@ macro_rules! completed_part {
             .build()
     };
 }
+
+/// What a copy sets on the object it writes besides metadata, storage class and tags, on a
+/// CopyObject or CreateMultipartUpload request (the same setters): encryption, ACL, Object Lock,
+/// website redirect and the requester-pays acknowledgement.
+macro_rules! with_write_options {
+    ($request:expr, $spec:expr) => {{
+        let spec: &CopySpec = $spec;
+        let options = &spec.options;
+        let mut request = $request
+            .set_website_redirect_location(options.redirect_location.clone())
+            .set_request_payer(options.requester_pays.then_some(RequestPayer::Requester))
+            .set_object_lock_legal_hold_status(
+                options
+                    .object_lock
+                    .legal_hold
+                    .as_deref()
+                    .map(ObjectLockLegalHoldStatus::from),
+            )
+            .set_object_lock_mode(
+                options
+                    .object_lock
+                    .mode
+                    .as_deref()
+                    .map(ObjectLockMode::from),
+            )
+            .set_object_lock_retain_until_date(
+                options
+                    .object_lock
+                    .retain_until
+                    .as_deref()
+                    .and_then(parse_expires),
+            );
+        request = match spec.new_metadata.sse_algorithm.as_deref() {
+            Some("AES256") => request.server_side_encryption(ServerSideEncryption::Aes256),
+            Some("KMS") => request
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .set_ssekms_key_id(options.kms_key_id.clone())
+                .set_bucket_key_enabled(options.bucket_key_enabled),
+            _ => request,
+        };
+        match &options.acl {
+            Some(ObjectAcl::Canned(canned)) => request.acl(ObjectCannedAcl::from(canned.as_str())),
+            Some(ObjectAcl::Grants(grants)) => request
+                .set_grant_full_control(grants.full_control.clone())
+                .set_grant_read(grants.read.clone())
+                .set_grant_read_acp(grants.read_acp.clone())
+                .set_grant_write_acp(grants.write_acp.clone()),
+            None => request,
+        }
+    }};
+}
+
+/// The MD5 of an empty body. A copy carrying Object Lock settings sends it as Content-MD5: S3
+/// asks writes with Object Lock parameters for a digest of their body (moto 5.2 refuses copies
+/// without one), and a copy's body is empty.
+const EMPTY_BODY_MD5: &str = "1B2M2Y8AsgTpgAmY7PHvCg==";
 
 /// What every part of one multipart copy shares.
 struct PartCopy<'p> {
@@ -312,6 +370,11 @@ impl<'a> Copier<'a> {
             Err(failure) => return TaskResult::Done(failed(object, failure)),
         };
         let size = head.content_length().unwrap_or(0).max(0) as u64;
+        // S3 checks the copy-source conditions on every CopyObject and UploadPartCopy; checked
+        // here too, a copy that cannot hold starts no multipart upload.
+        if let Some(failure) = self.unmet_source_conditions(&head, if_match) {
+            return TaskResult::Done(failed(object, failure));
+        }
         let result = if size > self.settings.multipart_threshold {
             self.multipart_copy(object, &head, size, if_match, target_key)
                 .await
@@ -330,7 +393,9 @@ impl<'a> Copier<'a> {
                 bytes: size,
                 dest_version,
             }),
-            Err(CopyError::Failed(failure)) => TaskResult::Done(failed(object, failure)),
+            Err(CopyError::Failed(failure)) => {
+                TaskResult::Done(failed(object, self.explain(failure)))
+            }
             Err(CopyError::Stopped) => TaskResult::Abandoned,
             Err(CopyError::OutOfTime) if self.uploads.is_some() => TaskResult::Suspended,
             Err(CopyError::OutOfTime) => TaskResult::Done(failed(
@@ -344,6 +409,49 @@ impl<'a> Copier<'a> {
         }
     }
 
+    /// `x-amz-request-payer` for every request of a copy whose job says RequesterPays.
+    fn request_payer(&self) -> Option<RequestPayer> {
+        self.spec
+            .options
+            .requester_pays
+            .then_some(RequestPayer::Requester)
+    }
+
+    /// S3's 412 when the source (as HEAD saw it) fails the job's copy-source conditions.
+    fn unmet_source_conditions(
+        &self,
+        head: &HeadObjectOutput,
+        if_match: Option<&str>,
+    ) -> Option<S3Failure> {
+        let options = &self.spec.options;
+        if options.modified_since.is_none() && options.unmodified_since.is_none() {
+            return None;
+        }
+        let last_modified = head.last_modified().map(|t| t.secs())?;
+        let if_match_holds = if_match.is_some_and(|wanted| {
+            head.e_tag()
+                .is_some_and(|etag| etag.trim_matches('"') == wanted.trim_matches('"'))
+        });
+        (!options.source_conditions_hold(last_modified, if_match_holds)).then(|| S3Failure {
+            status: Some(412),
+            code: Some("PreconditionFailed".to_string()),
+            message: "At least one of the pre-conditions you specified did not hold".to_string(),
+        })
+    }
+
+    /// S3's answer, with what the job asked for when that is why it was refused.
+    fn explain(&self, mut failure: S3Failure) -> S3Failure {
+        if self.spec.options.object_lock.is_set()
+            && failure.message.contains("ObjectLockConfiguration")
+        {
+            failure.message = format!(
+                "{}: the target bucket {} does not have Object Lock enabled, which the job's ObjectLock settings need",
+                failure.message, self.spec.target_bucket
+            );
+        }
+        failure
+    }
+
     async fn head(&self, object: &ObjectRef) -> Result<HeadObjectOutput, S3Failure> {
         with_retry(&self.settings.retry, || async {
             self.s3
@@ -351,6 +459,7 @@ impl<'a> Copier<'a> {
                 .bucket(&object.bucket)
                 .key(&object.key)
                 .set_version_id(object.version_id.clone())
+                .set_request_payer(self.request_payer())
                 .send()
                 .await
                 .map_err(|e| head_failure(object, S3Failure::from_sdk(&e)))
@@ -374,6 +483,12 @@ impl<'a> Copier<'a> {
                 .key(target_key)
                 .copy_source(&source)
                 .set_copy_source_if_match(if_match.map(str::to_string))
+                .set_copy_source_if_modified_since(
+                    spec.options.modified_since.map(DateTime::from_secs),
+                )
+                .set_copy_source_if_unmodified_since(
+                    spec.options.unmodified_since.map(DateTime::from_secs),
+                )
                 .set_storage_class(spec.storage_class.as_deref().map(StorageClass::from))
                 .set_checksum_algorithm(
                     spec.checksum_algorithm
@@ -398,15 +513,24 @@ impl<'a> Copier<'a> {
                     r
                 }
             };
-            if spec.new_metadata.sse_algorithm.as_deref() == Some("AES256") {
-                request = request.server_side_encryption(ServerSideEncryption::Aes256);
-            }
+            request = with_write_options!(request, spec);
             if let Some(tags) = &spec.new_tagging {
                 request = request
                     .tagging_directive(TaggingDirective::Replace)
                     .tagging(encode_tag_set(tags));
             }
-            let out = request.send().await.map_err(|e| S3Failure::from_sdk(&e))?;
+            let sent = if spec.options.object_lock.is_set() {
+                request
+                    .customize()
+                    .mutate_request(|r| {
+                        r.headers_mut().insert("Content-MD5", EMPTY_BODY_MD5);
+                    })
+                    .send()
+                    .await
+            } else {
+                request.send().await
+            };
+            let out = sent.map_err(|e| S3Failure::from_sdk(&e))?;
             // A 200 whose body is an error document parses to no CopyObjectResult.
             match out.copy_object_result().and_then(|r| r.e_tag()) {
                 Some(_) => Ok(out.version_id().map(str::to_string)),
@@ -493,9 +617,7 @@ impl<'a> Copier<'a> {
                         .set_metadata(Some(m.user_metadata.iter().cloned().collect()))
                 }
             };
-            if spec.new_metadata.sse_algorithm.as_deref() == Some("AES256") {
-                request = request.server_side_encryption(ServerSideEncryption::Aes256);
-            }
+            request = with_write_options!(request, spec);
             let out = request.send().await.map_err(|e| S3Failure::from_sdk(&e))?;
             out.upload_id()
                 .map(str::to_string)
@@ -570,6 +692,7 @@ impl<'a> Copier<'a> {
             .bucket(bucket)
             .key(target_key)
             .upload_id(upload_id)
+            .set_request_payer(self.request_payer())
             .send()
             .await;
         if let Err(err) = abort {
@@ -610,6 +733,7 @@ impl<'a> Copier<'a> {
                     .bucket(&self.spec.target_bucket)
                     .key(target_key)
                     .upload_id(&record.upload_id)
+                    .set_request_payer(self.request_payer())
                     .set_part_number_marker(marker.clone())
                     .send()
                     .await
@@ -669,6 +793,7 @@ impl<'a> Copier<'a> {
                 .bucket(&object.bucket)
                 .key(&object.key)
                 .set_version_id(version.map(str::to_string))
+                .set_request_payer(self.request_payer())
                 .send()
                 .await
                 .map_err(|e| S3Failure::from_sdk(&e))
@@ -728,6 +853,13 @@ impl<'a> Copier<'a> {
                         .copy_source(source)
                         .copy_source_range(format!("bytes={first}-{last}"))
                         .set_copy_source_if_match(if_match.map(str::to_string))
+                        .set_copy_source_if_modified_since(
+                            self.spec.options.modified_since.map(DateTime::from_secs),
+                        )
+                        .set_copy_source_if_unmodified_since(
+                            self.spec.options.unmodified_since.map(DateTime::from_secs),
+                        )
+                        .set_request_payer(self.request_payer())
                         .send()
                         .await
                         .map_err(|e| S3Failure::from_sdk(&e))
@@ -767,6 +899,7 @@ impl<'a> Copier<'a> {
                 .bucket(&self.spec.target_bucket)
                 .key(target_key)
                 .upload_id(upload_id)
+                .set_request_payer(self.request_payer())
                 .multipart_upload(upload.clone())
                 .send()
                 .await

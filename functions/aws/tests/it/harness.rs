@@ -175,6 +175,19 @@ impl TestEnv {
         keys
     }
 
+    /// Multipart uploads left open in the destination bucket.
+    pub async fn open_uploads(&self) -> usize {
+        self.clients
+            .s3
+            .list_multipart_uploads()
+            .bucket(&self.dst)
+            .send()
+            .await
+            .expect("list multipart uploads")
+            .uploads()
+            .len()
+    }
+
     /// Uploads a manifest (lines joined with `\n`) to the source bucket; returns its key.
     pub async fn manifest(&self, name: &str, lines: &[String]) -> String {
         let key = format!("manifests/{name}.csv");

@@ -2,6 +2,7 @@
 
 mod api;
 mod backups;
+mod copy_options;
 mod events;
 mod harness;
 mod invoke;

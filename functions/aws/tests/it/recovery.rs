@@ -537,18 +537,6 @@ async fn env_with(vars: &[(&'static str, String)]) -> TestEnv {
     TestEnv::with_vars(&vars).await
 }
 
-async fn open_uploads(env: &TestEnv) -> usize {
-    env.clients
-        .s3
-        .list_multipart_uploads()
-        .bucket(&env.dst)
-        .send()
-        .await
-        .unwrap()
-        .uploads()
-        .len()
-}
-
 /// Runs the pointer with ever longer windows past the safety margin until the worker hands
 /// the range on mid-copy (too short a window starts no task at all).
 async fn run_until_continued(env: &TestEnv, pointer: &ChunkPointer) {
@@ -577,7 +565,7 @@ async fn a_multipart_copy_too_long_for_one_invocation_continues_in_the_next() {
     };
     run_until_continued(&env, &pointer).await;
     // The upload is kept, not aborted, and the same range was sent on.
-    assert_eq!(open_uploads(&env).await, 1);
+    assert_eq!(env.open_uploads().await, 1);
     let sent = drain_work_queue(&env).await;
     assert_eq!(sent, vec![pointer.clone()]);
     let done = process_chunk(&env.app, &pointer, deadline()).await.unwrap();
@@ -592,7 +580,7 @@ async fn a_multipart_copy_too_long_for_one_invocation_continues_in_the_next() {
         env.get(&env.dst, "copied/huge/object.bin").await.unwrap(),
         body
     );
-    assert_eq!(open_uploads(&env).await, 0, "no upload left behind");
+    assert_eq!(env.open_uploads().await, 0, "no upload left behind");
     run_within(&env, Duration::from_secs(60)).await;
     assert_eq!(env.describe(&job).await.status, "Complete");
     env.audit(&job).await;
@@ -652,7 +640,7 @@ async fn a_kept_upload_of_a_killed_attempt_is_continued_from_its_parts() {
     );
     assert_eq!(env.get(&env.dst, target).await.unwrap(), body);
     // The kept upload was the one completed: nothing incomplete is left, and one version exists.
-    assert_eq!(open_uploads(&env).await, 0, "no upload left behind");
+    assert_eq!(env.open_uploads().await, 0, "no upload left behind");
     let versions = env
         .clients
         .s3
@@ -677,13 +665,13 @@ async fn cancelling_a_job_aborts_the_uploads_its_tasks_kept() {
     };
     run_until_continued(&env, &pointer).await;
     drain_work_queue(&env).await;
-    assert_eq!(open_uploads(&env).await, 1);
+    assert_eq!(env.open_uploads().await, 1);
     batchops_aws::jobs::update_job_status(&env.app, &job, JobStatus::Cancelled, None)
         .await
         .unwrap();
     run_within(&env, Duration::from_secs(60)).await;
     assert_eq!(env.describe(&job).await.status, "Cancelled");
-    assert_eq!(open_uploads(&env).await, 0, "the kept upload was aborted");
+    assert_eq!(env.open_uploads().await, 0, "the kept upload was aborted");
     assert!(env.keys(&env.dst).await.is_empty());
 }
 
