@@ -804,7 +804,7 @@ impl CreateJobRequest {
                 if meta.requester_charged.is_some() {
                     return Err(RequestError::new(
                         field("RequesterCharged"),
-                        "batchops cannot honour this option yet",
+                        "CopyObject cannot carry it: x-amz-request-charged is S3's answer, not a request header; to copy from or to a Requester Pays bucket set RequesterPays",
                     ));
                 }
                 if let Some(sse) = &meta.sse_algorithm {
@@ -1290,6 +1290,7 @@ mod tests {
             err.field,
             "Operation.S3PutObjectCopy.NewObjectMetadata.RequesterCharged"
         );
+        assert!(err.message.contains("set RequesterPays"), "{err}");
     }
 
     /// `sample()` with `options` added to its S3PutObjectCopy.
