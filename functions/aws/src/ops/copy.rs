@@ -97,7 +97,7 @@ macro_rules! with_write_options {
         let options = &spec.options;
         let mut request = $request
             .set_website_redirect_location(options.redirect_location.clone())
-            .set_request_payer(options.requester_pays.then_some(RequestPayer::Requester))
+            .set_request_payer(request_payer(spec))
             .set_object_lock_legal_hold_status(
                 options
                     .object_lock
@@ -137,6 +137,13 @@ macro_rules! with_write_options {
             None => request,
         }
     }};
+}
+
+/// `x-amz-request-payer` for every request of a copy whose job says RequesterPays.
+fn request_payer(spec: &CopySpec) -> Option<RequestPayer> {
+    spec.options
+        .requester_pays
+        .then_some(RequestPayer::Requester)
 }
 
 /// The MD5 of an empty body. A copy carrying Object Lock settings sends it as Content-MD5: S3
@@ -409,14 +416,6 @@ impl<'a> Copier<'a> {
         }
     }
 
-    /// `x-amz-request-payer` for every request of a copy whose job says RequesterPays.
-    fn request_payer(&self) -> Option<RequestPayer> {
-        self.spec
-            .options
-            .requester_pays
-            .then_some(RequestPayer::Requester)
-    }
-
     /// S3's 412 when the source (as HEAD saw it) fails the job's copy-source conditions.
     fn unmet_source_conditions(
         &self,
@@ -459,7 +458,7 @@ impl<'a> Copier<'a> {
                 .bucket(&object.bucket)
                 .key(&object.key)
                 .set_version_id(object.version_id.clone())
-                .set_request_payer(self.request_payer())
+                .set_request_payer(request_payer(self.spec))
                 .send()
                 .await
                 .map_err(|e| head_failure(object, S3Failure::from_sdk(&e)))
@@ -692,7 +691,7 @@ impl<'a> Copier<'a> {
             .bucket(bucket)
             .key(target_key)
             .upload_id(upload_id)
-            .set_request_payer(self.request_payer())
+            .set_request_payer(request_payer(self.spec))
             .send()
             .await;
         if let Err(err) = abort {
@@ -733,7 +732,7 @@ impl<'a> Copier<'a> {
                     .bucket(&self.spec.target_bucket)
                     .key(target_key)
                     .upload_id(&record.upload_id)
-                    .set_request_payer(self.request_payer())
+                    .set_request_payer(request_payer(self.spec))
                     .set_part_number_marker(marker.clone())
                     .send()
                     .await
@@ -793,7 +792,7 @@ impl<'a> Copier<'a> {
                 .bucket(&object.bucket)
                 .key(&object.key)
                 .set_version_id(version.map(str::to_string))
-                .set_request_payer(self.request_payer())
+                .set_request_payer(request_payer(self.spec))
                 .send()
                 .await
                 .map_err(|e| S3Failure::from_sdk(&e))
@@ -859,7 +858,7 @@ impl<'a> Copier<'a> {
                         .set_copy_source_if_unmodified_since(
                             self.spec.options.unmodified_since.map(DateTime::from_secs),
                         )
-                        .set_request_payer(self.request_payer())
+                        .set_request_payer(request_payer(self.spec))
                         .send()
                         .await
                         .map_err(|e| S3Failure::from_sdk(&e))
@@ -899,7 +898,7 @@ impl<'a> Copier<'a> {
                 .bucket(&self.spec.target_bucket)
                 .key(target_key)
                 .upload_id(upload_id)
-                .set_request_payer(self.request_payer())
+                .set_request_payer(request_payer(self.spec))
                 .multipart_upload(upload.clone())
                 .send()
                 .await
