@@ -566,14 +566,16 @@ async fn plan_slice(
                 ) = &spec.manifest
                 {
                     let with_versions = generated_with_versions(generated, &spec.pinning);
-                    write_generated_manifest(
-                        &app.s3,
-                        output,
-                        &job_id,
-                        &generated.source_bucket,
-                        with_versions,
-                    )
-                    .await?;
+                    job.generated_manifest = Some(
+                        write_generated_manifest(
+                            &app.s3,
+                            output,
+                            &job_id,
+                            &generated.source_bucket,
+                            with_versions,
+                        )
+                        .await?,
+                    );
                 }
                 let (next, reason) = if spec.confirmation_required {
                     (JobStatus::Suspended, "Awaiting confirmation")

@@ -8,7 +8,7 @@
 
 use crate::error::{aws, Error, Result, S3Failure};
 use crate::extsort::{EntrySorter, ExternalSorter, SortRecord};
-use crate::objects::{md5_hex, put_bytes, same_etag};
+use crate::objects::{md5_hex, put_bytes, put_bytes_pinned, same_etag};
 use aws_sdk_s3::Client;
 use batchops_core::backup::{
     catalog_directory, copy_within, BackupOut, BackupPlanner, BackupPolicy, CatalogEntry, Differ,
@@ -20,6 +20,7 @@ use batchops_core::inventory::{
     verify_file_checksum, verify_manifest_checksum, InventoryCsvParser, InventoryFormat,
     InventoryManifest, InventorySchema,
 };
+use batchops_core::job::GeneratedManifestDescriptor;
 use batchops_core::manifest::{
     CsvManifestParser, LineParser, ManifestFields, ObjectEntry, ObjectRef, ParsedLine,
 };
@@ -1498,14 +1499,15 @@ fn generated_part(tasks: &[ChunkTask], with_versions: bool) -> Result<Vec<u8>> {
 }
 
 /// Writes the generated manifest's `manifest.json` and `manifest.checksum` once planning is
-/// done: an S3 Inventory-style report any later job can take as its manifest.
+/// done: an S3 Inventory-style report any later job can take as its manifest. Answers where
+/// manifest.json is (DescribeJob's GeneratedManifestDescriptor).
 pub async fn write_generated_manifest(
     s3: &Client,
     output: &ManifestOutput,
     job_id: &str,
     source_bucket: &str,
     with_versions: bool,
-) -> Result<String> {
+) -> Result<GeneratedManifestDescriptor> {
     let root = output_root(output, job_id);
     let mut files = Vec::new();
     let mut pages = s3
@@ -1536,7 +1538,7 @@ pub async fn write_generated_manifest(
     let body = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Data(e.to_string()))?;
     let checksum = md5_hex(&body);
     let key = format!("{root}/manifest.json");
-    put_bytes(s3, &output.bucket, &key, body, "application/json").await?;
+    let written = put_bytes_pinned(s3, &output.bucket, &key, body, "application/json").await?;
     put_bytes(
         s3,
         &output.bucket,
@@ -1545,7 +1547,14 @@ pub async fn write_generated_manifest(
         "text/plain",
     )
     .await?;
-    Ok(key)
+    Ok(GeneratedManifestDescriptor {
+        format: batchops_core::request::GENERATED_MANIFEST_FORMAT.to_string(),
+        location: batchops_core::request::ManifestLocation {
+            object_arn: batchops_core::arn::object_arn(&output.bucket, &key),
+            object_version_id: written.version_id,
+            etag: written.etag,
+        },
+    })
 }
 
 /// What a dry run found: the same prepare step as a job's, with nothing written.

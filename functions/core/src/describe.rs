@@ -2,8 +2,8 @@
 //! with batchops' extensions as extra fields.
 
 use crate::counts::Counters;
-use crate::job::{FailureReason, JobRecord};
-use crate::request::{Manifest, Operation, Report};
+use crate::job::{FailureReason, GeneratedManifestDescriptor, JobRecord};
+use crate::request::{Manifest, ManifestGenerator, Operation, Report};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -51,6 +51,10 @@ pub struct JobDescriptor {
     pub suspended_date: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suspended_cause: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest_generator: Option<ManifestGenerator>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generated_manifest_descriptor: Option<GeneratedManifestDescriptor>,
     /// batchops extension: things the owner should know that did not stop the job.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -111,6 +115,8 @@ pub fn describe(
         suspended_date: job.suspended_at.clone(),
         suspended_cause: (job.status == crate::JobStatus::Suspended)
             .then(|| "AwaitingConfirmation".to_string()),
+        manifest_generator: job.request.manifest_generator.clone(),
+        generated_manifest_descriptor: job.generated_manifest.clone(),
         warnings: job.warnings.clone(),
     }
 }
@@ -174,6 +180,34 @@ mod tests {
         assert_eq!(progress["Timers"]["ElapsedTimeInActiveSeconds"], 0);
         assert_eq!(json["CreationTime"], "2026-01-01T00:00:00Z");
         assert!(json.get("TerminationDate").is_none());
+        assert!(json.get("ManifestGenerator").is_none());
+        assert!(json.get("GeneratedManifestDescriptor").is_none());
+        job.generated_manifest = Some(GeneratedManifestDescriptor {
+            format: "S3InventoryReport_CSV_20211130".into(),
+            location: crate::request::ManifestLocation {
+                object_arn: "arn:aws:s3:::out/job-j1/manifest.json".into(),
+                object_version_id: None,
+                etag: Some("\"abc\"".into()),
+            },
+        });
+        let json = serde_json::to_value(describe(
+            &job,
+            &counters,
+            "us-east-1",
+            "123",
+            datetime!(2026-01-01 0:01 UTC),
+        ))
+        .unwrap();
+        let location = &json["GeneratedManifestDescriptor"]["Location"];
+        assert_eq!(
+            json["GeneratedManifestDescriptor"]["Format"],
+            "S3InventoryReport_CSV_20211130"
+        );
+        assert_eq!(
+            location["ObjectArn"],
+            "arn:aws:s3:::out/job-j1/manifest.json"
+        );
+        assert_eq!(location["ETag"], "\"abc\"");
         let entry =
             serde_json::to_value(list_entry(&job, &counters, datetime!(2026-01-01 0:01 UTC)))
                 .unwrap();

@@ -62,6 +62,17 @@ pub struct JobRecord {
         skip_serializing_if = "crate::recovery::ErrorStreak::is_empty"
     )]
     pub error_streak: crate::recovery::ErrorStreak,
+    /// The manifest a ManifestGenerator wrote (EnableManifestOutput), once planning wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generated_manifest: Option<GeneratedManifestDescriptor>,
+}
+
+/// S3 Control's `GeneratedManifestDescriptor`: where the generated manifest's manifest.json is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GeneratedManifestDescriptor {
+    pub format: String,
+    pub location: crate::request::ManifestLocation,
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -109,6 +120,7 @@ impl JobRecord {
             revision: 0,
             status_event_sent: false,
             error_streak: Default::default(),
+            generated_manifest: None,
         }
     }
 

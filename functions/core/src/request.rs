@@ -15,6 +15,8 @@ use serde_json::Value;
 pub const CSV_MANIFEST_FORMAT: &str = "S3BatchOperations_CSV_20180820";
 pub const INVENTORY_MANIFEST_FORMAT: &str = "S3InventoryReport_CSV_20161130";
 pub const REPORT_FORMAT: &str = "Report_CSV_20180820";
+/// The format of a ManifestGenerator's output (an S3 Inventory-style report).
+pub const GENERATED_MANIFEST_FORMAT: &str = "S3InventoryReport_CSV_20211130";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
@@ -1033,11 +1035,11 @@ impl CreateJobRequest {
             }
             (Some(location), true) => {
                 let field = |name: &str| format!("{base}.ManifestOutputLocation.{name}");
-                if location.manifest_format != "S3InventoryReport_CSV_20211130" {
+                if location.manifest_format != GENERATED_MANIFEST_FORMAT {
                     return Err(RequestError::new(
                         field("ManifestFormat"),
                         format!(
-                            "expected S3InventoryReport_CSV_20211130, got `{}`",
+                            "expected {GENERATED_MANIFEST_FORMAT}, got `{}`",
                             location.manifest_format
                         ),
                     ));

@@ -376,12 +376,39 @@ async fn a_generated_manifest_is_written_and_reusable_as_an_inventory() {
     document["ConfirmationRequired"] = json!(false);
     let job = env.create(document).await;
     env.run_until_idle().await;
-    assert_eq!(env.describe(&job).await.status, "Complete");
+    let described = env.describe(&job).await;
+    assert_eq!(described.status, "Complete");
     assert_eq!(
         env.keys(&env.dst).await,
         vec!["copied/g/one", "copied/g/three+", "copied/g/two words"]
     );
     let manifest_key = format!("generated/job-{job}/manifest.json");
+    // DescribeJob points at what was written, and echoes the generator it was given.
+    let descriptor = described
+        .generated_manifest_descriptor
+        .expect("GeneratedManifestDescriptor");
+    assert_eq!(descriptor.format, "S3InventoryReport_CSV_20211130");
+    assert_eq!(
+        descriptor.location.object_arn,
+        format!("arn:aws:s3:::{}/{manifest_key}", env.reports)
+    );
+    let head = env
+        .clients
+        .s3
+        .head_object()
+        .bucket(&env.reports)
+        .key(&manifest_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(descriptor.location.etag.as_deref(), head.e_tag());
+    let echoed = described
+        .manifest_generator
+        .expect("ManifestGenerator echoed");
+    assert_eq!(
+        echoed.s3_job_manifest_generator.unwrap().source_bucket,
+        format!("arn:aws:s3:::{}", env.src)
+    );
     let manifest: Value = serde_json::from_slice(
         &env.get(&env.reports, &manifest_key)
             .await
