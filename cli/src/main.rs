@@ -3,7 +3,8 @@
 use anyhow::{bail, Context, Result};
 use batchops_aws::audit::audit_report_with;
 use batchops_aws::jobs::{
-    create_job, describe_job, list_jobs_page, update_job_priority, update_job_status,
+    create_job, delete_job_tagging, describe_job, get_job_tagging, list_jobs_page, put_job_tagging,
+    update_job_priority, update_job_status,
 };
 use batchops_aws::runtime::{run, RunOptions};
 use batchops_aws::{setup, App, Clients, Config};
@@ -101,12 +102,44 @@ enum JobCommand {
     Cancel { job_id: String },
     /// Change a job's priority.
     UpdatePriority { job_id: String, priority: i64 },
+    /// A job's tags (PutJobTagging, GetJobTagging, DeleteJobTagging).
+    Tag {
+        #[command(subcommand)]
+        command: TagCommand,
+    },
     /// Read a job's completion report back and check it against the job's counters.
     Report {
         job_id: String,
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum TagCommand {
+    /// Replace the job's tags with these (none given: remove them all).
+    Put {
+        job_id: String,
+        /// KEY=VALUE (the value may be empty; the first `=` separates).
+        tags: Vec<String>,
+    },
+    /// Print the job's tags as `{"Tags": [...]}`.
+    Get { job_id: String },
+    /// Remove every tag of the job.
+    Delete { job_id: String },
+}
+
+/// `KEY=VALUE` arguments as S3 tags.
+fn parse_tags(args: &[String]) -> Result<Vec<batchops_core::request::Tag>> {
+    args.iter()
+        .map(|arg| match arg.split_once('=') {
+            Some((key, value)) => Ok(batchops_core::request::Tag {
+                key: key.to_string(),
+                value: value.to_string(),
+            }),
+            None => bail!("tag `{arg}`: expected KEY=VALUE"),
+        })
+        .collect()
 }
 
 #[derive(Subcommand)]
@@ -994,6 +1027,19 @@ async fn main() -> Result<()> {
                 let priority = update_job_priority(&app, &job_id, priority).await?;
                 println!("{}", json!({"JobId": job_id, "Priority": priority}));
             }
+            JobCommand::Tag { command } => match command {
+                TagCommand::Put { job_id, tags } => {
+                    put_job_tagging(&app, &job_id, parse_tags(&tags)?).await?;
+                    println!("{}", json!({"Tags": get_job_tagging(&app, &job_id).await?}));
+                }
+                TagCommand::Get { job_id } => {
+                    println!("{}", json!({"Tags": get_job_tagging(&app, &job_id).await?}));
+                }
+                TagCommand::Delete { job_id } => {
+                    delete_job_tagging(&app, &job_id).await?;
+                    println!("{}", json!({"Tags": []}));
+                }
+            },
             JobCommand::Report { job_id, json } => {
                 let audit = audit_report_with(&app, &job_id, false).await?;
                 let job = app.store.get_job(&job_id).await?;

@@ -8,6 +8,9 @@
 //! GET    /jobs/{id}                                                     -> {"Job": {...}}
 //! POST   /jobs/{id}/status?requestedJobStatus=Ready|Cancelled[&statusUpdateReason=...]
 //! POST   /jobs/{id}/priority?priority=N
+//! GET    /jobs/{id}/tagging                                             -> {"Tags": [{"Key", "Value"}]}
+//! PUT    /jobs/{id}/tagging                 {"Tags": [{"Key", "Value"}]} -> {}
+//! DELETE /jobs/{id}/tagging                                             -> {}
 //! GET    /backup-policies                                               -> {"Policies": [...]}
 //! PUT    /backup-policies/{name}            policy (JSON)               -> the stored policy
 //! GET    /backup-policies/{name}
@@ -100,6 +103,13 @@ struct RestoreBody {
     allow_overwrite: bool,
 }
 
+/// PutJobTagging's body, in S3 Control's JSON names.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct TaggingBody {
+    tags: Vec<batchops_core::request::Tag>,
+}
+
 pub async fn handle(app: &App, request: &ApiRequest) -> ApiResponse {
     match route(app, request).await {
         Ok(response) => response,
@@ -165,6 +175,18 @@ async fn route(app: &App, request: &ApiRequest) -> Result<ApiResponse, Error> {
             })?;
             let priority = jobs::update_job_priority(app, id, priority).await?;
             ApiResponse::ok(json!({"JobId": id, "Priority": priority}))
+        }
+        ("GET", ["jobs", id, "tagging"]) => {
+            ApiResponse::ok(json!({"Tags": jobs::get_job_tagging(app, id).await?}))
+        }
+        ("PUT", ["jobs", id, "tagging"]) => {
+            let body: TaggingBody = parse_body(request, "tagging")?;
+            jobs::put_job_tagging(app, id, body.tags).await?;
+            ApiResponse::ok(json!({}))
+        }
+        ("DELETE", ["jobs", id, "tagging"]) => {
+            jobs::delete_job_tagging(app, id).await?;
+            ApiResponse::ok(json!({}))
         }
         ("GET", ["backup-policies"]) => {
             ApiResponse::ok(json!({"Policies": backup::list_policies(app).await?}))
@@ -232,7 +254,7 @@ async fn route(app: &App, request: &ApiRequest) -> Result<ApiResponse, Error> {
             let job = backup::start_restore(app, name, &restore).await?;
             ApiResponse::ok(json!({"JobId": job.job_id}))
         }
-        (_, ["jobs"] | ["jobs", _] | ["jobs", _, "status" | "priority"])
+        (_, ["jobs"] | ["jobs", _] | ["jobs", _, "status" | "priority" | "tagging"])
         | (_, ["backup-policies"] | ["backup-policies", _])
         | (_, ["backup-policies", _, "runs" | "snapshots" | "restores"])
         | (_, ["backup-policies", _, "snapshots", _, "verify"]) => ApiResponse::error(

@@ -1,5 +1,5 @@
-//! The job API: CreateJob, DescribeJob, ListJobs, UpdateJobStatus, UpdateJobPriority. The CLI
-//! and any HTTP front end call these.
+//! The job API: CreateJob, DescribeJob, ListJobs, UpdateJobStatus, UpdateJobPriority and
+//! Put/Get/DeleteJobTagging. The CLI and any HTTP front end call these.
 
 use crate::error::{Error, Result};
 use crate::objects::bucket_reachable;
@@ -7,6 +7,7 @@ use crate::store::{Created, JobsCursor};
 use crate::{now, App};
 use batchops_core::describe::{describe, list_entry, JobDescriptor, JobListDescriptor};
 use batchops_core::job::StatusRequestError;
+use batchops_core::request::{validate_job_tags, Tag};
 use batchops_core::{CreateJobRequest, JobRecord, JobStatus, RequestError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,4 +248,34 @@ pub async fn update_job_priority(app: &App, job_id: &str, priority: i64) -> Resu
             job_id: job_id.to_string(),
             message,
         })
+}
+
+/// GetJobTagging: the job's tags (those put last, or those it was created with).
+pub async fn get_job_tagging(app: &App, job_id: &str) -> Result<Vec<Tag>> {
+    Ok(app.store.get_job(job_id).await?.tags().to_vec())
+}
+
+/// PutJobTagging: replaces the job's tag set (an empty set removes every tag), checked as
+/// S3 Control checks it. Any job, whatever its status, can be tagged.
+pub async fn put_job_tagging(app: &App, job_id: &str, tags: Vec<Tag>) -> Result<()> {
+    validate_job_tags(&tags, "Tags")?;
+    let updated = app
+        .store
+        .update_job(job_id, |job| {
+            if job.tags() == tags.as_slice() && job.tags.is_some() {
+                return Ok::<_, std::convert::Infallible>(false);
+            }
+            job.tags = Some(tags.clone());
+            Ok(true)
+        })
+        .await?;
+    match updated {
+        Ok(_) => Ok(()),
+        Err(never) => match never {},
+    }
+}
+
+/// DeleteJobTagging: removes every tag of the job.
+pub async fn delete_job_tagging(app: &App, job_id: &str) -> Result<()> {
+    put_job_tagging(app, job_id, Vec::new()).await
 }

@@ -62,6 +62,10 @@ pub struct JobRecord {
         skip_serializing_if = "crate::recovery::ErrorStreak::is_empty"
     )]
     pub error_streak: crate::recovery::ErrorStreak,
+    /// The job's tags once PutJobTagging or DeleteJobTagging changed them; until then the
+    /// CreateJob document's `Tags` (see [`JobRecord::tags`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<crate::request::Tag>>,
     /// The manifest a ManifestGenerator wrote (EnableManifestOutput), once planning wrote it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generated_manifest: Option<GeneratedManifestDescriptor>,
@@ -120,6 +124,7 @@ impl JobRecord {
             revision: 0,
             status_event_sent: false,
             error_streak: Default::default(),
+            tags: None,
             generated_manifest: None,
         }
     }
@@ -169,6 +174,11 @@ impl JobRecord {
             failure_reason: reason,
         });
         self.transition(to, now, "Job failed")
+    }
+
+    /// GetJobTagging: the tags last put, or those the job was created with.
+    pub fn tags(&self) -> &[crate::request::Tag] {
+        self.tags.as_deref().unwrap_or(&self.request.tags)
     }
 
     /// Planning finished: the totals are known.

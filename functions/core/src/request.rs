@@ -582,6 +582,47 @@ pub struct JobSpec {
     pub pinning: Pinning,
 }
 
+/// A tag's key is 1 to 128 characters and its value at most 256 (object and job tags alike).
+fn check_tag(tag: &Tag, field: &str) -> Result<(), RequestError> {
+    if tag.key.is_empty() || tag.key.chars().count() > 128 {
+        return Err(RequestError::new(
+            format!("{field}.Key"),
+            "must be 1 to 128 characters",
+        ));
+    }
+    if tag.value.chars().count() > 256 {
+        return Err(RequestError::new(
+            format!("{field}.Value"),
+            "must be at most 256 characters",
+        ));
+    }
+    Ok(())
+}
+
+/// At most this many tags on a job (S3 Control's limit for CreateJob and PutJobTagging).
+pub const MAX_JOB_TAGS: usize = 50;
+
+/// A job's tag set as S3 Control checks it: at most 50 tags, unique keys, each key 1 to 128
+/// characters and each value at most 256. `field` names the list (`Tags`).
+pub fn validate_job_tags(tags: &[Tag], field: &str) -> Result<(), RequestError> {
+    if tags.len() > MAX_JOB_TAGS {
+        return Err(RequestError::new(
+            field,
+            format!("at most {MAX_JOB_TAGS} tags per job, got {}", tags.len()),
+        ));
+    }
+    for (i, tag) in tags.iter().enumerate() {
+        check_tag(tag, &format!("{field}[{i}]"))?;
+        if tags[..i].iter().any(|earlier| earlier.key == tag.key) {
+            return Err(RequestError::new(
+                format!("{field}[{i}].Key"),
+                format!("`{}` is given twice; tag keys must be unique", tag.key),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Whether `arn` names an IAM role: `arn:<partition>:iam::<12-digit account>:role/<name>`,
 /// at most 2,048 characters, as S3 Control's RoleArn pattern requires.
 fn check_role_arn(arn: &str) -> Result<(), String> {
@@ -691,6 +732,7 @@ impl CreateJobRequest {
                 ));
             }
         }
+        validate_job_tags(&self.tags, "Tags")?;
         let operation = self.validate_operation()?;
         let manifest = match (&self.manifest, &self.manifest_generator) {
             (Some(_), Some(_)) => {
@@ -870,18 +912,7 @@ impl CreateJobRequest {
                     ));
                 }
                 for (i, tag) in tags.iter().enumerate() {
-                    if tag.key.is_empty() || tag.key.chars().count() > 128 {
-                        return Err(RequestError::new(
-                            format!("{base}.NewObjectTagging[{i}].Key"),
-                            "must be 1 to 128 characters",
-                        ));
-                    }
-                    if tag.value.chars().count() > 256 {
-                        return Err(RequestError::new(
-                            format!("{base}.NewObjectTagging[{i}].Value"),
-                            "must be at most 256 characters",
-                        ));
-                    }
+                    check_tag(tag, &format!("{base}.NewObjectTagging[{i}]"))?;
                 }
                 Some(
                     tags.iter()
@@ -1248,6 +1279,48 @@ mod tests {
             ("reports", "batch")
         );
         assert_eq!(spec.priority, 10);
+    }
+
+    #[test]
+    fn job_tags_are_checked_as_s3_control_does() {
+        let tag = |k: &str, v: &str| Tag {
+            key: k.into(),
+            value: v.into(),
+        };
+        let fifty: Vec<Tag> = (0..50).map(|i| tag(&format!("k{i}"), "v")).collect();
+        assert!(validate_job_tags(&fifty, "Tags").is_ok());
+        let mut too_many = fifty.clone();
+        too_many.push(tag("k50", "v"));
+        let err = validate_job_tags(&too_many, "Tags").unwrap_err();
+        assert_eq!(err.field, "Tags");
+        assert!(err.message.contains("at most 50"), "{err}");
+        let cases = [
+            (vec![tag("", "v")], "Tags[0].Key"),
+            (
+                vec![tag("a", "v"), tag(&"k".repeat(129), "v")],
+                "Tags[1].Key",
+            ),
+            (vec![tag("a", &"v".repeat(257))], "Tags[0].Value"),
+            (
+                vec![tag("a", "1"), tag("b", "2"), tag("a", "3")],
+                "Tags[2].Key",
+            ),
+        ];
+        for (tags, field) in cases {
+            assert_eq!(validate_job_tags(&tags, "Tags").unwrap_err().field, field);
+        }
+        // Limits count characters, not bytes; an empty value is a value.
+        assert!(validate_job_tags(&[tag(&"é".repeat(128), "")], "Tags").is_ok());
+        // CreateJob checks its Tags the same way.
+        let doc = sample().replace(
+            r#""Tags": [{"Key": "team", "Value": "data"}]"#,
+            r#""Tags": [{"Key": "team", "Value": "data"}, {"Key": "team", "Value": "ops"}]"#,
+        );
+        let err = CreateJobRequest::from_json(&doc)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.field, "Tags[1].Key");
     }
 
     #[test]

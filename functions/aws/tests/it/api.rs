@@ -292,3 +292,56 @@ async fn backup_policies_run_list_snapshots_and_restore_over_http() {
     let gone = call(&env, "GET", "/backup-policies/web", &[], Value::Null).await;
     assert_error(&gone, 404, "NoSuchBackupPolicy", "web");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn job_tags_are_kept_put_read_and_deleted_over_http() {
+    let env = TestEnv::new().await;
+    env.put(&env.src, "t", "1").await;
+    let manifest = env.manifest("tags", &[format!("{},t", env.src)]).await;
+    let mut document = env.request_json(&manifest, &["Bucket", "Key"]);
+    document["ConfirmationRequired"] = json!(true);
+    document["Tags"] = json!([{"Key": "team", "Value": "data"}]);
+    let created = call(&env, "POST", "/jobs", &[], document).await;
+    let job = created.body["JobId"].as_str().unwrap().to_string();
+    let path = format!("/jobs/{job}/tagging");
+
+    // The CreateJob document's tags are the job's tags.
+    let got = call(&env, "GET", &path, &[], Value::Null).await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    assert_eq!(
+        got.body,
+        json!({"Tags": [{"Key": "team", "Value": "data"}]})
+    );
+
+    let tags = json!([{"Key": "cost-centre", "Value": "42"}, {"Key": "owner", "Value": ""}]);
+    let put = call(&env, "PUT", &path, &[], json!({"Tags": tags})).await;
+    assert_eq!(put.status, 200, "{:?}", put.body);
+    let got = call(&env, "GET", &path, &[], Value::Null).await;
+    assert_eq!(got.body["Tags"], tags);
+
+    // Refused as S3 Control refuses them, naming the tag; the stored set is unchanged.
+    let too_many: Vec<Value> = (0..51)
+        .map(|i| json!({"Key": format!("k{i}"), "Value": "v"}))
+        .collect();
+    let refused = call(&env, "PUT", &path, &[], json!({"Tags": too_many})).await;
+    assert_error(&refused, 400, "InvalidRequest", "at most 50 tags");
+    let long_key = json!({"Tags": [{"Key": "k".repeat(129), "Value": "v"}]});
+    let refused = call(&env, "PUT", &path, &[], long_key).await;
+    assert_error(&refused, 400, "InvalidRequest", "Tags[0].Key");
+    let refused = call(&env, "PUT", &path, &[], json!({"Tagz": []})).await;
+    assert_error(&refused, 400, "InvalidRequest", "Tagz");
+    assert_eq!(
+        call(&env, "GET", &path, &[], Value::Null).await.body["Tags"],
+        tags
+    );
+
+    let deleted = call(&env, "DELETE", &path, &[], Value::Null).await;
+    assert_eq!(deleted.status, 200, "{:?}", deleted.body);
+    let got = call(&env, "GET", &path, &[], Value::Null).await;
+    assert_eq!(got.body, json!({"Tags": []}));
+
+    let missing = call(&env, "GET", "/jobs/no-such-job/tagging", &[], Value::Null).await;
+    assert_error(&missing, 404, "NoSuchJob", "no-such-job");
+    let wrong = call(&env, "POST", &path, &[], Value::Null).await;
+    assert_eq!(wrong.status, 405);
+}
