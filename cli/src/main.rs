@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use batchops_aws::audit::audit_report_with;
 use batchops_aws::jobs::{
     create_job, delete_job_tagging, describe_job, get_job_tagging, list_jobs_page, put_job_tagging,
-    update_job_priority, update_job_status,
+    rerun_job, update_job_priority, update_job_status,
 };
 use batchops_aws::runtime::{run, RunOptions};
 use batchops_aws::{setup, App, Clients, Config};
@@ -102,6 +102,13 @@ enum JobCommand {
     Cancel { job_id: String },
     /// Change a job's priority.
     UpdatePriority { job_id: String, priority: i64 },
+    /// Create a new job over an ended job's tasks: all of them, or with --failed-only exactly
+    /// those its completion report lists as failed. Asking twice answers the same new job.
+    Rerun {
+        job_id: String,
+        #[arg(long)]
+        failed_only: bool,
+    },
     /// A job's tags (PutJobTagging, GetJobTagging, DeleteJobTagging).
     Tag {
         #[command(subcommand)]
@@ -1026,6 +1033,13 @@ async fn main() -> Result<()> {
             JobCommand::UpdatePriority { job_id, priority } => {
                 let priority = update_job_priority(&app, &job_id, priority).await?;
                 println!("{}", json!({"JobId": job_id, "Priority": priority}));
+            }
+            JobCommand::Rerun {
+                job_id,
+                failed_only,
+            } => {
+                let rerun = rerun_job(&app, &job_id, failed_only).await?;
+                println!("{}", serde_json::to_string(&rerun)?);
             }
             JobCommand::Tag { command } => match command {
                 TagCommand::Put { job_id, tags } => {

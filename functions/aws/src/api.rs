@@ -11,6 +11,7 @@
 //! GET    /jobs/{id}/tagging                                             -> {"Tags": [{"Key", "Value"}]}
 //! PUT    /jobs/{id}/tagging                 {"Tags": [{"Key", "Value"}]} -> {}
 //! DELETE /jobs/{id}/tagging                                             -> {}
+//! POST   /jobs/{id}/rerun[?failedOnly=true]                             -> {"JobId", "Created", "Tasks", "Skipped"}
 //! GET    /backup-policies                                               -> {"Policies": [...]}
 //! PUT    /backup-policies/{name}            policy (JSON)               -> the stored policy
 //! GET    /backup-policies/{name}
@@ -188,6 +189,20 @@ async fn route(app: &App, request: &ApiRequest) -> Result<ApiResponse, Error> {
             jobs::delete_job_tagging(app, id).await?;
             ApiResponse::ok(json!({}))
         }
+        ("POST", ["jobs", id, "rerun"]) => {
+            let failed_only = match query_one(request, "failedOnly") {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(other) => {
+                    return Err(Error::Invalid(format!(
+                        "query parameter failedOnly: `{other}` is not true or false"
+                    )))
+                }
+            };
+            // Boxed: its future is large, and `route` holds every arm's.
+            let rerun = Box::pin(jobs::rerun_job(app, id, failed_only)).await?;
+            ApiResponse::ok(to_value(rerun)?)
+        }
         ("GET", ["backup-policies"]) => {
             ApiResponse::ok(json!({"Policies": backup::list_policies(app).await?}))
         }
@@ -254,7 +269,7 @@ async fn route(app: &App, request: &ApiRequest) -> Result<ApiResponse, Error> {
             let job = backup::start_restore(app, name, &restore).await?;
             ApiResponse::ok(json!({"JobId": job.job_id}))
         }
-        (_, ["jobs"] | ["jobs", _] | ["jobs", _, "status" | "priority" | "tagging"])
+        (_, ["jobs"] | ["jobs", _] | ["jobs", _, "status" | "priority" | "tagging" | "rerun"])
         | (_, ["backup-policies"] | ["backup-policies", _])
         | (_, ["backup-policies", _, "runs" | "snapshots" | "restores"])
         | (_, ["backup-policies", _, "snapshots", _, "verify"]) => ApiResponse::error(

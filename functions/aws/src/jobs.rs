@@ -279,3 +279,96 @@ pub async fn put_job_tagging(app: &App, job_id: &str, tags: Vec<Tag>) -> Result<
 pub async fn delete_job_tagging(app: &App, job_id: &str) -> Result<()> {
     put_job_tagging(app, job_id, Vec::new()).await
 }
+
+/// What `job rerun` created.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Rerun {
+    pub job_id: String,
+    /// False when this rerun had been asked for before: its job is answered again.
+    pub created: bool,
+    /// Tasks in the new manifest (failed-only reruns).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<u64>,
+    /// Failed report rows naming no object (malformed manifest lines), not rerun.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<u64>,
+}
+
+/// Where a failed-only rerun's manifest is written: one key per first job, so asking again
+/// writes the same bytes and CreateJob's token answers the same job.
+pub fn rerun_manifest_key(job_id: &str) -> String {
+    format!("reruns/job-{job_id}/failed-tasks.csv")
+}
+
+/// `job rerun`: a new job over the first job's tasks, with the same operation and report
+/// settings. `failed_only`: exactly the tasks its completion report lists as failed (version IDs
+/// kept), from a CSV manifest written to the control bucket; otherwise its whole manifest.
+pub async fn rerun_job(app: &App, job_id: &str, failed_only: bool) -> Result<Rerun> {
+    use batchops_core::report::{parse_row, report_manifest_key, ReportManifest, TaskStatus};
+    use batchops_core::rerun::{check_rerunnable, failed_tasks_manifest, rerun_request};
+    let job = app.store.get_job(job_id).await?;
+    let refused = |e: batchops_core::rerun::RerunRefused| Error::State {
+        job_id: e.job_id,
+        message: format!("cannot be rerun: {}", e.reason),
+    };
+    check_rerunnable(&job, failed_only).map_err(refused)?;
+    if !failed_only {
+        let created = create_job(app, rerun_request(&job, None)).await?;
+        return Ok(Rerun {
+            job_id: created.job_id,
+            created: created.created,
+            tasks: None,
+            skipped: None,
+        });
+    }
+    let target = job.spec.report.clone().ok_or_else(|| Error::State {
+        job_id: job_id.to_string(),
+        message: "cannot be rerun: it has no completion report".into(),
+    })?;
+    let key = report_manifest_key(&target, job_id);
+    let body = crate::objects::get_bytes(&app.s3, &target.bucket, &key).await?;
+    let report: ReportManifest = serde_json::from_slice(&body)
+        .map_err(|e| Error::Data(format!("s3://{}/{key}: {e}", target.bucket)))?;
+    let mut rows = Vec::new();
+    for result in report
+        .results
+        .iter()
+        .filter(|r| r.task_execution_status == TaskStatus::Failed)
+    {
+        let text = crate::objects::get_bytes(&app.s3, &result.bucket, &result.key).await?;
+        for line in String::from_utf8_lossy(&text)
+            .lines()
+            .filter(|l| !l.is_empty())
+        {
+            rows.push(parse_row(line).ok_or_else(|| {
+                Error::Data(format!(
+                    "s3://{}/{}: unreadable report row `{line}`",
+                    result.bucket, result.key
+                ))
+            })?);
+        }
+    }
+    let manifest = failed_tasks_manifest(&job, &rows).map_err(refused)?;
+    let manifest_key = rerun_manifest_key(job_id);
+    let written = crate::objects::put_bytes_pinned(
+        &app.s3,
+        &app.config.control_bucket,
+        &manifest_key,
+        manifest.csv.clone().into_bytes(),
+        "text/csv",
+    )
+    .await?;
+    let location = batchops_core::request::ManifestLocation {
+        object_arn: batchops_core::arn::object_arn(&app.config.control_bucket, &manifest_key),
+        object_version_id: written.version_id,
+        etag: written.etag,
+    };
+    let created = create_job(app, rerun_request(&job, Some((&manifest, location)))).await?;
+    Ok(Rerun {
+        job_id: created.job_id,
+        created: created.created,
+        tasks: Some(manifest.tasks),
+        skipped: Some(manifest.skipped),
+    })
+}

@@ -19,6 +19,7 @@ pub mod plan;
 pub mod recovery;
 pub mod report;
 pub mod request;
+pub mod rerun;
 pub mod schedule;
 pub mod status;
 pub mod verify;

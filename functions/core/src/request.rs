@@ -1237,7 +1237,7 @@ impl CreateJobRequest {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample() -> String {

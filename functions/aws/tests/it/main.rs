@@ -11,4 +11,5 @@ mod lambda_events;
 mod manifests;
 mod recovery;
 mod report;
+mod rerun;
 mod verify;
