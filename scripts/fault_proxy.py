@@ -24,10 +24,14 @@ ReceiveMessage responses are never cut or failed after forwarding: that would st
 messages for the queue's visibility timeout, which is what the chaos run's kill scenario does on
 purpose. Requests with an `X-Amz-Target` of another service (EventBridge) pass untouched.
 
-The service is told apart by `X-Amz-Target` (`DynamoDB_20120810.*`, `AmazonSQS.*`); everything
-else is S3. Control paths (no S3 bucket can be named `__faults`):
+The service is told apart by `X-Amz-Target` (`DynamoDB_20120810.*`, `AmazonSQS.*`) and the
+SigV4 credential scope (`.../sts/aws4_request`: STS, passed untouched); everything else is S3.
+Every S3 request's signer is recorded per bucket (the first path segment; path-style addressing):
+its method, the access key ID and the Region of its credential scope, so a test can prove which credentials
+and which Region's client a request was sent with. Control paths (no S3 bucket can be named `__faults`):
 
-  GET  /__faults           {"faults": {kind: n}, "requests": {service: n}, "config": {...}}
+  GET  /__faults           {"faults": {kind: n}, "requests": {service: n}, "config": {...},
+                           "signers": {bucket: {"<method> <access key ID> <region>": n}}}
   POST /__faults/config    JSON object: rates (0..1: s3_slowdown, s3_internal, ddb_throttle,
                            sqs_500, cut_s3, cut_dynamodb, cut_sqs, or cut for all three),
                            "seed", "work_queue" (the queue whose sends are doubled; "" none),
@@ -104,7 +108,8 @@ class State:
         # around a known defect on purpose, visibly (it is in the config /__faults reports).
         self.no_cut = set()
         self.faults = {kind: 0 for kind in FAULT_KINDS}
-        self.requests = {"s3": 0, "dynamodb": 0, "sqs": 0, "other": 0}
+        self.requests = {"s3": 0, "dynamodb": 0, "sqs": 0, "sts": 0, "other": 0}
+        self.signers = {}
 
     def draw(self, rate_key):
         """True with the configured probability; one draw from the shared seeded stream."""
@@ -121,8 +126,14 @@ class State:
             return {
                 "faults": dict(self.faults),
                 "requests": dict(self.requests),
+                "signers": {bucket: dict(keys) for bucket, keys in self.signers.items()},
                 "config": {"seed": self.seed, "work_queue": self.work_queue, "no_cut": sorted(self.no_cut), **self.rates},
             }
+
+    def record_signer(self, bucket, signer):
+        with self.lock:
+            keys = self.signers.setdefault(bucket, {})
+            keys[signer] = keys.get(signer, 0) + 1
 
     def configure(self, changes):
         with self.lock:
@@ -192,7 +203,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.control(body)
         state = self.state
         target = self.headers.get("X-Amz-Target", "")
-        if target.startswith("DynamoDB_20120810."):
+        scope = credential_scope(self.headers.get("Authorization", ""))
+        if scope and scope[2] == "sts":
+            service = "sts"
+        elif target.startswith("DynamoDB_20120810."):
             service = "dynamodb"
         elif target.startswith("AmazonSQS."):
             service = "sqs"
@@ -202,6 +216,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             service = "s3"
         action = target.split(".", 1)[1] if "." in target else ""
         state.count(state.requests, service)
+        if service == "s3" and scope:
+            bucket = urllib.parse.urlsplit(self.path).path.lstrip("/").split("/", 1)[0]
+            state.record_signer(urllib.parse.unquote(bucket), f"{self.command} {scope[0]} {scope[1]}")
 
         if service == "s3" and state.draw("s3_slowdown"):
             state.count(state.faults, "s3_slowdown_503")
@@ -335,6 +352,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except ValueError as err:
             return self.reply(400, [("Content-Type", "text/plain")], f"{self.path}: {err}".encode())
         self.reply(200, [("Content-Type", "application/json")], json.dumps(out, indent=1).encode())
+
+
+def credential_scope(authorization):
+    """(access key ID, region, service) of a SigV4 `Authorization` header; None without one."""
+    for part in authorization.replace(",", " ").split():
+        if part.startswith("Credential="):
+            fields = part[len("Credential="):].split("/")
+            if len(fields) >= 4:
+                return fields[0], fields[2], fields[3]
+    return None
 
 
 def env_float(name, default):

@@ -1,10 +1,17 @@
-//! AWS clients, built once per process.
+//! AWS clients, built once per process: the stack's own (table, queues, control bucket), and
+//! [`DataClients`], the S3 clients a job's data is reached with.
 
 use crate::config::Config;
 use aws_config::BehaviorVersion;
+use aws_sdk_s3::config::{Credentials, Region, SharedCredentialsProvider};
+use batchops_core::JobRecord;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 #[derive(Clone, Debug)]
 pub struct Clients {
+    /// The stack's S3 client (control bucket; jobs without a role).
     pub s3: aws_sdk_s3::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
@@ -12,6 +19,34 @@ pub struct Clients {
     /// LambdaInvoke jobs. Retries are batchops' own (`invoke::Invoker`): the SDK's would invoke
     /// again after a timeout, when the function may already have run.
     pub lambda: aws_sdk_lambda::Client,
+    pub data: DataClients,
+}
+
+/// Whether the stack is local (`AWS_ENDPOINT_URL` set): S3 then uses path-style addressing and
+/// checksums only where the API requires them.
+fn local_endpoint() -> bool {
+    std::env::var("AWS_ENDPOINT_URL")
+        .map(|v| !v.is_empty())
+        .unwrap_or(false)
+}
+
+fn s3_config(
+    shared: &aws_config::SdkConfig,
+    local: bool,
+    region: &str,
+) -> aws_sdk_s3::config::Builder {
+    let mut s3 = aws_sdk_s3::config::Builder::from(shared).region(Region::new(region.to_string()));
+    if local {
+        s3 = s3
+            .force_path_style(true)
+            .request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            )
+            .response_checksum_validation(
+                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+            );
+    }
+    s3
 }
 
 impl Clients {
@@ -20,13 +55,20 @@ impl Clients {
     /// client also honours its service's own endpoint variable (`AWS_ENDPOINT_URL_LAMBDA`: a
     /// local Invoke endpoint such as `scripts/lambda_emulator.py --invoke-port`).
     pub async fn load(config: &Config) -> Self {
-        let local = std::env::var("AWS_ENDPOINT_URL")
-            .map(|v| !v.is_empty())
-            .unwrap_or(false);
+        Self::load_with_endpoint(config, None).await
+    }
+
+    /// [`Clients::load`] with every service sent to `endpoint` (a local stack, or a proxy in
+    /// front of it) instead of `AWS_ENDPOINT_URL`.
+    pub async fn load_with_endpoint(config: &Config, endpoint: Option<&str>) -> Self {
+        let local = local_endpoint() || endpoint.is_some();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(aws_config::Region::new(config.region.clone()));
+        if let Some(endpoint) = endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
         if local && std::env::var("AWS_ACCESS_KEY_ID").is_err() {
-            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+            loader = loader.credentials_provider(Credentials::new(
                 "testing",
                 "testing",
                 None,
@@ -35,19 +77,18 @@ impl Clients {
             ));
         }
         let shared = loader.load().await;
-        let mut s3 = aws_sdk_s3::config::Builder::from(&shared);
-        if local {
-            s3 = s3
-                .force_path_style(true)
-                .request_checksum_calculation(
-                    aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
-                )
-                .response_checksum_validation(
-                    aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
-                );
-        }
+        let s3 = aws_sdk_s3::Client::from_conf(s3_config(&shared, local, &config.region).build());
         Clients {
-            s3: aws_sdk_s3::Client::from_conf(s3.build()),
+            data: DataClients {
+                shared: shared.clone(),
+                local,
+                region: config.region.clone(),
+                assume_job_roles: config.assume_job_roles,
+                sts: aws_sdk_sts::Client::new(&shared),
+                stack_s3: s3.clone(),
+                state: Arc::default(),
+            },
+            s3,
             sqs: aws_sdk_sqs::Client::new(&shared),
             dynamodb: aws_sdk_dynamodb::Client::new(&shared),
             events: aws_sdk_eventbridge::Client::new(&shared),
@@ -57,5 +98,251 @@ impl Clients {
                     .build(),
             ),
         }
+    }
+}
+
+/// S3 clients for jobs' data (manifests, sources, targets, reports, generated manifests): one per
+/// (job role, bucket Region). A job with a `RoleArn` acts with that role's credentials (STS
+/// AssumeRole, session `batchops-<job id>`, cached per job for this process and refreshed by the
+/// client before they expire); a job without one (backup runs, restores) with the stack's
+/// credentials. A bucket's Region is learned once from HeadBucket's `x-amz-bucket-region`
+/// header (also sent with 301 and 403 answers) and cached.
+#[derive(Clone, Debug)]
+pub struct DataClients {
+    shared: aws_config::SdkConfig,
+    local: bool,
+    /// The stack's Region: where Region look-ups are sent, and the fallback.
+    region: String,
+    /// `BATCHOPS_ASSUME_JOB_ROLES=false` runs every job with the stack's credentials.
+    assume_job_roles: bool,
+    sts: aws_sdk_sts::Client,
+    stack_s3: aws_sdk_s3::Client,
+    state: Arc<Mutex<DataState>>,
+}
+
+#[derive(Debug, Default)]
+struct DataState {
+    /// Bucket -> Region.
+    regions: HashMap<String, String>,
+    /// Job ID -> its role's credentials provider.
+    roles: HashMap<String, SharedCredentialsProvider>,
+    /// (job ID or none for the stack's credentials, Region) -> client.
+    clients: HashMap<(Option<String>, String), aws_sdk_s3::Client>,
+}
+
+/// Who a job's data requests are signed as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct JobRole {
+    job_id: String,
+    role_arn: String,
+}
+
+/// A job's S3 clients: [`JobClients::s3`] gives the client for one bucket.
+#[derive(Clone, Debug)]
+pub struct JobClients {
+    data: DataClients,
+    role: Option<JobRole>,
+}
+
+impl DataClients {
+    /// The clients of `job`'s data: its RoleArn's, or the stack's when it has none.
+    pub fn for_job(&self, job: &JobRecord) -> JobClients {
+        self.for_role(&job.job_id, job.request.role_arn.as_deref())
+    }
+
+    /// The clients of a job's data before its record exists (CreateJob's checks): `session`
+    /// names the request in the role session.
+    pub fn for_role(&self, session: &str, role_arn: Option<&str>) -> JobClients {
+        JobClients {
+            data: self.clone(),
+            role: role_arn
+                .filter(|_| self.assume_job_roles)
+                .map(|role_arn| JobRole {
+                    job_id: session.to_string(),
+                    role_arn: role_arn.to_string(),
+                }),
+        }
+    }
+
+    /// The stack's own clients (jobs batchops starts itself, with no role), by bucket Region.
+    pub fn stack(&self) -> JobClients {
+        JobClients {
+            data: self.clone(),
+            role: None,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, DataState> {
+        // A panic while holding the lock leaves plain maps behind: still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn credentials(&self, role: &JobRole) -> SharedCredentialsProvider {
+        let mut state = self.lock();
+        state
+            .roles
+            .entry(role.job_id.clone())
+            .or_insert_with(|| {
+                SharedCredentialsProvider::new(AssumedRole {
+                    sts: self.sts.clone(),
+                    role_arn: role.role_arn.clone(),
+                    session_name: session_name(&role.job_id),
+                })
+            })
+            .clone()
+    }
+
+    fn client(&self, role: Option<&JobRole>, region: &str) -> aws_sdk_s3::Client {
+        let key = (role.map(|r| r.job_id.clone()), region.to_string());
+        if let Some(client) = self.lock().clients.get(&key) {
+            return client.clone();
+        }
+        let client = match role {
+            None if region == self.region => self.stack_s3.clone(),
+            None => {
+                aws_sdk_s3::Client::from_conf(s3_config(&self.shared, self.local, region).build())
+            }
+            Some(role) => aws_sdk_s3::Client::from_conf(
+                s3_config(&self.shared, self.local, region)
+                    .credentials_provider(self.credentials(role))
+                    .build(),
+            ),
+        };
+        self.lock().clients.insert(key, client.clone());
+        client
+    }
+
+    /// `bucket`'s Region: cached, else asked with HeadBucket (whose answer carries it even
+    /// when it is a 301 or a 403); the stack's Region when S3 does not say.
+    async fn region_of(&self, role: Option<&JobRole>, bucket: &str) -> String {
+        if let Some(region) = self.lock().regions.get(bucket) {
+            return region.clone();
+        }
+        let asked = self
+            .client(role, &self.region)
+            .head_bucket()
+            .bucket(bucket)
+            .send()
+            .await;
+        let region = match &asked {
+            Ok(out) => out.bucket_region().map(str::to_string),
+            Err(err) => err
+                .raw_response()
+                .and_then(|r| r.headers().get("x-amz-bucket-region"))
+                .map(str::to_string),
+        };
+        match region {
+            Some(region) => {
+                self.lock()
+                    .regions
+                    .insert(bucket.to_string(), region.clone());
+                region
+            }
+            None => {
+                tracing::debug!(
+                    bucket,
+                    "S3 named no Region for the bucket; using the stack's"
+                );
+                self.region.clone()
+            }
+        }
+    }
+}
+
+impl JobClients {
+    /// The client for requests on `bucket`: the job's credentials, the bucket's Region.
+    pub async fn s3(&self, bucket: &str) -> aws_sdk_s3::Client {
+        // Boxed: a HeadBucket future is large, and this is awaited inside already deep ones.
+        let region = Box::pin(self.data.region_of(self.role.as_ref(), bucket)).await;
+        self.data.client(self.role.as_ref(), &region)
+    }
+
+    /// The client in the stack's Region (requests that name no bucket yet).
+    pub fn default_s3(&self) -> aws_sdk_s3::Client {
+        self.data.client(self.role.as_ref(), &self.data.region)
+    }
+}
+
+/// `batchops-<job id>`, within STS's 64 characters and its allowed characters.
+fn session_name(job_id: &str) -> String {
+    let cleaned: String = job_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "+=,.@-_".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("batchops-{cleaned}").chars().take(64).collect()
+}
+
+/// Credentials of a job's role from STS AssumeRole. The S3 client's identity cache keeps them
+/// and asks again shortly before they expire.
+#[derive(Debug)]
+struct AssumedRole {
+    sts: aws_sdk_sts::Client,
+    role_arn: String,
+    session_name: String,
+}
+
+impl AssumedRole {
+    async fn assume(&self) -> aws_credential_types::provider::Result {
+        use aws_credential_types::provider::error::CredentialsError;
+        let out = self
+            .sts
+            .assume_role()
+            .role_arn(&self.role_arn)
+            .role_session_name(&self.session_name)
+            .send()
+            .await
+            .map_err(|e| {
+                CredentialsError::provider_error(format!(
+                    "STS AssumeRole {}: {}",
+                    self.role_arn,
+                    aws_sdk_sts::error::DisplayErrorContext(&e)
+                ))
+            })?;
+        let credentials = out.credentials().ok_or_else(|| {
+            CredentialsError::provider_error(format!(
+                "STS AssumeRole {} answered no credentials",
+                self.role_arn
+            ))
+        })?;
+        let expiry = SystemTime::try_from(*credentials.expiration()).ok();
+        Ok(Credentials::new(
+            credentials.access_key_id(),
+            credentials.secret_access_key(),
+            Some(credentials.session_token().to_string()),
+            expiry,
+            "batchops-job-role",
+        ))
+    }
+}
+
+impl aws_credential_types::provider::ProvideCredentials for AssumedRole {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        aws_credential_types::provider::future::ProvideCredentials::new(self.assume())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::session_name;
+
+    #[test]
+    fn session_names_name_the_job_within_sts_rules() {
+        assert_eq!(
+            session_name("0b5c1d2e-0000-4000-8000-123456789abc"),
+            "batchops-0b5c1d2e-0000-4000-8000-123456789abc"
+        );
+        assert_eq!(session_name("a b/c"), "batchops-a-b-c");
+        assert_eq!(session_name(&"x".repeat(100)).len(), 64);
     }
 }

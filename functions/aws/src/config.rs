@@ -70,6 +70,9 @@ pub struct Config {
     /// LambdaInvoke jobs: attempts per task (TemporaryFailure answers, throttling, 5xx), their
     /// backoff, and the longest wait for one invocation.
     pub invoke: crate::invoke::InvokeSettings,
+    /// Jobs act on their data with their `RoleArn` (STS AssumeRole); false: with the stack's
+    /// credentials (`BATCHOPS_ASSUME_JOB_ROLES=false`, e.g. a local stack without STS).
+    pub assume_job_roles: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -139,7 +142,19 @@ impl Config {
             .filter(|v| !v.is_empty())
             .cloned()
             .unwrap_or_else(|| "us-east-1".to_string());
+        let assume_job_roles = match vars.get("BATCHOPS_ASSUME_JOB_ROLES").map(String::as_str) {
+            None | Some("") | Some("true") => true,
+            Some("false") => false,
+            Some(other) => {
+                return Err(ConfigError {
+                    name: "BATCHOPS_ASSUME_JOB_ROLES".into(),
+                    value: other.into(),
+                    message: "expected true or false".into(),
+                })
+            }
+        };
         let config = Config {
+            assume_job_roles,
             table: text("BATCHOPS_TABLE", "batchops"),
             work_queue: text("BATCHOPS_WORK_QUEUE", "batchops-work"),
             plan_queue: text("BATCHOPS_PLAN_QUEUE", "batchops-plan"),

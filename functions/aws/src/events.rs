@@ -205,6 +205,7 @@ async fn continuous_batch(
     let stop = AtomicBool::new(false);
     let copier = Copier {
         s3: &app.s3,
+        source_s3: &app.s3,
         spec: &spec,
         settings: &app.copy,
         stop: &stop,

@@ -143,9 +143,9 @@ async fn abort_kept_uploads(app: &App, job: &JobRecord) -> Result<()> {
     let Some(bucket) = job.spec.operation.copy().map(|copy| &copy.target_bucket) else {
         return Ok(());
     };
+    let s3 = app.job_clients(job).s3(bucket).await;
     for ((seq, task), upload) in app.store.kept_uploads(&job.job_id).await? {
-        let aborted = app
-            .s3
+        let aborted = s3
             .abort_multipart_upload()
             .bucket(bucket)
             .key(&upload.target_key)
@@ -362,8 +362,14 @@ pub async fn roll_report(
         Some((roll, revision)) => (roll, Some(revision)),
         None => (ReportRoll::start(), None),
     };
+    // Report files are written with the job's role, in the report bucket's Region.
+    let s3 = app
+        .job_clients(&app.store.get_job(job_id).await?)
+        .s3(&target.bucket)
+        .await;
     let mut run = RollRun {
         app,
+        s3: &s3,
         job_id,
         target,
         pk: &pk,
@@ -427,7 +433,7 @@ pub async fn roll_report(
         let manifest = ReportManifest::new(timestamp(now()), files);
         let body = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Data(e.to_string()))?;
         put_bytes(
-            &app.s3,
+            &s3,
             &target.bucket,
             &report_manifest_key(target, job_id),
             body,
@@ -468,6 +474,8 @@ async fn staged_rows(
 /// One run of the roll: what it writes, and its checkpoint's revision.
 struct RollRun<'a> {
     app: &'a App,
+    /// The job's client for the report bucket.
+    s3: &'a aws_sdk_s3::Client,
     job_id: &'a str,
     target: &'a ReportTarget,
     pk: &'a str,
@@ -519,7 +527,6 @@ impl RollRun<'_> {
         if roll.open.is_none() {
             let key = rolled_file_key(self.target, self.job_id, status, roll.next_file);
             let out = self
-                .app
                 .s3
                 .create_multipart_upload()
                 .bucket(&self.target.bucket)
@@ -541,7 +548,6 @@ impl RollRun<'_> {
             if !self.checkpoint(roll).await? {
                 // Another run is rolling: this upload is nobody's.
                 let _ = self
-                    .app
                     .s3
                     .abort_multipart_upload()
                     .bucket(&self.target.bucket)
@@ -619,7 +625,7 @@ impl RollRun<'_> {
             None => {
                 let key = rolled_file_key(self.target, self.job_id, status, index);
                 let md5 = put_bytes(
-                    &self.app.s3,
+                    self.s3,
                     &self.target.bucket,
                     &key,
                     std::mem::take(buffer),

@@ -19,10 +19,15 @@ pub struct CreatedJob {
 
 pub async fn create_job(app: &App, request: CreateJobRequest) -> Result<CreatedJob> {
     let mut spec = request.validate()?;
+    // Checked with the job's role, as the job will read and write: the role session names the
+    // job ID chosen now.
+    let job_id = uuid::Uuid::new_v4().to_string();
+    let clients = app.data.for_role(&job_id, request.role_arn.as_deref());
     // The manifest must exist now; its ETag is recorded so a later change fails the job.
     if let Some(manifest) = spec.manifest.object_mut() {
-        let head = app
-            .s3
+        let head = clients
+            .s3(&manifest.bucket)
+            .await
             .head_object()
             .bucket(&manifest.bucket)
             .key(&manifest.key)
@@ -48,11 +53,11 @@ pub async fn create_job(app: &App, request: CreateJobRequest) -> Result<CreatedJ
         }
     }
     if let Some(report) = &spec.report {
-        bucket_reachable(&app.s3, &report.bucket)
+        bucket_reachable(&clients.s3(&report.bucket).await, &report.bucket)
             .await
             .map_err(|m| RequestError::new("Report.Bucket", m))?;
     }
-    create_job_with_spec(app, request, spec).await
+    create_job_with_id(app, job_id, request, spec).await
 }
 
 /// Stores a job whose spec is already built (CreateJob after validation, backup runs and

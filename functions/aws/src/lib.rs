@@ -24,7 +24,7 @@ pub mod store;
 pub mod verify;
 pub mod worker;
 
-pub use clients::Clients;
+pub use clients::{Clients, DataClients, JobClients};
 pub use config::Config;
 pub use error::{Error, Result};
 
@@ -44,6 +44,8 @@ pub struct App {
     pub events: aws_sdk_eventbridge::Client,
     /// LambdaInvoke jobs' functions.
     pub lambda: aws_sdk_lambda::Client,
+    /// S3 clients for jobs' data (the job's role, the bucket's Region).
+    pub data: DataClients,
 }
 
 impl App {
@@ -74,9 +76,15 @@ impl App {
             s3: clients.s3,
             events: clients.events,
             lambda: clients.lambda,
+            data: clients.data,
             queues,
             config,
         }
+    }
+
+    /// The S3 clients of `job`'s data.
+    pub fn job_clients(&self, job: &batchops_core::JobRecord) -> JobClients {
+        self.data.for_job(job)
     }
 
     /// Reads the configuration from the environment and builds the clients.

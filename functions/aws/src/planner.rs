@@ -412,7 +412,12 @@ fn generated_with_versions(
 }
 
 /// The writer and source options for a job's prepare step.
-pub fn job_writer(app: &App, job: &JobRecord, control: bool) -> (ChunkWriter, SourceOptions) {
+pub fn job_writer(
+    app: &App,
+    job: &JobRecord,
+    data_s3: aws_sdk_s3::Client,
+    control: bool,
+) -> (ChunkWriter, SourceOptions) {
     let spec = &job.spec;
     let pinning = &spec.pinning;
     let (pin_with_head, as_of_lookup, as_of_in_source) = match &spec.manifest {
@@ -433,8 +438,14 @@ pub fn job_writer(app: &App, job: &JobRecord, control: bool) -> (ChunkWriter, So
         _ => None,
     };
     let writer = ChunkWriter {
-        s3: Some(app.s3.clone()),
-        control: control.then(|| (app.config.control_bucket.clone(), job.job_id.clone())),
+        s3: Some(data_s3),
+        control: control.then(|| {
+            (
+                app.s3.clone(),
+                app.config.control_bucket.clone(),
+                job.job_id.clone(),
+            )
+        }),
         output,
         pin_with_head,
         as_of_lookup,
@@ -461,9 +472,11 @@ async fn plan_slice(
     let spec = job.spec.clone();
     let first_slice =
         job.plan.progress.next_seq == 0 && job.plan.progress.cursor == Default::default();
+    // The job's data is reached with its clients (its role, each bucket's Region).
+    let clients = app.job_clients(&job);
     if first_slice {
         if let Some(target) = spec.operation.target_bucket() {
-            if let Err(reason) = bucket_reachable(&app.s3, target).await {
+            if let Err(reason) = bucket_reachable(&clients.s3(target).await, target).await {
                 fail_job(
                     app,
                     &job_id,
@@ -478,7 +491,9 @@ async fn plan_slice(
             }
         }
         if let Some(report) = &spec.report {
-            if let Err(reason) = bucket_reachable(&app.s3, &report.bucket).await {
+            if let Err(reason) =
+                bucket_reachable(&clients.s3(&report.bucket).await, &report.bucket).await
+            {
                 fail_job(
                     app,
                     &job_id,
@@ -490,7 +505,9 @@ async fn plan_slice(
             }
         }
         if let ManifestSource::Generated(g) = &spec.manifest {
-            if let Err(reason) = bucket_reachable(&app.s3, &g.source_bucket).await {
+            if let Err(reason) =
+                bucket_reachable(&clients.s3(&g.source_bucket).await, &g.source_bucket).await
+            {
                 fail_job(
                     app,
                     &job_id,
@@ -502,14 +519,21 @@ async fn plan_slice(
             }
         }
     }
-    let (mut writer, options) = job_writer(app, &job, true);
+    // Manifests and listed sources with the job's client for their bucket; backup runs and
+    // restores (no role) read catalogs and journals in the control bucket too: the stack's.
+    let data_s3 = match (&spec.manifest, spec.manifest.object()) {
+        (_, Some(object)) => clients.s3(&object.bucket).await,
+        (ManifestSource::Generated(g), None) => clients.s3(&g.source_bucket).await,
+        _ => app.s3.clone(),
+    };
+    let (mut writer, options) = job_writer(app, &job, data_s3.clone(), true);
     let source = SourceSpec::of_job(
         &spec.manifest,
         job.plan.manifest_etag.clone(),
         &app.config.control_bucket,
     );
     let mut events = prepare::start(
-        Reader::new(Some(app.s3.clone())),
+        Reader::new(Some(data_s3)),
         source,
         job.plan.progress.clone(),
         options,
@@ -568,7 +592,7 @@ async fn plan_slice(
                     let with_versions = generated_with_versions(generated, &spec.pinning);
                     job.generated_manifest = Some(
                         write_generated_manifest(
-                            &app.s3,
+                            &clients.s3(&output.bucket).await,
                             output,
                             &job_id,
                             &generated.source_bucket,

@@ -1263,9 +1263,12 @@ type HeadPin = (Option<String>, Option<String>, Option<u64>);
 
 /// Where prepared chunks go, and what pinning still needs S3 for.
 pub struct ChunkWriter {
+    /// The job's client for its data: pinning HEADs, version look-ups, generated-manifest
+    /// output.
     pub s3: Option<Client>,
-    /// None for a dry run: chunks are encoded, counted and dropped.
-    pub control: Option<(String, String)>,
+    /// Where chunk files go: the stack's client, the control bucket and the job ID. None for a
+    /// dry run: chunks are encoded, counted and dropped.
+    pub control: Option<(Client, String, String)>,
     /// Generated manifests written for inspection: (output, job id, with a VersionId column).
     pub output: Option<(ManifestOutput, String, bool)>,
     /// Fill a missing version ID and ETag with a HEAD at planning time.
@@ -1322,9 +1325,9 @@ impl ChunkWriter {
         let body = encode_chunk(&chunk.tasks);
         self.stats.chunks += 1;
         self.stats.encoded_bytes += body.len() as u64;
-        if let (Some(s3), Some((bucket, job_id))) = (&self.s3, &self.control) {
+        if let Some((control_s3, bucket, job_id)) = &self.control {
             put_bytes(
-                s3,
+                control_s3,
                 bucket,
                 &chunk_key(job_id, chunk.seq),
                 body.into_bytes(),
@@ -1339,6 +1342,11 @@ impl ChunkWriter {
                     output_root(output, job_id),
                     chunk.seq
                 );
+                let Some(s3) = &self.s3 else {
+                    return Err(Error::Invalid(
+                        "writing a generated manifest needs S3 access".into(),
+                    ));
+                };
                 put_bytes(s3, &output.bucket, &key, part, "application/gzip").await?;
                 self.stats.s3_puts += 1;
             }

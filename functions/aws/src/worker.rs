@@ -280,6 +280,23 @@ async fn run_leased(
     let stop_starting_at = deadline
         .checked_sub(app.config.worker_safety_margin)
         .unwrap_or(SystemTime::UNIX_EPOCH);
+    // The job's clients (its role) for the bucket it writes to and its sources' bucket, each
+    // in that bucket's Region.
+    let clients = app.job_clients(&job);
+    let source_bucket = tasks[first..].iter().find_map(|task| match task {
+        ChunkTask::Object { object, .. }
+        | ChunkTask::Restore { object, .. }
+        | ChunkTask::Delete { object, .. } => Some(object.bucket.as_str()),
+        ChunkTask::Malformed(_) => None,
+    });
+    let source_s3 = match source_bucket {
+        Some(bucket) => clients.s3(bucket).await,
+        None => clients.default_s3(),
+    };
+    let target_s3 = match job.spec.operation.target_bucket() {
+        Some(bucket) => clients.s3(bucket).await,
+        None => source_s3.clone(),
+    };
     let runner = ops::runner(
         &job.spec.operation,
         RangeContext {
@@ -288,6 +305,8 @@ async fn run_leased(
             seq: pointer.seq,
             stop: &stop,
             stop_starting_at,
+            s3: &target_s3,
+            source_s3: &source_s3,
         },
     );
     let runner = &*runner;

@@ -61,7 +61,10 @@ impl From<S3Failure> for CopyError {
 }
 
 pub struct Copier<'a> {
+    /// For the target bucket (copies, multipart uploads, delete markers).
     pub s3: &'a Client,
+    /// For HEAD of the source objects (their bucket may be in another Region).
+    pub source_s3: &'a Client,
     pub spec: &'a CopySpec,
     pub settings: &'a CopySettings,
     /// Set when the job is cancelled or failing: running multipart copies abort.
@@ -275,7 +278,8 @@ fn parse_expires(value: &str) -> Option<DateTime> {
 /// The copy of a job's range: its multipart uploads are kept between invocations in the table.
 pub fn runner<'a>(spec: &'a CopySpec, range: RangeContext<'a>) -> Copier<'a> {
     Copier {
-        s3: &range.app.s3,
+        s3: range.s3,
+        source_s3: range.source_s3,
         spec,
         settings: &range.app.copy,
         stop: range.stop,
@@ -301,6 +305,7 @@ impl<'a> Copier<'a> {
     pub fn for_task(&self, index: u64) -> Copier<'a> {
         Copier {
             s3: self.s3,
+            source_s3: self.source_s3,
             spec: self.spec,
             settings: self.settings,
             stop: self.stop,
@@ -453,7 +458,7 @@ impl<'a> Copier<'a> {
 
     async fn head(&self, object: &ObjectRef) -> Result<HeadObjectOutput, S3Failure> {
         with_retry(&self.settings.retry, || async {
-            self.s3
+            self.source_s3
                 .head_object()
                 .bucket(&object.bucket)
                 .key(&object.key)

@@ -42,6 +42,11 @@ pub struct RangeContext<'a> {
     pub stop: &'a AtomicBool,
     /// No new piece of work starts after this (the invocation's deadline, less a margin).
     pub stop_starting_at: SystemTime,
+    /// The job's S3 client (its role, see [`crate::JobClients`]) for the bucket the operation
+    /// writes to: the target bucket's Region, else the source objects'.
+    pub s3: &'a aws_sdk_s3::Client,
+    /// The job's S3 client for the range's source objects (their bucket's Region).
+    pub source_s3: &'a aws_sdk_s3::Client,
 }
 
 /// One operation, ready to run the tasks of one range.

@@ -39,6 +39,12 @@ impl TestEnv {
 
     /// `vars` override batchops configuration (BATCHOPS_CHUNK_SIZE, thresholds, ...).
     pub async fn with_vars(vars: &[(&str, &str)]) -> Self {
+        Self::through(None, vars).await
+    }
+
+    /// [`TestEnv::with_vars`] with every AWS call sent to `endpoint` (a recording proxy in
+    /// front of moto).
+    pub async fn through(endpoint: Option<&str>, vars: &[(&str, &str)]) -> Self {
         require_endpoint();
         // RUST_LOG=batchops_aws=debug shows what the services do during a test.
         let _ = tracing_subscriber::fmt()
@@ -63,7 +69,7 @@ impl TestEnv {
             map.insert(k.to_string(), v.to_string());
         }
         let config = Config::from_vars(&map).expect("test config");
-        let clients = Clients::load(&config).await;
+        let clients = Clients::load_with_endpoint(&config, endpoint).await;
         setup::init(&clients, &config).await.expect("local init");
         let app = App::new(config, clients.clone()).await.expect("app");
         let env = TestEnv {

@@ -262,6 +262,7 @@ async fn stopping_mid_multipart_aborts_the_upload_and_writes_nothing() {
     let stop = AtomicBool::new(true);
     let copier = Copier {
         s3: &env.app.s3,
+        source_s3: &env.app.s3,
         spec: spec.operation.copy().unwrap(),
         settings: &settings,
         stop: &stop,

@@ -12,4 +12,5 @@ mod manifests;
 mod recovery;
 mod report;
 mod rerun;
+mod roles;
 mod verify;
