@@ -733,6 +733,7 @@ impl CreateJobRequest {
             }
         }
         validate_job_tags(&self.tags, "Tags")?;
+        self.refuse_expected_bucket_owners()?;
         let operation = self.validate_operation()?;
         let manifest = match (&self.manifest, &self.manifest_generator) {
             (Some(_), Some(_)) => {
@@ -1187,6 +1188,40 @@ impl CreateJobRequest {
         })
     }
 
+    /// The `ExpectedBucketOwner` fields are not sent with batchops' S3 requests yet: refused,
+    /// naming the field, rather than accepted and ignored (the job's RoleArn decides which
+    /// accounts' buckets it can reach).
+    fn refuse_expected_bucket_owners(&self) -> Result<(), RequestError> {
+        let generator = self
+            .manifest_generator
+            .as_ref()
+            .and_then(|g| g.s3_job_manifest_generator.as_ref());
+        let base = "ManifestGenerator.S3JobManifestGenerator";
+        let owners = [
+            (
+                "Report.ExpectedBucketOwner".to_string(),
+                self.report.expected_bucket_owner.is_some(),
+            ),
+            (
+                format!("{base}.ExpectedBucketOwner"),
+                generator.is_some_and(|g| g.expected_bucket_owner.is_some()),
+            ),
+            (
+                format!("{base}.ManifestOutputLocation.ExpectedManifestBucketOwner"),
+                generator
+                    .and_then(|g| g.manifest_output_location.as_ref())
+                    .is_some_and(|o| o.expected_manifest_bucket_owner.is_some()),
+            ),
+        ];
+        match owners.into_iter().find(|(_, set)| *set) {
+            Some((field, _)) => Err(RequestError::new(
+                field,
+                "batchops does not send ExpectedBucketOwner with its S3 requests yet; remove it (the job's RoleArn decides which accounts' buckets the job reaches)",
+            )),
+            None => Ok(()),
+        }
+    }
+
     fn validate_report(&self) -> Result<Option<ReportTarget>, RequestError> {
         let report = &self.report;
         if !report.enabled {
@@ -1279,6 +1314,156 @@ pub(crate) mod tests {
             ("reports", "batch")
         );
         assert_eq!(spec.priority, 10);
+    }
+
+    /// Every field of S3 Control's CreateJob shape (with the copy operation; the operations'
+    /// own fields have their own tests) is either honoured, and visible in the spec or in
+    /// DescribeJob, or refused naming the field.
+    #[test]
+    fn every_create_job_field_is_honoured_or_refused_by_name() {
+        use crate::describe::describe;
+        let full = r#"{
+          "AccountId": "123456789012",
+          "ConfirmationRequired": true,
+          "Operation": {"S3PutObjectCopy": {"TargetResource": "arn:aws:s3:::dest"}},
+          "Report": {"Bucket": "arn:aws:s3:::reports", "Format": "Report_CSV_20180820",
+                     "Enabled": true, "Prefix": "batch/", "ReportScope": "FailedTasksOnly"},
+          "ClientRequestToken": "token-1",
+          "Manifest": {"Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Ignore", "Bucket", "Key", "VersionId"]},
+                       "Location": {"ObjectArn": "arn:aws:s3:::control/m.csv", "ObjectVersionId": "v7", "ETag": "\"abc\""}},
+          "Description": "every field",
+          "Priority": 42,
+          "RoleArn": "arn:aws:iam::123456789012:role/batch",
+          "Tags": [{"Key": "team", "Value": "data"}]
+        }"#;
+        let request = CreateJobRequest::from_json(full).unwrap();
+        let spec = request.validate().unwrap();
+        assert!(spec.confirmation_required);
+        assert_eq!(spec.priority, 42);
+        let report = spec.report.clone().unwrap();
+        assert_eq!(
+            (report.bucket.as_str(), report.prefix.as_str(), report.scope),
+            ("reports", "batch", ReportScope::FailedTasksOnly)
+        );
+        let object = spec.manifest.object().unwrap();
+        assert_eq!(
+            (object.version_id.as_deref(), object.etag.as_deref()),
+            (Some("v7"), Some("\"abc\""))
+        );
+        let job = crate::JobRecord::new(
+            "j".into(),
+            request.clone(),
+            spec,
+            time::macros::datetime!(2026-01-01 0:00 UTC),
+        );
+        assert_eq!(job.tags(), request.tags.as_slice());
+        let described = serde_json::to_value(describe(
+            &job,
+            &Default::default(),
+            "eu-west-1",
+            "000000000000",
+            time::macros::datetime!(2026-01-01 0:00 UTC),
+        ))
+        .unwrap();
+        assert_eq!(
+            described["JobArn"],
+            "arn:aws:s3:eu-west-1:123456789012:job/j"
+        );
+        assert_eq!(described["Description"], "every field");
+        assert_eq!(described["RoleArn"], "arn:aws:iam::123456789012:role/batch");
+        assert_eq!(described["ConfirmationRequired"], true);
+
+        let generated = r#"{
+          "AccountId": "123456789012",
+          "Operation": {"S3PutObjectCopy": {"TargetResource": "arn:aws:s3:::dest"}},
+          "Report": {"Enabled": false},
+          "ClientRequestToken": "token-2", "Priority": 1,
+          "RoleArn": "arn:aws:iam::123456789012:role/batch",
+          "ManifestGenerator": {"S3JobManifestGenerator": {
+              "SourceBucket": "arn:aws:s3:::src",
+              "EnableManifestOutput": true,
+              "ManifestOutputLocation": {"Bucket": "arn:aws:s3:::out", "ManifestPrefix": "gen",
+                  "ManifestEncryption": {"SSES3": {}}, "ManifestFormat": "S3InventoryReport_CSV_20211130"},
+              "Filter": {"CreatedAfter": "2026-01-01T00:00:00Z", "CreatedBefore": "2026-02-01T00:00:00Z",
+                  "KeyNameConstraint": {"MatchAnyPrefix": ["a/"], "MatchAnySuffix": [".gz"], "MatchAnySubstring": ["x"]},
+                  "ObjectSizeGreaterThanBytes": 1, "ObjectSizeLessThanBytes": 100,
+                  "MatchAnyStorageClass": ["STANDARD"]}}}
+        }"#;
+        let spec = CreateJobRequest::from_json(generated)
+            .unwrap()
+            .validate()
+            .unwrap();
+        let ManifestSource::Generated(g) = &spec.manifest else {
+            panic!("a generated manifest");
+        };
+        assert_eq!(g.source_bucket, "src");
+        assert_eq!(g.output.as_ref().unwrap().prefix, "gen");
+        let f = &g.filter;
+        assert_eq!(
+            (f.prefixes.len(), f.suffixes.len(), f.substrings.len()),
+            (1, 1, 1)
+        );
+        assert_eq!(
+            (f.size_greater_than, f.size_less_than),
+            (Some(1), Some(100))
+        );
+        assert!(f.created_after.is_some() && f.created_before.is_some());
+        assert_eq!(f.storage_classes, ["STANDARD"]);
+
+        // Fields batchops cannot honour are refused by their path.
+        let generator = "ManifestGenerator.S3JobManifestGenerator";
+        let refused = [
+            (
+                full,
+                r#""Enabled": true,"#,
+                r#""Enabled": true, "ExpectedBucketOwner": "111122223333","#,
+                "Report.ExpectedBucketOwner".to_string(),
+            ),
+            (
+                generated,
+                r#""SourceBucket""#,
+                r#""ExpectedBucketOwner": "111122223333", "SourceBucket""#,
+                format!("{generator}.ExpectedBucketOwner"),
+            ),
+            (
+                generated,
+                r#""ManifestPrefix""#,
+                r#""ExpectedManifestBucketOwner": "111122223333", "ManifestPrefix""#,
+                format!("{generator}.ManifestOutputLocation.ExpectedManifestBucketOwner"),
+            ),
+            (
+                generated,
+                r#""SSES3": {}"#,
+                r#""SSEKMS": {"KeyId": "k"}"#,
+                format!("{generator}.ManifestOutputLocation.ManifestEncryption"),
+            ),
+            (
+                generated,
+                r#""CreatedAfter""#,
+                r#""EligibleForReplication": true, "CreatedAfter""#,
+                format!("{generator}.Filter.EligibleForReplication"),
+            ),
+            (
+                generated,
+                r#""CreatedAfter""#,
+                r#""ObjectReplicationStatuses": ["NONE"], "CreatedAfter""#,
+                format!("{generator}.Filter.ObjectReplicationStatuses"),
+            ),
+            (
+                full,
+                r#""Priority": 42"#,
+                r#""Priority": 42, "Unknown": 1"#,
+                "Unknown".to_string(),
+            ),
+        ];
+        for (document, from, to, field) in refused {
+            let changed = document.replacen(from, to, 1);
+            assert_ne!(changed, document, "{field}: the document did not change");
+            let err = CreateJobRequest::from_json(&changed)
+                .and_then(|r| r.validate().map(|_| ()))
+                .unwrap_err();
+            assert!(err.field.starts_with(&field), "{field}: {err}");
+        }
     }
 
     #[test]
