@@ -190,15 +190,7 @@ async fn route(app: &App, request: &ApiRequest) -> Result<ApiResponse, Error> {
             ApiResponse::ok(json!({}))
         }
         ("POST", ["jobs", id, "rerun"]) => {
-            let failed_only = match query_one(request, "failedOnly") {
-                None | Some("false") => false,
-                Some("true") => true,
-                Some(other) => {
-                    return Err(Error::Invalid(format!(
-                        "query parameter failedOnly: `{other}` is not true or false"
-                    )))
-                }
-            };
+            let failed_only = query_flag(request, "failedOnly")?;
             // Boxed: its future is large, and `route` holds every arm's.
             let rerun = Box::pin(jobs::rerun_job(app, id, failed_only)).await?;
             ApiResponse::ok(to_value(rerun)?)
@@ -225,15 +217,7 @@ async fn route(app: &App, request: &ApiRequest) -> Result<ApiResponse, Error> {
         }
         ("POST", ["backup-policies", name, "runs"]) => {
             // ?full=true: a full run that starts a new chain (no previous snapshot).
-            let full = match query_one(request, "full") {
-                None | Some("false") => false,
-                Some("true") => true,
-                Some(other) => {
-                    return Err(Error::Invalid(format!(
-                        "query parameter full: `{other}` is not true or false"
-                    )))
-                }
-            };
+            let full = query_flag(request, "full")?;
             let job = backup::start_run(app, name, None, full).await?;
             ApiResponse::ok(json!({"JobId": job.job_id}))
         }
@@ -312,6 +296,17 @@ fn query_all<'a>(request: &'a ApiRequest, name: &'a str) -> impl Iterator<Item =
 
 fn query_one<'a>(request: &'a ApiRequest, name: &'a str) -> Option<&'a str> {
     query_all(request, name).next()
+}
+
+/// A `true`/`false` query parameter; absent is false.
+fn query_flag(request: &ApiRequest, name: &str) -> Result<bool, Error> {
+    match query_one(request, name) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(Error::Invalid(format!(
+            "query parameter {name}: `{other}` is not true or false"
+        ))),
+    }
 }
 
 fn required<'a>(request: &'a ApiRequest, name: &'a str) -> Result<&'a str, Error> {

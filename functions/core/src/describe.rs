@@ -157,14 +157,17 @@ mod tests {
             bytes: 99,
             ranges: 1,
         };
-        let json = serde_json::to_value(describe(
-            &job,
-            &counters,
-            "us-east-1",
-            "123",
-            datetime!(2026-01-01 0:01 UTC),
-        ))
-        .unwrap();
+        let described = |job: &JobRecord| {
+            serde_json::to_value(describe(
+                job,
+                &counters,
+                "us-east-1",
+                "123",
+                datetime!(2026-01-01 0:01 UTC),
+            ))
+            .unwrap()
+        };
+        let json = described(&job);
         assert_eq!(json["JobId"], "j1");
         assert_eq!(json["JobArn"], "arn:aws:s3:us-east-1:123:job/j1");
         assert_eq!(json["Status"], "New");
@@ -190,14 +193,7 @@ mod tests {
                 etag: Some("\"abc\"".into()),
             },
         });
-        let json = serde_json::to_value(describe(
-            &job,
-            &counters,
-            "us-east-1",
-            "123",
-            datetime!(2026-01-01 0:01 UTC),
-        ))
-        .unwrap();
+        let json = described(&job);
         let location = &json["GeneratedManifestDescriptor"]["Location"];
         assert_eq!(
             json["GeneratedManifestDescriptor"]["Format"],
