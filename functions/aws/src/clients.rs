@@ -84,6 +84,7 @@ impl Clients {
                 local,
                 region: config.region.clone(),
                 assume_job_roles: config.assume_job_roles,
+                control_bucket: config.control_bucket.clone(),
                 sts: aws_sdk_sts::Client::new(&shared),
                 stack_s3: s3.clone(),
                 state: Arc::default(),
@@ -115,6 +116,9 @@ pub struct DataClients {
     region: String,
     /// `BATCHOPS_ASSUME_JOB_ROLES=false` runs every job with the stack's credentials.
     assume_job_roles: bool,
+    /// The stack's own bucket: always reached with the stack's client (chunk files, staged
+    /// rows, and the manifests batchops writes itself, e.g. a rerun's failed tasks).
+    control_bucket: String,
     sts: aws_sdk_sts::Client,
     stack_s3: aws_sdk_s3::Client,
     state: Arc<Mutex<DataState>>,
@@ -250,8 +254,12 @@ impl DataClients {
 }
 
 impl JobClients {
-    /// The client for requests on `bucket`: the job's credentials, the bucket's Region.
+    /// The client for requests on `bucket`: the job's credentials, the bucket's Region (the
+    /// control bucket: the stack's client).
     pub async fn s3(&self, bucket: &str) -> aws_sdk_s3::Client {
+        if bucket == self.data.control_bucket {
+            return self.data.stack_s3.clone();
+        }
         // Boxed: a HeadBucket future is large, and this is awaited inside already deep ones.
         let region = Box::pin(self.data.region_of(self.role.as_ref(), bucket)).await;
         self.data.client(self.role.as_ref(), &region)

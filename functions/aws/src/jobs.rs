@@ -332,7 +332,9 @@ pub async fn rerun_job(app: &App, job_id: &str, failed_only: bool) -> Result<Rer
         message: "cannot be rerun: it has no completion report".into(),
     })?;
     let key = report_manifest_key(&target, job_id);
-    let body = crate::objects::get_bytes(&app.s3, &target.bucket, &key).await?;
+    // The report is the job's data: read with its role, in the report bucket's Region.
+    let report_s3 = app.job_clients(&job).s3(&target.bucket).await;
+    let body = crate::objects::get_bytes(&report_s3, &target.bucket, &key).await?;
     let report: ReportManifest = serde_json::from_slice(&body)
         .map_err(|e| Error::Data(format!("s3://{}/{key}: {e}", target.bucket)))?;
     let mut rows = Vec::new();
@@ -341,7 +343,7 @@ pub async fn rerun_job(app: &App, job_id: &str, failed_only: bool) -> Result<Rer
         .iter()
         .filter(|r| r.task_execution_status == TaskStatus::Failed)
     {
-        let text = crate::objects::get_bytes(&app.s3, &result.bucket, &result.key).await?;
+        let text = crate::objects::get_bytes(&report_s3, &result.bucket, &result.key).await?;
         for line in String::from_utf8_lossy(&text)
             .lines()
             .filter(|l| !l.is_empty())
