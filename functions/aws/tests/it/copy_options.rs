@@ -394,6 +394,7 @@ async fn single_and_multipart_copies_send_every_option_and_requester_pays() {
     let stop = AtomicBool::new(false);
     let copier = Copier {
         s3: &s3,
+        source_s3: &s3,
         spec: spec.operation.copy().unwrap(),
         settings: &settings,
         stop: &stop,
@@ -503,6 +504,7 @@ async fn every_checksum_algorithm_s3_control_allows_is_computed_on_the_copy() {
             .unwrap();
         let copier = Copier {
             s3: &env.app.s3,
+            source_s3: &env.app.s3,
             spec: spec.operation.copy().unwrap(),
             settings: &settings,
             stop: &stop,
