@@ -114,7 +114,7 @@ pub struct SnapshotRecord {
 /// How policy items are listed in the status index (every scheduler tick lists them).
 const POLICY_KIND: &str = "#POLICY";
 
-fn policy_pk(name: &str) -> String {
+pub(crate) fn policy_pk(name: &str) -> String {
     format!("POLICY#{name}")
 }
 
@@ -795,7 +795,7 @@ async fn start_run_with(
             previous,
             previous_objects,
             inventory,
-            journal_cutoff: Some(crate::events::journal_stamp(
+            journal_cutoff: Some(crate::journal::journal_stamp(
                 now() - app.config.journal_margin,
             )),
             journal_bucket: Some(app.config.control_bucket.clone()),
@@ -1107,34 +1107,26 @@ async fn drop_settled_journal(app: &App, run: &BackupRun, run_created: &str) -> 
     if run.journal_cutoff.is_none() {
         // A run created before cutoffs were recorded: its start less the margin.
         let started = parse_time(run_created).map_err(Error::Data)?;
-        run.journal_cutoff = Some(crate::events::journal_stamp(
+        run.journal_cutoff = Some(crate::journal::journal_stamp(
             started - app.config.journal_margin,
         ));
     }
-    let policy = &run.policy;
     let Some(bucket) = run.journal_bucket.clone() else {
         return Ok(());
     };
-    let prefix = policy.journal_prefix();
-    let mut token = None;
+    let policy = &run.policy;
+    let mut after: Option<String> = None;
     loop {
-        let out = app
-            .s3
-            .list_objects_v2()
-            .bucket(&bucket)
-            .prefix(&prefix)
-            .set_continuation_token(token.take())
-            .send()
-            .await
-            .map_err(crate::error::aws("S3", "ListObjectsV2"))?;
-        for key in out.contents().iter().filter_map(|o| o.key()) {
-            if run.settles_journal_part(key) {
-                delete_object(&app.s3, &bucket, key).await?;
+        let (parts, next) =
+            crate::journal::parts_page(&app.store, policy, after.as_deref()).await?;
+        for part in parts {
+            if run.settles_journal_part(&part.key) {
+                crate::journal::drop_part(app, &bucket, &policy.name, &part).await?;
             }
         }
-        match out.next_continuation_token() {
-            Some(next) if out.is_truncated().unwrap_or(false) => token = Some(next.to_string()),
-            _ => return Ok(()),
+        match next {
+            Some(position) => after = Some(position),
+            None => return Ok(()),
         }
     }
 }
@@ -1323,7 +1315,7 @@ fn delete_unreferenced_versions(
     }
 }
 
-/// Reads a whole catalog (on a blocking thread: the reader streams a temporary file).
+/// Reads a whole catalog (on a blocking thread: the reader streams it from S3).
 pub async fn read_catalog(reader: &Reader, catalog: &CatalogRef) -> Result<Vec<CatalogEntry>> {
     let reader = reader.clone();
     let catalog = catalog.clone();

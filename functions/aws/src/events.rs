@@ -9,8 +9,10 @@
 use crate::backup::{
     copy_spec, list_policies, reserve_continuous_removals, start_inventory_run, PolicyRecord,
 };
+use crate::catalog_io::Stored;
 use crate::error::S3Failure;
-use crate::objects::{md5_hex, put_bytes};
+use crate::journal::{journal_part_key, record_part, JournalPart, JOURNAL_CONTENT_TYPE};
+use crate::objects::{md5_hex, put_bytes_pinned};
 use crate::ops::copy::Copier;
 use crate::ops::TaskResult;
 use crate::{now, unix_now, App};
@@ -453,42 +455,31 @@ async fn destination_safe(app: &App, policy: &BackupPolicy) -> crate::Result<Res
     Ok(Ok(()))
 }
 
-/// Journal part names start with the time written, so a run can tell old parts from new.
-pub fn journal_part_key(policy: &BackupPolicy, at: time::OffsetDateTime) -> String {
-    format!(
-        "{}{}-{}.tsv",
-        policy.journal_prefix(),
-        journal_stamp(at),
-        uuid::Uuid::new_v4().simple()
-    )
-}
-
-/// `YYYYMMDDTHHMMSS.mmmZ`: sorts as time does.
-pub fn journal_stamp(at: time::OffsetDateTime) -> String {
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second(),
-        at.millisecond()
-    )
-}
-
 async fn write_journal(app: &App, policy: &BackupPolicy, rows: &[JournalRow]) -> crate::Result<()> {
     let mut body = String::new();
     for row in rows {
         row.write_line(&mut body);
     }
-    put_bytes(
+    let key = journal_part_key(policy, now(), &uuid::Uuid::new_v4().simple().to_string());
+    let written = put_bytes_pinned(
         &app.s3,
         &app.config.control_bucket,
-        &journal_part_key(policy, now()),
+        &key,
         body.into_bytes(),
-        "text/tab-separated-values",
+        JOURNAL_CONTENT_TYPE,
+    )
+    .await?;
+    // Recorded only once written: a run reads exactly the recorded parts.
+    record_part(
+        app,
+        &policy.name,
+        &JournalPart::new(
+            &key,
+            Stored {
+                version_id: written.version_id,
+                etag: written.etag,
+            },
+        ),
     )
     .await
-    .map(|_| ())
 }

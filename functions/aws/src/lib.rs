@@ -4,6 +4,7 @@
 pub mod api;
 pub mod audit;
 pub mod backup;
+pub mod catalog_io;
 pub mod clients;
 pub mod config;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod extsort;
 pub mod finalizer;
 pub mod invoke;
 pub mod jobs;
+pub mod journal;
 pub mod lambda;
 pub mod objects;
 pub mod ops;

@@ -533,7 +533,7 @@ async fn plan_slice(
         &app.config.control_bucket,
     );
     let mut events = prepare::start(
-        Reader::new(Some(data_s3)),
+        Reader::new(Some(data_s3)).with_store(app.store.clone()),
         source,
         job.plan.progress.clone(),
         options,

@@ -77,11 +77,13 @@ impl Location {
     }
 }
 
-/// What reading needs: the S3 client (absent for purely local dry runs) and the runtime handle
-/// the blocking thread uses for its S3 calls.
+/// What reading needs: the S3 client (absent for purely local dry runs), the table (backup
+/// runs read their journal's records there; absent in dry runs, which read no journal) and the
+/// runtime handle the blocking thread uses for its calls.
 #[derive(Clone)]
 pub struct Reader {
     pub s3: Option<Client>,
+    pub store: Option<crate::store::Store>,
     pub(crate) handle: Handle,
 }
 
@@ -101,8 +103,15 @@ impl Reader {
     pub fn new(s3: Option<Client>) -> Self {
         Reader {
             s3,
+            store: None,
             handle: Handle::current(),
         }
+    }
+
+    /// With the table: a backup run reads its journal's records from it.
+    pub fn with_store(mut self, store: crate::store::Store) -> Self {
+        self.store = Some(store);
+        self
     }
 
     fn client(&self) -> std::result::Result<&Client, OpenFailure> {
@@ -1621,56 +1630,7 @@ pub async fn dry_run(
 /// Draft snapshot rows per part (a part is also flushed with every chunk).
 const DRAFT_ROWS: usize = 10_000;
 
-/// Streams a snapshot catalog: downloaded to a temporary file first, so memory stays flat.
-/// Streams a snapshot catalog, pinned to the version and ETag it was written with (when the
-/// snapshot recorded them): a catalog replaced or damaged since fails the read, naming it.
-pub fn open_catalog(
-    reader: &Reader,
-    catalog: &batchops_core::request::CatalogRef,
-) -> Result<Box<dyn Iterator<Item = std::result::Result<CatalogEntry, String>> + Send>> {
-    let (bucket, key) = (catalog.bucket.as_str(), catalog.key.as_str());
-    let location = Location::S3(ManifestObject {
-        bucket: bucket.to_string(),
-        key: key.to_string(),
-        version_id: catalog.version_id.clone(),
-        etag: catalog.etag.clone(),
-    });
-    let mut opened = match reader.open(&location, 0, catalog.etag.as_deref()) {
-        Ok(o) => o,
-        Err(OpenFailure::Job {
-            code: "ManifestETagMismatch",
-            ..
-        }) => {
-            return Err(Error::Data(format!(
-                "snapshot catalog s3://{bucket}/{key} (version {}) no longer has the ETag {} it was written with: it was replaced or damaged",
-                catalog.version_id.as_deref().unwrap_or("null"),
-                catalog.etag.as_deref().unwrap_or_default()
-            )))
-        }
-        Err(OpenFailure::Job { reason, .. }) => {
-            return Err(Error::Data(format!(
-                "snapshot catalog unreadable: {reason}"
-            )))
-        }
-        Err(OpenFailure::Retry(err)) => return Err(err),
-        Err(OpenFailure::RangeNotSatisfiable) => return Err(Error::Data("catalog range".into())),
-    };
-    let mut temp = tempfile::tempfile().map_err(|e| Error::Data(format!("temporary file: {e}")))?;
-    std::io::copy(&mut opened.reader, &mut temp)
-        .map_err(|e| Error::Data(format!("s3://{bucket}/{key}: {e}")))?;
-    use std::io::Seek;
-    temp.rewind().map_err(|e| Error::Data(e.to_string()))?;
-    let lines = BufReader::new(flate2::read::MultiGzDecoder::new(BufReader::new(temp))).lines();
-    let name = format!("s3://{bucket}/{key}");
-    Ok(Box::new(lines.filter_map(move |line| {
-        match line {
-            Err(e) => Some(Err(format!("{name}: {e}"))),
-            Ok(line) => CatalogEntry::parse_line(&line)
-                .map_err(|e| format!("{name}: {e}"))
-                .transpose(),
-        }
-    })))
-}
+pub use crate::catalog_io::open_catalog;
 
 fn bucket_versioned(reader: &Reader, bucket: &str) -> Result<bool> {
     let s3 = reader
@@ -1869,9 +1829,8 @@ impl SortRecord for JournalRecord {
         r.read_exact(&mut flag)?;
         let line = crate::extsort::read_str(r)?;
         let bad = |message: String| std::io::Error::new(std::io::ErrorKind::InvalidData, message);
-        let row = JournalRow::parse_part(&line)
+        let row = JournalRow::parse_line(line.trim_end_matches('\n'))
             .map_err(bad)?
-            .pop()
             .ok_or_else(|| bad("empty journal row in spill run".into()))?;
         Ok(JournalRecord {
             seq,
@@ -1883,45 +1842,42 @@ impl SortRecord for JournalRecord {
     }
 }
 
-/// Continuous mode's journal parts for the run's policy (all of them: rows older than the
-/// previous snapshot only ever match what that snapshot already has), each row marked with
-/// whether this run settles its part, sorted by key (on local disk past `SORT_RUN_ENTRIES`
-/// rows, so a busy bucket's changes between runs need not fit in memory). Errors name the part
-/// and line.
-fn read_journal(reader: &Reader, run: &BackupRun) -> std::result::Result<JournalRows, String> {
-    let Some(s3) = reader.s3.as_ref() else {
+/// The run's journal: the policy's recorded parts (all of them: rows older than the previous
+/// snapshot only ever match what that snapshot already has), each read pinned to the version
+/// and ETag recorded when it was written, each row marked with whether this run settles its
+/// part, sorted by key (on local disk past `SORT_RUN_ENTRIES` rows, so a busy bucket's changes
+/// between runs need not fit in memory). Errors name the part and line. Objects under the
+/// journal prefix that this run would settle but that have no record are not read: each is
+/// named in `unrecorded` (younger ones may be a part whose record is being written).
+fn read_journal(
+    reader: &Reader,
+    run: &BackupRun,
+    unrecorded: &mut Vec<String>,
+) -> std::result::Result<JournalRows, String> {
+    let (Some(s3), Some(store)) = (reader.s3.as_ref(), reader.store.as_ref()) else {
         return Ok(Box::new(std::iter::empty()));
     };
     let policy = &run.policy;
     let Some(bucket) = run.journal_bucket.as_ref() else {
         return Ok(Box::new(std::iter::empty()));
     };
-    let prefix = policy.journal_prefix();
-    let mut sorter = ExternalSorter::new(SORT_RUN_ENTRIES);
-    let mut seq = 0u64;
+    // Listed before the records are read, so that a part written meanwhile has its record.
+    let mut listed = std::collections::BTreeSet::new();
     let mut cursor = Cursor::default();
     loop {
         let page = reader
             .handle
-            .block_on(list_objects_page(s3, bucket, &prefix, &cursor))
+            .block_on(list_objects_page(
+                s3,
+                bucket,
+                &policy.journal_prefix(),
+                &cursor,
+            ))
             .map_err(|e| e.to_string())?;
         for (entry, _) in &page.entries {
             let key = &entry.object.key;
-            let body = reader
-                .handle
-                .block_on(crate::objects::get_bytes(s3, bucket, key))
-                .map_err(|e| e.to_string())?;
-            let part = JournalRow::parse_part(&String::from_utf8_lossy(&body))
-                .map_err(|e| format!("journal part s3://{bucket}/{key}: {e}"))?;
-            let last_read = run.settles_journal_part(key);
-            for row in part {
-                seq += 1;
-                sorter
-                    .push(JournalRecord {
-                        seq,
-                        read: JournalRead { row, last_read },
-                    })
-                    .map_err(|e| format!("sorting the journal: {e}"))?;
+            if run.settles_journal_part(key) {
+                listed.insert(key.clone());
             }
             cursor.key_marker = Some(key.clone());
         }
@@ -1929,6 +1885,42 @@ fn read_journal(reader: &Reader, run: &BackupRun) -> std::result::Result<Journal
             break;
         }
     }
+    let mut sorter = ExternalSorter::new(SORT_RUN_ENTRIES);
+    let mut seq = 0u64;
+    let mut after: Option<String> = None;
+    loop {
+        let (parts, next) = reader
+            .handle
+            .block_on(crate::journal::parts_page(store, policy, after.as_deref()))
+            .map_err(|e| e.to_string())?;
+        for part in parts {
+            listed.remove(&part.key);
+            let pin = part.pin(bucket);
+            let lines = crate::catalog_io::pinned_lines(reader, &pin)
+                .map_err(|f| format!("journal part {f}"))?;
+            let last_read = run.settles_journal_part(&part.key);
+            for (index, line) in lines.enumerate() {
+                let line = line.map_err(|e| format!("journal part {}: {e}", pin.describe()))?;
+                let row = JournalRow::parse_line(&line).map_err(|e| {
+                    format!("journal part {}: line {}: {e}", pin.describe(), index + 1)
+                })?;
+                if let Some(row) = row {
+                    seq += 1;
+                    sorter
+                        .push(JournalRecord {
+                            seq,
+                            read: JournalRead { row, last_read },
+                        })
+                        .map_err(|e| format!("sorting the journal: {e}"))?;
+                }
+            }
+        }
+        match next {
+            Some(position) => after = Some(position),
+            None => break,
+        }
+    }
+    unrecorded.extend(listed);
     let sorted = sorter
         .finish()
         .map_err(|e| format!("sorting the journal: {e}"))?;
@@ -2025,10 +2017,34 @@ fn read_backup(
             },
             None => Box::new(std::iter::empty()),
         };
-    let journal = match read_journal(reader, run) {
+    let mut unrecorded = Vec::new();
+    let journal = match read_journal(reader, run, &mut unrecorded) {
         Ok(rows) => rows,
         Err(reason) => return job_failure(emitter, "JournalInvalid", reason),
     };
+    if first_slice && !unrecorded.is_empty() {
+        let shown: Vec<String> = unrecorded
+            .iter()
+            .take(10)
+            .map(|key| {
+                format!(
+                    "s3://{}/{key}",
+                    run.journal_bucket.as_deref().unwrap_or_default()
+                )
+            })
+            .collect();
+        let more = unrecorded.len().saturating_sub(shown.len());
+        let warning = format!(
+            "{} object(s) under the journal prefix have no record of batchops writing them and were not read: {}{}. \
+             batchops did not write them as recorded (or their record was never written); remove them once checked",
+            unrecorded.len(),
+            shown.join(", "),
+            if more > 0 { format!(" and {more} more") } else { String::new() }
+        );
+        if !emitter.send_blocking(Ok(SourceEvent::Warning(warning))) {
+            return Ok(());
+        }
+    }
     let all_versions = policy.versions == VersionsMode::All;
     let mut compare_versions = source_versioned;
     let mut entries = match &run.inventory {

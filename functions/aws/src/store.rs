@@ -835,37 +835,77 @@ impl Store {
         after: Option<&str>,
         limit: i32,
     ) -> Result<(Vec<(String, RangeCommit)>, Option<String>)> {
-        let pk = job_pk(job_id);
-        let start =
-            after.map(|sk| HashMap::from([("pk".to_string(), s(&pk)), ("sk".to_string(), s(sk))]));
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-            .expression_attribute_values(":pk", s(&pk))
-            .expression_attribute_values(":prefix", s("CHUNK#"))
-            .consistent_read(true)
-            .limit(limit)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(aws("DynamoDB", "Query"))?;
-        let ranges: Vec<(String, RangeCommit)> = out
-            .items()
+        let (items, next) = self
+            .query_page(&job_pk(job_id), "CHUNK#", after, limit)
+            .await?;
+        let ranges = items
             .iter()
             .map(|item| {
                 let sk = get_s(item, "sk").unwrap_or_default().to_string();
                 (sk, range_of_item(item))
             })
             .collect();
+        Ok((ranges, next))
+    }
+
+    /// One page of the items of partition `pk` whose sort key starts with `prefix`, in sort-key
+    /// order, after sort key `after` (None: from the first), at most `limit` of them; the last
+    /// sort key when more may follow.
+    async fn query_page(
+        &self,
+        pk: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: i32,
+    ) -> Result<(Vec<Item>, Option<String>)> {
+        let start =
+            after.map(|sk| HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))]));
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":prefix", s(prefix))
+            .consistent_read(true)
+            .limit(limit)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(aws("DynamoDB", "Query"))?;
+        let items = out.items().to_vec();
         let more = out.last_evaluated_key().is_some_and(|key| !key.is_empty());
         let next = if more {
-            ranges.last().map(|(sk, _)| sk.clone())
+            items
+                .last()
+                .and_then(|item| get_s(item, "sk"))
+                .map(str::to_string)
         } else {
             None
         };
-        Ok((ranges, next))
+        Ok((items, next))
+    }
+
+    /// [`Store::query_docs`] a page at a time (see [`Store::query_page`]): each document with
+    /// its sort key, and where the next page starts.
+    pub async fn query_docs_page<T: serde::de::DeserializeOwned>(
+        &self,
+        pk: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: i32,
+    ) -> Result<(Vec<(String, T)>, Option<String>)> {
+        let (items, next) = self.query_page(pk, prefix, after, limit).await?;
+        let docs = items
+            .iter()
+            .filter_map(|item| Some((get_s(item, "sk")?, get_s(item, "doc")?)))
+            .map(|(sk, doc)| {
+                serde_json::from_str(doc)
+                    .map(|doc| (sk.to_string(), doc))
+                    .map_err(|e| Error::Data(format!("{pk}/{sk}: {e}")))
+            })
+            .collect::<Result<_>>()?;
+        Ok((docs, next))
     }
 
     /// Asks for the lease on a task range until `expires_at` (unix seconds): granted when

@@ -306,19 +306,25 @@ impl JournalRow {
         }
     }
 
+    /// Parses one line of a journal part (None for a blank line).
+    pub fn parse_line(line: &str) -> Result<Option<JournalRow>, String> {
+        match line.split_once('\t') {
+            Some(("C", rest)) => Ok(CatalogEntry::parse_line(rest)?.map(JournalRow::Copied)),
+            Some(("R", key)) => Ok(Some(JournalRow::Removed {
+                key: decode_key(key).map_err(|e| format!("key: {e}"))?,
+            })),
+            _ if line.is_empty() => Ok(None),
+            _ => Err(format!("not a journal row: `{line}`")),
+        }
+    }
+
     /// Parses a journal part; names the line that is wrong.
     pub fn parse_part(body: &str) -> Result<Vec<JournalRow>, String> {
         let mut rows = Vec::new();
         for (index, line) in body.lines().enumerate() {
-            let row = match line.split_once('\t') {
-                Some(("C", rest)) => CatalogEntry::parse_line(rest)?.map(JournalRow::Copied),
-                Some(("R", key)) => Some(JournalRow::Removed {
-                    key: decode_key(key).map_err(|e| format!("line {}: key: {e}", index + 1))?,
-                }),
-                _ if line.is_empty() => None,
-                _ => return Err(format!("line {}: not a journal row: `{line}`", index + 1)),
-            };
-            rows.extend(row);
+            rows.extend(
+                JournalRow::parse_line(line).map_err(|e| format!("line {}: {e}", index + 1))?,
+            );
         }
         Ok(rows)
     }

@@ -738,3 +738,90 @@ async fn an_inventory_report_of_another_bucket_fails_the_run() {
         "no snapshot without the source's objects"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn journal_parts_are_read_only_as_recorded_when_written() {
+    let env = continuous_env("pinned", DeleteMode::Ignore).await;
+    env.put(&env.src, "data/old", "old").await;
+    completed_run(&env, "pinned").await;
+    let ctl = env.app.config.control_bucket.clone();
+
+    let vx = env.put(&env.src, "data/x", "x1").await;
+    let summary = handle_messages(
+        &env.app,
+        vec![message(
+            "m1",
+            vec![record(
+                "ObjectCreated:Put",
+                &env.src,
+                "data/x",
+                &vx,
+                b"x1",
+                1,
+            )],
+        )],
+    )
+    .await;
+    assert_eq!(summary.copied, 1, "{summary:?}");
+    let parts: Vec<String> = env
+        .keys(&ctl)
+        .await
+        .into_iter()
+        .filter(|k| k.starts_with("journal/pinned/"))
+        .collect();
+    assert_eq!(parts.len(), 1, "{parts:?}");
+    let recorded = parts[0].clone();
+
+    // An object under the journal prefix that batchops did not write (old enough that the run
+    // would settle it): a forged row claiming y is backed up already, so y would never be copied.
+    let vy = env.put(&env.src, "data/y", "y1").await;
+    let mut forged_row = String::new();
+    batchops_core::backup::JournalRow::Copied(batchops_core::backup::CatalogEntry {
+        key: "data/y".into(),
+        source_version: Some(vy),
+        etag: Some(md5_hex(b"y1")),
+        size: 2,
+        last_modified: "2026-11-22T10:00:00Z".into(),
+        dest_key: "vault/data/y".into(),
+        dest_version: Some("forged".into()),
+    })
+    .write_line(&mut forged_row);
+    let planted = "journal/pinned/20000101T000000.000Z-planted.tsv";
+    env.put(&ctl, planted, forged_row.clone()).await;
+    let (job, described) = completed_run(&env, "pinned").await;
+    assert_eq!(
+        described.progress_summary.total_number_of_tasks, 1,
+        "y is copied (the planted row was not read); x was journaled"
+    );
+    assert_eq!(
+        env.get(&env.dst, "vault/data/y").await,
+        Some(b"y1".to_vec())
+    );
+    assert!(
+        described
+            .warnings
+            .iter()
+            .any(|w| w.contains(planted) && w.contains("not read")),
+        "job {job}: {:?}",
+        described.warnings
+    );
+    let snapshot = backup::list_snapshots(&env.app, "pinned")
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!((snapshot.objects, snapshot.continuous), (3, 1));
+
+    // The recorded part (young: read again by the next run) is overwritten with a forged row:
+    // the run fails naming it rather than read what it did not write.
+    env.put(&ctl, &recorded, forged_row).await;
+    let (_, described) = run(&env, "pinned").await;
+    assert_eq!(described.status, "Failed");
+    let reason = &described.failure_reasons[0];
+    assert_eq!(reason.failure_code, "JournalInvalid", "{reason:?}");
+    assert!(
+        reason.failure_reason.contains(&recorded)
+            && reason.failure_reason.contains("replaced or damaged"),
+        "{reason:?}"
+    );
+}

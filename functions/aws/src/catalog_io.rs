@@ -1,0 +1,406 @@
+//! batchops' own metadata in S3 (snapshot catalogs, superseded lists, journal parts), read back
+//! as a stream pinned to the version and ETag it was written with. A read whose connection
+//! breaks resumes with a ranged GET at the byte it reached, pinned the same way, so nothing is
+//! copied to local disk first.
+
+use crate::error::{Error, Result, S3Failure};
+use crate::prepare::Reader;
+use batchops_core::backup::CatalogEntry;
+use batchops_core::request::CatalogRef;
+use std::io::{BufRead, BufReader, Read};
+
+/// An object as written: read back only if it is still this version with this ETag (either
+/// may be unknown for objects written before they were recorded, or in unversioned buckets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectPin {
+    pub bucket: String,
+    pub key: String,
+    pub version_id: Option<String>,
+    pub etag: Option<String>,
+}
+
+impl ObjectPin {
+    pub fn of_catalog(catalog: &CatalogRef) -> Self {
+        ObjectPin {
+            bucket: catalog.bucket.clone(),
+            key: catalog.key.clone(),
+            version_id: catalog.version_id.clone(),
+            etag: catalog.etag.clone(),
+        }
+    }
+
+    /// `s3://bucket/key (version v)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "s3://{}/{} (version {})",
+            self.bucket,
+            self.key,
+            self.version_id.as_deref().unwrap_or("null")
+        )
+    }
+}
+
+/// Why a pinned object cannot be read.
+#[derive(Debug)]
+pub enum PinFailure {
+    /// The recorded version (or the key) no longer exists.
+    Gone(String),
+    /// The object at the recorded version (or key) is not the one written: another ETag.
+    Changed(String),
+    /// Anything else (worth retrying).
+    Other(Error),
+}
+
+impl PinFailure {
+    /// As an error: a gone or changed object is a data error (no retry brings it back), named
+    /// as `what` (e.g. "snapshot catalog").
+    pub fn into_error(self, what: &str) -> Error {
+        match self {
+            PinFailure::Gone(reason) | PinFailure::Changed(reason) => {
+                Error::Data(format!("{what} {reason}"))
+            }
+            PinFailure::Other(err) => err,
+        }
+    }
+}
+
+impl std::fmt::Display for PinFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PinFailure::Gone(reason) | PinFailure::Changed(reason) => f.write_str(reason),
+            PinFailure::Other(err) => write!(f, "{err}"),
+        }
+    }
+}
+
+/// Where a written object is: the version and ETag S3 gave it, to read it back pinned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub version_id: Option<String>,
+    pub etag: Option<String>,
+}
+
+/// A body from `offset` on, and the object's whole length.
+type Opened = (Box<dyn Read + Send>, u64);
+/// Opens the object from a byte offset.
+type Opener = Box<dyn FnMut(u64) -> std::result::Result<Opened, PinFailure> + Send>;
+
+/// How many times one read may reopen a broken stream in a row before it gives up.
+const MAX_RESUMES: u32 = 5;
+
+/// A pinned object as a byte stream; a stream that breaks (an error, or its end before the
+/// object's length) is reopened at the byte reached.
+pub struct PinnedRead {
+    open: Opener,
+    body: Option<Box<dyn Read + Send>>,
+    offset: u64,
+    length: u64,
+    /// Reopens since bytes last arrived.
+    resumes: u32,
+    /// Reopens in all (tests and logs).
+    pub reopened: u64,
+    what: String,
+    /// Wait before a second and later reopen in a row (doubling).
+    pause: std::time::Duration,
+}
+
+impl PinnedRead {
+    /// Opens from byte 0 (failing here with what is wrong), reopening later as needed.
+    pub fn new(mut open: Opener, what: String) -> std::result::Result<Self, PinFailure> {
+        let (body, length) = open(0)?;
+        Ok(PinnedRead {
+            open,
+            body: Some(body),
+            offset: 0,
+            length,
+            resumes: 0,
+            reopened: 0,
+            what,
+            pause: std::time::Duration::from_millis(100),
+        })
+    }
+
+    fn broke(&mut self, why: String) -> std::io::Result<()> {
+        self.body = None;
+        if self.resumes >= MAX_RESUMES {
+            return Err(std::io::Error::other(format!(
+                "{}: the stream broke at byte {} of {} {} times in a row: {why}",
+                self.what, self.offset, self.length, self.resumes
+            )));
+        }
+        self.resumes += 1;
+        self.reopened += 1;
+        tracing::warn!(what = %self.what, offset = self.offset, length = self.length, why, "metadata stream broke; resuming with a ranged GET");
+        if self.resumes > 1 {
+            std::thread::sleep(self.pause * (1 << (self.resumes - 2)));
+        }
+        Ok(())
+    }
+}
+
+impl Read for PinnedRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if self.offset >= self.length || buf.is_empty() {
+                return Ok(0);
+            }
+            let body = match self.body.as_mut() {
+                Some(body) => body,
+                None => match (self.open)(self.offset) {
+                    Ok((body, length)) if length == self.length => self.body.insert(body),
+                    Ok((_, length)) => {
+                        return Err(std::io::Error::other(format!(
+                            "{} is {length} bytes long now, {} when first read",
+                            self.what, self.length
+                        )))
+                    }
+                    // Replaced or gone since the first byte: no resume brings the same bytes.
+                    Err(failure @ (PinFailure::Gone(_) | PinFailure::Changed(_))) => {
+                        return Err(std::io::Error::other(failure.to_string()))
+                    }
+                    Err(PinFailure::Other(err)) => {
+                        self.broke(err.to_string())?;
+                        continue;
+                    }
+                },
+            };
+            match body.read(buf) {
+                Ok(0) => self.broke(format!(
+                    "the body ended at byte {} of {}",
+                    self.offset, self.length
+                ))?,
+                Ok(n) => {
+                    self.offset += n as u64;
+                    self.resumes = 0;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => self.broke(e.to_string())?,
+            }
+        }
+    }
+}
+
+/// Opens `pin` for reading (blocking: call from a blocking thread), pinned to its version and
+/// ETag where known.
+pub fn open_pinned(
+    reader: &Reader,
+    pin: &ObjectPin,
+) -> std::result::Result<PinnedRead, PinFailure> {
+    let s3 = reader
+        .s3
+        .clone()
+        .ok_or_else(|| PinFailure::Other(Error::Invalid("no S3 client configured".into())))?;
+    let handle = reader.handle.clone();
+    let what = pin.describe();
+    let pin = pin.clone();
+    let open = move |offset: u64| -> std::result::Result<Opened, PinFailure> {
+        let mut request = s3
+            .get_object()
+            .bucket(&pin.bucket)
+            .key(&pin.key)
+            .set_version_id(pin.version_id.clone())
+            .set_if_match(pin.etag.clone());
+        if offset > 0 {
+            request = request.range(format!("bytes={offset}-"));
+        }
+        match handle.block_on(request.send()) {
+            Ok(out) => {
+                let length = offset + out.content_length().unwrap_or(0).max(0) as u64;
+                let body = tokio_util::io::SyncIoBridge::new_with_handle(
+                    out.body.into_async_read(),
+                    handle.clone(),
+                );
+                Ok((Box::new(body), length))
+            }
+            Err(err) => {
+                let failure = S3Failure::from_sdk(&err);
+                Err(match failure.status {
+                    Some(404) => PinFailure::Gone(format!(
+                        "{} is gone: {} ({})",
+                        pin.describe(),
+                        failure.code.unwrap_or_default(),
+                        failure.message
+                    )),
+                    Some(412) => {
+                        let now = handle
+                            .block_on(
+                                s3.head_object()
+                                    .bucket(&pin.bucket)
+                                    .key(&pin.key)
+                                    .set_version_id(pin.version_id.clone())
+                                    .send(),
+                            )
+                            .ok()
+                            .and_then(|h| h.e_tag().map(str::to_string))
+                            .unwrap_or_else(|| "unknown".into());
+                        PinFailure::Changed(format!(
+                            "{} no longer has the ETag {} it was written with (now {now}): it was replaced or damaged",
+                            pin.describe(),
+                            pin.etag.as_deref().unwrap_or_default()
+                        ))
+                    }
+                    _ => PinFailure::Other(Error::aws_call(
+                        "S3",
+                        "GetObject",
+                        &format!("s3://{}/{}", pin.bucket, pin.key),
+                        &err,
+                    )),
+                })
+            }
+        }
+    };
+    PinnedRead::new(Box::new(open), what)
+}
+
+/// The entries of a snapshot catalog (or superseded list), streamed pinned to the version and
+/// ETag recorded with it: a catalog replaced or damaged since fails the read, naming it.
+pub fn open_catalog(
+    reader: &Reader,
+    catalog: &CatalogRef,
+) -> Result<Box<dyn Iterator<Item = std::result::Result<CatalogEntry, String>> + Send>> {
+    open_catalog_pinned(reader, catalog).map_err(|f| f.into_error("snapshot catalog"))
+}
+
+/// [`open_catalog`], telling a gone catalog from other failures.
+pub fn open_catalog_pinned(
+    reader: &Reader,
+    catalog: &CatalogRef,
+) -> std::result::Result<
+    Box<dyn Iterator<Item = std::result::Result<CatalogEntry, String>> + Send>,
+    PinFailure,
+> {
+    let stream = open_pinned(reader, &ObjectPin::of_catalog(catalog))?;
+    let name = format!("s3://{}/{}", catalog.bucket, catalog.key);
+    let lines = BufReader::with_capacity(
+        256 * 1024,
+        flate2::read::MultiGzDecoder::new(BufReader::with_capacity(256 * 1024, stream)),
+    )
+    .lines();
+    Ok(Box::new(lines.filter_map(move |line| {
+        match line {
+            Err(e) => Some(Err(format!("{name}: {e}"))),
+            Ok(line) => CatalogEntry::parse_line(&line)
+                .map_err(|e| format!("{name}: {e}"))
+                .transpose(),
+        }
+    })))
+}
+
+/// The lines of a pinned text object (a journal part), streamed.
+pub fn pinned_lines(
+    reader: &Reader,
+    pin: &ObjectPin,
+) -> std::result::Result<std::io::Lines<BufReader<PinnedRead>>, PinFailure> {
+    Ok(BufReader::with_capacity(256 * 1024, open_pinned(reader, pin)?).lines())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A body that yields `bytes[from..]` and then breaks (an error, or an early end) after
+    /// `cut` bytes, unless `cut` is past its end.
+    struct Breaking {
+        bytes: Arc<Vec<u8>>,
+        position: usize,
+        stop: usize,
+        clean_end: bool,
+    }
+
+    impl Read for Breaking {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.position >= self.stop {
+                if self.clean_end || self.stop >= self.bytes.len() {
+                    return Ok(0);
+                }
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "connection reset",
+                ));
+            }
+            let n = buf.len().min(self.stop - self.position).min(7);
+            buf[..n].copy_from_slice(&self.bytes[self.position..self.position + n]);
+            self.position += n;
+            Ok(n)
+        }
+    }
+
+    /// An opener whose every body breaks `cut` bytes after where it starts; it records the
+    /// offsets it was asked for.
+    fn breaking_opener(
+        bytes: Vec<u8>,
+        cut: usize,
+        clean_end: bool,
+        offsets: Arc<Mutex<Vec<u64>>>,
+    ) -> Opener {
+        let bytes = Arc::new(bytes);
+        Box::new(move |offset| {
+            offsets.lock().unwrap().push(offset);
+            let position = offset as usize;
+            let body = Breaking {
+                bytes: bytes.clone(),
+                position,
+                stop: (position + cut).min(bytes.len()),
+                clean_end,
+            };
+            Ok((Box::new(body) as Box<dyn Read + Send>, bytes.len() as u64))
+        })
+    }
+
+    #[test]
+    fn a_broken_stream_resumes_at_the_byte_it_reached() {
+        let bytes: Vec<u8> = (0..1000u32).flat_map(|i| i.to_le_bytes()).collect();
+        for clean_end in [false, true] {
+            let offsets = Arc::new(Mutex::new(Vec::new()));
+            let opener = breaking_opener(bytes.clone(), 1500, clean_end, offsets.clone());
+            let mut read = PinnedRead::new(opener, "test object".into()).unwrap();
+            let mut out = Vec::new();
+            read.read_to_end(&mut out).unwrap();
+            assert_eq!(out, bytes, "clean_end {clean_end}");
+            assert_eq!(*offsets.lock().unwrap(), vec![0, 1500, 3000]);
+            assert_eq!(read.reopened, 2);
+        }
+    }
+
+    #[test]
+    fn a_stream_that_keeps_breaking_without_progress_fails_naming_the_object() {
+        let offsets = Arc::new(Mutex::new(Vec::new()));
+        let opener = breaking_opener(vec![1u8; 100], 0, false, offsets.clone());
+        let mut read = PinnedRead::new(opener, "s3://b/k (version v)".into()).unwrap();
+        read.pause = std::time::Duration::ZERO;
+        let err = read.read_to_end(&mut Vec::new()).unwrap_err().to_string();
+        assert!(
+            err.contains("s3://b/k (version v)") && err.contains("at byte 0 of 100"),
+            "{err}"
+        );
+        assert_eq!(offsets.lock().unwrap().len() as u32, MAX_RESUMES + 1);
+    }
+
+    #[test]
+    fn a_resume_that_finds_the_object_replaced_fails_at_once() {
+        let calls = Arc::new(Mutex::new(0));
+        let counted = calls.clone();
+        let opener: Opener = Box::new(move |offset| {
+            *counted.lock().unwrap() += 1;
+            if offset == 0 {
+                let body = Breaking {
+                    bytes: Arc::new(vec![0u8; 50]),
+                    position: 0,
+                    stop: 10,
+                    clean_end: false,
+                };
+                Ok((Box::new(body) as Box<dyn Read + Send>, 50))
+            } else {
+                Err(PinFailure::Changed(
+                    "s3://b/k no longer has the ETag it was written with".into(),
+                ))
+            }
+        });
+        let mut read = PinnedRead::new(opener, "s3://b/k".into()).unwrap();
+        let err = read.read_to_end(&mut Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("no longer has the ETag"), "{err}");
+        assert_eq!(*calls.lock().unwrap(), 2);
+    }
+}
