@@ -2,18 +2,20 @@
 //! hand, snapshot catalogs written when a run completes, retention, and restores. A run and a
 //! restore are ordinary jobs, so they have progress, cancel and a completion report.
 
+use crate::catalog_io::{abort_recorded_uploads, StreamedUpload, UploadLedger};
+use crate::draft::{DraftItem, DraftWalk};
 use crate::error::{Error, Result};
 use crate::jobs::{create_job_with_id, CreatedJob};
-use crate::objects::{delete_object, get_bytes, put_bytes, put_bytes_pinned};
-use crate::planner::draft_key;
+use crate::objects::{delete_object, put_bytes};
 use crate::prepare::{open_catalog, Reader};
 use crate::{now, App};
 use batchops_core::arn::bucket_arn;
 pub use batchops_core::backup::snapshot_id;
 use batchops_core::backup::{
     catalog_directory, copy_within, expired_snapshots, in_metadata, newest_snapshot,
-    snapshot_id_unix, snapshot_order, BackupPolicy, CatalogEntry, DraftRow, CATALOG_HEADER,
+    snapshot_id_unix, snapshot_order, BackupPolicy, CatalogEntry, JournalRow, CATALOG_HEADER,
 };
+use batchops_core::copies::CopyResult;
 use batchops_core::job::timestamp;
 use batchops_core::plan::parse_time;
 use batchops_core::request::{
@@ -22,7 +24,7 @@ use batchops_core::request::{
     ReplacementMetadata, Report, ReportScope, ReportTarget, RestoreSource,
 };
 use batchops_core::schedule::{slot_token, Schedule};
-use batchops_core::{JobRecord, JobSpec};
+use batchops_core::{JobRecord, JobSpec, JobStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use time::OffsetDateTime;
@@ -92,7 +94,8 @@ pub struct SnapshotRecord {
     pub copied: u64,
     pub unchanged: u64,
     pub deleted: u64,
-    /// Copied by continuous mode since the previous snapshot (from S3 events).
+    /// Copied since the previous snapshot outside a completed run, taken from the journal:
+    /// by continuous mode (from S3 events), or by runs that failed or were cancelled.
     #[serde(default)]
     pub continuous: u64,
     /// Continuous copies this snapshot does not take (replaced by a later version, or of
@@ -335,11 +338,14 @@ async fn mark_expiring(
         .await
 }
 
-/// Called when a job ends: a backup run gives up its policy's run claim.
+/// Called when a job ends: a backup run that did not complete has its copies recorded (if
+/// the finalizer did not already, before it ended the run), then gives up its policy's run
+/// claim.
 pub async fn run_ended(app: &App, job: &JobRecord) -> Result<()> {
     let ManifestSource::Backup(run) = &job.spec.manifest else {
         return Ok(());
     };
+    journal_unfinished_run(app, job).await?;
     release_claim(app, &run.policy.name, &job.job_id).await
 }
 
@@ -940,46 +946,85 @@ pub async fn fire_due_policies(app: &App, at: OffsetDateTime) -> Result<Vec<(Str
     Ok(started)
 }
 
-/// Called by the finalizer when a backup run completes: fills the draft snapshot with the
-/// destination versions the workers recorded, writes the catalog, indexes it, applies retention.
+/// Called by the finalizer when a backup run completes: writes its snapshot (the catalog
+/// streamed to the destination, indexed), then makes it the policy's newest, deletes the
+/// journal parts it settles and applies retention.
 pub async fn complete_snapshot(app: &App, job_id: &str) -> Result<Option<SnapshotRecord>> {
-    use std::io::Write;
     let job = app.store.get_job(job_id).await?;
     let ManifestSource::Backup(run) = &job.spec.manifest else {
         return Ok(None);
     };
-    let policy = &run.policy;
     let snapshot_key = format!("SNAP#{}", run.snapshot_id);
-    if let Some((existing, _)) = app
+    let snapshot = match app
         .store
-        .get_doc::<SnapshotRecord>(&policy_pk(&policy.name), &snapshot_key)
+        .get_doc::<SnapshotRecord>(&policy_pk(&run.policy.name), &snapshot_key)
         .await?
     {
-        return Ok(Some(existing));
-    }
-    let ranges = app.store.committed_ranges(job_id).await?;
-    let mut fragments = ranges.iter().filter_map(|r| r.fragment.clone());
-    let mut pending: std::collections::VecDeque<String> = Default::default();
-    let new_catalog = || -> Result<flate2::write::GzEncoder<Vec<u8>>> {
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        writeln!(gz, "{CATALOG_HEADER}").map_err(|e| Error::Data(e.to_string()))?;
-        Ok(gz)
+        Some((existing, _)) => return Ok(Some(existing)),
+        None => write_snapshot(app, &job, run).await?,
     };
-    let mut catalog = new_catalog()?;
-    let mut superseded = new_catalog()?;
-    let mut line = String::with_capacity(256);
+    settle_snapshot(app, &job, run, snapshot).await.map(Some)
+}
+
+/// What became of a backup run's copies, claimed once per job (the first claim stands): in its
+/// snapshot, or (a run that failed or was cancelled) in a journal part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum RunCopies {
+    Snapshot,
+    Journal { key: String, done: bool },
+}
+
+const RUN_COPIES: &str = "RUNCOPIES";
+
+/// The job's claim on where its copies go: `wanted` if none was made yet, else the one made.
+async fn claim_run_copies(app: &App, job_id: &str, wanted: RunCopies) -> Result<(RunCopies, u64)> {
+    let pk = crate::store::job_pk(job_id);
+    loop {
+        if let Some(claimed) = app.store.get_doc::<RunCopies>(&pk, RUN_COPIES).await? {
+            return Ok(claimed);
+        }
+        if app
+            .store
+            .put_doc(&pk, RUN_COPIES, &wanted, None, None)
+            .await?
+        {
+            return Ok((wanted, 0));
+        }
+    }
+}
+
+/// Writes the snapshot's catalog (and superseded list), streamed, and its record. A record
+/// written meanwhile by a racing attempt stands (this one's files go).
+async fn write_snapshot(app: &App, job: &JobRecord, run: &BackupRun) -> Result<SnapshotRecord> {
+    let job_id = job.job_id.as_str();
+    if let (RunCopies::Journal { key, .. }, _) =
+        claim_run_copies(app, job_id, RunCopies::Snapshot).await?
+    {
+        return Err(Error::State {
+            job_id: job_id.to_string(),
+            message: format!("its copies were recorded as journal part {key}, not a snapshot"),
+        });
+    }
+    let policy = &run.policy;
+    // An interrupted attempt's uploads are not finished: abort them, then start over.
+    let ledger = UploadLedger {
+        pk: crate::store::job_pk(job_id),
+    };
+    abort_recorded_uploads(app, &ledger).await?;
+    let catalog_ref = |suffix: &str| CatalogRef {
+        snapshot_id: run.snapshot_id.clone(),
+        bucket: policy.destination.bucket.clone(),
+        key: format!("{}{}.{suffix}", policy.catalog_prefix(), run.snapshot_id),
+        version_id: None,
+        etag: None,
+    };
     let mut snapshot = SnapshotRecord {
         id: run.snapshot_id.clone(),
         policy: policy.name.clone(),
         job_id: job_id.to_string(),
         created_at: timestamp(now()),
-        catalog: CatalogRef {
-            snapshot_id: run.snapshot_id.clone(),
-            bucket: policy.destination.bucket.clone(),
-            key: format!("{}{}.catalog.gz", policy.catalog_prefix(), run.snapshot_id),
-            version_id: None,
-            etag: None,
-        },
+        catalog: catalog_ref("catalog.gz"),
         objects: 0,
         bytes: 0,
         copied: 0,
@@ -991,96 +1036,119 @@ pub async fn complete_snapshot(app: &App, job_id: &str) -> Result<Option<Snapsho
         readers: Vec::new(),
         expiring: false,
     };
-    for seq in 0..job.plan.progress.draft_parts {
-        let body = get_bytes(&app.s3, &app.config.control_bucket, &draft_key(job_id, seq)).await?;
-        let rows = DraftRow::parse_part(&String::from_utf8_lossy(&body)).map_err(Error::Data)?;
-        for row in rows {
-            let entry = match row {
-                DraftRow::Done(entry) => Some(entry),
-                DraftRow::Superseded(entry) => {
-                    snapshot.superseded += 1;
-                    line.clear();
-                    entry.write_line(&mut line);
-                    superseded
-                        .write_all(line.as_bytes())
-                        .map_err(|e| Error::Data(e.to_string()))?;
-                    None
-                }
-                DraftRow::Pending {
-                    mut entry,
-                    fallback,
-                } => {
-                    while pending.is_empty() {
-                        let key = fragments.next().ok_or_else(|| {
-                            Error::Data(format!(
-                                "job {job_id}: fewer copy results than copies planned"
-                            ))
-                        })?;
-                        let text = get_bytes(&app.s3, &app.config.control_bucket, &key).await?;
-                        pending.extend(String::from_utf8_lossy(&text).lines().map(str::to_string));
-                    }
-                    let result = pending.pop_front().unwrap_or_default();
-                    match result.strip_prefix("S\t") {
-                        Some(version) => {
-                            entry.dest_version = (!version.is_empty()).then(|| version.to_string());
-                            snapshot.copied += 1;
-                            Some(entry)
-                        }
-                        None => fallback,
-                    }
-                }
-            };
-            if let Some(entry) = entry {
-                snapshot.objects += 1;
-                snapshot.bytes += entry.size;
+    let new_list = |list: &CatalogRef| {
+        StreamedUpload::new(
+            app,
+            &list.bucket,
+            &list.key,
+            "application/gzip",
+            ledger.clone(),
+            flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default()),
+        )
+    };
+    let header = format!("{CATALOG_HEADER}\n");
+    let mut catalog = new_list(&snapshot.catalog);
+    catalog.write(header.as_bytes()).await?;
+    let mut superseded = None;
+    let mut line = String::with_capacity(256);
+    let mut walk = DraftWalk::new(app, job);
+    while let Some(item) = walk.next().await? {
+        let entry = match item {
+            DraftItem::Done(entry) => Some(entry),
+            DraftItem::Superseded(entry) => {
+                snapshot.superseded += 1;
                 line.clear();
                 entry.write_line(&mut line);
-                catalog
-                    .write_all(line.as_bytes())
-                    .map_err(|e| Error::Data(e.to_string()))?;
+                let list = match superseded.as_mut() {
+                    Some(list) => list,
+                    None => {
+                        let mut list = new_list(&catalog_ref("superseded.gz"));
+                        list.write(header.as_bytes()).await?;
+                        superseded.insert(list)
+                    }
+                };
+                list.write(line.as_bytes()).await?;
+                None
             }
+            DraftItem::Pending {
+                mut entry,
+                fallback,
+                result,
+            } => match result {
+                CopyResult::Copied { dest_version } => {
+                    entry.dest_version = dest_version;
+                    snapshot.copied += 1;
+                    Some(entry)
+                }
+                CopyResult::Failed => fallback,
+                CopyResult::NotRun => {
+                    return Err(Error::Data(format!(
+                        "job {job_id}: the copy of {} has no result, though every task ran",
+                        entry.key
+                    )))
+                }
+            },
+        };
+        if let Some(entry) = entry {
+            snapshot.objects += 1;
+            snapshot.bytes += entry.size;
+            line.clear();
+            entry.write_line(&mut line);
+            catalog.write(line.as_bytes()).await?;
         }
     }
-    if snapshot.superseded > 0 {
-        let mut list = CatalogRef {
-            snapshot_id: run.snapshot_id.clone(),
-            bucket: policy.destination.bucket.clone(),
-            key: format!(
-                "{}{}.superseded.gz",
-                policy.catalog_prefix(),
-                run.snapshot_id
-            ),
-            version_id: None,
-            etag: None,
-        };
-        let body = superseded
-            .finish()
-            .map_err(|e| Error::Data(e.to_string()))?;
-        let written =
-            put_bytes_pinned(&app.s3, &list.bucket, &list.key, body, "application/gzip").await?;
-        (list.version_id, list.etag) = (written.version_id, written.etag);
+    if let Some(list) = superseded {
+        let stored = list.finish().await?;
+        let mut list = catalog_ref("superseded.gz");
+        (list.version_id, list.etag) = (stored.version_id, stored.etag);
         snapshot.superseded_catalog = Some(list);
     }
-    let body = catalog.finish().map_err(|e| Error::Data(e.to_string()))?;
-    let written = put_bytes_pinned(
-        &app.s3,
-        &snapshot.catalog.bucket,
-        &snapshot.catalog.key,
-        body,
-        "application/gzip",
-    )
-    .await?;
     // Read back only as written: the snapshot record pins the catalog's version and ETag.
-    (snapshot.catalog.version_id, snapshot.catalog.etag) = (written.version_id, written.etag);
-    app.store
-        .put_doc(
-            &policy_pk(&policy.name),
-            &snapshot_key,
-            &snapshot,
-            None,
-            None,
-        )
-        .await?;
+    let stored = catalog.finish().await?;
+    (snapshot.catalog.version_id, snapshot.catalog.etag) = (stored.version_id, stored.etag);
+    let pk = policy_pk(&policy.name);
+    let snapshot_key = format!("SNAP#{}", run.snapshot_id);
+    if app
+        .store
+        .put_doc(&pk, &snapshot_key, &snapshot, None, None)
+        .await?
+    {
+        return Ok(snapshot);
+    }
+    let Some((winner, _)) = app
+        .store
+        .get_doc::<SnapshotRecord>(&pk, &snapshot_key)
+        .await?
+    else {
+        return Err(Error::State {
+            job_id: job_id.to_string(),
+            message: format!("snapshot {} vanished while being written", run.snapshot_id),
+        });
+    };
+    // This attempt's versions are nobody's: remove them (never the winner's).
+    for (mine, theirs) in [
+        (Some(&snapshot.catalog), Some(&winner.catalog)),
+        (
+            snapshot.superseded_catalog.as_ref(),
+            winner.superseded_catalog.as_ref(),
+        ),
+    ] {
+        if let Some(mine) = mine.filter(|m| m.version_id.is_some() && Some(*m) != theirs) {
+            delete_catalog_version(app, mine).await?;
+        }
+    }
+    Ok(winner)
+}
+
+/// Makes the snapshot the policy's newest, deletes the journal parts it settles, and applies
+/// retention.
+async fn settle_snapshot(
+    app: &App,
+    job: &JobRecord,
+    run: &BackupRun,
+    snapshot: SnapshotRecord,
+) -> Result<SnapshotRecord> {
+    let policy = &run.policy;
     let id = snapshot.id.clone();
     update_policy_record(app, &policy.name, |r| {
         // A run of the policy's previous source or destination does not continue the new chain.
@@ -1096,8 +1164,114 @@ pub async fn complete_snapshot(app: &App, job_id: &str) -> Result<Option<Snapsho
     })
     .await?;
     drop_settled_journal(app, run, &job.created_at).await?;
-    retain(app, &policy.name, now(), Some(job_id)).await?;
-    Ok(Some(snapshot))
+    retain(app, &policy.name, now(), Some(&job.job_id)).await?;
+    Ok(snapshot)
+}
+
+/// Deletes the exact version of a catalog (or superseded list) that a record pins; by key when
+/// it has no version (an unversioned destination).
+async fn delete_catalog_version(app: &App, catalog: &CatalogRef) -> Result<()> {
+    app.s3
+        .delete_object()
+        .bucket(&catalog.bucket)
+        .key(&catalog.key)
+        .set_version_id(catalog.version_id.clone())
+        .send()
+        .await
+        .map_err(|e| {
+            Error::aws_call(
+                "S3",
+                "DeleteObject",
+                &format!("s3://{}/{}", catalog.bucket, catalog.key),
+                &e,
+            )
+        })?;
+    Ok(())
+}
+
+/// Records the copies a backup run made before it failed or was cancelled as a journal part
+/// (continuous mode's row format), so the next run takes them as already copied (or, replaced
+/// since, lists them as superseded for retention to free) instead of copying again and leaving
+/// versions no snapshot references. Once per job, whatever the number of calls: the part's key
+/// is claimed first, and a part already recorded is not written again.
+pub async fn journal_unfinished_run(app: &App, job: &JobRecord) -> Result<()> {
+    let ManifestSource::Backup(run) = &job.spec.manifest else {
+        return Ok(());
+    };
+    // Workers run only once planning has finished: before, no copy was made.
+    if !job.plan.finished || job.status == JobStatus::Complete {
+        return Ok(());
+    }
+    let job_id = job.job_id.as_str();
+    let policy = &run.policy;
+    let wanted = RunCopies::Journal {
+        key: crate::journal::journal_part_key(policy, now(), &format!("run-{job_id}")),
+        done: false,
+    };
+    let (key, revision) = match claim_run_copies(app, job_id, wanted).await? {
+        // The run wrote (or began writing) its snapshot: the copies are there.
+        (RunCopies::Snapshot, _) | (RunCopies::Journal { done: true, .. }, _) => return Ok(()),
+        (RunCopies::Journal { key, done: false }, revision) => (key, revision),
+    };
+    let bucket = run
+        .journal_bucket
+        .clone()
+        .unwrap_or_else(|| app.config.control_bucket.clone());
+    let mut copies = 0u64;
+    if crate::journal::recorded_part(app, &policy.name, &key)
+        .await?
+        .is_none()
+    {
+        let ledger = UploadLedger {
+            pk: crate::store::job_pk(job_id),
+        };
+        abort_recorded_uploads(app, &ledger).await?;
+        let mut part = StreamedUpload::new(
+            app,
+            &bucket,
+            &key,
+            crate::journal::JOURNAL_CONTENT_TYPE,
+            ledger,
+            Vec::new(),
+        );
+        let mut walk = DraftWalk::new(app, job);
+        let mut line = String::with_capacity(256);
+        while let Some(item) = walk.next().await? {
+            if let DraftItem::Pending {
+                mut entry,
+                result: CopyResult::Copied { dest_version },
+                ..
+            } = item
+            {
+                entry.dest_version = dest_version;
+                line.clear();
+                JournalRow::Copied(entry).write_line(&mut line);
+                part.write(line.as_bytes()).await?;
+                copies += 1;
+            }
+        }
+        if copies > 0 {
+            let stored = part.finish().await?;
+            crate::journal::record_part(
+                app,
+                &policy.name,
+                &crate::journal::JournalPart::new(&key, stored),
+            )
+            .await?;
+            tracing::info!(job_id, policy = %policy.name, copies, key, "recorded the copies of a run that did not complete; the next run takes them");
+        }
+    }
+    let done = RunCopies::Journal { key, done: true };
+    app.store
+        .put_doc(
+            &crate::store::job_pk(job_id),
+            RUN_COPIES,
+            &done,
+            Some(revision),
+            None,
+        )
+        .await?;
+    Ok(())
 }
 
 /// Journal parts written well before this run started are in its snapshot (or superseded by

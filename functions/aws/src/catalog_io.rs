@@ -1,13 +1,20 @@
-//! batchops' own metadata in S3 (snapshot catalogs, superseded lists, journal parts), read back
-//! as a stream pinned to the version and ETag it was written with. A read whose connection
-//! breaks resumes with a ranged GET at the byte it reached, pinned the same way, so nothing is
-//! copied to local disk first.
+//! batchops' own metadata in S3 (snapshot catalogs, superseded lists, journal parts), in bounded
+//! memory whatever its size: written by a streamed upload (a multipart upload of fixed-size
+//! parts once it outgrows one part), and read back as a stream pinned to the version and ETag it
+//! was written with. A read whose connection breaks resumes with a ranged GET at the byte it
+//! reached, pinned the same way, so nothing is copied to local disk first.
 
 use crate::error::{Error, Result, S3Failure};
+use crate::objects::put_bytes_pinned;
 use crate::prepare::Reader;
+use crate::App;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use base64::Engine;
 use batchops_core::backup::CatalogEntry;
 use batchops_core::request::CatalogRef;
-use std::io::{BufRead, BufReader, Read};
+use md5::{Digest, Md5};
+use std::io::{BufRead, BufReader, Read, Write};
 
 /// An object as written: read back only if it is still this version with this ETag (either
 /// may be unknown for objects written before they were recorded, or in unversioned buckets).
@@ -71,13 +78,6 @@ impl std::fmt::Display for PinFailure {
             PinFailure::Other(err) => write!(f, "{err}"),
         }
     }
-}
-
-/// Where a written object is: the version and ETag S3 gave it, to read it back pinned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stored {
-    pub version_id: Option<String>,
-    pub etag: Option<String>,
 }
 
 /// A body from `offset` on, and the object's whole length.
@@ -293,6 +293,285 @@ pub fn pinned_lines(
     pin: &ObjectPin,
 ) -> std::result::Result<std::io::Lines<BufReader<PinnedRead>>, PinFailure> {
     Ok(BufReader::with_capacity(256 * 1024, open_pinned(reader, pin)?).lines())
+}
+
+/// What a streamed upload encodes into: bytes pile up in its buffer until a part is taken.
+pub trait Encoder: Write {
+    fn buffer(&mut self) -> &mut Vec<u8>;
+    fn finish_encoding(self) -> std::io::Result<Vec<u8>>;
+}
+
+/// Text as is (journal parts).
+impl Encoder for Vec<u8> {
+    fn buffer(&mut self) -> &mut Vec<u8> {
+        self
+    }
+    fn finish_encoding(self) -> std::io::Result<Vec<u8>> {
+        Ok(self)
+    }
+}
+
+/// Gzip (catalogs, superseded lists).
+impl Encoder for flate2::write::GzEncoder<Vec<u8>> {
+    fn buffer(&mut self) -> &mut Vec<u8> {
+        self.get_mut()
+    }
+    fn finish_encoding(self) -> std::io::Result<Vec<u8>> {
+        self.finish()
+    }
+}
+
+/// Where a streamed upload records its multipart upload while it is open, so that a retry of
+/// an interrupted writer aborts it (see [`abort_recorded_uploads`]).
+#[derive(Debug, Clone)]
+pub struct UploadLedger {
+    /// The table partition (a job's) that holds the records.
+    pub pk: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct OpenUpload {
+    bucket: String,
+    key: String,
+    upload_id: String,
+}
+
+const OPEN_UPLOAD_PREFIX: &str = "OPENUPLOAD#";
+
+/// Aborts the multipart uploads an earlier, interrupted writer left open under `ledger`.
+pub async fn abort_recorded_uploads(app: &App, ledger: &UploadLedger) -> Result<()> {
+    let open: Vec<OpenUpload> = app.store.query_docs(&ledger.pk, OPEN_UPLOAD_PREFIX).await?;
+    for upload in open {
+        abort(app, &upload).await?;
+        tracing::info!(bucket = %upload.bucket, key = %upload.key, upload_id = %upload.upload_id, "aborted an interrupted writer's upload");
+        app.store
+            .delete_doc(&ledger.pk, &open_upload_sk(&upload.upload_id))
+            .await?;
+    }
+    Ok(())
+}
+
+fn open_upload_sk(upload_id: &str) -> String {
+    format!("{OPEN_UPLOAD_PREFIX}{upload_id}")
+}
+
+async fn abort(app: &App, upload: &OpenUpload) -> Result<()> {
+    match app
+        .s3
+        .abort_multipart_upload()
+        .bucket(&upload.bucket)
+        .key(&upload.key)
+        .upload_id(&upload.upload_id)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(err) if aws_sdk_s3::error::ProvideErrorMetadata::code(&err) == Some("NoSuchUpload") => {
+            Ok(())
+        }
+        Err(err) => Err(Error::aws_call(
+            "S3",
+            "AbortMultipartUpload",
+            &format!(
+                "s3://{}/{} upload {}",
+                upload.bucket, upload.key, upload.upload_id
+            ),
+            &err,
+        )),
+    }
+}
+
+/// Where a finished object is: the version and ETag S3 gave it, to read it back pinned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub version_id: Option<String>,
+    pub etag: Option<String>,
+}
+
+/// An object written as it is produced: everything goes into `encoder`, and whenever its
+/// buffer holds a part (`part_bytes`) the part is uploaded; memory is about one part. An object
+/// smaller than a part is one PutObject.
+pub struct StreamedUpload<'a, E: Encoder> {
+    parts: PartUpload<'a>,
+    part_bytes: usize,
+    encoder: E,
+}
+
+/// The multipart upload behind a [`StreamedUpload`], started with its first part.
+struct PartUpload<'a> {
+    app: &'a App,
+    bucket: String,
+    key: String,
+    content_type: &'static str,
+    ledger: UploadLedger,
+    upload: Option<(String, Vec<CompletedPart>)>,
+}
+
+impl<'a, E: Encoder> StreamedUpload<'a, E> {
+    /// A writer of `bucket`/`key` through `encoder` (empty), with parts of the finalizer's
+    /// part size (BATCHOPS_REPORT_PART_BYTES).
+    pub fn new(
+        app: &'a App,
+        bucket: &str,
+        key: &str,
+        content_type: &'static str,
+        ledger: UploadLedger,
+        encoder: E,
+    ) -> Self {
+        StreamedUpload {
+            parts: PartUpload {
+                app,
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                content_type,
+                ledger,
+                upload: None,
+            },
+            part_bytes: app.config.report_part_bytes as usize,
+            encoder,
+        }
+    }
+
+    /// Encodes `bytes`; uploads a part when one is full.
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.encoder
+            .write_all(bytes)
+            .map_err(|e| Error::Data(format!("encoding {}: {e}", self.parts.what())))?;
+        if self.encoder.buffer().len() >= self.part_bytes {
+            let part = std::mem::replace(
+                self.encoder.buffer(),
+                Vec::with_capacity(self.part_bytes + self.part_bytes / 8),
+            );
+            self.parts.send(part).await?;
+        }
+        Ok(())
+    }
+
+    /// Finishes the object.
+    pub async fn finish(self) -> Result<Stored> {
+        let last = self
+            .encoder
+            .finish_encoding()
+            .map_err(|e| Error::Data(format!("encoding {}: {e}", self.parts.what())))?;
+        self.parts.finish(last).await
+    }
+}
+
+impl PartUpload<'_> {
+    fn what(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key)
+    }
+
+    async fn send(&mut self, body: Vec<u8>) -> Result<()> {
+        let what = self.what();
+        if self.upload.is_none() {
+            let out = self
+                .app
+                .s3
+                .create_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&self.key)
+                .content_type(self.content_type)
+                .send()
+                .await
+                .map_err(|e| Error::aws_call("S3", "CreateMultipartUpload", &what, &e))?;
+            let upload_id = out.upload_id().unwrap_or_default().to_string();
+            // Recorded before any part goes up: an interrupted writer's upload is aborted by
+            // the next attempt rather than left to cost storage.
+            let record = OpenUpload {
+                bucket: self.bucket.clone(),
+                key: self.key.clone(),
+                upload_id: upload_id.clone(),
+            };
+            self.app
+                .store
+                .put_doc(
+                    &self.ledger.pk,
+                    &open_upload_sk(&upload_id),
+                    &record,
+                    None,
+                    None,
+                )
+                .await?;
+            self.upload = Some((upload_id, Vec::new()));
+        }
+        let Some((upload_id, parts)) = self.upload.as_mut() else {
+            return Err(Error::Data(format!("{what}: no multipart upload")));
+        };
+        let number = parts.len() as i32 + 1;
+        let digest = Md5::digest(&body);
+        let out = self
+            .app
+            .s3
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(upload_id.as_str())
+            .part_number(number)
+            .content_md5(base64::engine::general_purpose::STANDARD.encode(digest))
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| {
+                Error::aws_call("S3", "UploadPart", &format!("{what} part {number}"), &e)
+            })?;
+        parts.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(out.e_tag().map(str::to_string))
+                .build(),
+        );
+        Ok(())
+    }
+
+    /// Sends `last` and completes the upload, or puts `last` as the whole object when no part
+    /// went up.
+    async fn finish(mut self, last: Vec<u8>) -> Result<Stored> {
+        let what = self.what();
+        if self.upload.is_none() {
+            let written = put_bytes_pinned(
+                &self.app.s3,
+                &self.bucket,
+                &self.key,
+                last,
+                self.content_type,
+            )
+            .await?;
+            return Ok(Stored {
+                version_id: written.version_id,
+                etag: written.etag,
+            });
+        }
+        if !last.is_empty() {
+            self.send(last).await?;
+        }
+        let Some((upload_id, parts)) = self.upload.take() else {
+            return Err(Error::Data(format!("{what}: no multipart upload")));
+        };
+        let out = self
+            .app
+            .s3
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| Error::aws_call("S3", "CompleteMultipartUpload", &what, &e))?;
+        self.app
+            .store
+            .delete_doc(&self.ledger.pk, &open_upload_sk(&upload_id))
+            .await?;
+        Ok(Stored {
+            version_id: out.version_id().map(str::to_string),
+            etag: out.e_tag().map(str::to_string),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -83,6 +83,9 @@ pub async fn finalize(app: &App, job_id: &str) -> Result<Finalized> {
                 if !threshold.exceeded(&counters) {
                     // Backup runs: the snapshot exists once the job is Complete.
                     crate::backup::complete_snapshot(app, job_id).await?;
+                } else {
+                    // A backup run failing: its copies are recorded before it ends.
+                    crate::backup::journal_unfinished_run(app, &job).await?;
                 }
                 if threshold.exceeded(&counters) {
                     move_job(
@@ -116,6 +119,9 @@ pub async fn finalize(app: &App, job_id: &str) -> Result<Finalized> {
                 if !write_report(app, job_id, counters.tasks_done()).await? {
                     return Ok(Finalized::Reporting);
                 }
+                // Backup runs: the copies made are recorded before the run ends, so the next
+                // run (which may start once this one has ended) takes them.
+                crate::backup::journal_unfinished_run(app, &job).await?;
                 let (to, reason) = if job.status == JobStatus::Cancelling {
                     (JobStatus::Cancelled, "Cancelled by request")
                 } else {

@@ -7,6 +7,7 @@ pub mod backup;
 pub mod catalog_io;
 pub mod clients;
 pub mod config;
+pub mod draft;
 pub mod error;
 pub mod events;
 pub mod extsort;

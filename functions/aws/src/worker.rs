@@ -14,6 +14,7 @@ use crate::store::{CommitOutcome, RangeCommit, RangeLease, ShardRef};
 use crate::{now, App};
 use batchops_core::backoff::ErrorClass;
 use batchops_core::chunk::{chunk_key, parse_chunk, ChunkTask};
+use batchops_core::copies::CopyResult;
 use batchops_core::counts::Counters;
 use batchops_core::report::{staged_rows_key, TaskOutcome, TaskStatus};
 use batchops_core::request::ManifestSource;
@@ -186,20 +187,15 @@ async fn job_owing_range(
 
 /// Reads and parses a chunk file.
 async fn read_chunk(app: &App, pointer: &ChunkPointer) -> Result<Vec<ChunkTask>> {
-    let body = get_bytes(
-        &app.s3,
-        &app.config.control_bucket,
-        &chunk_key(&pointer.job, pointer.seq),
-    )
-    .await?;
-    let text = String::from_utf8(body).map_err(|_| {
-        Error::Data(format!(
-            "chunk {} of job {} is not UTF-8",
-            pointer.seq, pointer.job
-        ))
-    })?;
-    parse_chunk(&text)
-        .map_err(|e| Error::Data(format!("chunk {} of job {}: {e}", pointer.seq, pointer.job)))
+    read_chunk_file(app, &pointer.job, pointer.seq).await
+}
+
+/// The tasks of chunk `seq` of a job.
+pub(crate) async fn read_chunk_file(app: &App, job_id: &str, seq: u64) -> Result<Vec<ChunkTask>> {
+    let body = get_bytes(&app.s3, &app.config.control_bucket, &chunk_key(job_id, seq)).await?;
+    let text = String::from_utf8(body)
+        .map_err(|_| Error::Data(format!("chunk {seq} of job {job_id} is not UTF-8")))?;
+    parse_chunk(&text).map_err(|e| Error::Data(format!("chunk {seq} of job {job_id}: {e}")))
 }
 
 /// A redelivered pointer whose range is committed: the first delivery may have died between
@@ -570,22 +566,23 @@ async fn give_up(
     }
 }
 
-/// Backups: the destination version of every copy in this range, in task order (`S <version>`
-/// for a copy made, `F` for one that failed), so the finalizer can complete the snapshot.
+/// Backups: the result of every copy in this range, in task order (see
+/// [`batchops_core::copies`]), so the finalizer can complete the snapshot.
 fn fragment_body(tasks: &[ChunkTask], results: &[(usize, TaskResult)]) -> String {
     let mut body = String::new();
     for (index, result) in results {
         if !matches!(tasks.get(*index), Some(ChunkTask::Object { .. })) {
             continue;
         }
-        match result {
+        let result = match result {
             TaskResult::Done(outcome) if outcome.status == TaskStatus::Succeeded => {
-                body.push_str("S\t");
-                body.push_str(outcome.dest_version.as_deref().unwrap_or(""));
-                body.push('\n');
+                CopyResult::Copied {
+                    dest_version: outcome.dest_version.clone(),
+                }
             }
-            _ => body.push_str("F\n"),
-        }
+            _ => CopyResult::Failed,
+        };
+        result.write_line(&mut body);
     }
     body
 }

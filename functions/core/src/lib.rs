@@ -5,6 +5,7 @@ pub mod arn;
 pub mod backoff;
 pub mod backup;
 pub mod chunk;
+pub mod copies;
 pub mod copy_options;
 pub mod counts;
 pub mod describe;

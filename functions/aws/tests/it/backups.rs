@@ -1290,3 +1290,175 @@ async fn the_control_bucket_is_never_a_backup_source_or_destination() {
         .to_string();
     assert!(err.contains("source.bucket"), "{err}");
 }
+
+/// The keys under the policy's journal prefix in the control bucket.
+async fn journal_parts(env: &TestEnv, name: &str) -> Vec<String> {
+    let prefix = format!("journal/{name}/");
+    env.keys(&env.app.config.control_bucket)
+        .await
+        .into_iter()
+        .filter(|k| k.starts_with(&prefix))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancelled_runs_copies_are_taken_by_the_next_run_and_freed_by_retention() {
+    use batchops_aws::planner::{advance, Advance};
+    use batchops_aws::queue::ChunkPointer;
+    use batchops_aws::worker::{process_chunk, ChunkRun};
+    use std::time::{Duration, Instant, SystemTime};
+    // Chunks of 2 copies; no journal margin: a part written before a run starts is settled by it.
+    let env = TestEnv::with_vars(&[
+        ("BATCHOPS_CHUNK_SIZE", "2"),
+        ("BATCHOPS_JOURNAL_MARGIN_SECONDS", "0"),
+    ])
+    .await;
+    backup::put_policy(&env.app, policy(&env, "halted"))
+        .await
+        .unwrap();
+    let keys: Vec<String> = (0..6).map(|i| format!("data/k{i}")).collect();
+    for key in &keys {
+        env.put(&env.src, key, format!("{key} v1")).await;
+    }
+    let job = start(&env, "halted").await;
+    while advance(&env.app, &job, Instant::now() + Duration::from_secs(60))
+        .await
+        .unwrap()
+        == Advance::MoreWork
+    {}
+    // Chunk 0 (k0, k1) runs, and chunk 1 from its second task (k3); then the run is cancelled.
+    for (seq, first_task) in [(0, 0), (1, 1)] {
+        let pointer = ChunkPointer {
+            job: job.clone(),
+            seq,
+            first_task,
+        };
+        let ran = process_chunk(
+            &env.app,
+            &pointer,
+            SystemTime::now() + Duration::from_secs(120),
+        )
+        .await
+        .unwrap();
+        assert!(matches!(ran, ChunkRun::Committed { .. }), "{ran:?}");
+    }
+    batchops_aws::jobs::update_job_status(
+        &env.app,
+        &job,
+        batchops_core::JobStatus::Cancelled,
+        None,
+    )
+    .await
+    .unwrap();
+    env.run_until_idle().await;
+    assert_eq!(env.describe(&job).await.status, "Cancelled");
+    // Finalizing again (a redelivered request) records nothing twice.
+    for _ in 0..2 {
+        batchops_aws::finalizer::finalize(&env.app, &job)
+            .await
+            .unwrap();
+    }
+    assert_eq!(journal_parts(&env, "halted").await.len(), 1);
+    let backup_key = |key: &str| format!("backups/src/{key}");
+    for (key, versions) in [
+        ("data/k0", 1),
+        ("data/k1", 1),
+        ("data/k2", 0),
+        ("data/k3", 1),
+        ("data/k4", 0),
+    ] {
+        assert_eq!(
+            version_count(&env, &env.dst, &backup_key(key)).await,
+            (versions, 0),
+            "{key}"
+        );
+    }
+
+    // k1 changes before the next run: the cancelled run's copy of it is in no snapshot.
+    env.put(&env.src, "data/k1", "data/k1 v2").await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (_, described) = completed_run(&env, "halted").await;
+    assert_eq!(
+        described.progress_summary.total_number_of_tasks, 4,
+        "only what the cancelled run did not copy, and k1's new version"
+    );
+    for key in &keys {
+        let expected = if key == "data/k1" { 2 } else { 1 };
+        assert_eq!(
+            version_count(&env, &env.dst, &backup_key(key)).await,
+            (expected, 0),
+            "{key}: one backup version per source version"
+        );
+    }
+    let snapshot = backup::list_snapshots(&env.app, "halted")
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(
+        (
+            snapshot.objects,
+            snapshot.copied,
+            snapshot.continuous,
+            snapshot.superseded
+        ),
+        (6, 4, 2, 1)
+    );
+    assert!(
+        journal_parts(&env, "halted").await.is_empty(),
+        "the settled part is deleted"
+    );
+    let restored = format!("{}-restore", env.dst);
+    env.clients
+        .s3
+        .create_bucket()
+        .bucket(&restored)
+        .send()
+        .await
+        .unwrap();
+    let request = RestoreRequest {
+        to: Some((restored.clone(), "r/".into())),
+        allow_overwrite: true,
+        ..Default::default()
+    };
+    let restore = backup::start_restore(&env.app, "halted", &request)
+        .await
+        .unwrap()
+        .job_id;
+    env.run_to_complete(&restore).await;
+    for key in &keys {
+        let expected = if key == "data/k1" {
+            "data/k1 v2".to_string()
+        } else {
+            format!("{key} v1")
+        };
+        assert_eq!(
+            env.get(&restored, &format!("r/{key}")).await,
+            Some(expected.into_bytes()),
+            "{key}"
+        );
+    }
+
+    // Keep one snapshot; k0 changes: the next run expires the snapshot that took the cancelled
+    // run's copies, and the copies only it referenced (k0's, and k1's superseded one) go.
+    let mut p = policy(&env, "halted");
+    p.retention.keep_last = Some(1);
+    backup::put_policy(&env.app, p).await.unwrap();
+    env.put(&env.src, "data/k0", "data/k0 v2").await;
+    completed_run(&env, "halted").await;
+    for key in &keys {
+        assert_eq!(
+            version_count(&env, &env.dst, &backup_key(key)).await,
+            (1, 0),
+            "{key}"
+        );
+    }
+    assert_eq!(
+        env.get(&env.dst, &backup_key("data/k1")).await,
+        Some(b"data/k1 v2".to_vec())
+    );
+    assert_eq!(
+        env.get(&env.dst, &backup_key("data/k0")).await,
+        Some(b"data/k0 v2".to_vec())
+    );
+}
