@@ -15,6 +15,18 @@
 #                              diff rate, peak RSS. Fails if the incremental run would copy
 #                              anything or needs 0.002 requests per object or more.
 #
+#                              Then the completion case (debug build, like finalize below): a
+#                              run's snapshot completion plus the retention it applies, over 10M
+#                              objects (`backup::complete_snapshot`, the finalizer's own code,
+#                              driven by functions/aws/examples/snapshot_bench.rs; the table on
+#                              moto): bench_s3.py generates the run's draft parts and copy results
+#                              (every 100th object changed) and serves the previous snapshot's
+#                              catalog; the new catalog is written by multipart upload and read
+#                              back, ranged, by retention, which expires the previous snapshot and
+#                              frees the 100k versions only it referenced. Requests by kind, wall
+#                              time, peak RSS; fails at 256 MiB of RSS or more, or if the snapshot
+#                              or retention is not what the data says.
+#
 #   scripts/bench.sh chaos     the long chaos run (scripts/chaos.sh long): thousands of objects
 #                              through a fault-injecting proxy, then under repeated SIGKILLs of
 #                              the local runtime; verified against moto, one table. Debug build.
@@ -25,8 +37,10 @@
 #                              and takes the result files' multipart uploads. Requests by kind,
 #                              wall time, peak RSS (debug build); fails at 256 MiB of RSS or more.
 #
-# Set BENCH_SIZES="1000000 10000000" (planner, lines) or BENCH_BACKUP_SIZES="1000000" (backup,
-# objects) to change the sizes. Data goes to .local/bench (kept between runs; delete it to
+# Set BENCH_SIZES="1000000 10000000" (planner, lines), BENCH_BACKUP_SIZES="1000000" (backup
+# prepare step, objects; empty: skip it and its release build) or BENCH_COMPLETION_SIZES="10000000"
+# (backup completion, objects; empty: skip it) and BENCH_COMPLETION_CHANGED_EVERY=100 to change
+# the sizes. Data goes to .local/bench (kept between runs; delete it to
 # regenerate).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,14 +52,14 @@ if [ "$WHAT" = chaos ]; then
 fi
 # ---- end of chaos ----
 SIZES="${BENCH_SIZES:-1000000 10000000}"
-BACKUP_SIZES="${BENCH_BACKUP_SIZES:-1000000}"
+BACKUP_SIZES="${BENCH_BACKUP_SIZES-1000000}"
 DATA="$ROOT/.local/bench"
 mkdir -p "$DATA"
 
 command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
 command -v taskset >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux >/dev/null; }
 
-if [ "$WHAT" != finalize ]; then
+if [ "$WHAT" = planner ] || { [ "$WHAT" = backup ] && [ -n "$BACKUP_SIZES" ]; }; then
   echo "==> cargo build --release -p batchops-cli" >&2
   cargo build --release --quiet -p batchops-cli
 fi
@@ -133,14 +147,15 @@ stop_server() {
   fi
 }
 
-# Starts bench_s3.py for $1 objects and catalog file $2 on a free loopback port; sets SERVER_PID
-# and ENDPOINT.
+# Starts bench_s3.py for $1 objects and catalog file $2 (and further `serve` options) on a free
+# loopback port; sets SERVER_PID and ENDPOINT.
 start_server() {
   local objects=$1 catalog=$2 port_file="$DATA/bench_s3.port"
+  shift 2
   rm -f "$port_file"
   python3 scripts/bench_s3.py serve --objects "$objects" --source-bucket "$BACKUP_SOURCE" \
     --catalog-bucket "$BACKUP_VAULT" --catalog-key "$BACKUP_CATALOG_KEY" --catalog-file "$catalog" \
-    --port 0 --port-file "$port_file" 2>>"$DATA/bench_s3.log" &
+    "$@" --port 0 --port-file "$port_file" 2>>"$DATA/bench_s3.log" &
   SERVER_PID=$!
   for _ in $(seq 100); do
     [ -s "$port_file" ] && break
@@ -201,12 +216,72 @@ backup_bench() {
     done
     stop_server
   done
-  python3 scripts/bench_s3.py table-header --target "$BACKUP_TARGET"
-  printf '%s\n' "${rows[@]}"
+  if [ ${#rows[@]} -gt 0 ]; then
+    python3 scripts/bench_s3.py table-header --target "$BACKUP_TARGET"
+    printf '%s\n' "${rows[@]}"
+  fi
+  completion_bench
   if [ ${#failures[@]} -gt 0 ]; then
     printf 'FAILED: %s\n' "${failures[@]}" >&2
     exit 1
   fi
+}
+
+COMPLETION_SIZES="${BENCH_COMPLETION_SIZES-10000000}"
+COMPLETION_CHANGED_EVERY="${BENCH_COMPLETION_CHANGED_EVERY:-100}"
+COMPLETION_DRAFT_ROWS=10000
+COMPLETION_CHUNK_TASKS=1000
+COMPLETION_RSS_LIMIT_MIB=256
+
+# The completion case of the backup bench (adds to `failures` of backup_bench).
+completion_bench() {
+  [ -n "$COMPLETION_SIZES" ] || return 0
+  echo "==> cargo build -p batchops-aws --example snapshot_bench (debug)" >&2
+  cargo build --quiet -p batchops-aws --example snapshot_bench
+  local bin="${CARGO_TARGET_DIR:-$ROOT/target}/debug/examples/snapshot_bench"
+  # shellcheck source=scripts/local-stack.sh
+  source scripts/local-stack.sh
+  local_stack_start
+  trap 'stop_server; local_stack_stop' EXIT
+  export BATCHOPS_CONTROL_BUCKET=bench-control BATCHOPS_EVENT_BUS=none
+  local spool="$DATA/spool" completion_rows=() objects name catalog etag job out stats wall rss user sys line
+  for objects in $COMPLETION_SIZES; do
+    name="$(human "$objects")"
+    catalog="$DATA/backup-catalog-$name.tsv.gz"
+    if [ ! -s "$catalog" ]; then
+      echo "==> generating $catalog" >&2
+      python3 scripts/bench_s3.py catalog --objects "$objects" --dest-prefix "$BACKUP_PREFIX" --out "$catalog"
+    fi
+    etag="$(md5sum "$catalog" | cut -d' ' -f1)"
+    export BATCHOPS_TABLE="bench-completion-$name-$$"
+    rm -rf "$spool"
+    start_server "$objects" "$catalog" --spool "$spool" --changed-every "$COMPLETION_CHANGED_EVERY" \
+      --draft-rows "$COMPLETION_DRAFT_ROWS" --chunk-tasks "$COMPLETION_CHUNK_TASKS" --dest-prefix "$BACKUP_PREFIX"
+    echo "==> seeding a completed run over $name objects (every ${COMPLETION_CHANGED_EVERY}th changed) in moto" >&2
+    job="$(AWS_ENDPOINT_URL_S3="$ENDPOINT" "$bin" seed --objects "$objects" --changed-every "$COMPLETION_CHANGED_EVERY" \
+      --draft-rows "$COMPLETION_DRAFT_ROWS" --chunk-tasks "$COMPLETION_CHUNK_TASKS" --catalog-etag "$etag")"
+    curl -fsS -X POST "$ENDPOINT/__reset" >/dev/null
+    out="$DATA/completion-$name.json"
+    stats="$DATA/completion-$name.stats.json"
+    echo "==> completing the snapshot of $name objects, then retention" >&2
+    # S3 is the fake endpoint; DynamoDB stays on moto.
+    AWS_ENDPOINT_URL_S3="$ENDPOINT" /usr/bin/time -f "%e %M %U %S" -o "$out.time" "$bin" complete --job "$job" >"$out" \
+      || { echo "FAILED: snapshot_bench complete (see $out)" >&2; exit 1; }
+    read -r wall rss user sys <"$out.time"
+    curl -fsS "$ENDPOINT/__stats" >"$stats"
+    stop_server
+    rm -rf "$spool"
+    while IFS= read -r line; do
+      case "$line" in
+        FAIL*) failures+=("completion $name: ${line#FAIL }") ;;
+        *) completion_rows+=("$line") ;;
+      esac
+    done <<<"$(python3 scripts/bench_s3.py completion-row --objects "$objects" --changed-every "$COMPLETION_CHANGED_EVERY" \
+      --wall "$wall" --user "$user" --sys "$sys" --rss-kib "$rss" --rss-limit-mib "$COMPLETION_RSS_LIMIT_MIB" \
+      --stats "$stats" --result "$out")"
+  done
+  python3 scripts/bench_s3.py completion-header
+  printf '%s\n' "${completion_rows[@]}"
 }
 
 FINALIZE_SIZES="${BENCH_FINALIZE_SIZES:-1000000 10000000}"

@@ -19,6 +19,14 @@ For `scripts/bench.sh finalize` it also serves a job's staged report rows, gener
 (CreateMultipartUpload, UploadPart, CompleteMultipartUpload; parts discarded, ETags kept so a
 HeadObject of a written file answers with S3's multipart ETag).
 
+For the completion case of `scripts/bench.sh backup` (`functions/aws/examples/snapshot_bench.rs`)
+it generates a backup run's draft snapshot parts (`jobs/<id>/draft/<seq>`: every object of the
+previous catalog, every `--changed-every`th one a pending copy) and its committed ranges'
+fragments (`jobs/<id>/fragments/<seq>-0000000-bench`: the copies' new destination versions),
+keeps what is uploaded (PutObject, multipart uploads) in a spool directory on disk (`--spool`)
+and serves it back, with ranged GETs and If-Match, and answers DeleteObjects, counting the
+versions deleted (`DeletedVersions` in /__stats).
+
 Requests are counted by operation: `GET /__stats` returns the counts as JSON (with the server's
 own time spent rendering responses), `POST /__reset` zeroes them. Anything else is answered with a
 501 S3 error and counted as `Unsupported ...`, so a benchmark sees it.
@@ -104,6 +112,42 @@ def staged_rows(seq, status):
     return "".join([SUCCEEDED_ROW % t for t in tasks if t % 100 != 99])
 
 
+# The completion case: a run over the previous catalog's objects in which every
+# `changed_every`th object changed (a pending copy, done: its fragment line names its new
+# destination version); the others are unchanged (done rows, as the previous catalog has them).
+DRAFT = re.compile(r"^jobs/[^/]+/draft/(\d{10})$")
+FRAGMENT = re.compile(r"^jobs/[^/]+/fragments/(\d{10})-\d{7}-bench$")
+
+
+def catalog_row(i, dest_prefix):
+    """Object i as the previous catalog lists it (see `write_catalog`)."""
+    return "data/%08d.bin\tbench-v%025d\t%032x\t%d\t%s\t%sdata/%08d.bin\tdest-v%026d\n" % (
+        i, i, (i * ETAG_MULTIPLIER + 1) & ETAG_MASK, 1024 + i % 4096, CATALOG_LAST_MODIFIED, dest_prefix, i, i)
+
+
+def changed_row(i, dest_prefix):
+    """Object i's new version, as a copy task plans it (no destination version yet)."""
+    return "data/%08d.bin\tbench-w%025d\t%032x\t%d\t2026-11-02T00:00:00Z\t%sdata/%08d.bin\t\n" % (
+        i, i, (i * ETAG_MULTIPLIER + 2) & ETAG_MASK, 2048 + i % 4096, dest_prefix, i)
+
+
+def draft_part(seq, cfg):
+    rows = []
+    for i in range(seq * cfg.draft_rows, min(cfg.objects, (seq + 1) * cfg.draft_rows)):
+        if i % cfg.changed_every == 0:
+            rows.append("P\t" + changed_row(i, cfg.dest_prefix) + "F\t" + catalog_row(i, cfg.dest_prefix))
+        else:
+            rows.append("D\t" + catalog_row(i, cfg.dest_prefix))
+    return "".join(rows)
+
+
+def fragment(seq, cfg):
+    copies = (cfg.objects - 1) // cfg.changed_every + 1 if cfg.objects else 0
+    first = seq * cfg.chunk_tasks
+    return "".join(["S\tdest2-v%025d\n" % (j * cfg.changed_every)
+                    for j in range(first, min(copies, first + cfg.chunk_tasks))])
+
+
 def write_catalog(objects, dest_prefix, out):
     """The previous snapshot's catalog: every generated object, as a completed run records it."""
     header = "#batchops-catalog\tv1\tkey\tsource_version\tetag\tsize\tlast_modified\tdest_key\tdest_version\n"
@@ -157,6 +201,7 @@ class Stats:
     def reset(self):
         with getattr(self, "lock", threading.Lock()):
             self.counts = {}
+            self.totals = {}
             self.render_seconds = 0.0
             self.bytes_sent = 0
             self.started = time.time()
@@ -167,10 +212,15 @@ class Stats:
             self.render_seconds += rendered_in
             self.bytes_sent += sent
 
+    def total(self, name, amount):
+        with self.lock:
+            self.totals[name] = self.totals.get(name, 0) + amount
+
     def snapshot(self):
         with self.lock:
             return {
                 "Requests": dict(sorted(self.counts.items())),
+                "Totals": dict(sorted(self.totals.items())),
                 "Total": sum(self.counts.values()),
                 "RenderSeconds": round(self.render_seconds, 3),
                 "BytesSent": self.bytes_sent,
@@ -202,31 +252,58 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _read_body(self, keep=False):
-        """Reads the request body: its hex MD5 (as received) and, with `keep`, the bytes."""
+    def _read_body(self, keep=False, into=None):
+        """Reads the request body: its hex MD5 (of the payload, aws-chunked framing removed)
+        and, with `keep`, the bytes; with `into`, the payload is written to that file."""
         digest = hashlib.md5()
         kept = []
-        length = self.headers.get("Content-Length")
-        if length is not None:
-            remaining = int(length)
-            while remaining > 0:
-                chunk = self.rfile.read(min(remaining, 1 << 20))
+        size = 0
+
+        def take(chunk):
+            nonlocal size
+            digest.update(chunk)
+            size += len(chunk)
+            if keep:
+                kept.append(chunk)
+            if into is not None:
+                into.write(chunk)
+
+        def read_exact(n):
+            parts = []
+            while n > 0:
+                chunk = self.rfile.read(min(n, 1 << 20))
                 if not chunk:
                     break
-                digest.update(chunk)
-                if keep:
-                    kept.append(chunk)
-                remaining -= len(chunk)
-        elif self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                parts.append(chunk)
+                n -= len(chunk)
+            return b"".join(parts)
+
+        length = self.headers.get("Content-Length")
+        framed = "aws-chunked" in self.headers.get("Content-Encoding", "") or self.headers.get(
+            "x-amz-decoded-content-length") is not None
+        chunked = self.headers.get("Transfer-Encoding", "").lower() == "chunked"
+        if framed or chunked:
+            # `<hex size>[;ext]\r\n<data>\r\n` ... `0\r\n<trailers>\r\n`; aws-chunked may itself
+            # come with Content-Length (the framed size).
             while True:
                 line = self.rfile.readline()
+                if not line:
+                    break
                 n = int(line.split(b";")[0].strip() or b"0", 16)
                 if n == 0:
                     while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                         pass
                     break
-                self.rfile.read(n + 2)
-
+                take(read_exact(n))
+                self.rfile.read(2)
+        elif length is not None:
+            remaining = int(length)
+            while remaining > 0:
+                chunk = self.rfile.read(min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                take(chunk)
+                remaining -= len(chunk)
         return digest.hexdigest(), b"".join(kept)
 
     def _send(self, status, body, content_type="application/xml", headers=None, head=False):
@@ -287,17 +364,34 @@ class Handler(BaseHTTPRequestHandler):
             sent = self._send(501, error_body("NotImplemented", f"bench_s3.py does not serve {self.path}"), head=head)
         self._count(operation, started, sent)
 
+    def _spool_path(self, *parts):
+        path = os.path.join(self.config.spool, *parts)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return path
+
     def do_PUT(self):
         started = time.perf_counter()
-        md5, _ = self._read_body()
         bucket, object_key, q = self._route()
+        spool = getattr(self.config, "spool", None)
+        target = None
+        if spool and object_key and "uploadId" in q:
+            target = self._spool_path("uploads", q["uploadId"], "%05d" % int(q.get("partNumber", "0")))
+        elif spool and object_key:
+            target = self._spool_path("objects", hashlib.md5(f"{bucket}/{object_key}".encode()).hexdigest())
+        if target:
+            with open(target + ".tmp", "wb") as f:
+                md5, _ = self._read_body(into=f)
+            os.replace(target + ".tmp", target)
+            self.stats.total("BytesUploaded", os.path.getsize(target))
+        else:
+            md5, _ = self._read_body()
         if object_key and "uploadId" in q:
             operation = "UploadPart"
             headers = {"ETag": f'"{md5}"'}
         elif object_key:
             operation = "PutObject"
             headers = {"ETag": f'"{md5}"', "x-amz-version-id": "bench-put"}
-            self.written[(bucket, object_key)] = md5
+            self.written[(bucket, object_key)] = (md5, target)
         else:
             operation = "PutBucket " + ("&".join(sorted(q)) or "(CreateBucket)")
             headers = {}
@@ -319,14 +413,38 @@ class Handler(BaseHTTPRequestHandler):
             sent = self._send(200, body)
             self._count("CreateMultipartUpload", started, sent)
             return
+        if not object_key and "delete" in q:
+            # DeleteObjects: every version named is taken as deleted (quiet: no per-key answer).
+            deleted = self._posted.count(b"<Object>")
+            self.stats.total("DeletedVersions", deleted)
+            body = f'<?xml version="1.0" encoding="UTF-8"?>\n<DeleteResult xmlns="{NS}"></DeleteResult>'.encode()
+            sent = self._send(200, body)
+            self._count("DeleteObjects", started, sent)
+            return
         if object_key and "uploadId" in q:
             # S3's multipart ETag: MD5 of the parts' MD5s, then -<parts>.
-            etags = re.findall(r"<ETag>(?:&quot;|\")?([0-9a-f]{32})", self._posted.decode())
+            posted = self._posted.decode()
+            etags = re.findall(r"<ETag>(?:&quot;|\")?([0-9a-f]{32})", posted)
             etag = "%s-%d" % (hashlib.md5(b"".join(bytes.fromhex(e) for e in etags)).hexdigest(), len(etags))
-            self.written[(bucket, object_key)] = etag
+            path = None
+            if getattr(self.config, "spool", None):
+                numbers = [int(n) for n in re.findall(r"<PartNumber>(\d+)</PartNumber>", posted)]
+                path = self._spool_path("objects", hashlib.md5(f"{bucket}/{object_key}".encode()).hexdigest())
+                with open(path + ".tmp", "wb") as out:
+                    for n in numbers:
+                        part = self._spool_path("uploads", q["uploadId"], "%05d" % n)
+                        with open(part, "rb") as f:
+                            while True:
+                                block = f.read(1 << 20)
+                                if not block:
+                                    break
+                                out.write(block)
+                        os.remove(part)
+                os.replace(path + ".tmp", path)
+            self.written[(bucket, object_key)] = (etag, path)
             body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<CompleteMultipartUploadResult xmlns="{NS}"><Bucket>{escape(bucket)}</Bucket>'
                     f"<Key>{escape(object_key)}</Key><ETag>&quot;{etag}&quot;</ETag></CompleteMultipartUploadResult>").encode()
-            sent = self._send(200, body)
+            sent = self._send(200, body, headers={"x-amz-version-id": "bench-mpu"})
             self._count("CompleteMultipartUpload", started, sent)
             return
         sent = self._send(501, error_body("NotImplemented", f"bench_s3.py does not serve POST {self.path}"))
@@ -346,19 +464,32 @@ class Handler(BaseHTTPRequestHandler):
         if staged:
             body = staged_rows(int(staged.group(1)), staged.group(2)).encode()
             return self._send(200, body, "text/csv", head=head)
+        draft = DRAFT.search(object_key)
+        if draft and getattr(cfg, "changed_every", 0):
+            return self._send(200, draft_part(int(draft.group(1)), cfg).encode(), "text/plain", head=head)
+        part = FRAGMENT.search(object_key)
+        if part and getattr(cfg, "changed_every", 0):
+            return self._send(200, fragment(int(part.group(1)), cfg).encode(), "text/plain", head=head)
         if (bucket, object_key) in self.written:
-            return self._send(200, b"", "text/csv", headers={"ETag": f'"{self.written[(bucket, object_key)]}"'}, head=True)
+            etag, path = self.written[(bucket, object_key)]
+            if path is None:
+                return self._send(200, b"", "text/csv", headers={"ETag": f'"{etag}"'}, head=True)
+            return self._file(path, etag, "bench-written", head)
         if bucket != cfg.catalog_bucket or object_key != cfg.catalog_key or not cfg.catalog_file:
             return self._send(404, error_body("NoSuchKey", "The specified key does not exist.", f"/{bucket}/{object_key}"), head=head)
-        size_ = os.path.getsize(cfg.catalog_file)
+        return self._file(cfg.catalog_file, cfg.catalog_etag, "bench-catalog", head)
+
+    def _file(self, path, etag, version, head):
+        """A stored file as an object: ETag, If-Match, `Range: bytes=N-`."""
+        size_ = os.path.getsize(path)
         headers = {
-            "ETag": f'"{cfg.catalog_etag}"',
-            "Last-Modified": email.utils.formatdate(cfg.catalog_mtime, usegmt=True),
+            "ETag": f'"{etag}"',
+            "Last-Modified": email.utils.formatdate(os.path.getmtime(path), usegmt=True),
             "Accept-Ranges": "bytes",
-            "x-amz-version-id": "bench-catalog",
+            "x-amz-version-id": version,
         }
         if_match = self.headers.get("If-Match")
-        if if_match and if_match.strip('"') != cfg.catalog_etag:
+        if if_match and if_match.strip('"') != etag:
             return self._send(412, error_body("PreconditionFailed", "At least one of the pre-conditions you specified did not hold"), head=head)
         start = 0
         status = 200
@@ -378,7 +509,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if head:
             return 0
-        with open(cfg.catalog_file, "rb") as f:
+        with open(path, "rb") as f:
             f.seek(start)
             sent = 0
             while True:
@@ -534,6 +665,51 @@ def finalize_row(args):
     print("| " + " | ".join(cells) + " |")
 
 
+COMPLETION_KINDS = ["GetObject", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload", "PutObject",
+                    "DeleteObjects", "DeleteObject"]
+
+
+def completion_header():
+    cells = ["objects", "copies", *COMPLETION_KINDS, "other", "requests", "catalog MB written", "versions deleted",
+             "wall s", "CPU s", "peak RSS MiB"]
+    print("| " + " | ".join(cells) + " |")
+    print("|" + "---:|" * len(cells))
+
+
+def completion_row(args):
+    """One row from snapshot_bench's output and the server's counts; the run's problems on
+    further lines starting with FAIL."""
+    with open(args.stats) as f:
+        server = json.load(f)
+    with open(args.result) as f:
+        result = json.load(f)
+    counts, totals = server["Requests"], server.get("Totals", {})
+    objects, every = args.objects, args.changed_every
+    copies = (objects - 1) // every + 1 if objects else 0
+    other = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k not in COMPLETION_KINDS) or "0"
+    snapshot = result["snapshot"]
+    problems = []
+    if (snapshot["objects"], snapshot["copied"]) != (objects, copies):
+        problems.append(f"the snapshot has {snapshot['objects']} objects, {snapshot['copied']} copied; "
+                        f"expected {objects} and {copies}")
+    if result["snapshots"] != [snapshot["id"]]:
+        problems.append(f"snapshots left {result['snapshots']}: retention should have expired the previous one")
+    if totals.get("DeletedVersions", 0) != copies:
+        problems.append(f"retention deleted {totals.get('DeletedVersions', 0)} versions, expected {copies} "
+                        "(the previous copies of the changed objects)")
+    if snapshot.get("settling"):
+        problems.append("the snapshot is still marked settling")
+    cells = [f"{objects:,}", f"{copies:,}", *(f"{counts.get(k, 0):,}" for k in COMPLETION_KINDS), other,
+             f"{server['Total']:,}", f"{totals.get('BytesUploaded', 0) / 1e6:,.0f}",
+             f"{totals.get('DeletedVersions', 0):,}", f"{args.wall:.1f}", f"{args.user + args.sys:.1f}",
+             f"{args.rss_kib / 1024:.1f}"]
+    print("| " + " | ".join(cells) + " |")
+    if args.rss_kib >= args.rss_limit_mib * 1024:
+        problems.append(f"peak RSS {args.rss_kib / 1024:.0f} MiB, limit {args.rss_limit_mib} MiB")
+    for problem in problems:
+        print("FAIL " + problem)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -547,6 +723,12 @@ def main():
     serve.add_argument("--catalog-bucket", default="")
     serve.add_argument("--catalog-key", default="")
     serve.add_argument("--catalog-file", default="", help="none: no catalog (the finalize bench)")
+    serve.add_argument("--spool", default="", help="keep uploads in this directory and serve them back")
+    serve.add_argument("--changed-every", type=int, default=0,
+                       help="completion case: every Nth object changed (0: no drafts or fragments served)")
+    serve.add_argument("--draft-rows", type=int, default=10_000, help="completion case: rows per draft part")
+    serve.add_argument("--chunk-tasks", type=int, default=1000, help="completion case: copy tasks per chunk")
+    serve.add_argument("--dest-prefix", default="", help="completion case: the backup directory")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=0)
     serve.add_argument("--port-file", help="write the bound port here once listening")
@@ -571,8 +753,25 @@ def main():
     frow.add_argument("--rss-kib", type=int, required=True)
     frow.add_argument("--stats", required=True, help="the server's /__stats after the roll")
     frow.add_argument("--roll", required=True, help="report_bench roll's output (the checkpoint)")
+    sub.add_parser("completion-header", help="the completion case's table header (markdown)")
+    crow = sub.add_parser("completion-row", help="one completion case row (markdown), then FAIL lines")
+    crow.add_argument("--objects", type=int, required=True)
+    crow.add_argument("--changed-every", type=int, required=True)
+    crow.add_argument("--wall", type=float, required=True)
+    crow.add_argument("--user", type=float, required=True)
+    crow.add_argument("--sys", type=float, required=True)
+    crow.add_argument("--rss-kib", type=int, required=True)
+    crow.add_argument("--rss-limit-mib", type=int, required=True)
+    crow.add_argument("--stats", required=True, help="the server's /__stats after the completion")
+    crow.add_argument("--result", required=True, help="snapshot_bench complete's output")
     args = parser.parse_args()
 
+    if args.command == "completion-header":
+        completion_header()
+        return
+    if args.command == "completion-row":
+        completion_row(args)
+        return
     if args.command == "finalize-header":
         finalize_header()
         return

@@ -6,7 +6,7 @@ use crate::catalog_io::{abort_recorded_uploads, StreamedUpload, UploadLedger};
 use crate::draft::{DraftItem, DraftWalk};
 use crate::error::{Error, Result};
 use crate::jobs::{create_job_with_id, CreatedJob};
-use crate::objects::{delete_object, put_bytes};
+use crate::objects::put_bytes;
 use crate::prepare::{open_catalog, Reader};
 use crate::{now, App};
 use batchops_core::arn::bucket_arn;
@@ -112,6 +112,10 @@ pub struct SnapshotRecord {
     /// anything: no new reader may then be recorded.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub expiring: bool,
+    /// Written, but the journal cleanup and retention that follow its completion may not have
+    /// run yet: every finalize attempt runs them (again) until they have, then clears this.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub settling: bool,
 }
 
 /// How policy items are listed in the status index (every scheduler tick lists them).
@@ -345,7 +349,10 @@ pub async fn run_ended(app: &App, job: &JobRecord) -> Result<()> {
     let ManifestSource::Backup(run) = &job.spec.manifest else {
         return Ok(());
     };
-    journal_unfinished_run(app, job).await?;
+    if let Err(err) = journal_unfinished_run(app, job).await {
+        // The job has ended either way: its claim and status event do not wait on this.
+        tracing::error!(job_id = %job.job_id, error = %err, "the copies of a backup run that did not complete could not be recorded; the next run copies them again");
+    }
     release_claim(app, &run.policy.name, &job.job_id).await
 }
 
@@ -946,9 +953,11 @@ pub async fn fire_due_policies(app: &App, at: OffsetDateTime) -> Result<Vec<(Str
     Ok(started)
 }
 
-/// Called by the finalizer when a backup run completes: writes its snapshot (the catalog
-/// streamed to the destination, indexed), then makes it the policy's newest, deletes the
-/// journal parts it settles and applies retention.
+/// Called by the finalizer when a backup run completes: writes its snapshot, then settles
+/// what the snapshot makes obsolete. Every step may be repeated, so a finalize attempt that
+/// stopped anywhere is repaired by the next: the catalog (and superseded list) are streamed to
+/// the destination and indexed with the record marked `settling` before anything is deleted;
+/// then the policy's newest snapshot, journal cleanup and retention; then the mark is cleared.
 pub async fn complete_snapshot(app: &App, job_id: &str) -> Result<Option<SnapshotRecord>> {
     let job = app.store.get_job(job_id).await?;
     let ManifestSource::Backup(run) = &job.spec.manifest else {
@@ -960,7 +969,8 @@ pub async fn complete_snapshot(app: &App, job_id: &str) -> Result<Option<Snapsho
         .get_doc::<SnapshotRecord>(&policy_pk(&run.policy.name), &snapshot_key)
         .await?
     {
-        Some((existing, _)) => return Ok(Some(existing)),
+        Some((existing, _)) if !existing.settling => return Ok(Some(existing)),
+        Some((existing, _)) => existing,
         None => write_snapshot(app, &job, run).await?,
     };
     settle_snapshot(app, &job, run, snapshot).await.map(Some)
@@ -994,8 +1004,8 @@ async fn claim_run_copies(app: &App, job_id: &str, wanted: RunCopies) -> Result<
     }
 }
 
-/// Writes the snapshot's catalog (and superseded list), streamed, and its record. A record
-/// written meanwhile by a racing attempt stands (this one's files go).
+/// Writes the snapshot's catalog (and superseded list), streamed, and its record, marked
+/// `settling`. A record written meanwhile by a racing attempt stands (this one's files go).
 async fn write_snapshot(app: &App, job: &JobRecord, run: &BackupRun) -> Result<SnapshotRecord> {
     let job_id = job.job_id.as_str();
     if let (RunCopies::Journal { key, .. }, _) =
@@ -1035,6 +1045,7 @@ async fn write_snapshot(app: &App, job: &JobRecord, run: &BackupRun) -> Result<S
         superseded_catalog: None,
         readers: Vec::new(),
         expiring: false,
+        settling: true,
     };
     let new_list = |list: &CatalogRef| {
         StreamedUpload::new(
@@ -1140,13 +1151,13 @@ async fn write_snapshot(app: &App, job: &JobRecord, run: &BackupRun) -> Result<S
     Ok(winner)
 }
 
-/// Makes the snapshot the policy's newest, deletes the journal parts it settles, and applies
-/// retention.
+/// Makes the snapshot the policy's newest, deletes the journal parts it settles, applies
+/// retention, then clears its `settling` mark. Each step may be repeated.
 async fn settle_snapshot(
     app: &App,
     job: &JobRecord,
     run: &BackupRun,
-    snapshot: SnapshotRecord,
+    mut snapshot: SnapshotRecord,
 ) -> Result<SnapshotRecord> {
     let policy = &run.policy;
     let id = snapshot.id.clone();
@@ -1165,6 +1176,30 @@ async fn settle_snapshot(
     .await?;
     drop_settled_journal(app, run, &job.created_at).await?;
     retain(app, &policy.name, now(), Some(&job.job_id)).await?;
+    let pk = policy_pk(&policy.name);
+    let snapshot_key = format!("SNAP#{id}");
+    for _ in 0..10 {
+        // Gone: retention expired it already (an older snapshot completing late).
+        let Some((mut record, revision)) = app
+            .store
+            .get_doc::<SnapshotRecord>(&pk, &snapshot_key)
+            .await?
+        else {
+            break;
+        };
+        if !record.settling {
+            break;
+        }
+        record.settling = false;
+        if app
+            .store
+            .put_doc(&pk, &snapshot_key, &record, Some(revision), None)
+            .await?
+        {
+            break;
+        }
+    }
+    snapshot.settling = false;
     Ok(snapshot)
 }
 
@@ -1341,9 +1376,14 @@ async fn retain(
             }
         }
     }
-    let mut expired = HashSet::new();
+    // Snapshots an interrupted retention marked are finished whatever the rules say now.
+    let mut expired: HashSet<String> = snapshots
+        .iter()
+        .filter(|s| s.expiring)
+        .map(|s| s.id.clone())
+        .collect();
     for id in expired_snapshots(&ids, &record.policy.retention, at.unix_timestamp(), &in_use) {
-        if mark_expiring(app, name, &id, finished).await? {
+        if !expired.contains(&id) && mark_expiring(app, name, &id, finished).await? {
             expired.insert(id);
         }
     }
@@ -1367,10 +1407,12 @@ async fn retain(
     })
     .await
     .map_err(|e| Error::Data(e.to_string()))??;
+    // Catalogs after the versions they name, records last: retention interrupted anywhere
+    // finds what is left and finishes it (a catalog already deleted had its versions freed).
     for snapshot in gone {
-        delete_object(&app.s3, &snapshot.catalog.bucket, &snapshot.catalog.key).await?;
+        delete_catalog_version(app, &snapshot.catalog).await?;
         if let Some(list) = &snapshot.superseded_catalog {
-            delete_object(&app.s3, &list.bucket, &list.key).await?;
+            delete_catalog_version(app, list).await?;
         }
         app.store
             .delete_doc(&policy_pk(name), &format!("SNAP#{}", snapshot.id))
@@ -1388,9 +1430,11 @@ struct CatalogCursor {
 }
 
 impl CatalogCursor {
-    fn open(reader: &Reader, catalog: &CatalogRef) -> Result<Self> {
+    fn new(
+        entries: Box<dyn Iterator<Item = std::result::Result<CatalogEntry, String>> + Send>,
+    ) -> Result<Self> {
         let mut cursor = CatalogCursor {
-            entries: open_catalog(reader, catalog)?,
+            entries,
             head: None,
         };
         cursor.advance()?;
@@ -1417,8 +1461,79 @@ impl CatalogCursor {
     }
 }
 
+/// Versions per DeleteObjects request (S3's maximum).
+const DELETE_BATCH: usize = 1000;
+
+/// Backup versions to delete, sent a batch at a time.
+struct VersionDeletes<'a> {
+    reader: &'a Reader,
+    s3: &'a aws_sdk_s3::Client,
+    bucket: String,
+    batch: Vec<aws_sdk_s3::types::ObjectIdentifier>,
+    deleted: u64,
+}
+
+impl VersionDeletes<'_> {
+    fn push(&mut self, bucket: &str, key: &str, version: &str) -> Result<()> {
+        if bucket != self.bucket {
+            self.flush()?;
+            self.bucket = bucket.to_string();
+        }
+        let id = aws_sdk_s3::types::ObjectIdentifier::builder()
+            .key(key)
+            .version_id(version)
+            .build()
+            .map_err(|e| Error::Data(e.to_string()))?;
+        self.batch.push(id);
+        if self.batch.len() >= DELETE_BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let count = self.batch.len() as u64;
+        let request = aws_sdk_s3::types::Delete::builder()
+            .set_objects(Some(std::mem::take(&mut self.batch)))
+            .quiet(true)
+            .build()
+            .map_err(|e| Error::Data(e.to_string()))?;
+        let out = self
+            .reader
+            .handle
+            .block_on(
+                self.s3
+                    .delete_objects()
+                    .bucket(&self.bucket)
+                    .delete(request)
+                    .send(),
+            )
+            .map_err(|e| Error::aws_call("S3", "DeleteObjects", &self.bucket, &e))?;
+        // Quiet: only the versions that could not be deleted are listed.
+        if let Some(failed) = out.errors().first() {
+            return Err(Error::Data(format!(
+                "retention could not delete {} of {count} backup versions in s3://{}, first s3://{}/{} version {}: {} {}",
+                out.errors().len(),
+                self.bucket,
+                self.bucket,
+                failed.key().unwrap_or_default(),
+                failed.version_id().unwrap_or_default(),
+                failed.code().unwrap_or_default(),
+                failed.message().unwrap_or_default()
+            )));
+        }
+        self.deleted += count;
+        Ok(())
+    }
+}
+
 /// Deletes the backup versions the expired catalogs name and no kept catalog does, by a
-/// sorted merge of all of them (memory: one key's entries).
+/// sorted merge of all of them streamed (memory: one key's entries and a batch of deletes).
+/// An expired catalog that is gone was deleted by an interrupted retention after its versions
+/// were: it is skipped.
 fn delete_unreferenced_versions(
     reader: &Reader,
     s3: &aws_sdk_s3::Client,
@@ -1427,31 +1542,43 @@ fn delete_unreferenced_versions(
 ) -> Result<u64> {
     let mut kept: Vec<CatalogCursor> = kept
         .iter()
-        .map(|c| CatalogCursor::open(reader, c))
+        .map(|c| CatalogCursor::new(open_catalog(reader, c)?))
         .collect::<Result<_>>()?;
-    let mut expired: Vec<(CatalogCursor, &CatalogRef)> = expired
-        .iter()
-        .map(|c| Ok((CatalogCursor::open(reader, c)?, c)))
-        .collect::<Result<_>>()?;
-    let mut deleted = 0;
+    let mut expiring = Vec::new();
+    for catalog in expired {
+        match crate::catalog_io::open_catalog_pinned(reader, catalog) {
+            Ok(entries) => expiring.push((CatalogCursor::new(entries)?, catalog)),
+            Err(crate::catalog_io::PinFailure::Gone(reason)) => {
+                tracing::info!(reason, "an expired snapshot's catalog is gone already (retention was interrupted after deleting it)");
+            }
+            Err(failure) => return Err(failure.into_error("snapshot catalog")),
+        }
+    }
+    let mut deletes = VersionDeletes {
+        reader,
+        s3,
+        bucket: String::new(),
+        batch: Vec::with_capacity(DELETE_BATCH),
+        deleted: 0,
+    };
     let (mut referenced, mut candidates) = (Vec::new(), Vec::new());
     loop {
-        let Some(key) = expired
+        let Some(key) = expiring
             .iter()
             .filter_map(|(c, _)| c.head.as_ref().map(|e| e.key.clone()))
             .min()
         else {
-            return Ok(deleted);
+            deletes.flush()?;
+            return Ok(deletes.deleted);
         };
         referenced.clear();
         for cursor in &mut kept {
             cursor.take_key(&key, &mut referenced)?;
         }
         let mut done: HashSet<(String, String)> = HashSet::new();
-        for (cursor, catalog) in &mut expired {
+        for (cursor, catalog) in &mut expiring {
             candidates.clear();
             cursor.take_key(&key, &mut candidates)?;
-            let bucket = catalog.bucket.as_str();
             let directory = catalog_directory(&catalog.key).unwrap_or_default();
             for entry in candidates.drain(..) {
                 // Whatever a catalog says, retention deletes only backup copies inside the
@@ -1473,17 +1600,7 @@ fn delete_unreferenced_versions(
                 if still_needed || !done.insert((entry.dest_key.clone(), version.clone())) {
                     continue;
                 }
-                reader
-                    .handle
-                    .block_on(
-                        s3.delete_object()
-                            .bucket(bucket)
-                            .key(&entry.dest_key)
-                            .version_id(version)
-                            .send(),
-                    )
-                    .map_err(crate::error::aws("S3", "DeleteObject"))?;
-                deleted += 1;
+                deletes.push(&catalog.bucket, &entry.dest_key, &version)?;
             }
         }
     }

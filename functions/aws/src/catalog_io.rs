@@ -223,17 +223,12 @@ pub fn open_pinned(
                         failure.message
                     )),
                     Some(412) => {
-                        let now = handle
-                            .block_on(
-                                s3.head_object()
-                                    .bucket(&pin.bucket)
-                                    .key(&pin.key)
-                                    .set_version_id(pin.version_id.clone())
-                                    .send(),
-                            )
-                            .ok()
-                            .and_then(|h| h.e_tag().map(str::to_string))
-                            .unwrap_or_else(|| "unknown".into());
+                        let now = handle.block_on(crate::objects::etag_now(
+                            &s3,
+                            &pin.bucket,
+                            &pin.key,
+                            pin.version_id.as_deref(),
+                        ));
                         PinFailure::Changed(format!(
                             "{} no longer has the ETag {} it was written with (now {now}): it was replaced or damaged",
                             pin.describe(),

@@ -61,8 +61,9 @@ pub struct Config {
     /// The finalizer rolls staged report rows into result files of about this size (closed at
     /// the first range boundary past it).
     pub report_file_bytes: u64,
-    /// Part size of a result file's multipart upload (S3's minimum: 5 MiB): with one range's
-    /// rows and a few ranges read ahead, what the finalizer holds in memory.
+    /// Part size of the finalizer's streamed uploads (S3's minimum: 5 MiB): result files (with
+    /// one range's rows and a few ranges read ahead, what the report roll holds in memory),
+    /// snapshot catalogs, superseded lists, and the journal part of a run that did not complete.
     pub report_part_bytes: u64,
     /// S3 writes of the report roll per finalizer run before it hands on (None: only its time
     /// slice, BATCHOPS_PLAN_SLICE_SECONDS, bounds it). Tests make runs short with it.

@@ -12,7 +12,7 @@ use crate::backup::{
 use crate::catalog_io::Stored;
 use crate::error::S3Failure;
 use crate::journal::{journal_part_key, record_part, JournalPart, JOURNAL_CONTENT_TYPE};
-use crate::objects::{md5_hex, put_bytes_pinned};
+use crate::objects::{delete_object, md5_hex, put_bytes_pinned};
 use crate::ops::copy::Copier;
 use crate::ops::TaskResult;
 use crate::{now, unix_now, App};
@@ -470,16 +470,20 @@ async fn write_journal(app: &App, policy: &BackupPolicy, rows: &[JournalRow]) ->
     )
     .await?;
     // Recorded only once written: a run reads exactly the recorded parts.
-    record_part(
-        app,
-        &policy.name,
-        &JournalPart::new(
-            &key,
-            Stored {
-                version_id: written.version_id,
-                etag: written.etag,
-            },
-        ),
-    )
-    .await
+    let part = JournalPart::new(
+        &key,
+        Stored {
+            version_id: written.version_id,
+            etag: written.etag,
+        },
+    );
+    if let Err(err) = record_part(app, &policy.name, &part).await {
+        // Never read without its record: removed, so that runs need not warn about it (the
+        // batch is retried and journaled again).
+        if let Err(cleanup) = delete_object(&app.s3, &app.config.control_bucket, &key).await {
+            tracing::warn!(key, error = %cleanup, "an unrecorded journal part could not be removed; runs will name it");
+        }
+        return Err(err);
+    }
+    Ok(())
 }

@@ -82,6 +82,20 @@ pub async fn delete_object(s3: &Client, bucket: &str, key: &str) -> Result<()> {
     Ok(())
 }
 
+/// The ETag an object (version) has now, or `unknown` if it cannot be read: what a failed
+/// If-Match found instead of the ETag expected.
+pub async fn etag_now(s3: &Client, bucket: &str, key: &str, version_id: Option<&str>) -> String {
+    s3.head_object()
+        .bucket(bucket)
+        .key(key)
+        .set_version_id(version_id.map(str::to_string))
+        .send()
+        .await
+        .ok()
+        .and_then(|h| h.e_tag().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// Whether the bucket exists and can be reached with these credentials.
 pub async fn bucket_reachable(s3: &Client, bucket: &str) -> std::result::Result<(), String> {
     s3.head_bucket()

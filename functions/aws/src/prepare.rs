@@ -170,18 +170,12 @@ impl Reader {
                         let failure = S3Failure::from_sdk(&err);
                         Err(match failure.status {
                             Some(412) => {
-                                let actual = self
-                                    .handle
-                                    .block_on(
-                                        s3.head_object()
-                                            .bucket(&object.bucket)
-                                            .key(&object.key)
-                                            .set_version_id(object.version_id.clone())
-                                            .send(),
-                                    )
-                                    .ok()
-                                    .and_then(|h| h.e_tag().map(str::to_string))
-                                    .unwrap_or_else(|| "unknown".into());
+                                let actual = self.handle.block_on(crate::objects::etag_now(
+                                    s3,
+                                    &object.bucket,
+                                    &object.key,
+                                    object.version_id.as_deref(),
+                                ));
                                 OpenFailure::Job {
                                     code: "ManifestETagMismatch",
                                     reason: format!(

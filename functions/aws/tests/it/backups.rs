@@ -1462,3 +1462,116 @@ async fn a_cancelled_runs_copies_are_taken_by_the_next_run_and_freed_by_retentio
         Some(b"data/k0 v2".to_vec())
     );
 }
+
+/// Changes a stored snapshot record as an interrupted finalize would have left it.
+async fn alter_snapshot(
+    env: &TestEnv,
+    name: &str,
+    id: &str,
+    change: impl Fn(&mut backup::SnapshotRecord),
+) {
+    let (pk, sk) = (format!("POLICY#{name}"), format!("SNAP#{id}"));
+    let (mut record, revision) = env
+        .app
+        .store
+        .get_doc::<backup::SnapshotRecord>(&pk, &sk)
+        .await
+        .unwrap()
+        .unwrap();
+    change(&mut record);
+    assert!(env
+        .app
+        .store
+        .put_doc(&pk, &sk, &record, Some(revision), None)
+        .await
+        .unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_snapshot_completion_stopped_between_steps_is_finished_by_the_next_attempt() {
+    let env = TestEnv::new().await;
+    backup::put_policy(&env.app, policy(&env, "resume"))
+        .await
+        .unwrap();
+    let changes = "backups/src/data/changes";
+    env.put(&env.src, "data/changes", "v1").await;
+    env.put(&env.src, "data/constant", "same").await;
+    completed_run(&env, "resume").await;
+    env.put(&env.src, "data/changes", "v2").await;
+    let (second_job, _) = completed_run(&env, "resume").await;
+    let second = backup::list_snapshots(&env.app, "resume").await.unwrap()[1].clone();
+
+    // The second run's finalize stopped after indexing its snapshot, before retention (which
+    // now keeps one snapshot): the next attempt runs retention, then marks it settled.
+    let mut p = policy(&env, "resume");
+    p.retention.keep_last = Some(1);
+    backup::put_policy(&env.app, p).await.unwrap();
+    alter_snapshot(&env, "resume", &second.id, |s| s.settling = true).await;
+    let again = backup::complete_snapshot(&env.app, &second_job)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!again.settling);
+    let snapshots = backup::list_snapshots(&env.app, "resume").await.unwrap();
+    assert_eq!(
+        snapshots.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        vec![second.id.as_str()],
+        "the first snapshot expired"
+    );
+    assert!(!snapshots[0].settling, "the mark is cleared once settled");
+    assert_eq!(version_count(&env, &env.dst, changes).await, (1, 0));
+
+    // A third run's retention stopped half-way through expiring the second snapshot: its only
+    // own copy (v2) and its catalog deleted, its record not yet. The third run's next
+    // finalize attempt finishes it.
+    let mut p = policy(&env, "resume");
+    p.retention.keep_last = None;
+    backup::put_policy(&env.app, p).await.unwrap();
+    env.put(&env.src, "data/changes", "v3").await;
+    let (third_job, _) = completed_run(&env, "resume").await;
+    let third = backup::list_snapshots(&env.app, "resume").await.unwrap()[1].clone();
+    let v2 = backup::read_catalog(
+        &batchops_aws::prepare::Reader::new(Some(env.app.s3.clone())),
+        &second.catalog,
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .find(|e| e.key == "data/changes")
+    .unwrap()
+    .dest_version;
+    for (key, version) in [
+        (changes.to_string(), v2),
+        (
+            second.catalog.key.clone(),
+            second.catalog.version_id.clone(),
+        ),
+    ] {
+        env.clients
+            .s3
+            .delete_object()
+            .bucket(&env.dst)
+            .key(key)
+            .set_version_id(version)
+            .send()
+            .await
+            .unwrap();
+    }
+    alter_snapshot(&env, "resume", &second.id, |s| s.expiring = true).await;
+    alter_snapshot(&env, "resume", &third.id, |s| s.settling = true).await;
+    backup::complete_snapshot(&env.app, &third_job)
+        .await
+        .unwrap();
+    let snapshots = backup::list_snapshots(&env.app, "resume").await.unwrap();
+    assert_eq!(
+        snapshots.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        vec![third.id.as_str()],
+        "the expiring snapshot is gone"
+    );
+    assert!(!snapshots[0].settling);
+    // What the kept snapshot references is all there.
+    let verified = batchops_aws::verify::verify_snapshot(&env.app, "resume", None)
+        .await
+        .unwrap();
+    assert!(verified.passed, "{verified:?}");
+}
