@@ -2,6 +2,7 @@
 
 mod api;
 mod backups;
+mod catalog_io;
 mod copy_options;
 mod events;
 mod harness;
