@@ -80,8 +80,8 @@ impl std::fmt::Display for PinFailure {
     }
 }
 
-/// A body from `offset` on, and the object's whole length.
-type Opened = (Box<dyn Read + Send>, u64);
+/// A body from `offset` on, and the object's whole length (when the answer says it).
+type Opened = (Box<dyn Read + Send>, Option<u64>);
 /// Opens the object from a byte offset.
 type Opener = Box<dyn FnMut(u64) -> std::result::Result<Opened, PinFailure> + Send>;
 
@@ -94,7 +94,8 @@ pub struct PinnedRead {
     open: Opener,
     body: Option<Box<dyn Read + Send>>,
     offset: u64,
-    length: u64,
+    /// Unknown (no Content-Length): the body's end is the object's.
+    length: Option<u64>,
     /// Reopens since bytes last arrived.
     resumes: u32,
     /// Reopens in all (tests and logs).
@@ -125,12 +126,15 @@ impl PinnedRead {
         if self.resumes >= MAX_RESUMES {
             return Err(std::io::Error::other(format!(
                 "{}: the stream broke at byte {} of {} {} times in a row: {why}",
-                self.what, self.offset, self.length, self.resumes
+                self.what,
+                self.offset,
+                self.length.unwrap_or_default(),
+                self.resumes
             )));
         }
         self.resumes += 1;
         self.reopened += 1;
-        tracing::warn!(what = %self.what, offset = self.offset, length = self.length, why, "metadata stream broke; resuming with a ranged GET");
+        tracing::warn!(what = %self.what, offset = self.offset, length = ?self.length, why, "metadata stream broke; resuming with a ranged GET");
         if self.resumes > 1 {
             std::thread::sleep(self.pause * (1 << (self.resumes - 2)));
         }
@@ -141,7 +145,7 @@ impl PinnedRead {
 impl Read for PinnedRead {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         loop {
-            if self.offset >= self.length || buf.is_empty() {
+            if self.length.is_some_and(|length| self.offset >= length) || buf.is_empty() {
                 return Ok(0);
             }
             let body = match self.body.as_mut() {
@@ -150,7 +154,7 @@ impl Read for PinnedRead {
                     Ok((body, length)) if length == self.length => self.body.insert(body),
                     Ok((_, length)) => {
                         return Err(std::io::Error::other(format!(
-                            "{} is {length} bytes long now, {} when first read",
+                            "{} is {length:?} bytes long now, {:?} when first read",
                             self.what, self.length
                         )))
                     }
@@ -165,9 +169,11 @@ impl Read for PinnedRead {
                 },
             };
             match body.read(buf) {
+                Ok(0) if self.length.is_none() => return Ok(0),
                 Ok(0) => self.broke(format!(
                     "the body ended at byte {} of {}",
-                    self.offset, self.length
+                    self.offset,
+                    self.length.unwrap_or_default()
                 ))?,
                 Ok(n) => {
                     self.offset += n as u64;
@@ -206,7 +212,10 @@ pub fn open_pinned(
         }
         match handle.block_on(request.send()) {
             Ok(out) => {
-                let length = offset + out.content_length().unwrap_or(0).max(0) as u64;
+                let length = out
+                    .content_length()
+                    .and_then(|n| u64::try_from(n).ok())
+                    .map(|n| offset + n);
                 let body = tokio_util::io::SyncIoBridge::new_with_handle(
                     out.body.into_async_read(),
                     handle.clone(),
@@ -619,7 +628,10 @@ mod tests {
                 stop: (position + cut).min(bytes.len()),
                 clean_end,
             };
-            Ok((Box::new(body) as Box<dyn Read + Send>, bytes.len() as u64))
+            Ok((
+                Box::new(body) as Box<dyn Read + Send>,
+                Some(bytes.len() as u64),
+            ))
         })
     }
 
@@ -665,7 +677,7 @@ mod tests {
                     stop: 10,
                     clean_end: false,
                 };
-                Ok((Box::new(body) as Box<dyn Read + Send>, 50))
+                Ok((Box::new(body) as Box<dyn Read + Send>, Some(50)))
             } else {
                 Err(PinFailure::Changed(
                     "s3://b/k no longer has the ETag it was written with".into(),
