@@ -4,6 +4,7 @@ mod api;
 mod backups;
 mod copy_options;
 mod events;
+mod exports;
 mod harness;
 mod invoke;
 mod job_path;
