@@ -253,7 +253,25 @@ async fn route(app: &App, request: &ApiRequest) -> Result<ApiResponse, Error> {
             let job = backup::start_restore(app, name, &restore).await?;
             ApiResponse::ok(json!({"JobId": job.job_id}))
         }
-        (_, ["jobs"] | ["jobs", _] | ["jobs", _, "status" | "priority" | "tagging" | "rerun"])
+        ("POST", ["exports"]) => {
+            let body: crate::exports::ExportBody = parse_body(request, "export request")?;
+            let job = crate::exports::create_export(app, &body.into_request()?).await?;
+            ApiResponse::ok(json!({"ExportId": job.job_id}))
+        }
+        ("GET", ["exports"]) => {
+            ApiResponse::ok(json!({"Exports": crate::exports::list_exports(app).await?}))
+        }
+        ("GET", ["exports", id]) => {
+            ApiResponse::ok(to_value(crate::exports::describe_export(app, id).await?)?)
+        }
+        ("POST", ["exports", id, "cancel"]) => {
+            ApiResponse::ok(to_value(crate::exports::cancel_export(app, id).await?)?)
+        }
+        ("GET", ["exports", id, "verify"]) => {
+            ApiResponse::ok(to_value(crate::exports::verify_export(app, id).await?)?)
+        }
+        (_, ["exports"] | ["exports", _] | ["exports", _, "cancel" | "verify"])
+        | (_, ["jobs"] | ["jobs", _] | ["jobs", _, "status" | "priority" | "tagging" | "rerun"])
         | (_, ["backup-policies"] | ["backup-policies", _])
         | (_, ["backup-policies", _, "runs" | "snapshots" | "restores"])
         | (_, ["backup-policies", _, "snapshots", _, "verify"]) => ApiResponse::error(

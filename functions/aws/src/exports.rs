@@ -458,3 +458,53 @@ pub async fn verify_export(app: &App, export_id: &str) -> Result<VerifyReport> {
     }
     Ok(report)
 }
+
+/// The body of `POST /exports`: `{"Policy": "...", "Snapshot"|"AsOf": ..., "Prefix": ...}` or
+/// `{"Manifest": {CreateJob's Manifest}}`, and `"To"`: a location URL or its JSON form
+/// (`{"url", "endpoint", "region", "pathStyle", "secretArn"}`).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ExportBody {
+    #[serde(default)]
+    pub policy: Option<String>,
+    #[serde(default)]
+    pub snapshot: Option<String>,
+    #[serde(default)]
+    pub as_of: Option<String>,
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub manifest: Option<Manifest>,
+    pub to: serde_json::Value,
+}
+
+impl ExportBody {
+    pub fn into_request(self) -> Result<ExportRequest> {
+        let to =
+            StoreLocation::from_json(&self.to).map_err(|e| Error::Invalid(format!("To: {e}")))?;
+        let source = match (self.policy, self.manifest) {
+            (Some(policy), None) => ExportSource::Snapshot {
+                policy,
+                snapshot: self.snapshot,
+                as_of: self.as_of,
+                prefix: self.prefix,
+            },
+            (None, Some(manifest))
+                if self.snapshot.is_none() && self.as_of.is_none() && self.prefix.is_none() =>
+            {
+                ExportSource::Manifest(manifest)
+            }
+            (None, Some(_)) => {
+                return Err(Error::Invalid(
+                    "Snapshot, AsOf and Prefix go with Policy, not with Manifest".into(),
+                ))
+            }
+            _ => {
+                return Err(Error::Invalid(
+                    "give exactly one of Policy and Manifest".into(),
+                ))
+            }
+        };
+        Ok(ExportRequest { source, to })
+    }
+}

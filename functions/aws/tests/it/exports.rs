@@ -290,3 +290,86 @@ async fn a_cancelled_export_keeps_what_it_wrote_and_lists_it() {
         written.len() as u64
     );
 }
+
+#[tokio::test]
+async fn exports_over_http_are_created_listed_described_and_verified() {
+    use crate::api::{assert_error, call};
+    let env = TestEnv::new().await;
+    let keys = ["http/one", "http/two words"];
+    for key in keys {
+        env.put(&env.src, key, format!("object {key}")).await;
+    }
+    let lines: Vec<String> = keys
+        .iter()
+        .map(|k| format!("{},{}", env.src, encode_key(k)))
+        .collect();
+    let manifest_key = env.manifest("http", &lines).await;
+    let (other, bucket, to) = other_location(&env).await;
+    let StoreLocation::S3 { secret_arn, .. } = &to else {
+        unreachable!()
+    };
+    let manifest = serde_json::json!({
+        "Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket", "Key"]},
+        "Location": {"ObjectArn": format!("arn:aws:s3:::{}/{}", env.src, manifest_key)}
+    });
+    let bad = call(
+        &env,
+        "POST",
+        "/exports",
+        &[],
+        serde_json::json!({"Manifest": manifest, "To": {"url": format!("s3://{bucket}/x"), "endpoint": other_endpoint()}}),
+    )
+    .await;
+    assert_error(
+        &bad,
+        400,
+        "InvalidRequest",
+        "To: the S3-compatible endpoint",
+    );
+    let created = call(
+        &env,
+        "POST",
+        "/exports",
+        &[],
+        serde_json::json!({"Manifest": manifest, "To": {"url": format!("s3://{bucket}/api"),
+            "endpoint": other_endpoint(), "pathStyle": true, "secretArn": secret_arn}}),
+    )
+    .await;
+    assert_eq!(created.status, 200, "{:?}", created.body);
+    let id = created.body["ExportId"].as_str().unwrap().to_string();
+    env.run_until_idle().await;
+    let described = call(
+        &env,
+        "GET",
+        &format!("/exports/{id}"),
+        &[],
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(described.body["Status"], "Success", "{:?}", described.body);
+    assert_eq!(described.body["JobStatus"], "Complete");
+    assert_eq!(
+        other_get(&other, &bucket, "api/http/two words").await,
+        Some(b"object http/two words".to_vec())
+    );
+    let listed = call(&env, "GET", "/exports", &[], serde_json::Value::Null).await;
+    assert_eq!(listed.body["Exports"][0]["ExportId"], id.as_str());
+    let verified = call(
+        &env,
+        "GET",
+        &format!("/exports/{id}/verify"),
+        &[],
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(verified.body["Verified"], 2, "{:?}", verified.body);
+    let cancel = call(
+        &env,
+        "POST",
+        &format!("/exports/{id}/cancel"),
+        &[],
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(cancel.status, 409, "{:?}", cancel.body);
+}
