@@ -253,6 +253,42 @@ async fn route(app: &App, request: &ApiRequest) -> Result<ApiResponse, Error> {
             let job = backup::start_restore(app, name, &restore).await?;
             ApiResponse::ok(json!({"JobId": job.job_id}))
         }
+        // In a function of its own, boxed: `route`'s stack frame (large in debug builds,
+        // where every arm's temporaries get their own slot) does not grow with these routes.
+        (_, ["exports"] | ["exports", _] | ["exports", _, "cancel" | "verify"])
+            if matches!(
+                (method.as_str(), segments.as_slice()),
+                ("POST", ["exports"])
+                    | ("GET", ["exports"])
+                    | ("GET", ["exports", _])
+                    | ("POST", ["exports", _, "cancel"])
+                    | ("GET", ["exports", _, "verify"])
+            ) =>
+        {
+            Box::pin(export_route(app, request, &segments)).await?
+        }
+        (_, ["exports"] | ["exports", _] | ["exports", _, "cancel" | "verify"])
+        | (_, ["jobs"] | ["jobs", _] | ["jobs", _, "status" | "priority" | "tagging" | "rerun"])
+        | (_, ["backup-policies"] | ["backup-policies", _])
+        | (_, ["backup-policies", _, "runs" | "snapshots" | "restores"])
+        | (_, ["backup-policies", _, "snapshots", _, "verify"]) => ApiResponse::error(
+            405,
+            "MethodNotAllowed",
+            format!("{method} is not allowed on {}", request.path),
+        ),
+        _ => ApiResponse::error(404, "NotFound", format!("no route for {}", request.path)),
+    };
+    Ok(response)
+}
+
+/// The `/exports` routes (see `route`).
+async fn export_route(
+    app: &App,
+    request: &ApiRequest,
+    segments: &[&str],
+) -> Result<ApiResponse, Error> {
+    let method = request.method.to_ascii_uppercase();
+    Ok(match (method.as_str(), segments) {
         ("POST", ["exports"]) => {
             let body: crate::exports::ExportBody = parse_body(request, "export request")?;
             let job = crate::exports::create_export(app, &body.into_request()?).await?;
@@ -270,18 +306,8 @@ async fn route(app: &App, request: &ApiRequest) -> Result<ApiResponse, Error> {
         ("GET", ["exports", id, "verify"]) => {
             ApiResponse::ok(to_value(crate::exports::verify_export(app, id).await?)?)
         }
-        (_, ["exports"] | ["exports", _] | ["exports", _, "cancel" | "verify"])
-        | (_, ["jobs"] | ["jobs", _] | ["jobs", _, "status" | "priority" | "tagging" | "rerun"])
-        | (_, ["backup-policies"] | ["backup-policies", _])
-        | (_, ["backup-policies", _, "runs" | "snapshots" | "restores"])
-        | (_, ["backup-policies", _, "snapshots", _, "verify"]) => ApiResponse::error(
-            405,
-            "MethodNotAllowed",
-            format!("{method} is not allowed on {}", request.path),
-        ),
         _ => ApiResponse::error(404, "NotFound", format!("no route for {}", request.path)),
-    };
-    Ok(response)
+    })
 }
 
 fn to_value(value: impl serde::Serialize) -> Result<Value, Error> {

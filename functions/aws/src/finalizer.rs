@@ -80,7 +80,7 @@ pub async fn finalize(app: &App, job_id: &str) -> Result<Finalized> {
                     return Ok(Finalized::Reporting);
                 }
                 // Exports: what was exported, listed at the destination.
-                crate::exports::write_manifest(app, &job).await?;
+                Box::pin(crate::exports::write_manifest(app, &job)).await?;
                 let threshold = app.config.failure_threshold;
                 if !threshold.exceeded(&counters) {
                     // Backup runs: the snapshot exists once the job is Complete.
@@ -118,7 +118,7 @@ pub async fn finalize(app: &App, job_id: &str) -> Result<Finalized> {
                 if !write_report(app, job_id, counters.tasks_done()).await? {
                     return Ok(Finalized::Reporting);
                 }
-                crate::exports::write_manifest(app, &job).await?;
+                Box::pin(crate::exports::write_manifest(app, &job)).await?;
                 let (to, reason) = if job.status == JobStatus::Cancelling {
                     (JobStatus::Cancelled, "Cancelled by request")
                 } else {
