@@ -112,7 +112,15 @@ struct TaggingBody {
 }
 
 pub async fn handle(app: &App, request: &ApiRequest) -> ApiResponse {
-    match route(app, request).await {
+    // The `/exports` routes in a function of their own, boxed: `route`'s stack frame (large in
+    // debug builds, where every arm's temporaries get their own slot) does not grow with them.
+    let segments: Vec<&str> = request.path.split('/').filter(|s| !s.is_empty()).collect();
+    let answer = if segments.first() == Some(&"exports") {
+        export_route(app, request, segments).await
+    } else {
+        route(app, request).await
+    };
+    match answer {
         Ok(response) => response,
         Err(err) => err.into(),
     }
@@ -253,22 +261,7 @@ async fn route(app: &App, request: &ApiRequest) -> Result<ApiResponse, Error> {
             let job = backup::start_restore(app, name, &restore).await?;
             ApiResponse::ok(json!({"JobId": job.job_id}))
         }
-        // In a function of its own, boxed: `route`'s stack frame (large in debug builds,
-        // where every arm's temporaries get their own slot) does not grow with these routes.
-        (_, ["exports"] | ["exports", _] | ["exports", _, "cancel" | "verify"])
-            if matches!(
-                (method.as_str(), segments.as_slice()),
-                ("POST", ["exports"])
-                    | ("GET", ["exports"])
-                    | ("GET", ["exports", _])
-                    | ("POST", ["exports", _, "cancel"])
-                    | ("GET", ["exports", _, "verify"])
-            ) =>
-        {
-            Box::pin(export_route(app, request, &segments)).await?
-        }
-        (_, ["exports"] | ["exports", _] | ["exports", _, "cancel" | "verify"])
-        | (_, ["jobs"] | ["jobs", _] | ["jobs", _, "status" | "priority" | "tagging" | "rerun"])
+        (_, ["jobs"] | ["jobs", _] | ["jobs", _, "status" | "priority" | "tagging" | "rerun"])
         | (_, ["backup-policies"] | ["backup-policies", _])
         | (_, ["backup-policies", _, "runs" | "snapshots" | "restores"])
         | (_, ["backup-policies", _, "snapshots", _, "verify"]) => ApiResponse::error(
@@ -281,32 +274,43 @@ async fn route(app: &App, request: &ApiRequest) -> Result<ApiResponse, Error> {
     Ok(response)
 }
 
-/// The `/exports` routes (see `route`).
-async fn export_route(
-    app: &App,
-    request: &ApiRequest,
-    segments: &[&str],
-) -> Result<ApiResponse, Error> {
-    let method = request.method.to_ascii_uppercase();
-    Ok(match (method.as_str(), segments) {
-        ("POST", ["exports"]) => {
-            let body: crate::exports::ExportBody = parse_body(request, "export request")?;
-            let job = crate::exports::create_export(app, &body.into_request()?).await?;
-            ApiResponse::ok(json!({"ExportId": job.job_id}))
-        }
-        ("GET", ["exports"]) => {
-            ApiResponse::ok(json!({"Exports": crate::exports::list_exports(app).await?}))
-        }
-        ("GET", ["exports", id]) => {
-            ApiResponse::ok(to_value(crate::exports::describe_export(app, id).await?)?)
-        }
-        ("POST", ["exports", id, "cancel"]) => {
-            ApiResponse::ok(to_value(crate::exports::cancel_export(app, id).await?)?)
-        }
-        ("GET", ["exports", id, "verify"]) => {
-            ApiResponse::ok(to_value(crate::exports::verify_export(app, id).await?)?)
-        }
-        _ => ApiResponse::error(404, "NotFound", format!("no route for {}", request.path)),
+/// The `/exports` routes (see `handle`). The future is built and boxed inside this plain
+/// function, so no caller's stack frame holds it.
+#[inline(never)]
+fn export_route<'a>(
+    app: &'a App,
+    request: &'a ApiRequest,
+    segments: Vec<&'a str>,
+) -> futures::future::BoxFuture<'a, Result<ApiResponse, Error>> {
+    Box::pin(async move {
+        let method = request.method.to_ascii_uppercase();
+        Ok(match (method.as_str(), segments.as_slice()) {
+            ("POST", ["exports"]) => {
+                let body: crate::exports::ExportBody = parse_body(request, "export request")?;
+                let job = crate::exports::create_export(app, &body.into_request()?).await?;
+                ApiResponse::ok(json!({"ExportId": job.job_id}))
+            }
+            ("GET", ["exports"]) => {
+                ApiResponse::ok(json!({"Exports": crate::exports::list_exports(app).await?}))
+            }
+            ("GET", ["exports", id]) => {
+                ApiResponse::ok(to_value(crate::exports::describe_export(app, id).await?)?)
+            }
+            ("POST", ["exports", id, "cancel"]) => {
+                ApiResponse::ok(to_value(crate::exports::cancel_export(app, id).await?)?)
+            }
+            ("GET", ["exports", id, "verify"]) => {
+                ApiResponse::ok(to_value(crate::exports::verify_export(app, id).await?)?)
+            }
+            (method, ["exports"] | ["exports", _] | ["exports", _, "cancel" | "verify"]) => {
+                ApiResponse::error(
+                    405,
+                    "MethodNotAllowed",
+                    format!("{method} is not allowed on {}", request.path),
+                )
+            }
+            _ => ApiResponse::error(404, "NotFound", format!("no route for {}", request.path)),
+        })
     })
 }
 
