@@ -32,6 +32,11 @@ local_stack_stop() {
     wait "$MOTO_PID" 2>/dev/null || true
   fi
   MOTO_PID=""
+  if [ -n "${OTHER_MOTO_PID:-}" ] && kill -0 "$OTHER_MOTO_PID" 2>/dev/null; then
+    kill "$OTHER_MOTO_PID" 2>/dev/null || true
+    wait "$OTHER_MOTO_PID" 2>/dev/null || true
+  fi
+  OTHER_MOTO_PID=""
 }
 
 local_stack_start() {
@@ -59,4 +64,27 @@ local_stack_start() {
   export AWS_REGION="${AWS_REGION:-us-east-1}"
   export AWS_DEFAULT_REGION="$AWS_REGION"
   log "moto $MOTO_VERSION listening on $AWS_ENDPOINT_URL (pid $MOTO_PID, log .local/moto.log)"
+}
+
+# A second moto, the "other" S3-compatible store that exports write to (tests give it its own
+# credentials through a Secrets Manager secret); its endpoint is BATCHOPS_TEST_OTHER_S3.
+# Call after local_stack_start (whose EXIT trap stops it too).
+other_store_start() {
+  local port
+  port="$(free_port)"
+  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$LOCAL_DIR/moto-other.log" 2>&1 &
+  OTHER_MOTO_PID=$!
+  for _ in $(seq 1 100); do
+    if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/')" 2>/dev/null; then
+      break
+    fi
+    if ! kill -0 "$OTHER_MOTO_PID" 2>/dev/null; then
+      cat "$LOCAL_DIR/moto-other.log" >&2
+      echo "second moto server exited" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+  export BATCHOPS_TEST_OTHER_S3="http://127.0.0.1:$port"
+  log "second moto (export destination) listening on $BATCHOPS_TEST_OTHER_S3 (pid $OTHER_MOTO_PID)"
 }

@@ -17,6 +17,8 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod export;
+
 #[derive(Parser)]
 #[command(
     name = "batchops",
@@ -47,6 +49,11 @@ enum Command {
     Backup {
         #[command(subcommand)]
         command: BackupCommand,
+    },
+    /// Export backups (or any manifest's objects) to other object stores, as jobs.
+    Export {
+        #[command(subcommand)]
+        command: export::ExportCommand,
     },
     /// Run planner, workers and finalizer locally against the configured endpoint.
     Run {
@@ -925,6 +932,7 @@ async fn main() -> Result<()> {
     match cli.command {
         Command::Local { .. } | Command::Plan(_) => unreachable!("handled above"),
         Command::Backup { command } => backup_command(&app, command).await?,
+        Command::Export { command } => export::run(&app, command).await?,
         Command::Run {
             until_idle,
             concurrency,

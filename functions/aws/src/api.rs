@@ -112,7 +112,15 @@ struct TaggingBody {
 }
 
 pub async fn handle(app: &App, request: &ApiRequest) -> ApiResponse {
-    match route(app, request).await {
+    // The `/exports` routes in a function of their own, boxed: `route`'s stack frame (large in
+    // debug builds, where every arm's temporaries get their own slot) does not grow with them.
+    let segments: Vec<&str> = request.path.split('/').filter(|s| !s.is_empty()).collect();
+    let answer = if segments.first() == Some(&"exports") {
+        export_route(app, request, segments).await
+    } else {
+        route(app, request).await
+    };
+    match answer {
         Ok(response) => response,
         Err(err) => err.into(),
     }
@@ -264,6 +272,46 @@ async fn route(app: &App, request: &ApiRequest) -> Result<ApiResponse, Error> {
         _ => ApiResponse::error(404, "NotFound", format!("no route for {}", request.path)),
     };
     Ok(response)
+}
+
+/// The `/exports` routes (see `handle`). The future is built and boxed inside this plain
+/// function, so no caller's stack frame holds it.
+#[inline(never)]
+fn export_route<'a>(
+    app: &'a App,
+    request: &'a ApiRequest,
+    segments: Vec<&'a str>,
+) -> futures::future::BoxFuture<'a, Result<ApiResponse, Error>> {
+    Box::pin(async move {
+        let method = request.method.to_ascii_uppercase();
+        Ok(match (method.as_str(), segments.as_slice()) {
+            ("POST", ["exports"]) => {
+                let body: crate::exports::ExportBody = parse_body(request, "export request")?;
+                let job = crate::exports::create_export(app, &body.into_request()?).await?;
+                ApiResponse::ok(json!({"ExportId": job.job_id}))
+            }
+            ("GET", ["exports"]) => {
+                ApiResponse::ok(json!({"Exports": crate::exports::list_exports(app).await?}))
+            }
+            ("GET", ["exports", id]) => {
+                ApiResponse::ok(to_value(crate::exports::describe_export(app, id).await?)?)
+            }
+            ("POST", ["exports", id, "cancel"]) => {
+                ApiResponse::ok(to_value(crate::exports::cancel_export(app, id).await?)?)
+            }
+            ("GET", ["exports", id, "verify"]) => {
+                ApiResponse::ok(to_value(crate::exports::verify_export(app, id).await?)?)
+            }
+            (method, ["exports"] | ["exports", _] | ["exports", _, "cancel" | "verify"]) => {
+                ApiResponse::error(
+                    405,
+                    "MethodNotAllowed",
+                    format!("{method} is not allowed on {}", request.path),
+                )
+            }
+            _ => ApiResponse::error(404, "NotFound", format!("no route for {}", request.path)),
+        })
+    })
 }
 
 fn to_value(value: impl serde::Serialize) -> Result<Value, Error> {

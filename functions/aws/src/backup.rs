@@ -253,7 +253,7 @@ async fn unfinished_job(app: &App, job_id: &str, since: &str) -> Result<Option<S
 
 /// Records `job_id` as a reader of the snapshot (dropping readers that have ended), unless
 /// retention is expiring it. Returns false when the snapshot is gone or expiring.
-async fn add_snapshot_reader(
+pub(crate) async fn add_snapshot_reader(
     app: &App,
     policy: &str,
     snapshot: &str,

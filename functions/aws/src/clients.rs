@@ -20,6 +20,8 @@ pub struct Clients {
     /// again after a timeout, when the function may already have run.
     pub lambda: aws_sdk_lambda::Client,
     pub data: DataClients,
+    /// Credentials of other object stores, by secret ARN (exports).
+    pub secrets: aws_sdk_secretsmanager::Client,
 }
 
 /// Whether the stack is local (`AWS_ENDPOINT_URL` set): S3 then uses path-style addressing and
@@ -93,6 +95,7 @@ impl Clients {
             sqs: aws_sdk_sqs::Client::new(&shared),
             dynamodb: aws_sdk_dynamodb::Client::new(&shared),
             events: aws_sdk_eventbridge::Client::new(&shared),
+            secrets: aws_sdk_secretsmanager::Client::new(&shared),
             lambda: aws_sdk_lambda::Client::from_conf(
                 aws_sdk_lambda::config::Builder::from(&shared)
                     .retry_config(aws_sdk_lambda::config::retry::RetryConfig::disabled())

@@ -74,6 +74,9 @@ pub struct Config {
     /// Jobs act on their data with their `RoleArn` (STS AssumeRole); false: with the stack's
     /// credentials (`BATCHOPS_ASSUME_JOB_ROLES=false`, e.g. a local stack without STS).
     pub assume_job_roles: bool,
+    /// Exports: part size and parts in flight per object (memory per task is about their
+    /// product), and attempts per object when the transfer fails transiently.
+    pub export: crate::stores::ExportSettings,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -205,6 +208,15 @@ impl Config {
             )?,
             report_slice_writes: Some(number(vars, "BATCHOPS_REPORT_SLICE_WRITES", 0, 0)?)
                 .filter(|&writes| writes > 0),
+            export: crate::stores::ExportSettings {
+                part_bytes: number(
+                    vars,
+                    "BATCHOPS_EXPORT_PART_BYTES",
+                    8 * 1024 * 1024,
+                    5 * 1024 * 1024,
+                )?,
+                part_concurrency: number(vars, "BATCHOPS_EXPORT_PART_CONCURRENCY", 4, 1)?,
+            },
             lease_duration: secs("BATCHOPS_LEASE_SECONDS", 30.0, 1.0)?,
             max_deliveries: number(vars, "BATCHOPS_MAX_DELIVERIES", 5, 1)?,
             stall_after: secs("BATCHOPS_STALL_SECONDS", 300.0, 0.0)?,

@@ -10,6 +10,7 @@ pub mod config;
 pub mod draft;
 pub mod error;
 pub mod events;
+pub mod exports;
 pub mod extsort;
 pub mod finalizer;
 pub mod invoke;
@@ -24,6 +25,7 @@ pub mod queue;
 pub mod runtime;
 pub mod setup;
 pub mod store;
+pub mod stores;
 pub mod verify;
 pub mod worker;
 
@@ -49,6 +51,8 @@ pub struct App {
     pub lambda: aws_sdk_lambda::Client,
     /// S3 clients for jobs' data (the job's role, the bucket's Region).
     pub data: DataClients,
+    /// Credentials of other object stores (exports, imports).
+    pub secrets: aws_sdk_secretsmanager::Client,
 }
 
 impl App {
@@ -80,6 +84,7 @@ impl App {
             events: clients.events,
             lambda: clients.lambda,
             data: clients.data,
+            secrets: clients.secrets,
             queues,
             config,
         }

@@ -11,6 +11,7 @@ pub mod counts;
 pub mod describe;
 pub mod encoding;
 pub mod events;
+pub mod export;
 pub mod inventory;
 pub mod invoke;
 pub mod job;

@@ -2,6 +2,7 @@
 //! CreateJob request's `Operation` (see `request::Operation` for the request's shape). The
 //! worker runs it through the aws crate's `ops` without naming a variant.
 
+use crate::export::ExportSpec;
 use crate::invoke::InvokeSpec;
 use crate::request::CopySpec;
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,8 @@ pub enum OperationSpec {
     Copy(CopySpec),
     /// `LambdaInvoke`: the job's function, invoked once per task.
     LambdaInvoke(InvokeSpec),
+    /// An export: each task streams its object version into another object store.
+    Export(ExportSpec),
 }
 
 impl OperationSpec {
@@ -23,6 +26,7 @@ impl OperationSpec {
         match self {
             OperationSpec::Copy(_) => "S3PutObjectCopy",
             OperationSpec::LambdaInvoke(_) => "LambdaInvoke",
+            OperationSpec::Export(_) => "BatchopsExport",
         }
     }
 
@@ -30,7 +34,15 @@ impl OperationSpec {
     pub fn target_bucket(&self) -> Option<&str> {
         match self {
             OperationSpec::Copy(copy) => Some(&copy.target_bucket),
-            OperationSpec::LambdaInvoke(_) => None,
+            OperationSpec::LambdaInvoke(_) | OperationSpec::Export(_) => None,
+        }
+    }
+
+    /// The export, for export jobs.
+    pub fn export(&self) -> Option<&ExportSpec> {
+        match self {
+            OperationSpec::Export(export) => Some(export),
+            _ => None,
         }
     }
 
@@ -38,7 +50,7 @@ impl OperationSpec {
     pub fn copy(&self) -> Option<&CopySpec> {
         match self {
             OperationSpec::Copy(copy) => Some(copy),
-            OperationSpec::LambdaInvoke(_) => None,
+            OperationSpec::LambdaInvoke(_) | OperationSpec::Export(_) => None,
         }
     }
 }

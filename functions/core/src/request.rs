@@ -986,7 +986,8 @@ impl CreateJobRequest {
         })
     }
 
-    fn validate_manifest(&self) -> Result<ManifestSource, RequestError> {
+    /// The request's `Manifest`, validated (exports take any CreateJob-style manifest).
+    pub fn validate_manifest(&self) -> Result<ManifestSource, RequestError> {
         let manifest = self
             .manifest
             .as_ref()

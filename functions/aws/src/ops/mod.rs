@@ -9,6 +9,7 @@
 //! `OperationSpec`, not the worker.
 
 pub mod copy;
+pub mod export;
 pub mod lambda_invoke;
 
 use crate::App;
@@ -64,6 +65,7 @@ pub fn runner<'a>(
     match operation {
         OperationSpec::Copy(spec) => Box::new(copy::runner(spec, range)),
         OperationSpec::LambdaInvoke(spec) => Box::new(lambda_invoke::runner(spec, range)),
+        OperationSpec::Export(spec) => Box::new(export::runner(spec, range)),
     }
 }
 

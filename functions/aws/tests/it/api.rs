@@ -5,7 +5,7 @@ use crate::harness::TestEnv;
 use batchops_aws::api::{handle, ApiRequest, ApiResponse};
 use serde_json::{json, Value};
 
-async fn call(
+pub(crate) async fn call(
     env: &TestEnv,
     method: &str,
     path: &str,
@@ -28,7 +28,7 @@ async fn call(
     handle(&env.app, &request).await
 }
 
-fn assert_error(response: &ApiResponse, status: u16, code: &str, message_part: &str) {
+pub(crate) fn assert_error(response: &ApiResponse, status: u16, code: &str, message_part: &str) {
     assert_eq!(response.status, status, "{:?}", response.body);
     assert_eq!(response.body["Code"], code, "{:?}", response.body);
     let message = response.body["Message"].as_str().unwrap_or_default();

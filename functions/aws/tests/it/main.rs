@@ -5,6 +5,7 @@ mod backups;
 mod catalog_io;
 mod copy_options;
 mod events;
+mod exports;
 mod harness;
 mod invoke;
 mod job_path;
