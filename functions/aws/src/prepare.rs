@@ -24,6 +24,7 @@ use batchops_core::job::GeneratedManifestDescriptor;
 use batchops_core::manifest::{
     CsvManifestParser, LineParser, ManifestFields, ObjectEntry, ObjectRef, ParsedLine,
 };
+use batchops_core::operation::TaskLimit;
 use batchops_core::plan::{
     encode_chunk, parse_time, ChunkOut, Cursor, GeneratorFilter, PlanProgress, Planner,
 };
@@ -1279,6 +1280,11 @@ pub struct ChunkWriter {
     /// CSV manifests with an as-of time: look each key's versions up.
     pub as_of_lookup: Option<String>,
     pub concurrency: usize,
+    /// Tasks past this bound (in manifest order) are written refused: they fail without an S3
+    /// call (a delete job's MaxDeletes).
+    pub task_limit: Option<TaskLimit>,
+    /// Tasks in the job's chunks before the next one this writer writes.
+    pub tasks_written: u64,
     pub stats: WriteStats,
 }
 
@@ -1293,6 +1299,8 @@ impl ChunkWriter {
             pin_with_head: false,
             as_of_lookup: None,
             concurrency: 1,
+            task_limit: None,
+            tasks_written: 0,
             stats: Default::default(),
         }
     }
@@ -1318,6 +1326,15 @@ impl ChunkWriter {
         if let Some(as_of) = self.as_of_lookup.clone() {
             self.select_as_of(&mut chunk.tasks, &as_of).await?;
         }
+        if let Some(limit) = &self.task_limit {
+            let first = self.tasks_written;
+            for (index, task) in chunk.tasks.iter_mut().enumerate() {
+                if first + index as u64 >= limit.max {
+                    *task = task.refused(limit.code, &limit.message);
+                }
+            }
+        }
+        self.tasks_written += chunk.tasks.len() as u64;
         for task in &chunk.tasks {
             if let ChunkTask::Malformed(m) = task {
                 if self.stats.malformed.len() < MALFORMED_KEPT {
