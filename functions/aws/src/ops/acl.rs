@@ -21,23 +21,13 @@ impl ObjectOperation for PutAcl<'_> {
         object: &'a ObjectRef,
     ) -> BoxFuture<'a, Result<Acted, S3Failure>> {
         Box::pin(async move {
-            let request = s3
-                .put_object_acl()
-                .bucket(&object.bucket)
-                .key(&object.key)
-                .set_version_id(object.version_id.clone());
+            let request = at_object!(s3.put_object_acl(), object);
             let request = match self.0 {
                 AclSpec::Canned(canned) => request.acl(ObjectCannedAcl::from(canned.as_str())),
                 AclSpec::Grants { owner, headers } => {
                     if let Some(expected) = owner.as_ref().and_then(|o| o.id.as_deref()) {
-                        let current = answered(
-                            s3.get_object_acl()
-                                .bucket(&object.bucket)
-                                .key(&object.key)
-                                .set_version_id(object.version_id.clone())
-                                .send()
-                                .await,
-                        )?;
+                        let current =
+                            answered(at_object!(s3.get_object_acl(), object).send().await)?;
                         let actual = current.owner().and_then(|o| o.id()).unwrap_or_default();
                         if actual != expected {
                             return Err(S3Failure {

@@ -20,14 +20,7 @@ impl ObjectOperation for DeleteVersion {
         object: &'a ObjectRef,
     ) -> BoxFuture<'a, Result<Acted, S3Failure>> {
         Box::pin(async move {
-            let out = answered(
-                s3.delete_object()
-                    .bucket(&object.bucket)
-                    .key(&object.key)
-                    .set_version_id(object.version_id.clone())
-                    .send()
-                    .await,
-            )?;
+            let out = answered(at_object!(s3.delete_object(), object).send().await)?;
             let message = match (&object.version_id, out.delete_marker(), out.version_id()) {
                 (Some(version), _, _) => format!("Deleted version {version}"),
                 (None, Some(true), Some(marker)) => format!("Delete marker {marker} placed"),

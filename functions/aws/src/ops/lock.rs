@@ -30,10 +30,7 @@ impl ObjectOperation for PutLegalHold<'_> {
                 ObjectLockLegalHoldStatus::Off
             };
             answered(
-                s3.put_object_legal_hold()
-                    .bucket(&object.bucket)
-                    .key(&object.key)
-                    .set_version_id(object.version_id.clone())
+                at_object!(s3.put_object_legal_hold(), object)
                     .legal_hold(ObjectLockLegalHold::builder().status(status).build())
                     .send()
                     .await,
@@ -66,10 +63,7 @@ impl ObjectOperation for PutRetention<'_> {
                     .retain_until_date(until);
             }
             answered(
-                s3.put_object_retention()
-                    .bucket(&object.bucket)
-                    .key(&object.key)
-                    .set_version_id(object.version_id.clone())
+                at_object!(s3.put_object_retention(), object)
                     .retention(retention.build())
                     .set_bypass_governance_retention(spec.bypass_governance.then_some(true))
                     .send()

@@ -8,6 +8,16 @@
 //! bytes). The worker never names an operation: adding one touches this module and core's
 //! `OperationSpec`, not the worker.
 
+/// `$request` addressed to `$object`: its bucket, key, and version when the manifest names one.
+macro_rules! at_object {
+    ($request:expr, $object:expr) => {
+        $request
+            .bucket(&$object.bucket)
+            .key(&$object.key)
+            .set_version_id($object.version_id.clone())
+    };
+}
+
 pub mod acl;
 pub mod checksum;
 pub mod copy;

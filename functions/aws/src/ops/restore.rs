@@ -36,10 +36,7 @@ impl ObjectOperation for InitiateRestore<'_> {
                 .set_glacier_job_parameters(tier)
                 .build();
             answered(
-                s3.restore_object()
-                    .bucket(&object.bucket)
-                    .key(&object.key)
-                    .set_version_id(object.version_id.clone())
+                at_object!(s3.restore_object(), object)
                     .restore_request(request)
                     .send()
                     .await,

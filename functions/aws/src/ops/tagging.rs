@@ -31,10 +31,7 @@ impl ObjectOperation for PutTagging<'_> {
                 .build()
                 .map_err(|e| unbuildable("PutObjectTagging", e))?;
             answered(
-                s3.put_object_tagging()
-                    .bucket(&object.bucket)
-                    .key(&object.key)
-                    .set_version_id(object.version_id.clone())
+                at_object!(s3.put_object_tagging(), object)
                     .tagging(tagging)
                     .send()
                     .await,
@@ -54,14 +51,7 @@ impl ObjectOperation for DeleteTagging {
         object: &'a ObjectRef,
     ) -> BoxFuture<'a, Result<Acted, S3Failure>> {
         Box::pin(async move {
-            answered(
-                s3.delete_object_tagging()
-                    .bucket(&object.bucket)
-                    .key(&object.key)
-                    .set_version_id(object.version_id.clone())
-                    .send()
-                    .await,
-            )?;
+            answered(at_object!(s3.delete_object_tagging(), object).send().await)?;
             Ok(Acted::successful())
         })
     }

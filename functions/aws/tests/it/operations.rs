@@ -165,6 +165,29 @@ async fn tagging_jobs_replace_and_remove_the_tags_of_pinned_versions() {
     );
 }
 
+/// The current ACL of AWKWARD in the source bucket: (grantee ID or group URI, permission).
+async fn acl_grants(env: &TestEnv) -> Vec<(String, String)> {
+    let acl = env
+        .clients
+        .s3
+        .get_object_acl()
+        .bucket(&env.src)
+        .key(AWKWARD)
+        .send()
+        .await
+        .unwrap();
+    acl.grants()
+        .iter()
+        .map(|g| {
+            let who = g.grantee().unwrap();
+            (
+                who.id().or(who.uri()).unwrap_or_default().to_string(),
+                g.permission().unwrap().as_str().to_string(),
+            )
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acl_jobs_apply_grants_and_canned_acls() {
     // moto keeps ACLs on an object's current version only: the tasks pin the current version.
@@ -207,26 +230,7 @@ async fn acl_jobs_apply_grants_and_canned_acls() {
         status(row(&rows, "k", &version)),
         ("failed", "404", "NoSuchBucket")
     );
-    let acl = env
-        .clients
-        .s3
-        .get_object_acl()
-        .bucket(&env.src)
-        .key(AWKWARD)
-        .send()
-        .await
-        .unwrap();
-    let granted: Vec<(String, String)> = acl
-        .grants()
-        .iter()
-        .map(|g| {
-            let who = g.grantee().unwrap();
-            (
-                who.id().or(who.uri()).unwrap_or_default().to_string(),
-                g.permission().unwrap().as_str().to_string(),
-            )
-        })
-        .collect();
+    let granted = acl_grants(&env).await;
     assert!(
         granted.contains(&(grantee.to_string(), "READ".to_string())),
         "{granted:?}"
@@ -255,24 +259,14 @@ async fn acl_jobs_apply_grants_and_canned_acls() {
         status(row(&report_rows(&env, &job).await, AWKWARD, &version)),
         ("succeeded", "200", "")
     );
-    let acl = env
-        .clients
-        .s3
-        .get_object_acl()
-        .bucket(&env.src)
-        .key(AWKWARD)
-        .send()
-        .await
-        .unwrap();
-    assert!(acl.grants().iter().any(|g| {
-        g.grantee().and_then(|w| w.uri()) == Some(all_users)
-            && g.permission().map(|p| p.as_str()) == Some("READ")
-    }));
+    let granted = acl_grants(&env).await;
     assert!(
-        !acl.grants()
-            .iter()
-            .any(|g| g.grantee().and_then(|w| w.id()) == Some(grantee)),
-        "the canned ACL replaced the grants"
+        granted.contains(&(all_users.to_string(), "READ".to_string())),
+        "{granted:?}"
+    );
+    assert!(
+        !granted.iter().any(|(who, _)| who == grantee),
+        "the canned ACL replaced the grants: {granted:?}"
     );
 }
 
