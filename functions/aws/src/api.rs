@@ -6,7 +6,8 @@
 //! POST   /jobs                              CreateJob document          -> {"JobId"}
 //! GET    /jobs[?jobStatuses=Active,Failed][&maxResults=N][&nextToken=T] -> {"Jobs", "NextToken"}
 //! GET    /jobs/{id}                                                     -> {"Job": {...}}
-//! POST   /jobs/{id}/status?requestedJobStatus=Ready|Cancelled[&statusUpdateReason=...]
+//! POST   /jobs/{id}/status?requestedJobStatus=Ready|Cancelled[&statusUpdateReason=...][&confirmTaskCount=N]
+//!                                           (a Delete job is confirmed only with its task count)
 //! POST   /jobs/{id}/priority?priority=N
 //! GET    /jobs/{id}/tagging                                             -> {"Tags": [{"Key", "Value"}]}
 //! PUT    /jobs/{id}/tagging                 {"Tags": [{"Key", "Value"}]} -> {}
