@@ -563,6 +563,22 @@ async fn checksum_jobs_stream_objects_and_report_their_checksums() {
     assert_eq!(message["checksumType"], json!("COMPOSITE"));
 }
 
+/// UpdateJobStatus Ready with `count` typed back.
+async fn confirm(
+    env: &TestEnv,
+    job: &str,
+    count: Option<u64>,
+) -> batchops_aws::Result<batchops_aws::jobs::StatusChange> {
+    batchops_aws::jobs::update_job_status(
+        &env.app,
+        job,
+        batchops_core::JobStatus::Ready,
+        None,
+        count,
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn delete_jobs_wait_for_the_counted_confirmation_and_stop_at_max_deletes() {
     let env = TestEnv::new().await;
@@ -610,27 +626,11 @@ async fn delete_jobs_wait_for_the_counted_confirmation_and_stop_at_max_deletes()
         record.warnings
     );
     for given in [None, Some(2)] {
-        let err = batchops_aws::jobs::update_job_status(
-            &env.app,
-            &job,
-            batchops_core::JobStatus::Ready,
-            None,
-            given,
-        )
-        .await
-        .unwrap_err();
+        let err = confirm(&env, &job, given).await.unwrap_err();
         assert!(err.to_string().contains("--yes-delete 3"), "{err}");
     }
     assert_eq!(env.describe(&job).await.status, "Suspended");
-    batchops_aws::jobs::update_job_status(
-        &env.app,
-        &job,
-        batchops_core::JobStatus::Ready,
-        None,
-        Some(3),
-    )
-    .await
-    .unwrap();
+    confirm(&env, &job, Some(3)).await.unwrap();
     env.run_to_complete(&job).await;
     let rows = report_rows(&env, &job).await;
     let deleted = row(&rows, AWKWARD, &old);
@@ -688,15 +688,7 @@ async fn delete_jobs_wait_for_the_counted_confirmation_and_stop_at_max_deletes()
     let job = env.create(document).await;
     env.run_until_idle().await;
     assert_eq!(env.describe(&job).await.status, "Suspended");
-    batchops_aws::jobs::update_job_status(
-        &env.app,
-        &job,
-        batchops_core::JobStatus::Ready,
-        None,
-        Some(1),
-    )
-    .await
-    .unwrap();
+    confirm(&env, &job, Some(1)).await.unwrap();
     env.run_to_complete(&job).await;
     let rows = report_rows(&env, &job).await;
     let marked = row(&rows, AWKWARD, "");
