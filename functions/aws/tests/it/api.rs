@@ -25,7 +25,9 @@ async fn call(
             body.to_string().into_bytes()
         },
     };
-    handle(&env.app, &request).await
+    // Boxed: a route's future is large in debug builds, and each call's would otherwise sit in
+    // the test's own stack frame (a test with many calls outgrows the thread's 2 MiB stack).
+    Box::pin(handle(&env.app, &request)).await
 }
 
 fn assert_error(response: &ApiResponse, status: u16, code: &str, message_part: &str) {
