@@ -6,8 +6,8 @@ Fails when:
     s3:Restore*, s3:Replicate*, s3:*, *, or a wildcard covering one of them) on a resource built
     from a source (read-only) bucket parameter, or on a literal resource whose bucket is a
     wildcard (that covers the sources too); an Allow with NotAction on such a resource;
-  - s3:DeleteObjectVersion (backup retention) is granted on anything but destination buckets, or
-    to a role other than the finalizer's;
+  - s3:DeleteObjectVersion is granted on anything but the finalizer's destination buckets (backup
+    retention) and the worker's operation buckets (delete jobs naming versions);
   - a write bucket parameter admits "*" or another wildcard (its AllowedPattern), or its default
     does not match its own pattern;
   - a parameter whose name ends in BucketNames is not classified below, or a classified one is
@@ -34,10 +34,13 @@ import sys
 
 # Bucket parameters by role. A new *BucketNames parameter must be added here.
 SOURCE_PARAMS = {"SourceBucketNames"}
-WRITE_PARAMS = {"DestinationBucketNames", "ReportBucketNames"}
-# Version deletes: only these parameters' buckets, only these (expanded) roles.
-VERSION_DELETE_PARAMS = {"DestinationBucketNames"}
-VERSION_DELETE_ROLES = {"FinalizerFunctionRole"}
+WRITE_PARAMS = {"DestinationBucketNames", "ReportBucketNames", "OperationBucketNames"}
+# Version deletes: only these (expanded) roles, each on only its parameter's buckets.
+VERSION_DELETES = {
+    "DestinationBucketNames": {"FinalizerFunctionRole"},  # backup retention
+    "OperationBucketNames": {"WorkerFunctionRole"},  # delete jobs that name versions
+}
+VERSION_DELETE_PARAMS = set(VERSION_DELETES)
 
 WRITE_PATTERNS = ["s3:put*", "s3:delete*", "s3:abort*", "s3:restore*", "s3:replicate*"]
 # Concrete writes, so a wildcard action such as "s3:*Object" or "s3:P*" is caught too.
@@ -263,9 +266,11 @@ def check_statements(template, problems):
                     problems.append(f"{where}: {', '.join(version_deletes)} on "
                                     f"{target}; version deletes are for "
                                     f"{', '.join(sorted(VERSION_DELETE_PARAMS))} only")
-                elif role not in VERSION_DELETE_ROLES:
-                    problems.append(f"{where}: {', '.join(version_deletes)} outside "
-                                    f"{', '.join(sorted(VERSION_DELETE_ROLES))} (backup retention)")
+                for param in sorted(built_from & VERSION_DELETE_PARAMS):
+                    roles = VERSION_DELETES[param]
+                    if role not in roles:
+                        problems.append(f"{where}: {', '.join(version_deletes)} outside "
+                                        f"{', '.join(sorted(roles))} on {param}")
     for name in sorted((SOURCE_PARAMS | WRITE_PARAMS) & (template.get("Parameters") or {}).keys()):
         if name not in used:
             problems.append(f"parameter {name}: used by no policy statement, so nothing was checked")
@@ -317,6 +322,7 @@ def self_test():
         "EveryBucket: s3:DeleteObject on 'arn:aws:s3:::*/*'",
         "ReportVersionDeletes: s3:DeleteObjectVersion on ReportBucketNames",
         "WorkerFunctionRole statement DestinationVersionDeletes: s3:DeleteObjectVersion outside",
+        "ApiFunctionRole statement OperationVersionDeletes: s3:DeleteObjectVersion outside WorkerFunctionRole",
         "parameter DestinationBucketNames: a write parameter without AllowedPattern",
         "parameter ReportBucketNames: AllowedPattern '.+' admits '*'",
         "parameter ArchiveBucketNames: a bucket parameter check_iam.py does not classify",
@@ -362,7 +368,8 @@ def main(argv):
         print(f"check_iam: {argv[0]}: {len(problems)} problem(s)", file=sys.stderr)
         return 1
     print(f"check_iam: {argv[0]}: source buckets read-only, write buckets named, "
-          "version deletes only by the finalizer on destinations, jobs' functions named")
+          "version deletes only by the finalizer on destinations and the worker on operation buckets, "
+          "jobs' functions named")
     return 0
 
 

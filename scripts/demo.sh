@@ -2,8 +2,9 @@
 # batchops end to end on the local AWS stack: starts moto, creates the table, queues and buckets,
 # seeds a versioned source bucket, creates a Copy job from a CSV manifest in the S3 Batch
 # Operations dialect, runs it with the local runtime while showing progress, and prints the
-# final DescribeJob summary and the verified completion report. Then a LambdaInvoke job (the
-# example function served by scripts/lambda_emulator.py), and backups.
+# final DescribeJob summary and the verified completion report. Then an S3PutObjectTagging job
+# over the same versions, a LambdaInvoke job (the example function served by
+# scripts/lambda_emulator.py), and backups.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/local-stack.sh
@@ -103,6 +104,35 @@ if [ "$STATUS" != "Complete" ]; then
   exit 1
 fi
 log "copy job complete: job $STATUS, report verified against the job's counters"
+
+# ---- a tagging job over the same manifest: every listed version gets the job's tag set ----
+log "S3PutObjectTagging job over the same manifest (version-pinned)"
+"$VENV/bin/python" - "$LOCAL_DIR/demo-job.json" "$LOCAL_DIR/demo-tagging-job.json" <<'PY'
+import json, sys
+job = json.load(open(sys.argv[1]))
+job["Operation"] = {"S3PutObjectTagging": {"TagSet": [{"Key": "reviewed", "Value": "batchops demo"},
+                                                       {"Key": "class", "Value": "demo-data"}]}}
+job["ClientRequestToken"] = "batchops-demo-tagging"
+job["Description"] = "batchops demo: tag every listed version"
+json.dump(job, open(sys.argv[2], "w"), indent=2)
+PY
+TAG_JOB="$("$BATCHOPS" job create --cli-input-json "$LOCAL_DIR/demo-tagging-job.json" | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["JobId"])')"
+"$BATCHOPS" run --until-idle --concurrency 4 --max-seconds 600 2>>"$LOCAL_DIR/run.log"
+"$BATCHOPS" job describe "$TAG_JOB"
+"$BATCHOPS" job report "$TAG_JOB"
+"$VENV/bin/python" - <<'PY'
+import boto3, csv, urllib.parse
+s3 = boto3.client("s3")
+rows = list(csv.reader(s3.get_object(Bucket="demo-source", Key="manifests/demo.csv")["Body"].read().decode().splitlines()))
+for bucket, key, version in rows[:: max(1, len(rows) // 5)]:
+    key = urllib.parse.unquote(key)
+    tags = {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket=bucket, Key=key, VersionId=version)["TagSet"]}
+    assert tags == {"reviewed": "batchops demo", "class": "demo-data"}, (key, version, tags)
+print(f"tag sets checked on {len(rows[:: max(1, len(rows) // 5)])} of {len(rows)} listed versions")
+PY
+TAG_STATUS="$("$BATCHOPS" job describe "$TAG_JOB" --json | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["Job"]["Status"])')"
+[ "$TAG_STATUS" = Complete ] || { echo "tagging job ended $TAG_STATUS" >&2; exit 1; }
+log "tagging job complete: every listed version tagged, report verified"
 
 # ---- LambdaInvoke: the example function, invoked once per object of a manifest ----------------
 job_status() { "$BATCHOPS" job describe "$1" --json | "$VENV/bin/python" -c 'import json,sys; j=json.load(sys.stdin)["Job"]; p=j["ProgressSummary"]; print(j["Status"], p["TotalNumberOfTasks"], p["NumberOfTasksSucceeded"])'; }
@@ -282,4 +312,4 @@ log "backup verify demo-app: every version the newest and the first snapshot ref
 # Exits 1 (and so ends the demo) if any backup version is missing or different.
 "$BATCHOPS" backup verify demo-app
 "$BATCHOPS" backup verify demo-app --snapshot "$FIRST_SNAPSHOT"
-log "demo complete: copy job verified, a LambdaInvoke job, three backup runs, continuous copies, one restore, backups verified"
+log "demo complete: copy and tagging jobs verified, a LambdaInvoke job, three backup runs, continuous copies, one restore, backups verified"

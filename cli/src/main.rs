@@ -103,8 +103,14 @@ enum JobCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Confirm a job created with ConfirmationRequired (Suspended -> Ready).
-    Confirm { job_id: String },
+    /// Confirm a job created with ConfirmationRequired (Suspended -> Ready). A delete job asks
+    /// for its task count typed back (or `--yes-delete N`, N its task count).
+    Confirm {
+        job_id: String,
+        /// Confirms a delete job without asking: must equal the job's task count.
+        #[arg(long, value_name = "TASKS")]
+        yes_delete: Option<u64>,
+    },
     /// Cancel a job; what was already copied stays.
     Cancel { job_id: String },
     /// Change a job's priority.
@@ -512,6 +518,8 @@ async fn plan(config: &Config, clients: &Clients, args: &PlanArgs) -> Result<()>
         pin_with_head: args.pin_versions,
         as_of_lookup: if is_csv { args.as_of.clone() } else { None },
         concurrency: config.task_concurrency,
+        task_limit: None,
+        tasks_written: 0,
         stats: Default::default(),
     };
     let options = SourceOptions {
@@ -1022,10 +1030,23 @@ async fn main() -> Result<()> {
                     }
                 }
             }
-            JobCommand::Confirm { job_id } => {
-                let change =
-                    update_job_status(&app, &job_id, JobStatus::Ready, Some("Confirmed by user"))
-                        .await?;
+            JobCommand::Confirm { job_id, yes_delete } => {
+                let job = app.store.get_job(&job_id).await?;
+                let confirmed_tasks = match yes_delete {
+                    Some(count) => Some(count),
+                    None if job.spec.operation.needs_counted_confirmation() => {
+                        ask_task_count(&job)?
+                    }
+                    None => None,
+                };
+                let change = update_job_status(
+                    &app,
+                    &job_id,
+                    JobStatus::Ready,
+                    Some("Confirmed by user"),
+                    confirmed_tasks,
+                )
+                .await?;
                 println!("{}", serde_json::to_string(&change)?);
             }
             JobCommand::Cancel { job_id } => {
@@ -1034,6 +1055,7 @@ async fn main() -> Result<()> {
                     &job_id,
                     JobStatus::Cancelled,
                     Some("Cancelled by user"),
+                    None,
                 )
                 .await?;
                 println!("{}", serde_json::to_string(&change)?);
@@ -1117,6 +1139,31 @@ async fn main() -> Result<()> {
         },
     }
     Ok(())
+}
+
+/// Asks, on a terminal, for a destructive job's task count typed back; None when there is no
+/// terminal to ask (the confirmation is then refused, naming `--yes-delete`).
+fn ask_task_count(job: &batchops_core::JobRecord) -> anyhow::Result<Option<u64>> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    let total = job.plan.progress.tasks;
+    let mut err = std::io::stderr();
+    writeln!(
+        err,
+        "Job {} ({}) deletes the versions its manifest lists: {total} tasks.",
+        job.job_id,
+        job.spec.operation.name()
+    )?;
+    for warning in &job.warnings {
+        writeln!(err, "  warning: {warning}")?;
+    }
+    write!(err, "Type the task count ({total}) to confirm: ")?;
+    err.flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(answer.trim().parse().ok())
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //! POST   /jobs                              CreateJob document          -> {"JobId"}
 //! GET    /jobs[?jobStatuses=Active,Failed][&maxResults=N][&nextToken=T] -> {"Jobs", "NextToken"}
 //! GET    /jobs/{id}                                                     -> {"Job": {...}}
-//! POST   /jobs/{id}/status?requestedJobStatus=Ready|Cancelled[&statusUpdateReason=...]
+//! POST   /jobs/{id}/status?requestedJobStatus=Ready|Cancelled[&statusUpdateReason=...][&confirmTaskCount=N]
+//!                                           (a Delete job is confirmed only with its task count)
 //! POST   /jobs/{id}/priority?priority=N
 //! GET    /jobs/{id}/tagging                                             -> {"Tags": [{"Key", "Value"}]}
 //! PUT    /jobs/{id}/tagging                 {"Tags": [{"Key", "Value"}]} -> {}
@@ -172,7 +173,17 @@ async fn route(app: &App, request: &ApiRequest) -> Result<ApiResponse, Error> {
                 .parse()
                 .map_err(|e| Error::Invalid(format!("query parameter requestedJobStatus: {e}")))?;
             let reason = query_one(request, "statusUpdateReason");
-            let change = jobs::update_job_status(app, id, requested, reason).await?;
+            let confirmed_tasks = query_one(request, "confirmTaskCount")
+                .map(|count| {
+                    count.parse::<u64>().map_err(|_| {
+                        Error::Invalid(format!(
+                            "query parameter confirmTaskCount: `{count}` is not a whole number"
+                        ))
+                    })
+                })
+                .transpose()?;
+            let change =
+                jobs::update_job_status(app, id, requested, reason, confirmed_tasks).await?;
             ApiResponse::ok(to_value(change)?)
         }
         ("POST", ["jobs", id, "priority"]) => {

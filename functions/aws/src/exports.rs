@@ -268,6 +268,7 @@ pub async fn cancel_export(app: &App, export_id: &str) -> Result<ExportDescripto
         export_id,
         JobStatus::Cancelled,
         Some("export cancelled"),
+        None,
     )
     .await?;
     describe_export(app, export_id).await

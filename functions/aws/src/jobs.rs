@@ -196,16 +196,19 @@ pub struct StatusChange {
 }
 
 /// UpdateJobStatus: `Ready` confirms a Suspended job, `Cancelled` cancels a running one.
+/// `confirmed_tasks`: the task count typed back, which confirming a delete job needs.
 pub async fn update_job_status(
     app: &App,
     job_id: &str,
     requested: JobStatus,
     reason: Option<&str>,
+    confirmed_tasks: Option<u64>,
 ) -> Result<StatusChange> {
     let updated = app
         .store
         .update_job(job_id, |job| {
-            job.request_status(requested, reason, now()).map(|_| true)
+            job.request_status(requested, reason, confirmed_tasks, now())
+                .map(|_| true)
         })
         .await?;
     let job = updated.map_err(|e: StatusRequestError| Error::State {

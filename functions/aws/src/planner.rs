@@ -450,6 +450,9 @@ pub fn job_writer(
         pin_with_head,
         as_of_lookup,
         concurrency: app.config.task_concurrency,
+        task_limit: spec.operation.task_limit(),
+        // Planning resumes at the checkpoint: the chunks before it hold this many tasks.
+        tasks_written: job.plan.progress.tasks,
         stats: Default::default(),
     };
     let options = SourceOptions {
@@ -582,6 +585,20 @@ async fn plan_slice(
             SourceEvent::Finished(progress) => {
                 job.plan.progress = progress;
                 job.plan.finished = true;
+                if let Some(limit) = spec.operation.task_limit() {
+                    let tasks = job.plan.progress.tasks;
+                    if tasks > limit.max {
+                        let warning = format!(
+                            "{} of the job's {tasks} tasks are past its limit of {}: they fail with {} and change nothing",
+                            tasks - limit.max,
+                            limit.max,
+                            limit.code
+                        );
+                        if !job.warnings.contains(&warning) {
+                            job.warnings.push(warning);
+                        }
+                    }
+                }
                 if let ManifestSource::Generated(
                     generated @ GeneratedManifest {
                         output: Some(output),

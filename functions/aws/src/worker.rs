@@ -279,12 +279,9 @@ async fn run_leased(
     // The job's clients (its role) for the bucket it writes to and its sources' bucket, each
     // in that bucket's Region.
     let clients = app.job_clients(&job);
-    let source_bucket = tasks[first..].iter().find_map(|task| match task {
-        ChunkTask::Object { object, .. }
-        | ChunkTask::Restore { object, .. }
-        | ChunkTask::Delete { object, .. } => Some(object.bucket.as_str()),
-        ChunkTask::Malformed(_) => None,
-    });
+    let source_bucket = tasks[first..]
+        .iter()
+        .find_map(|task| task.object().map(|object| object.bucket.as_str()));
     let source_s3 = match source_bucket {
         Some(bucket) => clients.s3(bucket).await,
         None => clients.default_s3(),
@@ -610,12 +607,7 @@ async fn write_fragment(
 
 /// Splits tasks `first..` into runs of consecutive tasks on the same source key.
 fn same_key_runs(tasks: &[ChunkTask], first: usize) -> Vec<std::ops::Range<usize>> {
-    let key = |task: &ChunkTask| match task {
-        ChunkTask::Object { object, .. }
-        | ChunkTask::Restore { object, .. }
-        | ChunkTask::Delete { object, .. } => Some(object.key.clone()),
-        ChunkTask::Malformed(_) => None,
-    };
+    let key = |task: &ChunkTask| task.object().map(|object| object.key.clone());
     let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
     for index in first..tasks.len() {
         match runs.last_mut() {

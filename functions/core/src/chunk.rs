@@ -7,7 +7,9 @@
 //! for an object (version and ETag pin the task when known),
 //! `M <manifest line> <bucket> <encoded key> <encoded message>` for a malformed manifest line,
 //! `R <line> <bucket> <encoded key> <version> <encoded target key>` for a restore (copy a backup
-//! version back to its original key), `X <line> <bucket> <encoded key>` for a delete marker.
+//! version back to its original key), `X <line> <bucket> <encoded key>` for a delete marker,
+//! `F <line> <bucket> <encoded key> <version> <code> <encoded message>` for a task refused at
+//! planning (past the job's task limit): it fails without an S3 call.
 
 use crate::encoding::{decode_key, encode_key};
 use crate::manifest::{MalformedLine, ObjectRef};
@@ -33,6 +35,13 @@ pub enum ChunkTask {
         line: u64,
         object: ObjectRef,
     },
+    /// A task refused at planning (e.g. past a delete job's MaxDeletes): it fails with `code`.
+    Refused {
+        line: u64,
+        object: ObjectRef,
+        code: String,
+        message: String,
+    },
 }
 
 impl ChunkTask {
@@ -46,7 +55,8 @@ impl ChunkTask {
         let (bucket, key_encoded, version_id) = match self {
             ChunkTask::Object { object, .. }
             | ChunkTask::Restore { object, .. }
-            | ChunkTask::Delete { object, .. } => (
+            | ChunkTask::Delete { object, .. }
+            | ChunkTask::Refused { object, .. } => (
                 object.bucket.clone(),
                 encode_key(&object.key),
                 object.version_id.clone(),
@@ -111,6 +121,22 @@ impl ChunkTask {
                     encode_key(&object.key)
                 );
             }
+            ChunkTask::Refused {
+                line,
+                object,
+                code,
+                message,
+            } => {
+                let _ = writeln!(
+                    out,
+                    "F\t{line}\t{}\t{}\t{}\t{}\t{}",
+                    object.bucket,
+                    encode_key(&object.key),
+                    object.version_id.as_deref().unwrap_or(""),
+                    encode_key(code),
+                    encode_key(message)
+                );
+            }
             ChunkTask::Malformed(m) => {
                 let _ = writeln!(
                     out,
@@ -128,8 +154,34 @@ impl ChunkTask {
         match self {
             ChunkTask::Object { line, .. }
             | ChunkTask::Restore { line, .. }
-            | ChunkTask::Delete { line, .. } => *line,
+            | ChunkTask::Delete { line, .. }
+            | ChunkTask::Refused { line, .. } => *line,
             ChunkTask::Malformed(m) => m.line,
+        }
+    }
+
+    /// The object the task acts on (None for a malformed line).
+    pub fn object(&self) -> Option<&ObjectRef> {
+        match self {
+            ChunkTask::Object { object, .. }
+            | ChunkTask::Restore { object, .. }
+            | ChunkTask::Delete { object, .. }
+            | ChunkTask::Refused { object, .. } => Some(object),
+            ChunkTask::Malformed(_) => None,
+        }
+    }
+
+    /// This task refused with `code` and `message` (a malformed line stays as it is: it fails
+    /// anyway, saying why).
+    pub fn refused(&self, code: &str, message: &str) -> ChunkTask {
+        match self.object() {
+            Some(object) => ChunkTask::Refused {
+                line: self.manifest_line(),
+                object: object.clone(),
+                code: code.to_string(),
+                message: message.to_string(),
+            },
+            None => self.clone(),
         }
     }
 }
@@ -194,6 +246,16 @@ fn parse_chunk_line(line: &str) -> Result<ChunkTask, String> {
                 version_id: None,
             },
         }),
+        ["F", line, bucket, key, version, code, message] => Ok(ChunkTask::Refused {
+            line: manifest_line(line)?,
+            object: ObjectRef {
+                bucket: bucket.to_string(),
+                key: decode(key)?,
+                version_id: (!version.is_empty()).then(|| version.to_string()),
+            },
+            code: decode(code)?,
+            message: decode(message)?,
+        }),
         ["M", line, bucket, key, message] => Ok(ChunkTask::Malformed(MalformedLine {
             line: manifest_line(line)?,
             bucket: decode(bucket)?,
@@ -201,7 +263,7 @@ fn parse_chunk_line(line: &str) -> Result<ChunkTask, String> {
             message: decode(message)?,
         })),
         _ => Err(format!(
-            "expected a task line (O: 7 fields, M: 5, R: 6, X: 4), got `{line}`"
+            "expected a task line (O: 7 fields, M: 5, R: 6, X: 4, F: 7), got `{line}`"
         )),
     }
 }
@@ -255,6 +317,16 @@ mod tests {
                     version_id: None,
                 },
             },
+            ChunkTask::Refused {
+                line: 7,
+                object: ObjectRef {
+                    bucket: "src".into(),
+                    key: "over the\tlimit".into(),
+                    version_id: Some("v7".into()),
+                },
+                code: "MaxDeletesExceeded".into(),
+                message: "not deleted: the job's MaxDeletes (1) allows no more".into(),
+            },
             ChunkTask::Malformed(MalformedLine {
                 line: 4,
                 bucket: "".into(),
@@ -266,7 +338,7 @@ mod tests {
         for t in &tasks {
             t.write_line(&mut body);
         }
-        assert_eq!(body.lines().count(), 5);
+        assert_eq!(body.lines().count(), 6);
         assert_eq!(parse_chunk(&body).unwrap(), tasks);
     }
 

@@ -374,9 +374,9 @@ fn is_key_id(id: &str) -> bool {
     groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12]) && groups.iter().all(|g| hex(g))
 }
 
-/// S3 Control's grants as CopyObject's `x-amz-grant-*` headers. `WRITE` is refused: S3 grants
-/// it on buckets only, and CopyObject has no header for it.
-fn grant_headers(path: &str, grants: &[S3Grant]) -> Result<GrantHeaders, RequestError> {
+/// S3 Control's grants as the `x-amz-grant-*` headers of CopyObject and PutObjectAcl. `WRITE` is
+/// refused: S3 grants it on buckets only, and CopyObject has no header for it.
+pub fn grant_headers(path: &str, grants: &[S3Grant]) -> Result<GrantHeaders, RequestError> {
     if grants.is_empty() {
         return Err(RequestError::new(
             path,
@@ -428,7 +428,7 @@ fn grant_headers(path: &str, grants: &[S3Grant]) -> Result<GrantHeaders, Request
             Some("WRITE") => {
                 return Err(RequestError::new(
                     at("Permission"),
-                    "WRITE applies to buckets, not objects: CopyObject cannot grant it; expected FULL_CONTROL, READ, READ_ACP or WRITE_ACP",
+                    "WRITE applies to buckets, not objects: an object ACL cannot grant it; expected FULL_CONTROL, READ, READ_ACP or WRITE_ACP",
                 ))
             }
             Some(other) => {

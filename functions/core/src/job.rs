@@ -204,16 +204,30 @@ impl JobRecord {
     }
 
     /// What `UpdateJobStatus` asks for; S3 accepts only Ready (confirm) and Cancelled.
+    /// `confirmed_tasks`: the task count the person confirming typed back; a job whose operation
+    /// destroys data (a delete) is confirmed only with its exact task count, so no script or
+    /// habit confirms it by accident.
     pub fn request_status(
         &mut self,
         requested: JobStatus,
         reason: Option<&str>,
+        confirmed_tasks: Option<u64>,
         now: OffsetDateTime,
     ) -> Result<(), StatusRequestError> {
         let target = match requested {
             JobStatus::Ready => {
                 if self.status != JobStatus::Suspended {
                     return Err(StatusRequestError::NotSuspended(self.status));
+                }
+                if self.spec.operation.needs_counted_confirmation() {
+                    let total = self.plan.progress.tasks;
+                    if confirmed_tasks != Some(total) {
+                        return Err(StatusRequestError::CountNotConfirmed {
+                            operation: self.spec.operation.name(),
+                            total,
+                            given: confirmed_tasks,
+                        });
+                    }
                 }
                 JobStatus::Ready
             }
@@ -238,6 +252,12 @@ pub enum StatusRequestError {
     NotSuspended(JobStatus),
     #[error("the job is already {0}")]
     AlreadyEnding(JobStatus),
+    #[error("this {operation} job deletes data: confirm it with its task count, {total} (CLI: `job confirm JOB_ID --yes-delete {total}`; HTTP: `&confirmTaskCount={total}`){}", given.map(|n| format!("; {n} was given")).unwrap_or_default())]
+    CountNotConfirmed {
+        operation: &'static str,
+        total: u64,
+        given: Option<u64>,
+    },
     #[error("{0}")]
     Transition(String),
 }
@@ -264,28 +284,64 @@ mod tests {
         let mut job = record();
         let now = datetime!(2026-01-01 0:01 UTC);
         assert_eq!(
-            job.request_status(JobStatus::Ready, None, now),
+            job.request_status(JobStatus::Ready, None, None, now),
             Err(StatusRequestError::NotSuspended(JobStatus::New))
         );
         job.transition(JobStatus::Preparing, now, "").unwrap();
         job.transition(JobStatus::Suspended, now, "").unwrap();
-        job.request_status(JobStatus::Ready, None, now).unwrap();
+        job.request_status(JobStatus::Ready, None, None, now)
+            .unwrap();
         assert_eq!(job.status, JobStatus::Ready);
         assert!(job.suspended_at.is_some());
+    }
+
+    #[test]
+    fn a_delete_job_is_confirmed_only_with_its_task_count() {
+        let doc = r#"{"Operation": {"Batchops": {"Delete": {"MaxDeletes": 10}}},
+            "Report": {"Enabled": false}, "Priority": 5, "ConfirmationRequired": false,
+            "ClientRequestToken": "t1", "RoleArn": "arn:aws:iam::123456789012:role/batch",
+            "Manifest": {"Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket","Key","VersionId"]},
+                         "Location": {"ObjectArn": "arn:aws:s3:::b/m.csv", "ETag": "e"}}}"#;
+        let request = CreateJobRequest::from_json(doc).unwrap();
+        let spec = request.validate().unwrap();
+        let mut job = JobRecord::new("j2".into(), request, spec, datetime!(2026-01-01 0:00 UTC));
+        let now = datetime!(2026-01-01 0:01 UTC);
+        job.transition(JobStatus::Preparing, now, "").unwrap();
+        job.plan.progress.tasks = 42;
+        job.plan.finished = true;
+        job.transition(JobStatus::Suspended, now, "").unwrap();
+        for given in [None, Some(41), Some(0)] {
+            let err = job
+                .request_status(JobStatus::Ready, None, given, now)
+                .unwrap_err();
+            assert!(matches!(
+                err,
+                StatusRequestError::CountNotConfirmed { total: 42, .. }
+            ));
+            assert!(err.to_string().contains("--yes-delete 42"), "{err}");
+            assert_eq!(job.status, JobStatus::Suspended);
+        }
+        job.request_status(JobStatus::Ready, None, Some(42), now)
+            .unwrap();
+        assert_eq!(job.status, JobStatus::Ready);
     }
 
     #[test]
     fn cancel_goes_through_cancelling_and_terminal_is_final() {
         let mut job = record();
         let now = datetime!(2026-01-01 0:01 UTC);
-        job.request_status(JobStatus::Cancelled, Some("stop"), now)
+        job.request_status(JobStatus::Cancelled, Some("stop"), None, now)
             .unwrap();
         assert_eq!(job.status, JobStatus::Cancelling);
-        assert!(job.request_status(JobStatus::Cancelled, None, now).is_err());
+        assert!(job
+            .request_status(JobStatus::Cancelled, None, None, now)
+            .is_err());
         job.transition(JobStatus::Cancelled, now, "done").unwrap();
         assert!(job.terminated_at.is_some());
         assert!(job.transition(JobStatus::Active, now, "").is_err());
-        assert!(job.request_status(JobStatus::Active, None, now).is_err());
+        assert!(job
+            .request_status(JobStatus::Active, None, None, now)
+            .is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod arn;
 pub mod backoff;
 pub mod backup;
+pub mod checksum;
 pub mod chunk;
 pub mod copies;
 pub mod copy_options;

@@ -7,6 +7,7 @@
 use crate::arn::{bucket_from_arn, object_from_arn};
 pub use crate::copy_options::{CopyOptions, S3Grant};
 use crate::manifest::{ManifestField, ManifestFields};
+use crate::operation as op;
 pub use crate::operation::OperationSpec;
 use crate::plan::{parse_time, GeneratorFilter, Pinning};
 use serde::{Deserialize, Serialize};
@@ -136,7 +137,7 @@ pub struct Tag {
     pub value: String,
 }
 
-/// One field per operation S3 knows; exactly one must be set, and only the copy is run today.
+/// One field per operation S3 knows (and `Batchops` for batchops' own); exactly one must be set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct Operation {
@@ -157,37 +158,38 @@ pub struct Operation {
         rename = "S3PutObjectAcl",
         skip_serializing_if = "Option::is_none"
     )]
-    pub s3_put_object_acl: Option<Value>,
+    pub s3_put_object_acl: Option<op::PutObjectAcl>,
     #[serde(
         default,
         rename = "S3PutObjectTagging",
         skip_serializing_if = "Option::is_none"
     )]
-    pub s3_put_object_tagging: Option<Value>,
+    pub s3_put_object_tagging: Option<op::PutObjectTagging>,
     #[serde(
         default,
         rename = "S3DeleteObjectTagging",
         skip_serializing_if = "Option::is_none"
     )]
-    pub s3_delete_object_tagging: Option<Value>,
+    pub s3_delete_object_tagging: Option<op::DeleteObjectTagging>,
     #[serde(
         default,
         rename = "S3InitiateRestoreObject",
         skip_serializing_if = "Option::is_none"
     )]
-    pub s3_initiate_restore_object: Option<Value>,
+    pub s3_initiate_restore_object: Option<op::InitiateRestoreObject>,
     #[serde(
         default,
         rename = "S3PutObjectLegalHold",
         skip_serializing_if = "Option::is_none"
     )]
-    pub s3_put_object_legal_hold: Option<Value>,
+    pub s3_put_object_legal_hold: Option<op::PutObjectLegalHold>,
     #[serde(
         default,
         rename = "S3PutObjectRetention",
         skip_serializing_if = "Option::is_none"
     )]
-    pub s3_put_object_retention: Option<Value>,
+    pub s3_put_object_retention: Option<op::PutObjectRetention>,
+    /// Refused (see `operation::refusal`): kept as given, only to name it.
     #[serde(
         default,
         rename = "S3ReplicateObject",
@@ -199,11 +201,32 @@ pub struct Operation {
         rename = "S3ComputeObjectChecksum",
         skip_serializing_if = "Option::is_none"
     )]
-    pub s3_compute_object_checksum: Option<Value>,
+    pub s3_compute_object_checksum: Option<op::ComputeObjectChecksum>,
+    /// Refused (see `operation::refusal`): kept as given, only to name it.
+    #[serde(
+        default,
+        rename = "S3UpdateObjectEncryption",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub s3_update_object_encryption: Option<Value>,
+    /// batchops extensions (`{"Delete": {...}}`); absent from plain S3 documents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batchops: Option<op::BatchopsOperation>,
 }
 
 /// The operations batchops runs, by their names in `Operation`.
-const SUPPORTED_OPERATIONS: [&str; 2] = ["S3PutObjectCopy", "LambdaInvoke"];
+const SUPPORTED_OPERATIONS: [&str; 10] = [
+    "S3PutObjectCopy",
+    "LambdaInvoke",
+    "S3PutObjectTagging",
+    "S3DeleteObjectTagging",
+    "S3PutObjectAcl",
+    "S3InitiateRestoreObject",
+    "S3PutObjectLegalHold",
+    "S3PutObjectRetention",
+    "S3ComputeObjectChecksum",
+    "Batchops.Delete",
+];
 
 impl Operation {
     /// The names of the operation fields set, in the order S3 Control lists them.
@@ -234,6 +257,11 @@ impl Operation {
                 "S3ComputeObjectChecksum",
                 self.s3_compute_object_checksum.is_some(),
             ),
+            (
+                "S3UpdateObjectEncryption",
+                self.s3_update_object_encryption.is_some(),
+            ),
+            ("Batchops", self.batchops.is_some()),
         ]
         .into_iter()
         .filter(|(_, set)| *set)
@@ -582,7 +610,8 @@ pub struct JobSpec {
     pub pinning: Pinning,
 }
 
-/// A tag's key is 1 to 128 characters and its value at most 256 (object and job tags alike).
+/// A tag's key is 1 to 128 characters and its value at most 256, both of letters, digits,
+/// spaces and `_ . : / = + - @` (object and job tags alike, as S3 Control's S3Tag takes them).
 fn check_tag(tag: &Tag, field: &str) -> Result<(), RequestError> {
     if tag.key.is_empty() || tag.key.chars().count() > 128 {
         return Err(RequestError::new(
@@ -596,19 +625,36 @@ fn check_tag(tag: &Tag, field: &str) -> Result<(), RequestError> {
             "must be at most 256 characters",
         ));
     }
+    for (name, text) in [("Key", &tag.key), ("Value", &tag.value)] {
+        let allowed = |c: char| c.is_alphanumeric() || c.is_whitespace() || "_.:/=+-@".contains(c);
+        if let Some(c) = text.chars().find(|c| !allowed(*c)) {
+            return Err(RequestError::new(
+                format!("{field}.{name}"),
+                format!(
+                    "`{c}` is not allowed in tags; use letters, digits, spaces and _ . : / = + - @"
+                ),
+            ));
+        }
+    }
     Ok(())
 }
 
 /// At most this many tags on a job (S3 Control's limit for CreateJob and PutJobTagging).
 pub const MAX_JOB_TAGS: usize = 50;
 
-/// A job's tag set as S3 Control checks it: at most 50 tags, unique keys, each key 1 to 128
-/// characters and each value at most 256. `field` names the list (`Tags`).
+/// A job's tag set as S3 Control checks it: at most 50 tags (see [`validate_tags`]). `field`
+/// names the list (`Tags`).
 pub fn validate_job_tags(tags: &[Tag], field: &str) -> Result<(), RequestError> {
-    if tags.len() > MAX_JOB_TAGS {
+    validate_tags(tags, field, MAX_JOB_TAGS, "job")
+}
+
+/// A tag set as S3 Control checks it, for a job's tags and an object's alike: at most `max`
+/// tags (per `of`), unique keys, each tag as [`check_tag`] takes it.
+pub fn validate_tags(tags: &[Tag], field: &str, max: usize, of: &str) -> Result<(), RequestError> {
+    if tags.len() > max {
         return Err(RequestError::new(
             field,
-            format!("at most {MAX_JOB_TAGS} tags per job, got {}", tags.len()),
+            format!("at most {max} tags per {of}, got {}", tags.len()),
         ));
     }
     for (i, tag) in tags.iter().enumerate() {
@@ -748,11 +794,13 @@ impl CreateJobRequest {
         let report = self.validate_report()?;
         let pinning = self.validate_pinning(&manifest)?;
         Ok(JobSpec {
-            operation,
             manifest,
             report,
             priority: self.priority,
-            confirmation_required: self.confirmation_required,
+            // A job that destroys data waits for a confirmation whatever the request says.
+            confirmation_required: self.confirmation_required
+                || operation.needs_counted_confirmation(),
+            operation,
             pinning,
         })
     }
@@ -770,20 +818,55 @@ impl CreateJobRequest {
                 format!("Operation.{second}"),
                 "an operation must name exactly one action",
             )),
-            ["S3PutObjectCopy"] => self.validate_copy().map(OperationSpec::Copy),
-            ["LambdaInvoke"] => match &self.operation.lambda_invoke {
-                Some(invoke) => invoke
-                    .validate("Operation.LambdaInvoke")
-                    .map(OperationSpec::LambdaInvoke),
-                None => Err(RequestError::new("Operation.LambdaInvoke", "required")),
-            },
-            [other] => Err(RequestError::new(
-                format!("Operation.{other}"),
-                format!(
-                    "this operation is not supported by batchops yet; supported: {}",
-                    SUPPORTED_OPERATIONS.join(", ")
-                ),
-            )),
+            [name] => {
+                let operation = &self.operation;
+                let spec = match *name {
+                    "S3PutObjectCopy" => Some(self.validate_copy().map(OperationSpec::Copy)),
+                    "LambdaInvoke" => operation.lambda_invoke.as_ref().map(|invoke| {
+                        invoke
+                            .validate("Operation.LambdaInvoke")
+                            .map(OperationSpec::LambdaInvoke)
+                    }),
+                    "S3PutObjectTagging" => operation
+                        .s3_put_object_tagging
+                        .as_ref()
+                        .map(op::validate_put_tagging),
+                    "S3DeleteObjectTagging" => Some(Ok(OperationSpec::DeleteTagging)),
+                    "S3PutObjectAcl" => operation
+                        .s3_put_object_acl
+                        .as_ref()
+                        .map(op::validate_put_acl),
+                    "S3InitiateRestoreObject" => operation
+                        .s3_initiate_restore_object
+                        .as_ref()
+                        .map(op::validate_restore),
+                    "S3PutObjectLegalHold" => operation
+                        .s3_put_object_legal_hold
+                        .as_ref()
+                        .map(op::validate_legal_hold),
+                    "S3PutObjectRetention" => operation
+                        .s3_put_object_retention
+                        .as_ref()
+                        .map(|r| op::validate_retention(r, time::OffsetDateTime::now_utc())),
+                    "S3ComputeObjectChecksum" => operation
+                        .s3_compute_object_checksum
+                        .as_ref()
+                        .map(op::validate_checksum),
+                    "Batchops" => operation.batchops.as_ref().map(op::validate_batchops),
+                    other => {
+                        let why = op::refusal(other).map(str::to_string).unwrap_or_else(|| {
+                            format!(
+                                "this operation is not supported by batchops yet; supported: {}",
+                                SUPPORTED_OPERATIONS.join(", ")
+                            )
+                        });
+                        return Err(RequestError::new(format!("Operation.{other}"), why));
+                    }
+                };
+                spec.unwrap_or_else(|| {
+                    Err(RequestError::new(format!("Operation.{name}"), "required"))
+                })
+            }
         }
     }
 
@@ -903,25 +986,11 @@ impl CreateJobRequest {
                 }
             }
         };
-        let new_tagging = match &copy.new_object_tagging {
-            None => None,
-            Some(tags) => {
-                if tags.len() > 10 {
-                    return Err(RequestError::new(
-                        format!("{base}.NewObjectTagging"),
-                        format!("at most 10 tags per object, got {}", tags.len()),
-                    ));
-                }
-                for (i, tag) in tags.iter().enumerate() {
-                    check_tag(tag, &format!("{base}.NewObjectTagging[{i}]"))?;
-                }
-                Some(
-                    tags.iter()
-                        .map(|t| (t.key.clone(), t.value.clone()))
-                        .collect(),
-                )
-            }
-        };
+        let new_tagging = copy
+            .new_object_tagging
+            .as_deref()
+            .map(|tags| op::validate_tag_set(tags, &format!("{base}.NewObjectTagging")))
+            .transpose()?;
         if let Some(algorithm) = &copy.checksum_algorithm {
             if !CHECKSUM_ALGORITHMS.contains(&algorithm.as_str()) {
                 return Err(RequestError::new(
@@ -1705,15 +1774,17 @@ pub(crate) mod tests {
         // `Unused` is not an operation at all: the parser names it.
         let err = CreateJobRequest::from_json(&doc).unwrap_err();
         assert_eq!(err.field, "Operation.Unused");
-        let doc = r#"{"Operation": {"S3PutObjectTagging": {"TagSet": []}}, "Report": {"Enabled": false},
-                      "ClientRequestToken": "t1", "RoleArn": "arn:aws:iam::123456789012:role/batch",
-                      "Priority": 1, "Manifest": {"Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket","Key"]},
-                      "Location": {"ObjectArn": "arn:aws:s3:::b/m.csv"}}}"#;
-        let err = CreateJobRequest::from_json(doc)
+        // Two operations at once: the second is named.
+        let doc = sample().replace(
+            "\"S3PutObjectCopy\": {",
+            "\"S3PutObjectTagging\": {\"TagSet\": []}, \"S3PutObjectCopy\": {",
+        );
+        let err = CreateJobRequest::from_json(&doc)
             .unwrap()
             .validate()
             .unwrap_err();
         assert_eq!(err.field, "Operation.S3PutObjectTagging");
+        assert!(err.message.contains("exactly one"), "{err}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! parts in parallel above the threshold. Throttling and 5xx are retried with backoff and
 //! jitter; what remains becomes a failed task carrying S3's error code and HTTP status.
 
-use super::{RangeContext, TaskResult, TaskRunner};
+use super::{failed, head_failure, with_retry, RangeContext, TaskResult, TaskRunner};
 use crate::error::S3Failure;
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_sdk_s3::types::{
@@ -22,7 +22,6 @@ use batchops_core::report::{TaskOutcome, TaskStatus};
 use batchops_core::request::{CopySpec, MetadataDirective, ReplacementMetadata};
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// S3's limit on parts per upload.
@@ -212,65 +211,6 @@ fn parse_list_parts(xml: &str) -> PartsPage {
     }
 }
 
-/// Runs `call` until it succeeds, fails permanently, or the retry budget is spent.
-pub async fn with_retry<T, F, Fut>(policy: &RetryPolicy, mut call: F) -> Result<T, S3Failure>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, S3Failure>>,
-{
-    let mut attempt = 1;
-    loop {
-        match call().await {
-            Ok(value) => return Ok(value),
-            Err(failure) if policy.should_retry(attempt, failure.class()) => {
-                let delay = policy.delay(attempt, rand::random::<f64>());
-                tracing::debug!(attempt, code = ?failure.code, status = ?failure.status, ?delay, "retrying S3 call");
-                tokio::time::sleep(delay).await;
-                attempt += 1;
-            }
-            Err(failure) => return Err(failure),
-        }
-    }
-}
-
-fn failed(object: &ObjectRef, failure: S3Failure) -> TaskOutcome {
-    TaskOutcome {
-        bucket: object.bucket.clone(),
-        key_encoded: encode_key(&object.key),
-        version_id: object.version_id.clone(),
-        status: TaskStatus::Failed,
-        http_status: failure.status.unwrap_or(500),
-        error_code: Some(failure.code.unwrap_or_else(|| "InternalError".to_string())),
-        message: failure.message,
-        bytes: 0,
-        dest_version: None,
-    }
-}
-
-/// HEAD responses carry no error body: name the error as GET would.
-fn head_failure(object: &ObjectRef, mut failure: S3Failure) -> S3Failure {
-    let (code, message) = match (failure.status, object.version_id.is_some()) {
-        (Some(404), false) => ("NoSuchKey", "The specified key does not exist."),
-        (Some(404), true) => ("NoSuchVersion", "The specified version does not exist."),
-        (Some(403), _) => ("AccessDenied", "Access Denied"),
-        (Some(405), _) => (
-            "MethodNotAllowed",
-            "The specified version is a delete marker.",
-        ),
-        (Some(400), true) => ("InvalidArgument", "Invalid version id specified"),
-        _ => return failure,
-    };
-    if failure
-        .code
-        .as_deref()
-        .is_none_or(|c| c == "NotFound" || c == "Forbidden" || c == "BadRequest" || c.is_empty())
-    {
-        failure.code = Some(code.to_string());
-        failure.message = message.to_string();
-    }
-    failure
-}
-
 fn parse_expires(value: &str) -> Option<DateTime> {
     DateTime::from_str(value, Format::DateTime).ok()
 }
@@ -319,7 +259,7 @@ impl<'a> Copier<'a> {
 
     async fn run_task(&self, task: &ChunkTask) -> TaskResult {
         match task {
-            ChunkTask::Malformed(line) => super::malformed(line),
+            ChunkTask::Malformed(_) | ChunkTask::Refused { .. } => super::settle(task),
             ChunkTask::Object { object, etag, .. } => {
                 // Pinned tasks carry the ETag seen at planning: the copy must find that object.
                 let if_match = etag

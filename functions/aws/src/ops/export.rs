@@ -111,7 +111,7 @@ impl TaskRunner for Export<'_> {
                 ChunkTask::Restore {
                     object, target_key, ..
                 } => (object, None, target_key),
-                ChunkTask::Malformed(line) => return super::malformed(line),
+                ChunkTask::Malformed(_) | ChunkTask::Refused { .. } => return super::settle(task),
                 ChunkTask::Delete { .. } => {
                     return TaskResult::Done(task.failed_outcome(
                         400,

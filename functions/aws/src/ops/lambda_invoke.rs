@@ -41,7 +41,7 @@ impl TaskRunner for LambdaInvoke<'_> {
                         .run(&task_id(self.seq, index), object)
                         .await,
                 ),
-                ChunkTask::Malformed(line) => super::malformed(line),
+                ChunkTask::Malformed(_) | ChunkTask::Refused { .. } => super::settle(task),
                 // Backup runs and restores plan these, and they always copy.
                 ChunkTask::Restore { .. } | ChunkTask::Delete { .. } => {
                     TaskResult::Done(task.failed_outcome(

@@ -25,7 +25,9 @@ pub(crate) async fn call(
             body.to_string().into_bytes()
         },
     };
-    handle(&env.app, &request).await
+    // Boxed: a route's future is large in debug builds, and each call's would otherwise sit in
+    // the test's own stack frame (a test with many calls outgrows the thread's 2 MiB stack).
+    Box::pin(handle(&env.app, &request)).await
 }
 
 pub(crate) fn assert_error(response: &ApiResponse, status: u16, code: &str, message_part: &str) {
@@ -344,4 +346,54 @@ async fn job_tags_are_kept_put_read_and_deleted_over_http() {
     assert_error(&missing, 404, "NoSuchJob", "no-such-job");
     let wrong = call(&env, "POST", &path, &[], Value::Null).await;
     assert_eq!(wrong.status, 405);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delete_job_is_confirmed_over_http_only_with_its_task_count() {
+    let env = TestEnv::new().await;
+    let version = env.put(&env.src, "gone soon", "1").await;
+    let manifest = env
+        .manifest("api-delete", &[format!("{},gone+soon,{version}", env.src)])
+        .await;
+    let mut document = env.request_json(&manifest, &["Bucket", "Key", "VersionId"]);
+    document["Operation"] = json!({"Batchops": {"Delete": {}}});
+    let created = call(&env, "POST", "/jobs", &[], document).await;
+    assert_eq!(created.status, 200, "{:?}", created.body);
+    let job = created.body["JobId"].as_str().unwrap().to_string();
+    env.run_until_idle().await;
+    let path = format!("/jobs/{job}/status");
+    let unconfirmed = call(
+        &env,
+        "POST",
+        &path,
+        &[("requestedJobStatus", "Ready")],
+        Value::Null,
+    )
+    .await;
+    assert_error(
+        &unconfirmed,
+        409,
+        "JobStatusException",
+        "confirmTaskCount=1",
+    );
+    let not_a_count = call(
+        &env,
+        "POST",
+        &path,
+        &[("requestedJobStatus", "Ready"), ("confirmTaskCount", "all")],
+        Value::Null,
+    )
+    .await;
+    assert_error(&not_a_count, 400, "InvalidRequest", "confirmTaskCount");
+    let confirmed = call(
+        &env,
+        "POST",
+        &path,
+        &[("requestedJobStatus", "Ready"), ("confirmTaskCount", "1")],
+        Value::Null,
+    )
+    .await;
+    assert_eq!(confirmed.status, 200, "{:?}", confirmed.body);
+    env.run_to_complete(&job).await;
+    assert_eq!(env.get(&env.src, "gone soon").await, None);
 }

@@ -936,6 +936,7 @@ async fn a_policy_runs_one_run_at_a_time() {
         &cancelled,
         batchops_core::JobStatus::Cancelled,
         None,
+        None,
     )
     .await
     .unwrap();
@@ -1346,6 +1347,7 @@ async fn a_cancelled_runs_copies_are_taken_by_the_next_run_and_freed_by_retentio
         &env.app,
         &job,
         batchops_core::JobStatus::Cancelled,
+        None,
         None,
     )
     .await

@@ -379,7 +379,8 @@ impl TestEnv {
                         line, object, etag, ..
                     } => tasks.push((line, object.key, object.version_id, etag)),
                     other @ (batchops_core::chunk::ChunkTask::Restore { .. }
-                    | batchops_core::chunk::ChunkTask::Delete { .. }) => {
+                    | batchops_core::chunk::ChunkTask::Delete { .. }
+                    | batchops_core::chunk::ChunkTask::Refused { .. }) => {
                         tasks.push((other.manifest_line(), format!("{other:?}"), None, None))
                     }
                     batchops_core::chunk::ChunkTask::Malformed(m) => {

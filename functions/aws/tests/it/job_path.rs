@@ -489,6 +489,7 @@ async fn cancel_mid_job_keeps_what_was_copied_and_reports_it() {
         &job,
         batchops_core::JobStatus::Cancelled,
         Some("test"),
+        None,
     )
     .await
     .unwrap();
@@ -524,6 +525,7 @@ async fn cancel_mid_job_keeps_what_was_copied_and_reports_it() {
         &env.app,
         &job,
         batchops_core::JobStatus::Cancelled,
+        None,
         None
     )
     .await
@@ -550,9 +552,15 @@ async fn confirmation_required_waits_suspended_until_confirmed() {
         env.keys(&env.dst).await.is_empty(),
         "nothing runs before confirmation"
     );
-    batchops_aws::jobs::update_job_status(&env.app, &job, batchops_core::JobStatus::Ready, None)
-        .await
-        .unwrap();
+    batchops_aws::jobs::update_job_status(
+        &env.app,
+        &job,
+        batchops_core::JobStatus::Ready,
+        None,
+        None,
+    )
+    .await
+    .unwrap();
     env.run_until_idle().await;
     assert_eq!(env.describe(&job).await.status, "Complete");
     assert_eq!(env.keys(&env.dst).await, vec!["copied/a".to_string()]);

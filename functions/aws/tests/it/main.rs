@@ -11,6 +11,7 @@ mod invoke;
 mod job_path;
 mod lambda_events;
 mod manifests;
+mod operations;
 mod recovery;
 mod report;
 mod rerun;

@@ -591,6 +591,8 @@ async fn a_dry_run_reports_what_the_job_then_plans() {
         pin_with_head: false,
         as_of_lookup: None,
         concurrency: 4,
+        task_limit: None,
+        tasks_written: 0,
         stats: Default::default(),
     };
     let options = SourceOptions {

@@ -666,7 +666,7 @@ async fn cancelling_a_job_aborts_the_uploads_its_tasks_kept() {
     run_until_continued(&env, &pointer).await;
     drain_work_queue(&env).await;
     assert_eq!(env.open_uploads().await, 1);
-    batchops_aws::jobs::update_job_status(&env.app, &job, JobStatus::Cancelled, None)
+    batchops_aws::jobs::update_job_status(&env.app, &job, JobStatus::Cancelled, None, None)
         .await
         .unwrap();
     run_within(&env, Duration::from_secs(60)).await;
