@@ -3,10 +3,10 @@
 //! [`OperationSpec`] the engine runs. The worker runs it through the aws crate's `ops` without
 //! naming a variant.
 
-use crate::export::ExportSpec;
 use crate::backup::{MaxDeletes, DEFAULT_MAX_DELETES_FLOOR};
 use crate::checksum::{ChecksumAlgorithm, ChecksumType};
 use crate::copy_options::{grant_headers, GrantHeaders, S3Grant, CANNED_ACLS};
+use crate::export::ExportSpec;
 use crate::invoke::InvokeSpec;
 use crate::plan::parse_time;
 use crate::request::{validate_tags, CopySpec, RequestError, Tag};
