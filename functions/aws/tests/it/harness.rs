@@ -216,7 +216,7 @@ impl TestEnv {
             "Manifest": {"Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": fields},
                          "Location": {"ObjectArn": format!("arn:aws:s3:::{}/{}", self.src, manifest_key)}},
             "Priority": 10,
-            "RoleArn": "arn:aws:iam::000000000000:role/batchops"
+            "RoleArn": "arn:aws:iam::123456789012:role/batchops"
         })
     }
 
