@@ -113,6 +113,9 @@ job = json.load(open(sys.argv[1]))
 job["Operation"] = {"S3PutObjectTagging": {"TagSet": [{"Key": "reviewed", "Value": "batchops demo"},
                                                        {"Key": "class", "Value": "demo-data"}]}}
 job["ClientRequestToken"] = "batchops-demo-tagging"
+# A role in moto's default account: moto keeps object tags per calling account, and the check
+# below reads them with the demo's own credentials.
+job["RoleArn"] = "arn:aws:iam::123456789012:role/batchops-demo"
 job["Description"] = "batchops demo: tag every listed version"
 json.dump(job, open(sys.argv[2], "w"), indent=2)
 PY
