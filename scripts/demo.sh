@@ -219,7 +219,7 @@ echo "LambdaInvoke job $INVOKE_JOB: $status, $succeeded of $tasks tasks succeede
 # ---- backups: a full backup, changes, an incremental run, a restore from the first snapshot ----
 run_backup() {
   local id
-  id="$("$BATCHOPS" backup run demo-app | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["JobId"])')"
+  id="$("$BATCHOPS" backup run demo-app | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["jobId"])')"
   "$BATCHOPS" run --until-idle --concurrency 4 --max-seconds 600 2>>"$LOCAL_DIR/run.log"
   read -r status tasks copied <<<"$(job_status "$id")"
   echo "backup run $id: $status, $copied of $tasks objects copied"
@@ -300,7 +300,7 @@ run_backup
 
 log "backup: restore config/ from the first snapshot ($FIRST_SNAPSHOT) to s3://demo-restore/config-as-of-first/"
 "$BATCHOPS" backup restore demo-app --snapshot "$FIRST_SNAPSHOT" --prefix config/ --to s3://demo-restore/config-as-of-first/ --dry-run
-RESTORE_ID="$("$BATCHOPS" backup restore demo-app --snapshot "$FIRST_SNAPSHOT" --prefix config/ --to s3://demo-restore/config-as-of-first/ | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["JobId"])')"
+RESTORE_ID="$("$BATCHOPS" backup restore demo-app --snapshot "$FIRST_SNAPSHOT" --prefix config/ --to s3://demo-restore/config-as-of-first/ | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["jobId"])')"
 "$BATCHOPS" run --until-idle --concurrency 4 --max-seconds 600 2>>"$LOCAL_DIR/run.log"
 "$BATCHOPS" job describe "$RESTORE_ID"
 "$VENV/bin/python" - <<'PY'

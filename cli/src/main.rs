@@ -769,12 +769,12 @@ async fn backup_command(app: &App, command: BackupCommand) -> Result<()> {
             }
             PolicyCommand::Delete { name } => {
                 backup::delete_policy(app, &name).await?;
-                println!("{}", json!({"Deleted": name}));
+                println!("{}", json!({"deleted": name}));
             }
         },
         BackupCommand::Run { name, full } => {
             let job = backup::start_run(app, &name, None, full).await?;
-            println!("{}", json!({"JobId": job.job_id}));
+            println!("{}", json!({"jobId": job.job_id}));
         }
         BackupCommand::Snapshots { name, json } => {
             let snapshots = backup::list_snapshots(app, &name).await?;
@@ -853,13 +853,13 @@ async fn backup_command(app: &App, command: BackupCommand) -> Result<()> {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&json!({
-                        "Snapshot": snapshot.id, "ObjectsToRestore": report.progress.tasks,
-                        "Bytes": report.progress.bytes, "NotSelected": report.progress.skipped,
+                        "snapshot": snapshot.id, "objectsToRestore": report.progress.tasks,
+                        "bytes": report.progress.bytes, "notSelected": report.progress.skipped,
                     }))?
                 );
             } else {
                 let job = backup::start_restore(app, &args.name, &request).await?;
-                println!("{}", json!({"JobId": job.job_id}));
+                println!("{}", json!({"jobId": job.job_id}));
             }
         }
         BackupCommand::Verify {

@@ -13,14 +13,14 @@
 //! PUT    /jobs/{id}/tagging                 {"Tags": [{"Key", "Value"}]} -> {}
 //! DELETE /jobs/{id}/tagging                                             -> {}
 //! POST   /jobs/{id}/rerun[?failedOnly=true]                             -> {"JobId", "Created", "Tasks", "Skipped"}
-//! GET    /backup-policies                                               -> {"Policies": [...]}
+//! GET    /backup-policies                                               -> {"policies": [...]}
 //! PUT    /backup-policies/{name}            policy (JSON)               -> the stored policy
 //! GET    /backup-policies/{name}
 //! DELETE /backup-policies/{name}
-//! POST   /backup-policies/{name}/runs[?full=true]                       -> {"JobId"}
-//! GET    /backup-policies/{name}/snapshots                              -> {"Snapshots": [...]}
-//! POST   /backup-policies/{name}/restores   {"Snapshot"|"AsOf", "To", "Prefix", "Keys", "AllowOverwrite"} -> {"JobId"}
-//! GET    /backup-policies/{name}/snapshots/{id}/verify  ("newest" for the newest) -> {"Passed", "Checked", "Missing", "Different", "Problems", ...}
+//! POST   /backup-policies/{name}/runs[?full=true]                       -> {"jobId"}
+//! GET    /backup-policies/{name}/snapshots                              -> {"snapshots": [...]}
+//! POST   /backup-policies/{name}/restores   {"snapshot"|"asOf", "to", "prefix", "keys", "allowOverwrite"} -> {"jobId"}
+//! GET    /backup-policies/{name}/snapshots/{id}/verify  ("newest" for the newest) -> {"passed", "checked", "missing", "different", "problems", ...}
 //! ```
 //!
 //! Errors are `{"Code", "Message"}` with 400 (bad request, naming the field), 404 (no such job,
@@ -90,18 +90,24 @@ impl From<Error> for ApiResponse {
 /// inside Lambda's 6 MB.
 const MAX_LIST_RESULTS: usize = 1000;
 
-/// A restore request's body.
+/// A restore request's body: camelCase like every backup call (the PascalCase names of earlier
+/// releases are still taken).
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RestoreBody {
+    #[serde(alias = "Snapshot")]
     snapshot: Option<String>,
+    #[serde(alias = "AsOf")]
     as_of: Option<String>,
     /// `s3://bucket/prefix`; default: the source bucket, original keys.
+    #[serde(alias = "To")]
     to: Option<String>,
+    #[serde(alias = "Prefix")]
     prefix: Option<String>,
+    #[serde(alias = "Keys")]
     keys: Option<Vec<String>>,
     /// Restore into an unversioned target, replacing what is there for good.
-    #[serde(default)]
+    #[serde(default, alias = "AllowOverwrite")]
     allow_overwrite: bool,
 }
 
@@ -215,7 +221,7 @@ async fn route(app: &App, request: &ApiRequest) -> Result<ApiResponse, Error> {
             ApiResponse::ok(to_value(rerun)?)
         }
         ("GET", ["backup-policies"]) => {
-            ApiResponse::ok(json!({"Policies": backup::list_policies(app).await?}))
+            ApiResponse::ok(json!({"policies": backup::list_policies(app).await?}))
         }
         ("PUT", ["backup-policies", name]) => {
             let policy: BackupPolicy = parse_body(request, "policy")?;
@@ -232,16 +238,16 @@ async fn route(app: &App, request: &ApiRequest) -> Result<ApiResponse, Error> {
         }
         ("DELETE", ["backup-policies", name]) => {
             backup::delete_policy(app, name).await?;
-            ApiResponse::ok(json!({"Deleted": name}))
+            ApiResponse::ok(json!({"deleted": name}))
         }
         ("POST", ["backup-policies", name, "runs"]) => {
             // ?full=true: a full run that starts a new chain (no previous snapshot).
             let full = query_flag(request, "full")?;
             let job = backup::start_run(app, name, None, full).await?;
-            ApiResponse::ok(json!({"JobId": job.job_id}))
+            ApiResponse::ok(json!({"jobId": job.job_id}))
         }
         ("GET", ["backup-policies", name, "snapshots"]) => {
-            ApiResponse::ok(json!({"Snapshots": backup::list_snapshots(app, name).await?}))
+            ApiResponse::ok(json!({"snapshots": backup::list_snapshots(app, name).await?}))
         }
         ("GET", ["backup-policies", name, "snapshots", id, "verify"]) => {
             let snapshot = (*id != "newest").then_some(*id);
@@ -270,7 +276,7 @@ async fn route(app: &App, request: &ApiRequest) -> Result<ApiResponse, Error> {
                 allow_overwrite: body.allow_overwrite,
             };
             let job = backup::start_restore(app, name, &restore).await?;
-            ApiResponse::ok(json!({"JobId": job.job_id}))
+            ApiResponse::ok(json!({"jobId": job.job_id}))
         }
         (_, ["jobs"] | ["jobs", _] | ["jobs", _, "status" | "priority" | "tagging" | "rerun"])
         | (_, ["backup-policies"] | ["backup-policies", _])

@@ -31,13 +31,17 @@ use time::OffsetDateTime;
 
 /// A policy as stored: the policy plus what the scheduler and snapshots need.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PolicyRecord {
     pub policy: BackupPolicy,
     /// When the policy was first stored: rate schedules count from here.
+    #[serde(alias = "created_at")]
     pub created_at: String,
     /// The last schedule slot a run was started for.
+    #[serde(alias = "last_slot")]
     pub last_slot: Option<String>,
     /// The newest completed snapshot: the next run diffs against it.
+    #[serde(alias = "last_snapshot")]
     pub last_snapshot: Option<String>,
     /// The policy's run that may not have ended: one run per policy at a time. Set by a
     /// conditional write only while absent or naming an ended job; cleared when the job ends.
@@ -45,13 +49,19 @@ pub struct PolicyRecord {
     pub running: Option<RunClaim>,
     /// The last scheduled or inventory-triggered run not started because a run was still
     /// running (that slot or report is skipped; the next one runs).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "last_skipped"
+    )]
     pub last_skipped: Option<SkippedRun>,
 }
 
 /// A claim on a policy's one running run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RunClaim {
+    #[serde(alias = "job_id")]
     pub job_id: String,
     /// The run's request token: a retried start of the same run finds its own claim.
     pub token: String,
@@ -61,16 +71,20 @@ pub struct RunClaim {
 
 /// A run that was not started because another run of the policy had not ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SkippedRun {
     pub at: String,
     /// What was skipped: `slot <time>` or `inventory <s3 url>`.
     pub what: String,
+    #[serde(alias = "running_job")]
     pub running_job: String,
 }
 
 /// A job that reads a snapshot (a run diffing against it, a restore copying from it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SnapshotReader {
+    #[serde(alias = "job_id")]
     pub job_id: String,
     pub since: String,
 }
@@ -81,10 +95,13 @@ pub const CLAIM_GRACE_SECONDS: i64 = 300;
 
 /// One completed run's snapshot, indexed under its policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SnapshotRecord {
     pub id: String,
     pub policy: String,
+    #[serde(alias = "job_id")]
     pub job_id: String,
+    #[serde(alias = "created_at")]
     pub created_at: String,
     pub catalog: CatalogRef,
     /// Objects (versions) in the snapshot, and their bytes.
@@ -102,7 +119,11 @@ pub struct SnapshotRecord {
     /// objects since deleted), listed in `superseded_catalog`: retention frees them with it.
     #[serde(default)]
     pub superseded: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "superseded_catalog"
+    )]
     pub superseded_catalog: Option<CatalogRef>,
     /// Jobs that read this snapshot (recorded before each job is created); retention keeps a
     /// snapshot while any of them has not ended.
@@ -1714,7 +1735,7 @@ pub async fn start_restore(app: &App, name: &str, request: &RestoreRequest) -> R
         return Err(Error::Invalid(format!(
             "restore target bucket `{bucket}` does not have versioning enabled: a restored object would replace the one at its key for good. \
              Enable versioning on it (aws s3api put-bucket-versioning --bucket {bucket} --versioning-configuration Status=Enabled), \
-             restore elsewhere (--to s3://other-bucket/prefix), or pass --allow-overwrite (API: \"AllowOverwrite\": true)"
+             restore elsewhere (--to s3://other-bucket/prefix), or pass --allow-overwrite (API: \"allowOverwrite\": true)"
         )));
     }
     let report = ReportTarget {
@@ -1743,4 +1764,68 @@ pub async fn start_restore(app: &App, name: &str, request: &RestoreRequest) -> R
         )));
     }
     create_job_with_id(app, job_id, request_doc, spec).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A snapshot record as stored before backup output became camelCase.
+    fn snake_case_snapshot() -> serde_json::Value {
+        json!({
+            "id": "20261201T000000Z", "policy": "web", "job_id": "j1",
+            "created_at": "2026-12-01T00:00:00Z",
+            "catalog": {"snapshot_id": "20261201T000000Z", "bucket": "vault", "key": "c.gz",
+                        "version_id": "v1", "etag": "\"e\""},
+            "objects": 3, "bytes": 30, "copied": 3, "unchanged": 0, "deleted": 0,
+            "superseded_catalog": {"snapshot_id": "20261201T000000Z", "bucket": "vault",
+                                   "key": "s.gz"},
+            "readers": [{"job_id": "j2", "since": "2026-12-01T00:00:01Z"}]
+        })
+    }
+
+    #[test]
+    fn snapshot_records_stored_in_snake_case_are_still_read() {
+        let record: SnapshotRecord = serde_json::from_value(snake_case_snapshot()).unwrap();
+        assert_eq!(record.job_id, "j1");
+        assert_eq!(record.created_at, "2026-12-01T00:00:00Z");
+        assert_eq!(record.catalog.version_id.as_deref(), Some("v1"));
+        assert_eq!(record.catalog.snapshot_id, "20261201T000000Z");
+        assert_eq!(record.superseded_catalog.unwrap().key, "s.gz");
+        assert_eq!(record.readers[0].job_id, "j2");
+    }
+
+    #[test]
+    fn backup_records_are_written_in_camel_case_only() {
+        let record: SnapshotRecord = serde_json::from_value(snake_case_snapshot()).unwrap();
+        let text = serde_json::to_string(&record).unwrap();
+        for name in [
+            "\"jobId\"",
+            "\"createdAt\"",
+            "\"snapshotId\"",
+            "\"versionId\"",
+            "\"supersededCatalog\"",
+        ] {
+            assert!(text.contains(name), "{name} missing from {text}");
+        }
+        assert!(!text.contains('_'), "a snake_case name in {text}");
+        let again: SnapshotRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(again, record);
+
+        let policy: PolicyRecord = serde_json::from_value(json!({
+            "policy": {"name": "web", "source": {"bucket": "src", "prefix": ""},
+                       "destination": {"bucket": "vault", "prefix": "b/"}},
+            "created_at": "2026-12-01T00:00:00Z", "last_slot": null, "last_snapshot": "s1",
+            "running": {"job_id": "j3", "token": "t", "since": "x"},
+            "last_skipped": {"at": "y", "what": "slot y", "running_job": "j3"}
+        }))
+        .unwrap();
+        assert_eq!(policy.last_snapshot.as_deref(), Some("s1"));
+        let value = serde_json::to_value(&policy).unwrap();
+        assert_eq!(value["lastSnapshot"], "s1");
+        assert_eq!(value["running"]["jobId"], "j3");
+        assert_eq!(value["lastSkipped"]["runningJob"], "j3");
+        assert_eq!(value["createdAt"], "2026-12-01T00:00:00Z");
+    }
 }

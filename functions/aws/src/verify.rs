@@ -13,21 +13,16 @@ use serde::Serialize;
 use std::collections::VecDeque;
 
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct VerifyReport {
-    #[serde(rename = "Policy")]
     pub policy: String,
-    #[serde(rename = "Snapshot")]
     pub snapshot: String,
-    #[serde(rename = "Catalog")]
     pub catalog: String,
     /// Where the snapshot's copies are: s3://bucket/prefix.
-    #[serde(rename = "Destination")]
     pub destination: String,
     /// ListObjectVersions requests made.
-    #[serde(rename = "ListRequests")]
     pub list_requests: u64,
     /// No version missing or different.
-    #[serde(rename = "Passed")]
     pub passed: bool,
     #[serde(flatten)]
     pub verification: Verification,

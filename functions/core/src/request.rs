@@ -467,15 +467,18 @@ pub enum ManifestSource {
     Restore(RestoreSource),
 }
 
-/// A snapshot catalog object.
+/// A snapshot catalog object. camelCase like all backup output; the snake_case names it was
+/// stored under before are still read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CatalogRef {
+    #[serde(alias = "snapshot_id")]
     pub snapshot_id: String,
     pub bucket: String,
     pub key: String,
     /// The version and ETag the catalog was written with: it is read back pinned to them, so a
     /// later write to its key (a source object of that name, a forgery) is never read instead.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, alias = "version_id", skip_serializing_if = "Option::is_none")]
     pub version_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,

@@ -11,31 +11,26 @@ pub const MAX_LISTED_PROBLEMS: usize = 1_000;
 
 /// What is wrong with one catalog entry's backup copy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "Kind")]
+#[serde(tag = "kind")]
 pub enum Issue {
     /// No such version at the destination (deleted, or never written).
     Missing,
     /// The recorded version is a delete marker, or the key's current version is one.
     DeleteMarker,
     /// Present, but not what was recorded.
-    Different {
-        #[serde(rename = "Expected")]
-        expected: String,
-        #[serde(rename = "Found")]
-        found: String,
-    },
+    Different { expected: String, found: String },
 }
 
 /// One catalog entry whose backup copy is missing or different.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Problem {
     /// The source key, as a restore would write it back.
-    #[serde(rename = "Key")]
     pub key: String,
-    #[serde(rename = "DestinationKey")]
+    #[serde(rename = "destinationKey")]
     pub dest_key: String,
     /// The recorded backup version (none: the key's current version was meant).
-    #[serde(rename = "DestinationVersionId")]
+    #[serde(rename = "destinationVersionId")]
     pub dest_version: Option<String>,
     #[serde(flatten)]
     pub issue: Issue,
@@ -57,23 +52,18 @@ impl Problem {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Verification {
     /// Catalog entries checked, and how they came out.
-    #[serde(rename = "Checked")]
     pub checked: u64,
-    #[serde(rename = "Ok")]
     pub ok: u64,
-    #[serde(rename = "Missing")]
     pub missing: u64,
-    #[serde(rename = "Different")]
     pub different: u64,
     /// Destination versions read from the listing (the merge stops when the catalog ends).
-    #[serde(rename = "VersionsListed")]
+    #[serde(rename = "versionsListed")]
     pub listed: u64,
     /// The first `MAX_LISTED_PROBLEMS` problems, in key order.
-    #[serde(rename = "Problems")]
     pub problems: Vec<Problem>,
-    #[serde(rename = "ProblemsTruncated")]
     pub problems_truncated: bool,
 }
 

@@ -194,10 +194,10 @@ async fn backup_policies_run_list_snapshots_and_restore_over_http() {
     let got = call(&env, "GET", "/backup-policies/web", &[], Value::Null).await;
     assert_eq!(got.body["policy"]["retention"]["keepLast"], 3);
     let listed = call(&env, "GET", "/backup-policies", &[], Value::Null).await;
-    assert_eq!(listed.body["Policies"].as_array().unwrap().len(), 1);
+    assert_eq!(listed.body["policies"].as_array().unwrap().len(), 1);
 
     let run = call(&env, "POST", "/backup-policies/web/runs", &[], Value::Null).await;
-    let job = run.body["JobId"].as_str().unwrap().to_string();
+    let job = run.body["jobId"].as_str().unwrap().to_string();
     env.run_to_complete(&job).await;
     let snapshots = call(
         &env,
@@ -207,7 +207,7 @@ async fn backup_policies_run_list_snapshots_and_restore_over_http() {
         Value::Null,
     )
     .await;
-    let snapshot = snapshots.body["Snapshots"][0]["id"]
+    let snapshot = snapshots.body["snapshots"][0]["id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -220,20 +220,20 @@ async fn backup_policies_run_list_snapshots_and_restore_over_http() {
         "POST",
         "/backup-policies/web/restores",
         &[],
-        json!({"Snapshot": snapshot, "To": to}),
+        json!({"snapshot": snapshot, "to": to}),
     )
     .await;
-    assert_error(&refused, 400, "InvalidRequest", "AllowOverwrite");
+    assert_error(&refused, 400, "InvalidRequest", "allowOverwrite");
     let restore = call(
         &env,
         "POST",
         "/backup-policies/web/restores",
         &[],
-        json!({"Snapshot": snapshot, "To": to, "AllowOverwrite": true}),
+        json!({"snapshot": snapshot, "to": to, "allowOverwrite": true}),
     )
     .await;
     assert_eq!(restore.status, 200, "{:?}", restore.body);
-    env.run_to_complete(restore.body["JobId"].as_str().unwrap())
+    env.run_to_complete(restore.body["jobId"].as_str().unwrap())
         .await;
     assert_eq!(
         env.get(&env.reports, "restored/data/k").await,
@@ -260,7 +260,7 @@ async fn backup_policies_run_list_snapshots_and_restore_over_http() {
     assert_error(&not_a_flag, 400, "InvalidRequest", "full");
     // After an incremental run that takes data/k v2, a full one copies it again.
     let incremental = call(&env, "POST", "/backup-policies/web/runs", &[], Value::Null).await;
-    env.run_to_complete(incremental.body["JobId"].as_str().unwrap())
+    env.run_to_complete(incremental.body["jobId"].as_str().unwrap())
         .await;
     let full = call(
         &env,
@@ -271,7 +271,7 @@ async fn backup_policies_run_list_snapshots_and_restore_over_http() {
     )
     .await;
     let described = env
-        .run_to_complete(full.body["JobId"].as_str().unwrap())
+        .run_to_complete(full.body["jobId"].as_str().unwrap())
         .await;
     assert_eq!(
         described.progress_summary.total_number_of_tasks, 1,

@@ -184,10 +184,10 @@ async fn a_snapshot_verifies_until_a_copy_is_missing_or_different() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         (
-            &body["Passed"],
-            &body["Missing"],
-            &body["Different"],
-            &body["Snapshot"]
+            &body["passed"],
+            &body["missing"],
+            &body["different"],
+            &body["snapshot"]
         ),
         (
             &serde_json::json!(false),
@@ -196,12 +196,12 @@ async fn a_snapshot_verifies_until_a_copy_is_missing_or_different() {
             &serde_json::json!(newest.id)
         )
     );
-    assert_eq!(body["Problems"][0]["Kind"], "Missing");
-    assert_eq!(body["Problems"][0]["DestinationKey"], "backups/src/data/a");
+    assert_eq!(body["problems"][0]["kind"], "Missing");
+    assert_eq!(body["problems"][0]["destinationKey"], "backups/src/data/a");
     let path = format!("/backup-policies/nightly/snapshots/{}/verify", first.id);
     let (status, body) = get(&env, &path, "GET").await;
     assert_eq!(
-        (status, &body["Snapshot"]),
+        (status, &body["snapshot"]),
         (200, &serde_json::json!(first.id))
     );
     assert_eq!(get(&env, &path, "POST").await.0, 405);
