@@ -2,6 +2,7 @@
 //! Thin: configuration and clients are built once here; this file only maps HTTP in and out.
 
 use batchops_aws::api::{handle, ApiRequest, ApiResponse};
+use batchops_aws::page::{handle_page, PageResponse};
 use batchops_aws::{lambda, App};
 use lambda_http::{run, service_fn, Body, Error, Request, RequestExt, Response};
 
@@ -33,7 +34,14 @@ fn http_response(response: ApiResponse) -> Result<Response<Body>, Error> {
 }
 
 async fn serve(app: &App, request: Request) -> Result<Response<Body>, Error> {
-    http_response(handle(app, &api_request(&request)).await)
+    let api = api_request(&request);
+    if let Some(page) = handle_page(app, &api.method, &api.path).await {
+        return Ok(Response::builder()
+            .status(page.status)
+            .header("content-type", PageResponse::CONTENT_TYPE)
+            .body(Body::Text(page.body))?);
+    }
+    http_response(handle(app, &api).await)
 }
 
 #[tokio::main]

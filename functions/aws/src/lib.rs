@@ -19,6 +19,7 @@ pub mod journal;
 pub mod lambda;
 pub mod objects;
 pub mod ops;
+pub mod page;
 pub mod planner;
 pub mod prepare;
 pub mod queue;

@@ -18,6 +18,7 @@ pub mod invoke;
 pub mod job;
 pub mod manifest;
 pub mod operation;
+pub mod page;
 pub mod plan;
 pub mod recovery;
 pub mod report;

@@ -12,6 +12,7 @@ mod job_path;
 mod lambda_events;
 mod manifests;
 mod operations;
+mod page;
 mod recovery;
 mod report;
 mod rerun;
