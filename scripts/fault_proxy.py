@@ -28,14 +28,19 @@ The service is told apart by `X-Amz-Target` (`DynamoDB_20120810.*`, `AmazonSQS.*
 SigV4 credential scope (`.../sts/aws4_request`: STS, passed untouched); everything else is S3.
 Every S3 request's signer is recorded per bucket (the first path segment; path-style addressing):
 its method, the access key ID and the Region of its credential scope, so a test can prove which credentials
-and which Region's client a request was sent with. Control paths (no S3 bucket can be named `__faults`):
+and which Region's client a request was sent with; and its `x-amz-expected-bucket-owner` header per bucket
+("<method> <account or ->"). With `bucket_owners` set ({bucket: account}), an S3 request on such a bucket
+whose expected-owner header names another account is answered `403 AccessDenied` without forwarding, as
+S3 answers it (moto 5.2.5 ignores the header). Control paths (no S3 bucket can be named `__faults`):
 
   GET  /__faults           {"faults": {kind: n}, "requests": {service: n}, "config": {...},
-                           "signers": {bucket: {"<method> <access key ID> <region>": n}}}
+                           "signers": {bucket: {"<method> <access key ID> <region>": n}},
+                           "owners": {bucket: {"<method> <expected owner or ->": n}}}
   POST /__faults/config    JSON object: rates (0..1: s3_slowdown, s3_internal, ddb_throttle,
                            sqs_500, cut_s3, cut_dynamodb, cut_sqs, or cut for all three),
                            "seed", "work_queue" (the queue whose sends are doubled; "" none),
-                           "no_cut" (a list of actions, e.g. ["TransactWriteItems"], never cut)
+                           "no_cut" (a list of actions, e.g. ["TransactWriteItems"], never cut),
+                           "bucket_owners" ({bucket: account ID}: the owners S3 would check)
   POST /__faults/reset     zero the counters
 
 The counters are also written to `--counts-file` (JSON) on SIGTERM/SIGINT. With threads, which
@@ -69,6 +74,7 @@ FAULT_KINDS = (
     "cut_dynamodb",
     "cut_sqs",
     "work_duplicates",
+    "owner_mismatch_403",
 )
 HOP_BY_HOP = {
     "connection",
@@ -110,6 +116,8 @@ class State:
         self.faults = {kind: 0 for kind in FAULT_KINDS}
         self.requests = {"s3": 0, "dynamodb": 0, "sqs": 0, "sts": 0, "other": 0}
         self.signers = {}
+        self.owners = {}
+        self.bucket_owners = {}
 
     def draw(self, rate_key):
         """True with the configured probability; one draw from the shared seeded stream."""
@@ -127,13 +135,24 @@ class State:
                 "faults": dict(self.faults),
                 "requests": dict(self.requests),
                 "signers": {bucket: dict(keys) for bucket, keys in self.signers.items()},
-                "config": {"seed": self.seed, "work_queue": self.work_queue, "no_cut": sorted(self.no_cut), **self.rates},
+                "owners": {bucket: dict(seen) for bucket, seen in self.owners.items()},
+                "config": {"seed": self.seed, "work_queue": self.work_queue, "no_cut": sorted(self.no_cut),
+                           "bucket_owners": dict(self.bucket_owners), **self.rates},
             }
 
     def record_signer(self, bucket, signer):
         with self.lock:
             keys = self.signers.setdefault(bucket, {})
             keys[signer] = keys.get(signer, 0) + 1
+
+    def record_owner(self, bucket, method, owner):
+        """Records the request's expected owner; False when the bucket belongs to another account."""
+        with self.lock:
+            seen = self.owners.setdefault(bucket, {})
+            key = f"{method} {owner or '-'}"
+            seen[key] = seen.get(key, 0) + 1
+            actual = self.bucket_owners.get(bucket)
+            return not (owner and actual and owner != actual)
 
     def configure(self, changes):
         with self.lock:
@@ -145,6 +164,8 @@ class State:
                     self.work_queue = str(value)
                 elif key == "no_cut":
                     self.no_cut = {str(v) for v in value}
+                elif key == "bucket_owners":
+                    self.bucket_owners = {str(b): str(a) for b, a in dict(value).items()}
                 elif key in RATE_KEYS or key == "cut":
                     rate = float(value)
                     if not 0 <= rate <= 1:
@@ -152,7 +173,7 @@ class State:
                     for name in CUT_KEYS if key == "cut" else (key,):
                         self.rates[name] = rate
                 else:
-                    raise ValueError(f"unknown setting {key!r} (known: seed, work_queue, no_cut, cut, {', '.join(RATE_KEYS)})")
+                    raise ValueError(f"unknown setting {key!r} (known: seed, work_queue, no_cut, bucket_owners, cut, {', '.join(RATE_KEYS)})")
 
     def reset(self):
         with self.lock:
@@ -219,6 +240,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if service == "s3" and scope:
             bucket = urllib.parse.urlsplit(self.path).path.lstrip("/").split("/", 1)[0]
             state.record_signer(urllib.parse.unquote(bucket), f"{self.command} {scope[0]} {scope[1]}")
+            owner = self.headers.get("x-amz-expected-bucket-owner")
+            if not state.record_owner(urllib.parse.unquote(bucket), self.command, owner):
+                state.count(state.faults, "owner_mismatch_403")
+                return self.reply(403, [("Content-Type", "application/xml")], s3_error("AccessDenied", "Access Denied"))
 
         if service == "s3" and state.draw("s3_slowdown"):
             state.count(state.faults, "s3_slowdown_503")

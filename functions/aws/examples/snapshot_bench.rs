@@ -137,6 +137,7 @@ async fn seed(seed: Seed) -> anyhow::Result<()> {
         priority: 10,
         confirmation_required: false,
         pinning: Default::default(),
+        expected_owners: Vec::new(),
     };
     let request = serde_json::json!({
         "AccountId": "000000000000",

@@ -561,6 +561,7 @@ fn internal_job(
         priority: 10,
         confirmation_required: false,
         pinning: Default::default(),
+        expected_owners: Vec::new(),
     };
     (request, spec)
 }

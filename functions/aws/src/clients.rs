@@ -4,6 +4,12 @@
 use crate::config::Config;
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::{Credentials, Region, SharedCredentialsProvider};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use batchops_core::request::ExpectedOwner;
 use batchops_core::JobRecord;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -133,9 +139,11 @@ struct DataState {
     regions: HashMap<String, String>,
     /// Job ID -> its role's credentials provider.
     roles: HashMap<String, SharedCredentialsProvider>,
-    /// (job ID or none for the stack's credentials, Region) -> client.
-    clients: HashMap<(Option<String>, String), aws_sdk_s3::Client>,
+    /// (job ID or none for the stack's credentials, Region, expected bucket owner) -> client.
+    clients: HashMap<ClientKey, aws_sdk_s3::Client>,
 }
+
+type ClientKey = (Option<String>, String, Option<String>);
 
 /// Who a job's data requests are signed as.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,17 +157,29 @@ struct JobRole {
 pub struct JobClients {
     data: DataClients,
     role: Option<JobRole>,
+    /// Bucket -> the account ID every request on it names as its owner (the job's
+    /// `ExpectedBucketOwner` fields).
+    owners: HashMap<String, String>,
 }
 
 impl DataClients {
     /// The clients of `job`'s data: its RoleArn's, or the stack's when it has none.
     pub fn for_job(&self, job: &JobRecord) -> JobClients {
-        self.for_role(&job.job_id, job.request.role_arn.as_deref())
+        self.for_role(
+            &job.job_id,
+            job.request.role_arn.as_deref(),
+            &job.spec.expected_owners,
+        )
     }
 
     /// The clients of a job's data before its record exists (CreateJob's checks): `session`
-    /// names the request in the role session.
-    pub fn for_role(&self, session: &str, role_arn: Option<&str>) -> JobClients {
+    /// names the request in the role session; `owners` are the buckets' expected owners.
+    pub fn for_role(
+        &self,
+        session: &str,
+        role_arn: Option<&str>,
+        owners: &[ExpectedOwner],
+    ) -> JobClients {
         JobClients {
             data: self.clone(),
             role: role_arn
@@ -168,6 +188,10 @@ impl DataClients {
                     job_id: session.to_string(),
                     role_arn: role_arn.to_string(),
                 }),
+            owners: owners
+                .iter()
+                .map(|o| (o.bucket.clone(), o.owner.clone()))
+                .collect(),
         }
     }
 
@@ -176,6 +200,7 @@ impl DataClients {
         JobClients {
             data: self.clone(),
             role: None,
+            owners: HashMap::new(),
         }
     }
 
@@ -199,21 +224,31 @@ impl DataClients {
             .clone()
     }
 
-    fn client(&self, role: Option<&JobRole>, region: &str) -> aws_sdk_s3::Client {
-        let key = (role.map(|r| r.job_id.clone()), region.to_string());
+    fn client(
+        &self,
+        role: Option<&JobRole>,
+        region: &str,
+        owner: Option<&str>,
+    ) -> aws_sdk_s3::Client {
+        let key = (
+            role.map(|r| r.job_id.clone()),
+            region.to_string(),
+            owner.map(str::to_string),
+        );
         if let Some(client) = self.lock().clients.get(&key) {
             return client.clone();
         }
-        let client = match role {
-            None if region == self.region => self.stack_s3.clone(),
-            None => {
-                aws_sdk_s3::Client::from_conf(s3_config(&self.shared, self.local, region).build())
+        let client = if role.is_none() && owner.is_none() && region == self.region {
+            self.stack_s3.clone()
+        } else {
+            let mut config = s3_config(&self.shared, self.local, region);
+            if let Some(role) = role {
+                config = config.credentials_provider(self.credentials(role));
             }
-            Some(role) => aws_sdk_s3::Client::from_conf(
-                s3_config(&self.shared, self.local, region)
-                    .credentials_provider(self.credentials(role))
-                    .build(),
-            ),
+            if let Some(owner) = owner {
+                config = config.interceptor(ExpectedBucketOwner(owner.to_string()));
+            }
+            aws_sdk_s3::Client::from_conf(config.build())
         };
         self.lock().clients.insert(key, client.clone());
         client
@@ -221,12 +256,12 @@ impl DataClients {
 
     /// `bucket`'s Region: cached, else asked with HeadBucket (whose answer carries it even
     /// when it is a 301 or a 403); the stack's Region when S3 does not say.
-    async fn region_of(&self, role: Option<&JobRole>, bucket: &str) -> String {
+    async fn region_of(&self, role: Option<&JobRole>, bucket: &str, owner: Option<&str>) -> String {
         if let Some(region) = self.lock().regions.get(bucket) {
             return region.clone();
         }
         let asked = self
-            .client(role, &self.region)
+            .client(role, &self.region, owner)
             .head_bucket()
             .bucket(bucket)
             .send()
@@ -257,20 +292,47 @@ impl DataClients {
 }
 
 impl JobClients {
-    /// The client for requests on `bucket`: the job's credentials, the bucket's Region (the
-    /// control bucket: the stack's client).
+    /// The client for requests on `bucket`: the job's credentials, the bucket's Region, and
+    /// the bucket's expected owner on every request when the job names one (the control
+    /// bucket: the stack's client).
     pub async fn s3(&self, bucket: &str) -> aws_sdk_s3::Client {
         if bucket == self.data.control_bucket {
             return self.data.stack_s3.clone();
         }
+        let owner = self.owners.get(bucket).map(String::as_str);
         // Boxed: a HeadBucket future is large, and this is awaited inside already deep ones.
-        let region = Box::pin(self.data.region_of(self.role.as_ref(), bucket)).await;
-        self.data.client(self.role.as_ref(), &region)
+        let region = Box::pin(self.data.region_of(self.role.as_ref(), bucket, owner)).await;
+        self.data.client(self.role.as_ref(), &region, owner)
     }
 
     /// The client in the stack's Region (requests that name no bucket yet).
     pub fn default_s3(&self) -> aws_sdk_s3::Client {
-        self.data.client(self.role.as_ref(), &self.data.region)
+        self.data.client(self.role.as_ref(), &self.data.region, None)
+    }
+}
+
+/// Sends `x-amz-expected-bucket-owner` with every request of a client made for one bucket
+/// (every S3 bucket and object request takes it; S3 answers AccessDenied when the bucket
+/// belongs to another account). Set before signing: SigV4 signs `x-amz-*` headers.
+#[derive(Debug)]
+struct ExpectedBucketOwner(String);
+
+impl Intercept for ExpectedBucketOwner {
+    fn name(&self) -> &'static str {
+        "ExpectedBucketOwner"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        context
+            .request_mut()
+            .headers_mut()
+            .insert("x-amz-expected-bucket-owner", self.0.clone());
+        Ok(())
     }
 }
 

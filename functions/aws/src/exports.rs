@@ -131,6 +131,7 @@ pub async fn create_export(app: &App, request: &ExportRequest) -> Result<Created
         priority: 10,
         confirmation_required: false,
         pinning: Default::default(),
+        expected_owners: Vec::new(),
     };
     let job_id = uuid::Uuid::new_v4().to_string();
     if let Some((policy, snapshot)) = snapshot {

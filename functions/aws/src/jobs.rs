@@ -22,7 +22,13 @@ pub async fn create_job(app: &App, request: CreateJobRequest) -> Result<CreatedJ
     // Checked with the job's role, as the job will read and write: the role session names the
     // job ID chosen now.
     let job_id = uuid::Uuid::new_v4().to_string();
-    let clients = app.data.for_role(&job_id, request.role_arn.as_deref());
+    let clients = app
+        .data
+        .for_role(&job_id, request.role_arn.as_deref(), &spec.expected_owners);
+    // Buckets the request names an owner for: refused now when owned by another account.
+    crate::objects::check_expected_owners(&clients, &spec.expected_owners)
+        .await
+        .map_err(|(field, why)| RequestError::new(field, why))?;
     // The manifest must exist now; its ETag is recorded so a later change fails the job.
     if let Some(manifest) = spec.manifest.object_mut() {
         let head = clients

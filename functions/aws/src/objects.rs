@@ -116,6 +116,40 @@ pub async fn bucket_reachable(s3: &Client, bucket: &str) -> std::result::Result<
         })
 }
 
+/// Each expected owner checked with a HeadBucket that carries it (the job's client for the
+/// bucket sends the header): S3 answers AccessDenied when the bucket belongs to another
+/// account. Err: (the field that named the owner, why).
+pub async fn check_expected_owners(
+    clients: &crate::clients::JobClients,
+    owners: &[batchops_core::request::ExpectedOwner],
+) -> std::result::Result<(), (String, String)> {
+    for expected in owners {
+        let asked = clients
+            .s3(&expected.bucket)
+            .await
+            .head_bucket()
+            .bucket(&expected.bucket)
+            .send()
+            .await;
+        if let Err(e) = asked {
+            let failure = crate::error::S3Failure::from_sdk(&e);
+            let why = match failure.status {
+                Some(403) => format!(
+                    "AccessDenied: S3 refused bucket `{}` to a request expecting owner {}: the bucket belongs to another account (or the job's role may not reach it)",
+                    expected.bucket, expected.owner
+                ),
+                Some(404) => format!("bucket `{}` does not exist", expected.bucket),
+                _ => format!(
+                    "bucket `{}` could not be reached: {}",
+                    expected.bucket, failure.message
+                ),
+            };
+            return Err((expected.field.clone(), why));
+        }
+    }
+    Ok(())
+}
+
 /// ETags compare without their quotes (S3 returns them quoted, users often paste them bare).
 pub fn same_etag(a: &str, b: &str) -> bool {
     a.trim_matches('"') == b.trim_matches('"')

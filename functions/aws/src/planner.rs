@@ -415,7 +415,7 @@ fn generated_with_versions(
 pub fn job_writer(
     app: &App,
     job: &JobRecord,
-    data_s3: aws_sdk_s3::Client,
+    clients: crate::clients::JobClients,
     control: bool,
 ) -> (ChunkWriter, SourceOptions) {
     let spec = &job.spec;
@@ -438,7 +438,7 @@ pub fn job_writer(
         _ => None,
     };
     let writer = ChunkWriter {
-        s3: Some(data_s3),
+        clients: Some(clients),
         control: control.then(|| {
             (
                 app.s3.clone(),
@@ -507,6 +507,12 @@ async fn plan_slice(
                 return Ok(Advance::Idle);
             }
         }
+        if let Err((field, why)) =
+            crate::objects::check_expected_owners(&clients, &spec.expected_owners).await
+        {
+            fail_job(app, &job_id, "AccessDenied", format!("{field}: {why}")).await?;
+            return Ok(Advance::Idle);
+        }
         if let ManifestSource::Generated(g) = &spec.manifest {
             if let Err(reason) =
                 bucket_reachable(&clients.s3(&g.source_bucket).await, &g.source_bucket).await
@@ -529,7 +535,7 @@ async fn plan_slice(
         (ManifestSource::Generated(g), None) => clients.s3(&g.source_bucket).await,
         _ => app.s3.clone(),
     };
-    let (mut writer, options) = job_writer(app, &job, data_s3.clone(), true);
+    let (mut writer, options) = job_writer(app, &job, clients.clone(), true);
     let source = SourceSpec::of_job(
         &spec.manifest,
         job.plan.manifest_etag.clone(),

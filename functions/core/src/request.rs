@@ -611,6 +611,20 @@ pub struct JobSpec {
     pub confirmation_required: bool,
     #[serde(default)]
     pub pinning: Pinning,
+    /// The `ExpectedBucketOwner` fields: sent with every S3 request on their bucket.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expected_owners: Vec<ExpectedOwner>,
+}
+
+/// A bucket's expected owner (an `ExpectedBucketOwner` field of the request): S3 refuses any
+/// request that carries it with AccessDenied when the bucket belongs to another account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpectedOwner {
+    /// The request field that named it (`Report.ExpectedBucketOwner`, ...).
+    pub field: String,
+    pub bucket: String,
+    /// The 12-digit account ID.
+    pub owner: String,
 }
 
 /// A tag's key is 1 to 128 characters and its value at most 256, both of letters, digits,
@@ -782,7 +796,6 @@ impl CreateJobRequest {
             }
         }
         validate_job_tags(&self.tags, "Tags")?;
-        self.refuse_expected_bucket_owners()?;
         let operation = self.validate_operation()?;
         let manifest = match (&self.manifest, &self.manifest_generator) {
             (Some(_), Some(_)) => {
@@ -796,9 +809,11 @@ impl CreateJobRequest {
         };
         let report = self.validate_report()?;
         let pinning = self.validate_pinning(&manifest)?;
+        let expected_owners = self.validate_expected_owners(&manifest, report.as_ref())?;
         Ok(JobSpec {
             manifest,
             report,
+            expected_owners,
             priority: self.priority,
             // A job that destroys data waits for a confirmation whatever the request says.
             confirmation_required: self.confirmation_required
@@ -1261,38 +1276,74 @@ impl CreateJobRequest {
         })
     }
 
-    /// The `ExpectedBucketOwner` fields are not sent with batchops' S3 requests yet: refused,
-    /// naming the field, rather than accepted and ignored (the job's RoleArn decides which
-    /// accounts' buckets it can reach).
-    fn refuse_expected_bucket_owners(&self) -> Result<(), RequestError> {
+    /// The `ExpectedBucketOwner` fields, each a 12-digit account ID, by the bucket it guards:
+    /// the report bucket, the generator's source bucket and its manifest output bucket. One
+    /// bucket named with two different owners is refused (one of them is wrong).
+    fn validate_expected_owners(
+        &self,
+        manifest: &ManifestSource,
+        report: Option<&ReportTarget>,
+    ) -> Result<Vec<ExpectedOwner>, RequestError> {
         let generator = self
             .manifest_generator
             .as_ref()
             .and_then(|g| g.s3_job_manifest_generator.as_ref());
+        let generated = match manifest {
+            ManifestSource::Generated(g) => Some(g),
+            _ => None,
+        };
         let base = "ManifestGenerator.S3JobManifestGenerator";
-        let owners = [
+        let named = [
             (
                 "Report.ExpectedBucketOwner".to_string(),
-                self.report.expected_bucket_owner.is_some(),
+                self.report.expected_bucket_owner.as_deref(),
+                report.map(|r| r.bucket.as_str()),
             ),
             (
                 format!("{base}.ExpectedBucketOwner"),
-                generator.is_some_and(|g| g.expected_bucket_owner.is_some()),
+                generator.and_then(|g| g.expected_bucket_owner.as_deref()),
+                generated.map(|g| g.source_bucket.as_str()),
             ),
             (
                 format!("{base}.ManifestOutputLocation.ExpectedManifestBucketOwner"),
                 generator
                     .and_then(|g| g.manifest_output_location.as_ref())
-                    .is_some_and(|o| o.expected_manifest_bucket_owner.is_some()),
+                    .and_then(|o| o.expected_manifest_bucket_owner.as_deref()),
+                generated
+                    .and_then(|g| g.output.as_ref())
+                    .map(|o| o.bucket.as_str()),
             ),
         ];
-        match owners.into_iter().find(|(_, set)| *set) {
-            Some((field, _)) => Err(RequestError::new(
+        let mut owners: Vec<ExpectedOwner> = Vec::new();
+        for (field, owner, bucket) in named {
+            let Some(owner) = owner else { continue };
+            if owner.len() != 12 || !owner.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(RequestError::new(
+                    field,
+                    format!("`{owner}` is not an account ID (12 digits)"),
+                ));
+            }
+            // The report of a disabled report, or an output that is not written: nothing to guard.
+            let Some(bucket) = bucket else { continue };
+            if let Some(other) = owners
+                .iter()
+                .find(|o| o.bucket == bucket && o.owner != owner)
+            {
+                return Err(RequestError::new(
+                    field,
+                    format!(
+                        "bucket `{bucket}` is expected to be owned by {owner} here and by {} in {}",
+                        other.owner, other.field
+                    ),
+                ));
+            }
+            owners.push(ExpectedOwner {
                 field,
-                "batchops does not send ExpectedBucketOwner with its S3 requests yet; remove it (the job's RoleArn decides which accounts' buckets the job reaches)",
-            )),
-            None => Ok(()),
+                bucket: bucket.to_string(),
+                owner: owner.to_string(),
+            });
         }
+        Ok(owners)
     }
 
     fn validate_report(&self) -> Result<Option<ReportTarget>, RequestError> {
@@ -1400,7 +1451,8 @@ pub(crate) mod tests {
           "ConfirmationRequired": true,
           "Operation": {"S3PutObjectCopy": {"TargetResource": "arn:aws:s3:::dest"}},
           "Report": {"Bucket": "arn:aws:s3:::reports", "Format": "Report_CSV_20180820",
-                     "Enabled": true, "Prefix": "batch/", "ReportScope": "FailedTasksOnly"},
+                     "Enabled": true, "Prefix": "batch/", "ReportScope": "FailedTasksOnly",
+                     "ExpectedBucketOwner": "111122223333"},
           "ClientRequestToken": "token-1",
           "Manifest": {"Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Ignore", "Bucket", "Key", "VersionId"]},
                        "Location": {"ObjectArn": "arn:aws:s3:::control/m.csv", "ObjectVersionId": "v7", "ETag": "\"abc\""}},
@@ -1417,6 +1469,14 @@ pub(crate) mod tests {
         assert_eq!(
             (report.bucket.as_str(), report.prefix.as_str(), report.scope),
             ("reports", "batch", ReportScope::FailedTasksOnly)
+        );
+        assert_eq!(
+            spec.expected_owners,
+            [ExpectedOwner {
+                field: "Report.ExpectedBucketOwner".into(),
+                bucket: "reports".into(),
+                owner: "111122223333".into(),
+            }]
         );
         let object = spec.manifest.object().unwrap();
         assert_eq!(
@@ -1453,9 +1513,11 @@ pub(crate) mod tests {
           "ClientRequestToken": "token-2", "Priority": 1,
           "RoleArn": "arn:aws:iam::123456789012:role/batch",
           "ManifestGenerator": {"S3JobManifestGenerator": {
+              "ExpectedBucketOwner": "111122223333",
               "SourceBucket": "arn:aws:s3:::src",
               "EnableManifestOutput": true,
               "ManifestOutputLocation": {"Bucket": "arn:aws:s3:::out", "ManifestPrefix": "gen",
+                  "ExpectedManifestBucketOwner": "444455556666",
                   "ManifestEncryption": {"SSES3": {}}, "ManifestFormat": "S3InventoryReport_CSV_20211130"},
               "Filter": {"CreatedAfter": "2026-01-01T00:00:00Z", "CreatedBefore": "2026-02-01T00:00:00Z",
                   "KeyNameConstraint": {"MatchAnyPrefix": ["a/"], "MatchAnySuffix": [".gz"], "MatchAnySubstring": ["x"]},
@@ -1482,26 +1544,32 @@ pub(crate) mod tests {
         );
         assert!(f.created_after.is_some() && f.created_before.is_some());
         assert_eq!(f.storage_classes, ["STANDARD"]);
+        let owners: Vec<(&str, &str)> = spec
+            .expected_owners
+            .iter()
+            .map(|o| (o.bucket.as_str(), o.owner.as_str()))
+            .collect();
+        assert_eq!(owners, [("src", "111122223333"), ("out", "444455556666")]);
 
-        // Fields batchops cannot honour are refused by their path.
+        // Fields batchops cannot honour, or that are malformed, are refused by their path.
         let generator = "ManifestGenerator.S3JobManifestGenerator";
         let refused = [
             (
                 full,
-                r#""Enabled": true,"#,
-                r#""Enabled": true, "ExpectedBucketOwner": "111122223333","#,
+                r#""ExpectedBucketOwner": "111122223333""#,
+                r#""ExpectedBucketOwner": "arn:aws:iam::111122223333:root""#,
                 "Report.ExpectedBucketOwner".to_string(),
             ),
             (
                 generated,
-                r#""SourceBucket""#,
-                r#""ExpectedBucketOwner": "111122223333", "SourceBucket""#,
+                r#""ExpectedBucketOwner": "111122223333""#,
+                r#""ExpectedBucketOwner": "11112222333""#,
                 format!("{generator}.ExpectedBucketOwner"),
             ),
             (
                 generated,
-                r#""ManifestPrefix""#,
-                r#""ExpectedManifestBucketOwner": "111122223333", "ManifestPrefix""#,
+                r#""Bucket": "arn:aws:s3:::out""#,
+                r#""Bucket": "arn:aws:s3:::src""#,
                 format!("{generator}.ManifestOutputLocation.ExpectedManifestBucketOwner"),
             ),
             (

@@ -1,5 +1,6 @@
 use super::*;
 use crate::error::{Error, Result};
+use crate::clients::JobClients;
 use crate::objects::put_bytes;
 use aws_sdk_s3::Client;
 use batchops_core::chunk::{chunk_key, ChunkTask};
@@ -14,9 +15,9 @@ pub(super) type HeadPin = (Option<String>, Option<String>, Option<u64>);
 
 /// Where prepared chunks go, and what pinning still needs S3 for.
 pub struct ChunkWriter {
-    /// The job's client for its data: pinning HEADs, version look-ups, generated-manifest
-    /// output.
-    pub s3: Option<Client>,
+    /// The job's clients for its data (each bucket's own: Region, expected owner): pinning
+    /// HEADs, version look-ups, generated-manifest output.
+    pub clients: Option<JobClients>,
     /// Where chunk files go: the stack's client, the control bucket and the job ID. None for a
     /// dry run: chunks are encoded, counted and dropped.
     pub control: Option<(Client, String, String)>,
@@ -40,7 +41,7 @@ impl ChunkWriter {
     /// entries are already pinned (backups, restores).
     pub fn counting_only() -> Self {
         ChunkWriter {
-            s3: None,
+            clients: None,
             control: None,
             output: None,
             pin_with_head: false,
@@ -109,12 +110,13 @@ impl ChunkWriter {
                     output_root(output, job_id),
                     chunk.seq
                 );
-                let Some(s3) = &self.s3 else {
+                let Some(clients) = &self.clients else {
                     return Err(Error::Invalid(
                         "writing a generated manifest needs S3 access".into(),
                     ));
                 };
-                put_bytes(s3, &output.bucket, &key, part, "application/gzip").await?;
+                let s3 = clients.s3(&output.bucket).await;
+                put_bytes(&s3, &output.bucket, &key, part, "application/gzip").await?;
                 self.stats.s3_puts += 1;
             }
         }
@@ -123,7 +125,7 @@ impl ChunkWriter {
 
     pub(super) async fn pin(&mut self, tasks: &mut [ChunkTask]) -> Result<()> {
         use futures::StreamExt;
-        let Some(s3) = self.s3.clone() else {
+        let Some(clients) = self.clients.clone() else {
             return Err(Error::Invalid("pinning needs S3 access".into()));
         };
         let lookups: Vec<usize> = tasks
@@ -135,13 +137,16 @@ impl ChunkWriter {
         self.stats.pin_requests += lookups.len() as u64;
         let heads: Vec<(usize, Option<HeadPin>)> = futures::stream::iter(lookups)
             .map(|i| {
-                let s3 = s3.clone();
+                let clients = clients.clone();
                 let object = match &tasks[i] {
                     ChunkTask::Object { object, .. } => object.clone(),
                     _ => ObjectRef::default(),
                 };
                 async move {
-                    let head = s3
+                    // Each task's own bucket: a CSV manifest may name buckets in many Regions.
+                    let head = clients
+                        .s3(&object.bucket)
+                        .await
                         .head_object()
                         .bucket(&object.bucket)
                         .key(&object.key)
@@ -187,7 +192,7 @@ impl ChunkWriter {
         as_of: &str,
     ) -> Result<()> {
         use batchops_core::plan::{AsOfSelector, Selected};
-        let Some(s3) = self.s3.clone() else {
+        let Some(clients) = self.clients.clone() else {
             return Err(Error::Invalid("as-of selection needs S3 access".into()));
         };
         for task in tasks.iter_mut() {
@@ -204,6 +209,7 @@ impl ChunkWriter {
             let mut selector = AsOfSelector::new(parse_time(as_of).map_err(Error::Invalid)?);
             let mut cursor = Cursor::default();
             let mut chosen = None;
+            let s3 = clients.s3(&object.bucket).await;
             loop {
                 let page = list_versions_page(&s3, &object.bucket, &object.key, &cursor).await?;
                 for (entry, is_delete_marker) in &page.entries {

@@ -585,7 +585,7 @@ async fn a_dry_run_reports_what_the_job_then_plans() {
         etag: None,
     });
     let mut writer = ChunkWriter {
-        s3: Some(env.app.s3.clone()),
+        clients: Some(env.app.data.stack()),
         control: None,
         output: None,
         pin_with_head: false,

@@ -55,21 +55,34 @@ impl Proxy {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Per bucket: "<method> <access key ID> <region>" -> requests.
-    async fn signers(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
+    /// One control request (`GET /__faults`, `POST /__faults/config`): the proxy's counters.
+    async fn control(&self, method: &str, path: &str, body: &str) -> Value {
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
             .await
             .unwrap();
-        stream
-            .write_all(b"GET /__faults HTTP/1.0\r\n\r\n")
-            .await
-            .unwrap();
+        let request = format!(
+            "{method} {path} HTTP/1.0\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await.unwrap();
         let text = String::from_utf8(response).unwrap();
-        let body = text.split_once("\r\n\r\n").unwrap().1;
-        let snapshot: Value = serde_json::from_str(body).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(" 200 "), "{path}: {head}\n{body}");
+        serde_json::from_str(body).unwrap()
+    }
+
+    /// Per bucket: "<method> <access key ID> <region>" -> requests.
+    async fn signers(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
+        let snapshot = self.control("GET", "/__faults", "").await;
         serde_json::from_value(snapshot["signers"].clone()).unwrap()
+    }
+
+    /// Per bucket: "<method> <x-amz-expected-bucket-owner or ->" -> requests.
+    async fn owners(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
+        let snapshot = self.control("GET", "/__faults", "").await;
+        serde_json::from_value(snapshot["owners"].clone()).unwrap()
     }
 }
 
@@ -181,5 +194,101 @@ async fn a_job_uses_its_role_and_each_buckets_region_for_its_data() {
     assert!(
         control_keys.iter().all(|k| k == stack_key),
         "control bucket: {control_keys:?}"
+    );
+}
+
+/// Requests per "<method> <owner>" on `bucket` between two snapshots.
+fn owners_since(
+    before: &BTreeMap<String, BTreeMap<String, u64>>,
+    after: &BTreeMap<String, BTreeMap<String, u64>>,
+    bucket: &str,
+) -> BTreeMap<String, u64> {
+    let earlier = before.get(bucket).cloned().unwrap_or_default();
+    after
+        .get(bucket)
+        .into_iter()
+        .flatten()
+        .map(|(key, n)| (key.clone(), n - earlier.get(key).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+/// A generated-manifest job whose three `ExpectedBucketOwner` fields name the source, the
+/// manifest output and the report bucket's owners.
+fn owned_job(env: &TestEnv, source_owner: &str, reports_owner: &str) -> Value {
+    let mut document = env.request_json("unused", &["Bucket", "Key"]);
+    document.as_object_mut().unwrap().remove("Manifest");
+    document["Report"]["ExpectedBucketOwner"] = json!(reports_owner);
+    document["ManifestGenerator"] = json!({"S3JobManifestGenerator": {
+        "ExpectedBucketOwner": source_owner,
+        "SourceBucket": format!("arn:aws:s3:::{}", env.src),
+        "EnableManifestOutput": true,
+        "ManifestOutputLocation": {"Bucket": format!("arn:aws:s3:::{}", env.reports), "ManifestPrefix": "generated",
+            "ExpectedManifestBucketOwner": reports_owner, "ManifestFormat": "S3InventoryReport_CSV_20211130"},
+        "Filter": {}}});
+    document
+}
+
+/// moto 5.2.5 ignores `x-amz-expected-bucket-owner`, so the recording proxy stands in for S3's
+/// check: it records the header of every request per bucket and answers AccessDenied, as S3
+/// does, when it names another owner than the one configured for the bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expected_bucket_owners_go_with_every_request_on_their_bucket() {
+    let proxy = Proxy::start().await;
+    let url = proxy.url();
+    let env = TestEnv::through(Some(&url), &[]).await;
+    let (source_owner, reports_owner) = ("111122223333", "444455556666");
+    let owners = json!({"bucket_owners": {env.src.clone(): source_owner, env.reports.clone(): reports_owner}});
+    proxy
+        .control("POST", "/__faults/config", &owners.to_string())
+        .await;
+    env.put(&env.src, "a b", "1").await;
+    env.put(&env.src, "c", "2").await;
+    let before = proxy.owners().await;
+    let job = env.create(owned_job(&env, source_owner, reports_owner)).await;
+    let described = env.run_to_complete(&job).await;
+    assert_eq!(described.progress_summary.number_of_tasks_succeeded, 2);
+    assert_eq!(env.get(&env.dst, "copied/a b").await, Some(b"1".to_vec()));
+    let after = proxy.owners().await;
+
+    // Every request the job sent on the source (listing, HEADs) and on the report bucket
+    // (generated manifest, report parts, manifest.json) named the expected owner.
+    for (bucket, owner, methods) in [
+        (&env.src, source_owner, &["HEAD", "GET"][..]),
+        (&env.reports, reports_owner, &["HEAD", "PUT"][..]),
+    ] {
+        let seen = owners_since(&before, &after, bucket);
+        assert!(
+            seen.keys().all(|k| k.ends_with(&format!(" {owner}"))),
+            "{bucket}: {seen:?}"
+        );
+        for method in methods {
+            assert!(
+                seen.contains_key(&format!("{method} {owner}")),
+                "{bucket}: no {method}: {seen:?}"
+            );
+        }
+    }
+    // The target bucket has no owner in the request: its requests carry none.
+    let target = owners_since(&before, &after, &env.dst);
+    assert!(!target.is_empty() && target.keys().all(|k| k.ends_with(" -")), "{target:?}");
+
+    // A bucket owned by another account: CreateJob is refused naming the field and the bucket.
+    let err = batchops_aws::jobs::create_job(
+        &env.app,
+        batchops_core::CreateJobRequest::from_json(
+            &owned_job(&env, source_owner, "999988887777").to_string(),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("Report.ExpectedBucketOwner")
+            && err.contains("AccessDenied")
+            && err.contains(&env.reports)
+            && err.contains("999988887777"),
+        "{err}"
     );
 }
