@@ -160,6 +160,8 @@ pub struct JobClients {
     /// Bucket -> the account ID every request on it names as its owner (the job's
     /// `ExpectedBucketOwner` fields).
     owners: HashMap<String, String>,
+    /// Every request through this one client instead (see [`DataClients::through`]).
+    only: Option<aws_sdk_s3::Client>,
 }
 
 impl DataClients {
@@ -192,6 +194,7 @@ impl DataClients {
                 .iter()
                 .map(|o| (o.bucket.clone(), o.owner.clone()))
                 .collect(),
+            only: None,
         }
     }
 
@@ -201,6 +204,16 @@ impl DataClients {
             data: self.clone(),
             role: None,
             owners: HashMap::new(),
+            only: None,
+        }
+    }
+
+    /// Every bucket reached through `client` (one the caller configured itself, e.g. with an
+    /// interceptor that records what is sent).
+    pub fn through(&self, client: aws_sdk_s3::Client) -> JobClients {
+        JobClients {
+            only: Some(client),
+            ..self.stack()
         }
     }
 
@@ -296,6 +309,9 @@ impl JobClients {
     /// the bucket's expected owner on every request when the job names one (the control
     /// bucket: the stack's client).
     pub async fn s3(&self, bucket: &str) -> aws_sdk_s3::Client {
+        if let Some(client) = &self.only {
+            return client.clone();
+        }
         if bucket == self.data.control_bucket {
             return self.data.stack_s3.clone();
         }
@@ -307,7 +323,11 @@ impl JobClients {
 
     /// The client in the stack's Region (requests that name no bucket yet).
     pub fn default_s3(&self) -> aws_sdk_s3::Client {
-        self.data.client(self.role.as_ref(), &self.data.region, None)
+        if let Some(client) = &self.only {
+            return client.clone();
+        }
+        self.data
+            .client(self.role.as_ref(), &self.data.region, None)
     }
 }
 

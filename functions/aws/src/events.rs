@@ -205,9 +205,10 @@ async fn continuous_batch(
         policy.storage_class.clone(),
     );
     let stop = AtomicBool::new(false);
+    let sources = app.data.stack();
     let copier = Copier {
         s3: &app.s3,
-        source_s3: &app.s3,
+        sources: &sources,
         spec: &spec,
         settings: &app.copy,
         stop: &stop,

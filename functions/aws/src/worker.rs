@@ -276,8 +276,8 @@ async fn run_leased(
     let stop_starting_at = deadline
         .checked_sub(app.config.worker_safety_margin)
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    // The job's clients (its role) for the bucket it writes to and its sources' bucket, each
-    // in that bucket's Region.
+    // The job's clients (its role): one for the bucket it writes to, and each task's source
+    // bucket's own, each in that bucket's Region.
     let clients = app.job_clients(&job);
     let source_bucket = tasks[first..]
         .iter()
@@ -299,7 +299,7 @@ async fn run_leased(
             stop: &stop,
             stop_starting_at,
             s3: &target_s3,
-            source_s3: &source_s3,
+            sources: &clients,
         },
     );
     let runner = &*runner;

@@ -62,8 +62,8 @@ impl From<S3Failure> for CopyError {
 pub struct Copier<'a> {
     /// For the target bucket (copies, multipart uploads, delete markers).
     pub s3: &'a Client,
-    /// For HEAD of the source objects (their bucket may be in another Region).
-    pub source_s3: &'a Client,
+    /// For HEAD of the source objects: each source bucket's own client (its Region).
+    pub sources: &'a crate::clients::JobClients,
     pub spec: &'a CopySpec,
     pub settings: &'a CopySettings,
     /// Set when the job is cancelled or failing: running multipart copies abort.
@@ -219,7 +219,7 @@ fn parse_expires(value: &str) -> Option<DateTime> {
 pub fn runner<'a>(spec: &'a CopySpec, range: RangeContext<'a>) -> Copier<'a> {
     Copier {
         s3: range.s3,
-        source_s3: range.source_s3,
+        sources: range.sources,
         spec,
         settings: &range.app.copy,
         stop: range.stop,
@@ -245,7 +245,7 @@ impl<'a> Copier<'a> {
     pub fn for_task(&self, index: u64) -> Copier<'a> {
         Copier {
             s3: self.s3,
-            source_s3: self.source_s3,
+            sources: self.sources,
             spec: self.spec,
             settings: self.settings,
             stop: self.stop,
@@ -397,8 +397,9 @@ impl<'a> Copier<'a> {
     }
 
     async fn head(&self, object: &ObjectRef) -> Result<HeadObjectOutput, S3Failure> {
+        let source_s3 = self.sources.s3(&object.bucket).await;
         with_retry(&self.settings.retry, || async {
-            self.source_s3
+            source_s3
                 .head_object()
                 .bucket(&object.bucket)
                 .key(&object.key)

@@ -67,8 +67,9 @@ pub struct RangeContext<'a> {
     /// The job's S3 client (its role, see [`crate::JobClients`]) for the bucket the operation
     /// writes to: the target bucket's Region, else the source objects'.
     pub s3: &'a aws_sdk_s3::Client,
-    /// The job's S3 client for the range's source objects (their bucket's Region).
-    pub source_s3: &'a aws_sdk_s3::Client,
+    /// The job's S3 clients for the range's source objects: each task's bucket's own (its
+    /// Region; a CSV manifest may name buckets in many).
+    pub sources: &'a crate::clients::JobClients,
 }
 
 /// One operation, ready to run the tasks of one range.
@@ -182,7 +183,7 @@ pub trait ObjectOperation: Send + Sync {
 
 /// Runs an [`ObjectOperation`] over a range's object tasks.
 struct Objects<'a, O> {
-    s3: &'a Client,
+    sources: &'a crate::clients::JobClients,
     retry: &'a RetryPolicy,
     operation: O,
 }
@@ -193,7 +194,7 @@ fn objects<'a, O: ObjectOperation + 'a>(
 ) -> Box<dyn TaskRunner + 'a> {
     Box::new(Objects {
         // The manifest's objects are what these operations act on.
-        s3: range.source_s3,
+        sources: range.sources,
         retry: &range.app.copy.retry,
         operation,
     })
@@ -210,7 +211,8 @@ impl<O: ObjectOperation> TaskRunner for Objects<'_, O> {
                     "this task belongs to a backup copy, not to this job's operation".into(),
                 ));
             };
-            let acted = with_retry(self.retry, || self.operation.act(self.s3, object)).await;
+            let s3 = self.sources.s3(&object.bucket).await;
+            let acted = with_retry(self.retry, || self.operation.act(&s3, object)).await;
             TaskResult::Done(match acted {
                 Ok(acted) => TaskOutcome {
                     bucket: object.bucket.clone(),

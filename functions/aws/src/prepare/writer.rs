@@ -1,6 +1,6 @@
 use super::*;
-use crate::error::{Error, Result};
 use crate::clients::JobClients;
+use crate::error::{Error, Result};
 use crate::objects::put_bytes;
 use aws_sdk_s3::Client;
 use batchops_core::chunk::{chunk_key, ChunkTask};

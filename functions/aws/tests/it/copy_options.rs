@@ -392,9 +392,10 @@ async fn single_and_multipart_copies_send_every_option_and_requester_pays() {
     settings.multipart_threshold = FIVE_MIB as u64;
     settings.part_size = FIVE_MIB as u64;
     let stop = AtomicBool::new(false);
+    let sources = env.app.data.through(s3.clone());
     let copier = Copier {
         s3: &s3,
-        source_s3: &s3,
+        sources: &sources,
         spec: spec.operation.copy().unwrap(),
         settings: &settings,
         stop: &stop,
@@ -502,9 +503,10 @@ async fn every_checksum_algorithm_s3_control_allows_is_computed_on_the_copy() {
             .unwrap()
             .validate()
             .unwrap();
+        let sources = env.app.data.stack();
         let copier = Copier {
             s3: &env.app.s3,
-            source_s3: &env.app.s3,
+            sources: &sources,
             spec: spec.operation.copy().unwrap(),
             settings: &settings,
             stop: &stop,

@@ -260,9 +260,10 @@ async fn stopping_mid_multipart_aborts_the_upload_and_writes_nothing() {
     settings.multipart_threshold = five_mib as u64;
     settings.part_size = five_mib as u64;
     let stop = AtomicBool::new(true);
+    let sources = env.app.data.stack();
     let copier = Copier {
         s3: &env.app.s3,
-        source_s3: &env.app.s3,
+        sources: &sources,
         spec: spec.operation.copy().unwrap(),
         settings: &settings,
         stop: &stop,

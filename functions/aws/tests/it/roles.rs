@@ -245,7 +245,9 @@ async fn expected_bucket_owners_go_with_every_request_on_their_bucket() {
     env.put(&env.src, "a b", "1").await;
     env.put(&env.src, "c", "2").await;
     let before = proxy.owners().await;
-    let job = env.create(owned_job(&env, source_owner, reports_owner)).await;
+    let job = env
+        .create(owned_job(&env, source_owner, reports_owner))
+        .await;
     let described = env.run_to_complete(&job).await;
     assert_eq!(described.progress_summary.number_of_tasks_succeeded, 2);
     assert_eq!(env.get(&env.dst, "copied/a b").await, Some(b"1".to_vec()));
@@ -271,7 +273,10 @@ async fn expected_bucket_owners_go_with_every_request_on_their_bucket() {
     }
     // The target bucket has no owner in the request: its requests carry none.
     let target = owners_since(&before, &after, &env.dst);
-    assert!(!target.is_empty() && target.keys().all(|k| k.ends_with(" -")), "{target:?}");
+    assert!(
+        !target.is_empty() && target.keys().all(|k| k.ends_with(" -")),
+        "{target:?}"
+    );
 
     // A bucket owned by another account: CreateJob is refused naming the field and the bucket.
     let err = batchops_aws::jobs::create_job(
@@ -291,4 +296,71 @@ async fn expected_bucket_owners_go_with_every_request_on_their_bucket() {
             && err.contains("999988887777"),
         "{err}"
     );
+}
+
+/// One chunk whose tasks name buckets in two Regions: each task's requests go to its own
+/// bucket's Region (they used the first task's), for an object operation and for a copy's
+/// source HEAD.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_task_uses_its_own_buckets_region() {
+    let proxy = Proxy::start().await;
+    let url = proxy.url();
+    let env = TestEnv::through(Some(&url), &[]).await;
+    let eu = format!("eu-{}", &env.src[4..]);
+    env.clients
+        .s3
+        .create_bucket()
+        .bucket(&eu)
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::EuWest1)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("bucket in eu-west-1");
+    for bucket in [&env.src, &eu] {
+        env.put(bucket, "a", "1").await;
+        env.put(bucket, "b", "2").await;
+    }
+    // The first task is in us-east-1; the chunk mixes both Regions.
+    let lines = [
+        format!("{},a", env.src),
+        format!("{eu},a"),
+        format!("{},b", env.src),
+        format!("{eu},b"),
+    ];
+    let manifest = env.manifest("regions", &lines).await;
+    let mut tagging = env.request_json(&manifest, &["Bucket", "Key"]);
+    tagging["Operation"] = json!({"S3PutObjectTagging": {"TagSet": [{"Key": "k", "Value": "v"}]}});
+    let job = env.create(tagging).await;
+    let described = env.run_to_complete(&job).await;
+    assert_eq!(described.progress_summary.number_of_tasks_succeeded, 4);
+    let copy = env.request_json(&manifest, &["Bucket", "Key"]);
+    let job = env.create(copy).await;
+    let described = env.run_to_complete(&job).await;
+    assert_eq!(described.progress_summary.number_of_tasks_succeeded, 4);
+
+    let signers = proxy.signers().await;
+    let by_job = |bucket: &str, method: &str| -> Vec<(String, String)> {
+        signed(&signers, bucket, method)
+            .into_iter()
+            .filter(|(key, _)| key != "testing")
+            .collect()
+    };
+    for (bucket, region) in [(&eu, "eu-west-1"), (&env.src, "us-east-1")] {
+        // The tagging PUTs (signed by the job's role; the test's own use the stack's key).
+        let puts = by_job(bucket, "PUT");
+        assert!(!puts.is_empty(), "{bucket}: {signers:?}");
+        assert!(
+            puts.iter().all(|(_, r)| r == region),
+            "{bucket} PUT outside {region}: {puts:?}"
+        );
+        // The copy's source HEADs (HeadBucket's Region look-ups go to the stack's Region).
+        let heads = by_job(bucket, "HEAD");
+        assert!(
+            heads.iter().any(|(_, r)| r == region),
+            "{bucket}: no HEAD in {region}: {heads:?}"
+        );
+    }
 }
