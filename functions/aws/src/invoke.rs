@@ -61,6 +61,23 @@ fn timed_out<E, R>(err: &SdkError<E, R>) -> bool {
     }
 }
 
+/// Whether `function` can be invoked, asked before any task runs: a DryRun Invoke (Lambda
+/// checks that the function, its qualifier and the permission to invoke it exist, and runs
+/// nothing).
+pub async fn check_function(
+    lambda: &aws_sdk_lambda::Client,
+    function: &str,
+) -> crate::error::Result<()> {
+    lambda
+        .invoke()
+        .function_name(function)
+        .invocation_type(InvocationType::DryRun)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| crate::error::Error::aws_call("Lambda", "Invoke", function, &e))
+}
+
 pub struct Invoker<'a> {
     pub lambda: &'a aws_sdk_lambda::Client,
     pub spec: &'a InvokeSpec,

@@ -478,6 +478,31 @@ async fn plan_slice(
     // The job's data is reached with its clients (its role, each bucket's Region).
     let clients = app.job_clients(&job);
     if first_slice {
+        if let batchops_core::request::OperationSpec::LambdaInvoke(invoke) = &spec.operation {
+            if let Err(err) = crate::invoke::check_function(&app.lambda, &invoke.function).await {
+                // Throttling or no answer: the next slice asks again.
+                if err.class() == batchops_core::backoff::ErrorClass::Transient {
+                    return Err(err);
+                }
+                let code = match &err {
+                    Error::Aws {
+                        code: Some(code), ..
+                    } => code.clone(),
+                    _ => "FunctionNotInvocable".to_string(),
+                };
+                fail_job(
+                    app,
+                    &job_id,
+                    &code,
+                    format!(
+                        "Operation.LambdaInvoke.FunctionArn: function `{}` cannot be invoked: {err}",
+                        invoke.function
+                    ),
+                )
+                .await?;
+                return Ok(Advance::Idle);
+            }
+        }
         if let Some(target) = spec.operation.target_bucket() {
             if let Err(reason) = bucket_reachable(&clients.s3(target).await, target).await {
                 fail_job(

@@ -601,3 +601,44 @@ async fn lambda_faults_are_retried_only_when_the_function_did_not_run() {
     );
     assert!(outcome.message.contains("may have run"), "{outcome:?}");
 }
+
+/// A LambdaInvoke job whose function (or its alias) does not exist fails at preparation, before
+/// any task runs, naming the function; Lambda is asked with a DryRun Invoke.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_whose_function_cannot_be_invoked_fails_before_any_task() {
+    let env = TestEnv::new().await;
+    let endpoint = InvokeEndpoint::start(30.0, &[("EXAMPLE_STATE_BUCKET", &env.reports)]);
+    let lambda = endpoint.client(&env.clients);
+    let env = env.with_lambda(lambda);
+    env.put(&env.src, "a", "1").await;
+    let manifest = env.manifest("missing", &[format!("{},a", env.src)]).await;
+    for function in [
+        "arn:aws:lambda:us-east-1:000000000000:function:no-such-function".to_string(),
+        format!("arn:aws:lambda:us-east-1:000000000000:function:{EXAMPLE_FUNCTION}:no-such-alias"),
+    ] {
+        let mut document = env.request_json(&manifest, &["Bucket", "Key"]);
+        document["Operation"] = serde_json::json!({"LambdaInvoke": {
+            "FunctionArn": function, "InvocationSchemaVersion": "2.0"}});
+        let job = env.create(document).await;
+        env.run_until_idle().await;
+        let described = env.describe(&job).await;
+        assert_eq!(described.status, "Failed", "{function}");
+        let reason = &described.failure_reasons[0];
+        assert_eq!(reason.failure_code, "ResourceNotFoundException");
+        assert!(
+            reason
+                .failure_reason
+                .contains(&format!("function `{function}` cannot be invoked"))
+                && reason
+                    .failure_reason
+                    .contains("Operation.LambdaInvoke.FunctionArn"),
+            "{reason:?}"
+        );
+        let progress = &described.progress_summary;
+        assert_eq!(
+            progress.number_of_tasks_succeeded + progress.number_of_tasks_failed,
+            0,
+            "{function}: no task ran"
+        );
+    }
+}
