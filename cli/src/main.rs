@@ -512,7 +512,7 @@ async fn plan(config: &Config, clients: &Clients, args: &PlanArgs) -> Result<()>
     let pinned = args.pin_versions || args.as_of.is_some();
     let needs_s3 = is_s3 || pinned;
     let mut writer = ChunkWriter {
-        s3: needs_s3.then(|| clients.s3.clone()),
+        clients: needs_s3.then(|| clients.data.stack()),
         control: None,
         output: None,
         pin_with_head: args.pin_versions,

@@ -53,7 +53,10 @@ pub async fn audit_report_with(app: &App, job_id: &str, keep_rows: bool) -> Resu
     })?;
     let key = report_manifest_key(&target, job_id);
     let manifest_url = format!("s3://{}/{key}", target.bucket);
-    let body = get_bytes(&app.s3, &target.bucket, &key).await?;
+    // The report is the job's data: read with its clients (its role, the report bucket's
+    // Region and expected owner).
+    let clients = app.job_clients(&job);
+    let body = get_bytes(&clients.s3(&target.bucket).await, &target.bucket, &key).await?;
     let manifest: ReportManifest =
         serde_json::from_slice(&body).map_err(|e| Error::Data(format!("{manifest_url}: {e}")))?;
     let counters = app.store.counters(job_id).await?;
@@ -71,8 +74,9 @@ pub async fn audit_report_with(app: &App, job_id: &str, keep_rows: bool) -> Resu
     let mut seen = HashSet::new();
     for result in &manifest.results {
         let what = format!("s3://{}/{}", result.bucket, result.key);
-        let out = app
-            .s3
+        let out = clients
+            .s3(&result.bucket)
+            .await
             .get_object()
             .bucket(&result.bucket)
             .key(&result.key)

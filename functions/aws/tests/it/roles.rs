@@ -251,13 +251,18 @@ async fn expected_bucket_owners_go_with_every_request_on_their_bucket() {
     let described = env.run_to_complete(&job).await;
     assert_eq!(described.progress_summary.number_of_tasks_succeeded, 2);
     assert_eq!(env.get(&env.dst, "copied/a b").await, Some(b"1".to_vec()));
+    // `job report` reads the report with the job's clients too (the owner goes with its GETs).
+    let audit = batchops_aws::audit::audit_report(&env.app, &job)
+        .await
+        .unwrap();
+    assert_eq!(audit.succeeded_rows, 2);
     let after = proxy.owners().await;
 
     // Every request the job sent on the source (listing, HEADs) and on the report bucket
     // (generated manifest, report parts, manifest.json) named the expected owner.
     for (bucket, owner, methods) in [
         (&env.src, source_owner, &["HEAD", "GET"][..]),
-        (&env.reports, reports_owner, &["HEAD", "PUT"][..]),
+        (&env.reports, reports_owner, &["HEAD", "PUT", "GET"][..]),
     ] {
         let seen = owners_since(&before, &after, bucket);
         assert!(
