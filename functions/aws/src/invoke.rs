@@ -6,6 +6,7 @@
 //! may have run: never repeated) or a malformed answer fails the task, saying which.
 
 use crate::error::S3Failure;
+use crate::ops::{retry_within, RetryBounds};
 use aws_sdk_lambda::config::timeout::TimeoutConfig;
 use aws_sdk_lambda::error::SdkError;
 use aws_sdk_lambda::primitives::Blob;
@@ -15,7 +16,7 @@ use batchops_core::backoff::{ErrorClass, RetryPolicy};
 use batchops_core::invoke::{judge_answer, judge_function_error, InvokeSpec, Judgement};
 use batchops_core::manifest::ObjectRef;
 use batchops_core::report::TaskOutcome;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -95,42 +96,36 @@ pub struct Invoker<'a> {
 impl Invoker<'_> {
     /// Runs task `task_id` (the same ID on every attempt) on `object`; returns its report row.
     pub async fn run(&self, task_id: &str, object: &ObjectRef) -> TaskOutcome {
-        let policy = &self.settings.retry;
-        let mut attempt = 1;
-        loop {
-            let result = self.invoke_once(task_id, object).await;
-            let stopping = self.stop.is_some_and(|stop| stop.load(Ordering::Relaxed));
-            if result.worth_retrying()
-                && !stopping
-                && policy.should_retry(attempt, ErrorClass::Transient)
-            {
-                let delay = policy.delay(attempt, rand::random::<f64>());
-                let next = SystemTime::now() + delay;
-                if self.start_by.is_none_or(|start_by| next < start_by) {
-                    tracing::debug!(
-                        job_id = self.job_id,
-                        task_id,
-                        attempt,
-                        ?delay,
-                        ?result,
-                        "invoking again"
-                    );
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                    continue;
+        let bounds = RetryBounds {
+            stop: self.stop,
+            start_by: self.start_by,
+        };
+        // An attempt worth repeating is the loop's "error"; any other ends it.
+        let result = retry_within(
+            &self.settings.retry,
+            bounds,
+            |_: &Attempt| Some(ErrorClass::Transient),
+            || async {
+                let attempt = self.invoke_once(task_id, object).await;
+                if attempt.worth_retrying() {
+                    Err(attempt)
+                } else {
+                    Ok(attempt)
                 }
-            }
-            if result.worth_retrying() {
-                tracing::warn!(
-                    job_id = self.job_id,
-                    task_id,
-                    attempt,
-                    ?result,
-                    "giving up on a task after its last attempt"
-                );
-            }
-            return self.outcome(object, result);
-        }
+            },
+        )
+        .await
+        .unwrap_or_else(|gave_up| {
+            let last = gave_up.into_last();
+            tracing::warn!(
+                job_id = self.job_id,
+                task_id,
+                result = ?last,
+                "giving up on a task after its last attempt"
+            );
+            last
+        });
+        self.outcome(object, result)
     }
 
     fn time_left(&self) -> Option<Duration> {

@@ -6,7 +6,7 @@
 //! kept failing) is started again with backoff up to the task's attempts. A stopped job aborts
 //! the object in flight; objects already written stay.
 
-use super::{RangeContext, TaskResult, TaskRunner};
+use super::{retry_within, GaveUp, RangeContext, RetryBounds, TaskResult, TaskRunner};
 use crate::error::S3Failure;
 use crate::stores::{self, ExportSettings, OpenStore};
 use crate::App;
@@ -144,46 +144,44 @@ impl TaskRunner for Export<'_> {
                     ))
                 }
             };
-            let mut attempt = 1;
-            loop {
-                match self.attempt(store, object, etag, &destination_key).await {
-                    Ok(written) => {
-                        return TaskResult::Done(TaskOutcome {
-                            bucket: object.bucket.clone(),
-                            key_encoded: encode_key(&object.key),
-                            version_id: object.version_id.clone(),
-                            status: TaskStatus::Succeeded,
-                            http_status: 200,
-                            error_code: None,
-                            message: export_result_message(
-                                written.size,
-                                &written.md5,
-                                &destination_key,
-                            ),
-                            bytes: written.size,
-                            dest_version: None,
-                        })
-                    }
-                    Err(Failure::Stopped) => return TaskResult::Abandoned,
-                    Err(Failure::OutOfTime) => return TaskResult::Suspended,
-                    Err(Failure::Error {
-                        class,
-                        status,
-                        code,
-                        message,
-                    }) => {
-                        if self.retry.should_retry(attempt, class)
-                            && SystemTime::now() < self.stop_starting_at
-                        {
-                            let delay = self.retry.delay(attempt, rand::random::<f64>());
-                            tracing::debug!(attempt, %code, ?delay, "retrying an export");
-                            tokio::time::sleep(delay).await;
-                            attempt += 1;
-                            continue;
-                        }
-                        return TaskResult::Done(task.failed_outcome(status, &code, message));
-                    }
+            let bounds = RetryBounds {
+                stop: Some(self.stop),
+                start_by: Some(self.stop_starting_at),
+            };
+            let class_of = |failure: &Failure| match failure {
+                Failure::Error { class, .. } => Some(*class),
+                Failure::Stopped | Failure::OutOfTime => None,
+            };
+            let tried = retry_within(&self.retry, bounds, class_of, || {
+                self.attempt(store, object, etag, &destination_key)
+            })
+            .await;
+            match tried {
+                Ok(written) => TaskResult::Done(TaskOutcome {
+                    bucket: object.bucket.clone(),
+                    key_encoded: encode_key(&object.key),
+                    version_id: object.version_id.clone(),
+                    status: TaskStatus::Succeeded,
+                    http_status: 200,
+                    error_code: None,
+                    message: export_result_message(written.size, &written.md5, &destination_key),
+                    bytes: written.size,
+                    dest_version: None,
+                }),
+                // A retryable error when the job stops or time runs out: as if the next attempt
+                // had found it so.
+                Err(GaveUp::Stopped(_)) | Err(GaveUp::Failed(Failure::Stopped)) => {
+                    TaskResult::Abandoned
                 }
+                Err(GaveUp::OutOfTime(_)) | Err(GaveUp::Failed(Failure::OutOfTime)) => {
+                    TaskResult::Suspended
+                }
+                Err(GaveUp::Failed(Failure::Error {
+                    status,
+                    code,
+                    message,
+                    ..
+                })) => TaskResult::Done(task.failed_outcome(status, &code, message)),
             }
         })
     }

@@ -31,7 +31,7 @@ pub mod tagging;
 use crate::error::S3Failure;
 use crate::App;
 use aws_sdk_s3::Client;
-use batchops_core::backoff::RetryPolicy;
+use batchops_core::backoff::{ErrorClass, RetryPolicy};
 use batchops_core::chunk::ChunkTask;
 use batchops_core::encoding::encode_key;
 use batchops_core::manifest::{MalformedLine, ObjectRef};
@@ -39,7 +39,7 @@ use batchops_core::report::{TaskOutcome, TaskStatus};
 use batchops_core::request::OperationSpec;
 use futures::future::BoxFuture;
 use std::future::Future;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -255,23 +255,85 @@ where
 }
 
 /// Runs `call` until it succeeds, fails permanently, or the retry budget is spent.
-pub async fn with_retry<T, F, Fut>(policy: &RetryPolicy, mut call: F) -> Result<T, S3Failure>
+pub async fn with_retry<T, F, Fut>(policy: &RetryPolicy, call: F) -> Result<T, S3Failure>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, S3Failure>>,
 {
+    retry_within(
+        policy,
+        RetryBounds::default(),
+        |f: &S3Failure| Some(f.class()),
+        call,
+    )
+    .await
+    .map_err(GaveUp::into_last)
+}
+
+/// Why [`retry_within`] stopped trying, with the last attempt's error.
+#[derive(Debug)]
+pub enum GaveUp<E> {
+    /// Not retryable, or the policy's attempts are spent.
+    Failed(E),
+    /// Retryable, but the stop flag was raised.
+    Stopped(E),
+    /// Retryable, but the next attempt would start after `start_by`.
+    OutOfTime(E),
+}
+
+impl<E> GaveUp<E> {
+    pub fn into_last(self) -> E {
+        match self {
+            GaveUp::Failed(e) | GaveUp::Stopped(e) | GaveUp::OutOfTime(e) => e,
+        }
+    }
+}
+
+/// When a retry loop starts no further attempt.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RetryBounds<'a> {
+    /// Raised when the job is cancelled or failing (or the range's lease was lost).
+    pub stop: Option<&'a AtomicBool>,
+    /// No attempt starts after this (the invocation's deadline, less a margin).
+    pub start_by: Option<SystemTime>,
+}
+
+/// The one retry loop (S3 calls, invocations, exports): runs `call` again after the policy's
+/// backoff while its error is retryable (`class_of`: None for an error never retried) within
+/// the policy's attempts, the stop flag is down and the next attempt would start before
+/// `start_by`; else answers the last error and why it stopped.
+pub async fn retry_within<T, E, F, Fut>(
+    policy: &RetryPolicy,
+    bounds: RetryBounds<'_>,
+    class_of: impl Fn(&E) -> Option<ErrorClass>,
+    mut call: F,
+) -> Result<T, GaveUp<E>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
     let mut attempt = 1;
     loop {
-        match call().await {
+        let err = match call().await {
             Ok(value) => return Ok(value),
-            Err(failure) if policy.should_retry(attempt, failure.class()) => {
-                let delay = policy.delay(attempt, rand::random::<f64>());
-                tracing::debug!(attempt, code = ?failure.code, status = ?failure.status, ?delay, "retrying S3 call");
-                tokio::time::sleep(delay).await;
-                attempt += 1;
-            }
-            Err(failure) => return Err(failure),
+            Err(err) => err,
+        };
+        if !class_of(&err).is_some_and(|class| policy.should_retry(attempt, class)) {
+            return Err(GaveUp::Failed(err));
         }
+        if bounds.stop.is_some_and(|stop| stop.load(Ordering::Relaxed)) {
+            return Err(GaveUp::Stopped(err));
+        }
+        let delay = policy.delay(attempt, rand::random::<f64>());
+        if bounds
+            .start_by
+            .is_some_and(|start_by| SystemTime::now() + delay >= start_by)
+        {
+            return Err(GaveUp::OutOfTime(err));
+        }
+        tracing::debug!(attempt, ?delay, "retrying");
+        tokio::time::sleep(delay).await;
+        attempt += 1;
     }
 }
 
