@@ -108,13 +108,9 @@ fn signed(
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_job_uses_its_role_and_each_buckets_region_for_its_data() {
-    let proxy = Proxy::start().await;
-    let url = proxy.url();
-    let env = TestEnv::through(Some(&url), &[]).await;
-    // The target bucket is in another Region.
-    let eu = format!("eu-{}", &env.dst[4..]);
+/// A new bucket in eu-west-1, named after `like` (`eu-` and its suffix).
+async fn eu_bucket(env: &TestEnv, like: &str) -> String {
+    let eu = format!("eu-{}", &like[4..]);
     env.clients
         .s3
         .create_bucket()
@@ -127,6 +123,16 @@ async fn a_job_uses_its_role_and_each_buckets_region_for_its_data() {
         .send()
         .await
         .expect("bucket in eu-west-1");
+    eu
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_uses_its_role_and_each_buckets_region_for_its_data() {
+    let proxy = Proxy::start().await;
+    let url = proxy.url();
+    let env = TestEnv::through(Some(&url), &[]).await;
+    // The target bucket is in another Region.
+    let eu = eu_bucket(&env, &env.dst).await;
     env.put(&env.src, "a b", "1").await;
     env.put(&env.src, "c", "2").await;
     let manifest = env
@@ -311,19 +317,7 @@ async fn each_task_uses_its_own_buckets_region() {
     let proxy = Proxy::start().await;
     let url = proxy.url();
     let env = TestEnv::through(Some(&url), &[]).await;
-    let eu = format!("eu-{}", &env.src[4..]);
-    env.clients
-        .s3
-        .create_bucket()
-        .bucket(&eu)
-        .create_bucket_configuration(
-            aws_sdk_s3::types::CreateBucketConfiguration::builder()
-                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::EuWest1)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("bucket in eu-west-1");
+    let eu = eu_bucket(&env, &env.src).await;
     for bucket in [&env.src, &eu] {
         env.put(bucket, "a", "1").await;
         env.put(bucket, "b", "2").await;
