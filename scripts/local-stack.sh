@@ -4,6 +4,8 @@
 
 BATCHOPS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MOTO_VERSION="${MOTO_VERSION:-5.2.5}"
+# Azurite (npm, its Blob service only), pinned: the Azure store exports are tested against.
+AZURITE_VERSION="${AZURITE_VERSION:-3.37.0}"
 VENV="$BATCHOPS_ROOT/.venv"
 LOCAL_DIR="$BATCHOPS_ROOT/.local"
 
@@ -22,6 +24,21 @@ ensure_python_venv() {
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
 }
 
+AZURITE_BIN="$LOCAL_DIR/npm/node_modules/.bin/azurite-blob"
+
+ensure_azurite() {
+  if [ -x "$AZURITE_BIN" ] && [ "$("$AZURITE_BIN" --version 2>/dev/null)" = "$AZURITE_VERSION" ]; then
+    return 0
+  fi
+  if ! command -v npm >/dev/null; then
+    log "installing nodejs and npm"
+    apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+  fi
+  log "installing azurite@$AZURITE_VERSION into .local/npm"
+  mkdir -p "$LOCAL_DIR/npm"
+  npm install --prefix "$LOCAL_DIR/npm" --no-audit --no-fund --silent "azurite@$AZURITE_VERSION" >&2
+}
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
@@ -32,11 +49,40 @@ local_stack_stop() {
     wait "$MOTO_PID" 2>/dev/null || true
   fi
   MOTO_PID=""
-  if [ -n "${OTHER_MOTO_PID:-}" ] && kill -0 "$OTHER_MOTO_PID" 2>/dev/null; then
-    kill "$OTHER_MOTO_PID" 2>/dev/null || true
-    wait "$OTHER_MOTO_PID" 2>/dev/null || true
-  fi
-  OTHER_MOTO_PID=""
+  local pid
+  for pid in "${OTHER_MOTO_PID:-}" "${AZURITE_PID:-}"; do
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+      kill "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+    fi
+  done
+  OTHER_MOTO_PID="" AZURITE_PID=""
+}
+
+# Waits until `url` answers (any HTTP status) while process `pid` lives; `name` and `logfile`
+# for the error.
+wait_for_http() {
+  local url=$1 pid=$2 name=$3 logfile=$4
+  for _ in $(seq 1 300); do
+    if python3 - "$url" <<'PY' 2>/dev/null
+import sys, urllib.request, urllib.error
+try:
+    urllib.request.urlopen(sys.argv[1], timeout=1)
+except urllib.error.HTTPError:
+    pass
+PY
+    then
+      return 0
+    fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      cat "$logfile" >&2
+      echo "$name exited" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+  echo "$name did not answer on $url within 30 s (log: $logfile)" >&2
+  return 1
 }
 
 local_stack_start() {
@@ -70,21 +116,65 @@ local_stack_start() {
 # credentials through a Secrets Manager secret); its endpoint is BATCHOPS_TEST_OTHER_S3.
 # Call after local_stack_start (whose EXIT trap stops it too).
 other_store_start() {
+  other_moto_launch
+  wait_for_http "$BATCHOPS_TEST_OTHER_S3/moto-api/" "$OTHER_MOTO_PID" "second moto server" "$LOCAL_DIR/moto-other.log"
+  log "second moto (export destination) listening on $BATCHOPS_TEST_OTHER_S3 (pid $OTHER_MOTO_PID)"
+}
+
+other_moto_launch() {
   local port
   port="$(free_port)"
   "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$LOCAL_DIR/moto-other.log" 2>&1 &
   OTHER_MOTO_PID=$!
-  for _ in $(seq 1 100); do
-    if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/')" 2>/dev/null; then
-      break
-    fi
-    if ! kill -0 "$OTHER_MOTO_PID" 2>/dev/null; then
-      cat "$LOCAL_DIR/moto-other.log" >&2
-      echo "second moto server exited" >&2
-      return 1
-    fi
-    sleep 0.1
-  done
   export BATCHOPS_TEST_OTHER_S3="http://127.0.0.1:$port"
-  log "second moto (export destination) listening on $BATCHOPS_TEST_OTHER_S3 (pid $OTHER_MOTO_PID)"
+}
+
+# Azurite's well-known development account (public: Azurite's documentation and every SDK carry it).
+AZURITE_ACCOUNT=devstoreaccount1
+AZURITE_KEY="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+# The container export tests write under (each test under a prefix of its own).
+EXPORT_TEST_CONTAINER=batchops-exports
+
+# The stores exports are tested against, started at once and waited for together: the second
+# moto (BATCHOPS_TEST_OTHER_S3) and Azurite's Blob service in memory (BATCHOPS_TEST_AZURE_BLOB,
+# the account URL http://127.0.0.1:PORT/devstoreaccount1, with container batchops-exports).
+# No GCS emulator is started: neither gcp-storage-emulator nor fake-gcs-server serves the XML
+# API requests object_store's GCS client sends (README "Exports").
+# Call after local_stack_start (whose EXIT trap stops them too).
+export_stores_start() {
+  ensure_azurite
+  other_moto_launch
+  local azure_port
+  azure_port="$(free_port)"
+  mkdir -p "$LOCAL_DIR/azurite"
+  (cd "$LOCAL_DIR/azurite" && exec "$AZURITE_BIN" --blobHost 127.0.0.1 --blobPort "$azure_port" \
+    --inMemoryPersistence --disableTelemetry --skipApiVersionCheck --silent) >"$LOCAL_DIR/azurite.log" 2>&1 &
+  AZURITE_PID=$!
+  export BATCHOPS_TEST_AZURE_BLOB="http://127.0.0.1:$azure_port/$AZURITE_ACCOUNT"
+  wait_for_http "$BATCHOPS_TEST_OTHER_S3/moto-api/" "$OTHER_MOTO_PID" "second moto server" "$LOCAL_DIR/moto-other.log"
+  wait_for_http "$BATCHOPS_TEST_AZURE_BLOB?comp=list" "$AZURITE_PID" "Azurite" "$LOCAL_DIR/azurite.log"
+  azurite_create_container "$EXPORT_TEST_CONTAINER"
+  log "export stores: second moto $BATCHOPS_TEST_OTHER_S3, Azurite $BATCHOPS_TEST_AZURE_BLOB"
+}
+
+# Creates a container in Azurite (Shared Key signed PUT ?restype=container; 409 if it exists).
+azurite_create_container() {
+  python3 - "$BATCHOPS_TEST_AZURE_BLOB" "$AZURITE_ACCOUNT" "$AZURITE_KEY" "$1" <<'PY'
+import base64, email.utils, hashlib, hmac, sys, urllib.error, urllib.parse, urllib.request
+url, account, key, container = sys.argv[1:5]
+date, version = email.utils.formatdate(usegmt=True), "2021-08-06"
+path = urllib.parse.urlparse(url).path
+# Fields: encoding, language, length (empty for 0), MD5, type, date and five conditionals.
+to_sign = ("PUT\n" + "\n" * 4 + "application/octet-stream\n" + "\n" * 6 + f"x-ms-date:{date}\nx-ms-version:{version}\n"
+           + f"/{account}{path}/{container}\nrestype:container")
+signature = base64.b64encode(hmac.new(base64.b64decode(key), to_sign.encode(), hashlib.sha256).digest())
+request = urllib.request.Request(f"{url}/{container}?restype=container", method="PUT", data=b"", headers={
+    "Content-Type": "application/octet-stream", "x-ms-date": date, "x-ms-version": version,
+    "Authorization": f"SharedKey {account}:{signature.decode()}"})
+try:
+    urllib.request.urlopen(request, timeout=10)
+except urllib.error.HTTPError as err:
+    if err.code != 409:
+        sys.exit(f"creating Azurite container {container}: HTTP {err.code} {err.read()[:300]!r}")
+PY
 }

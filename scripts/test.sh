@@ -34,7 +34,7 @@ log "cargo build -p batchops-example-invoke"
 cargo build --quiet -p batchops-example-invoke
 
 local_stack_start
-other_store_start
+export_stores_start
 log "cargo test --workspace"
 mkdir -p "$LOCAL_DIR"
 set +e
