@@ -26,6 +26,8 @@ use tokio::sync::OnceCell;
 
 pub struct Export<'a> {
     app: &'a App,
+    /// The job's clients for the source objects (its role, each bucket's Region).
+    sources: &'a crate::clients::JobClients,
     spec: &'a ExportSpec,
     settings: &'a ExportSettings,
     retry: RetryPolicy,
@@ -40,6 +42,7 @@ pub struct Export<'a> {
 pub fn runner<'a>(spec: &'a ExportSpec, range: RangeContext<'a>) -> Export<'a> {
     Export {
         app: range.app,
+        sources: range.sources,
         spec,
         settings: &range.app.config.export,
         retry: range.app.config.retry,
@@ -214,8 +217,9 @@ impl Export<'_> {
             message: e.to_string(),
         })?;
         let answer = self
-            .app
-            .s3
+            .sources
+            .s3(&object.bucket)
+            .await
             .get_object()
             .bucket(&object.bucket)
             .key(&object.key)

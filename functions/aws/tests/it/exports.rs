@@ -402,6 +402,63 @@ async fn a_cancelled_export_to_azure_blob_storage_keeps_what_it_wrote() {
     cancelled_export_keeps_what_it_wrote(Store::Azurite).await;
 }
 
+/// An export reads its sources with the job's data clients: a source bucket in eu-west-1 is
+/// read by requests signed in eu-west-1 (scripts/fault_proxy.py records each signature).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_export_reads_its_sources_in_their_buckets_region() {
+    use crate::roles::{signed, Proxy};
+    let proxy = Proxy::start().await;
+    let url = proxy.url();
+    let env = TestEnv::through(Some(&url), &[]).await;
+    let eu = format!("eu-{}", &env.src[4..]);
+    env.clients
+        .s3
+        .create_bucket()
+        .bucket(&eu)
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::EuWest1)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("bucket in eu-west-1");
+    env.put(&eu, "far away", "from eu").await;
+    let manifest_key = env
+        .manifest("eu", &[format!("{eu},{}", encode_key("far away"))])
+        .await;
+    let manifest: Manifest = serde_json::from_value(serde_json::json!({
+        "Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket", "Key"]},
+        "Location": {"ObjectArn": format!("arn:aws:s3:::{}/{}", env.src, manifest_key)}
+    }))
+    .unwrap();
+    let to = Store::OtherS3.destination(&env).await;
+    let created = exports::create_export(
+        &env.app,
+        &ExportRequest {
+            source: ExportSource::Manifest(manifest),
+            to: to.location.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    env.run_until_idle().await;
+    let described = exports::describe_export(&env.app, &created.job_id)
+        .await
+        .unwrap();
+    assert_eq!(described.status, "Success", "{described:?}");
+    assert_eq!(
+        to.get(&format!("{}far away", to.prefix)).await,
+        Some(b"from eu".to_vec())
+    );
+    let reads = signed(&proxy.signers().await, &eu, "GET");
+    assert!(!reads.is_empty(), "no GET on {eu}");
+    assert!(
+        reads.iter().all(|(_, region)| region == "eu-west-1"),
+        "{reads:?}"
+    );
+}
+
 #[tokio::test]
 async fn exports_over_http_are_created_listed_described_and_verified() {
     use crate::api::{assert_error, call};

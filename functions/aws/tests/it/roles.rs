@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The recording proxy, stopped when dropped.
-struct Proxy {
+pub(crate) struct Proxy {
     child: Child,
     port: u16,
 }
@@ -24,7 +24,7 @@ impl Drop for Proxy {
 }
 
 impl Proxy {
-    async fn start() -> Proxy {
+    pub(crate) async fn start() -> Proxy {
         let upstream = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL");
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/fault_proxy.py");
         let port_file = std::env::temp_dir().join(format!("proxy-{}.port", uuid::Uuid::new_v4()));
@@ -51,7 +51,7 @@ impl Proxy {
         panic!("the proxy did not start");
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
@@ -74,7 +74,7 @@ impl Proxy {
     }
 
     /// Per bucket: "<method> <access key ID> <region>" -> requests.
-    async fn signers(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
+    pub(crate) async fn signers(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
         let snapshot = self.control("GET", "/__faults", "").await;
         serde_json::from_value(snapshot["signers"].clone()).unwrap()
     }
@@ -87,7 +87,7 @@ impl Proxy {
 }
 
 /// The access keys used for `method` requests on `bucket`, with their Regions.
-fn signed(
+pub(crate) fn signed(
     signers: &BTreeMap<String, BTreeMap<String, u64>>,
     bucket: &str,
     method: &str,
