@@ -4,6 +4,8 @@ Every request is forwarded to the upstream endpoint (the real moto, `--upstream`
 AWS_ENDPOINT_URL); at the configured rates, drawn from one seeded RNG, the proxy instead:
 
   s3_slowdown_503     answers an S3 request `503 SlowDown` (S3's XML error) without forwarding it
+  s3_fail_complete    answers an S3 CompleteMultipartUpload (`POST ?uploadId=`) `500 InternalError`
+                      without forwarding it (the upload stays open until someone aborts it)
   s3_internal_500     forwards an S3 request, then answers `500 InternalError` (S3 may have acted:
                       a CopyObject or PutObject that "failed" did happen, as on real S3)
   ddb_throttle_400    answers a DynamoDB call `400 ThrottlingException` (JSON 1.0) without
@@ -36,7 +38,7 @@ S3 answers it (moto 5.2.5 ignores the header). Control paths (no S3 bucket can b
   GET  /__faults           {"faults": {kind: n}, "requests": {service: n}, "config": {...},
                            "signers": {bucket: {"<method> <access key ID> <region>": n}},
                            "owners": {bucket: {"<method> <expected owner or ->": n}}}
-  POST /__faults/config    JSON object: rates (0..1: s3_slowdown, s3_internal, ddb_throttle,
+  POST /__faults/config    JSON object: rates (0..1: s3_slowdown, s3_fail_complete, s3_internal, ddb_throttle,
                            sqs_500, cut_s3, cut_dynamodb, cut_sqs, or cut for all three),
                            "seed", "work_queue" (the queue whose sends are doubled; "" none),
                            "no_cut" (a list of actions, e.g. ["TransactWriteItems"], never cut),
@@ -61,11 +63,12 @@ import threading
 import urllib.parse
 import uuid
 
-RATE_KEYS = ("s3_slowdown", "s3_internal", "ddb_throttle", "ddb_conflict", "sqs_500", "cut_s3", "cut_dynamodb", "cut_sqs")
+RATE_KEYS = ("s3_slowdown", "s3_fail_complete", "s3_internal", "ddb_throttle", "ddb_conflict", "sqs_500", "cut_s3", "cut_dynamodb", "cut_sqs")
 # "cut" sets the three per-service cut rates at once.
 CUT_KEYS = ("cut_s3", "cut_dynamodb", "cut_sqs")
 FAULT_KINDS = (
     "s3_slowdown_503",
+    "s3_fail_complete",
     "s3_internal_500",
     "ddb_throttle_400",
     "ddb_conflict_400",
@@ -248,6 +251,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if service == "s3" and state.draw("s3_slowdown"):
             state.count(state.faults, "s3_slowdown_503")
             return self.reply(503, [("Content-Type", "application/xml")], s3_error("SlowDown", "Please reduce your request rate."))
+        if (service == "s3" and self.command == "POST" and "uploadId" in urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query, keep_blank_values=True)
+                and state.draw("s3_fail_complete")):
+            state.count(state.faults, "s3_fail_complete")
+            return self.reply(500, [("Content-Type", "application/xml")], s3_error("InternalError", "We encountered an internal error. Please try again."))
         if service == "dynamodb" and state.draw("ddb_throttle"):
             state.count(state.faults, "ddb_throttle_400")
             payload = {
@@ -403,6 +410,7 @@ def main():
     parser.add_argument("--seed", type=int, default=int(os.environ.get("FAULT_SEED", "1")))
     parser.add_argument("--work-queue", default=os.environ.get("FAULT_DUPLICATE_QUEUE", ""), help="queue name whose sends are duplicated (none when empty)")
     parser.add_argument("--s3-slowdown", type=float, default=env_float("FAULT_S3_SLOWDOWN", 0.0), help="rate of S3 503 SlowDown (not forwarded)")
+    parser.add_argument("--s3-fail-complete", type=float, default=env_float("FAULT_S3_FAIL_COMPLETE", 0.0), help="rate of S3 CompleteMultipartUpload answered 500 (not forwarded)")
     parser.add_argument("--s3-internal", type=float, default=env_float("FAULT_S3_INTERNAL", 0.0), help="rate of S3 500 InternalError (after forwarding)")
     parser.add_argument("--ddb-throttle", type=float, default=env_float("FAULT_DDB_THROTTLE", 0.0), help="rate of DynamoDB 400 ThrottlingException")
     parser.add_argument("--ddb-conflict", type=float, default=env_float("FAULT_DDB_CONFLICT", 0.0), help="rate of TransactWriteItems cancelled for a TransactionConflict")
@@ -413,7 +421,7 @@ def main():
     args = parser.parse_args()
     if not args.upstream:
         parser.error("--upstream (or AWS_ENDPOINT_URL) is required")
-    rates = {"s3_slowdown": args.s3_slowdown, "s3_internal": args.s3_internal, "ddb_throttle": args.ddb_throttle, "ddb_conflict": args.ddb_conflict, "sqs_500": args.sqs_500, "cut": args.cut}
+    rates = {"s3_slowdown": args.s3_slowdown, "s3_fail_complete": args.s3_fail_complete, "s3_internal": args.s3_internal, "ddb_throttle": args.ddb_throttle, "ddb_conflict": args.ddb_conflict, "sqs_500": args.sqs_500, "cut": args.cut}
     for service in ("s3", "dynamodb", "sqs"):
         override = getattr(args, f"cut_{service}")
         rates[f"cut_{service}"] = args.cut if override is None else override

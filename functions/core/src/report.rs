@@ -66,13 +66,20 @@ impl TaskOutcome {
     }
 }
 
+/// One CSV field. A row is one line (reports are read line by line: audits, reruns, the CLI),
+/// so line breaks in a value (a store's multi-line error body in a message) become spaces.
 fn push_csv_field(out: &mut String, value: &str) {
-    if value.contains([',', '"', '\n', '\r']) {
+    let value = if value.contains(['\n', '\r']) {
+        std::borrow::Cow::Owned(value.replace("\r\n", " ").replace(['\n', '\r'], " "))
+    } else {
+        std::borrow::Cow::Borrowed(value)
+    };
+    if value.contains([',', '"']) {
         out.push('"');
         out.push_str(&value.replace('"', "\"\""));
         out.push('"');
     } else {
-        out.push_str(value);
+        out.push_str(&value);
     }
 }
 
@@ -395,6 +402,20 @@ mod tests {
         let row = parse_row(out.lines().nth(1).unwrap()).unwrap();
         assert_eq!(row.message, "Not Found, \"k\"");
         assert_eq!(row.error_code, "NoSuchKey");
+    }
+
+    #[test]
+    fn a_message_with_line_breaks_is_written_on_one_line() {
+        let mut failed = outcome(TaskStatus::Failed);
+        failed.message = "500: <?xml version=\"1.0\"?>\n<Error>\r\n<Code>X</Code>\r</Error>".into();
+        let mut out = String::new();
+        failed.write_row(&mut out);
+        assert_eq!(out.lines().count(), 1, "{out}");
+        let row = parse_row(out.trim_end()).unwrap();
+        assert_eq!(
+            row.message,
+            "500: <?xml version=\"1.0\"?> <Error> <Code>X</Code> </Error>"
+        );
     }
 
     #[test]

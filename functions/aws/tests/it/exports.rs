@@ -5,7 +5,7 @@
 //! GCS client sends (README "Exports", what is not proven).
 
 use crate::backups::{completed_run, policy};
-use crate::harness::{md5_hex, TestEnv};
+use crate::harness::{md5_hex, FaultProxy, TestEnv};
 use batchops_aws::exports::{self, ExportRequest, ExportSource};
 use batchops_aws::runtime::{run, RunOptions};
 use batchops_aws::stores::{self, OpenStore};
@@ -457,6 +457,72 @@ async fn an_export_reads_its_sources_in_their_buckets_region() {
         reads.iter().all(|(_, region)| region == "eu-west-1"),
         "{reads:?}"
     );
+}
+
+/// A multipart upload whose CompleteMultipartUpload keeps failing is aborted (object_store's
+/// `WriteMultipart::finish` aborts on a failed completion, and a stopped or failed stream is
+/// aborted by the export): the task fails, and the other store keeps no upload and no object.
+#[tokio::test]
+async fn a_failed_multipart_completion_leaves_no_upload_behind() {
+    let proxy = FaultProxy::start(&other_endpoint(), &["--s3-fail-complete", "1"]);
+    let env = TestEnv::with_vars(&[
+        ("BATCHOPS_EXPORT_PART_BYTES", "5242880"),
+        ("BATCHOPS_TASK_MAX_ATTEMPTS", "2"),
+    ])
+    .await;
+    env.put(&env.src, "big", vec![7u8; 11 * 1024 * 1024]).await;
+    let manifest_key = env
+        .manifest("complete", &[format!("{},big", env.src)])
+        .await;
+    let manifest: Manifest = serde_json::from_value(serde_json::json!({
+        "Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket", "Key"]},
+        "Location": {"ObjectArn": format!("arn:aws:s3:::{}/{}", env.src, manifest_key)}
+    }))
+    .unwrap();
+    let (other, bucket, mut to) = other_location(&env).await;
+    let StoreLocation::S3 { endpoint, .. } = &mut to else {
+        unreachable!()
+    };
+    *endpoint = Some(proxy.url.clone());
+    let created = exports::create_export(
+        &env.app,
+        &ExportRequest {
+            source: ExportSource::Manifest(manifest),
+            to,
+        },
+    )
+    .await
+    .unwrap();
+    let runtime = tokio::spawn(run(
+        env.app.clone(),
+        RunOptions {
+            until_idle: true,
+            concurrency: 1,
+            sweep_interval: Duration::from_millis(200),
+            max_duration: Some(Duration::from_secs(120)),
+        },
+    ));
+    // Both attempts at the object (each completion tried 6 times by object_store), then the
+    // export manifest, written by the finalizer through the same store, may complete.
+    let mut waited = 0;
+    while proxy.counts()["faults"]["s3_fail_complete"].as_u64() < Some(12) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += 1;
+        assert!(waited < 1200, "{}", proxy.counts());
+    }
+    proxy.configure(serde_json::json!({"s3_fail_complete": 0}));
+    runtime.await.unwrap().unwrap();
+    let report = env.audit(&created.job_id).await;
+    assert_eq!(report.rows.len(), 1);
+    assert_eq!(report.rows[0].task_status, "failed", "{:?}", report.rows);
+    let uploads = other
+        .list_multipart_uploads()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    assert!(uploads.uploads().is_empty(), "{:?}", uploads.uploads());
+    assert_eq!(other_get(&other, &bucket, "exp/big").await, None);
 }
 
 #[tokio::test]

@@ -528,6 +528,28 @@ impl FaultProxy {
     }
 }
 
+impl FaultProxy {
+    /// Sets fault rates (`{"s3_fail_complete": 0}`), as `POST /__faults/config` takes them.
+    pub fn configure(&self, config: Value) {
+        use std::io::{Read, Write};
+        let address = self.url.trim_start_matches("http://");
+        let body = config.to_string();
+        let mut stream = std::net::TcpStream::connect(address).expect("connect to the proxy");
+        write!(
+            stream,
+            "POST /__faults/config HTTP/1.0\r\nHost: {address}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("configure");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("read");
+        assert!(
+            answer.starts_with("HTTP/1.0 200") || answer.contains(" 200 "),
+            "{answer}"
+        );
+    }
+}
+
 impl Drop for FaultProxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
