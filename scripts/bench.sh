@@ -27,6 +27,12 @@
 #                              time, peak RSS; fails at 256 MiB of RSS or more, or if the snapshot
 #                              or retention is not what the data says.
 #
+#   scripts/bench.sh export    one object exported to a second moto (an S3-compatible store with
+#                              its own credentials) by the export job's planner, worker and
+#                              finalizer in one process (functions/aws/examples/export_bench.rs,
+#                              debug build): 64 MiB and 1 GiB side by side, MiB/s and peak RSS,
+#                              which must not grow with the object (fails at 256 MiB or more).
+#                              BENCH_EXPORT_MIB="64 1024" changes the sizes.
 #   scripts/bench.sh chaos     the long chaos run (scripts/chaos.sh long): thousands of objects
 #                              through a fault-injecting proxy, then under repeated SIGKILLs of
 #                              the local runtime; verified against moto, one table. Debug build.
@@ -333,9 +339,59 @@ finalize_bench() {
   fi
 }
 
+EXPORT_MIB="${BENCH_EXPORT_MIB:-64 1024}"
+EXPORT_RSS_LIMIT_MIB=256
+
+export_bench() {
+  echo "==> cargo build -p batchops-aws --example export_bench (debug)" >&2
+  cargo build --quiet -p batchops-aws --example export_bench
+  local bin="${CARGO_TARGET_DIR:-$ROOT/target}/debug/examples/export_bench"
+  # shellcheck source=scripts/local-stack.sh
+  source scripts/local-stack.sh
+  local_stack_start
+  other_store_start
+  export BATCHOPS_CONTROL_BUCKET=bench-control BATCHOPS_EVENT_BUS=none BATCHOPS_TABLE="bench-export-$$"
+  # One delivery streams the whole object (a cut-short one would start again from byte 0).
+  export BATCHOPS_LOCAL_CHUNK_DEADLINE_SECONDS=3600
+  local rows=() failures=() mib key out wall rss user sys result
+  for mib in $EXPORT_MIB; do
+    key="object-${mib}MiB.bin"
+    echo "==> seeding bench-source/$key ($mib MiB) in moto" >&2
+    "$bin" seed --key "$key" --mib "$mib"
+    out="$DATA/export-$mib.json"
+    echo "==> exporting $key to the second moto" >&2
+    /usr/bin/time -f "%e %M %U %S" -o "$out.time" "$bin" export --key "$key" --to "$BATCHOPS_TEST_OTHER_S3" >"$out" \
+      || { echo "FAILED: export_bench export (see $out)" >&2; exit 1; }
+    read -r wall rss user sys <"$out.time"
+    result="$(python3 - "$out" "$mib" "$wall" "$rss" "$user" "$sys" <<'PY'
+import json, sys
+out, mib, wall, rss, user, sys_s = sys.argv[1:]
+r = json.load(open(out))
+ok = r["status"] == "Success" and r["bytes"] == int(mib) * 1024 * 1024
+print(f"| {int(mib):>5} MiB | {r['seconds']:7.1f} s | {int(mib) / r['seconds']:6.1f} MiB/s | {int(rss) / 1024:6.1f} MiB "
+      f"| {float(user) + float(sys_s):6.1f} s | {r['status']}{'' if ok else ' (FAILED: ' + str(r['bytes']) + ' bytes)'} |")
+PY
+)"
+    rows+=("$result")
+    [[ "$result" == *FAILED* ]] && failures+=("$mib MiB: $result")
+    if [ "$rss" -ge $((EXPORT_RSS_LIMIT_MIB * 1024)) ]; then
+      failures+=("$mib MiB: peak RSS $((rss / 1024)) MiB, limit $EXPORT_RSS_LIMIT_MIB MiB")
+    fi
+  done
+  echo "export of one object to a second moto (part ${BATCHOPS_EXPORT_PART_BYTES:-8388608} bytes, ${BATCHOPS_EXPORT_PART_CONCURRENCY:-4} in flight; debug build; wall: export created .. job done)"
+  echo "| object | wall | throughput | peak RSS | CPU | status |"
+  echo "|---|---|---|---|---|---|"
+  printf '%s\n' "${rows[@]}"
+  if [ ${#failures[@]} -gt 0 ]; then
+    printf 'FAILED: %s\n' "${failures[@]}" >&2
+    exit 1
+  fi
+}
+
 case "$WHAT" in
   planner) planner_bench ;;
+  export) export_bench ;;
   backup) backup_bench ;;
   finalize) finalize_bench ;;
-  *) echo "usage: scripts/bench.sh planner|backup|finalize|chaos" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh planner|backup|finalize|export|chaos" >&2; exit 2 ;;
 esac

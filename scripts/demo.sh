@@ -4,7 +4,7 @@
 # Operations dialect, runs it with the local runtime while showing progress, and prints the
 # final DescribeJob summary and the verified completion report. Then an S3PutObjectTagging job
 # over the same versions, a LambdaInvoke job (the example function served by
-# scripts/lambda_emulator.py), and backups.
+# scripts/lambda_emulator.py), backups, and an export of the latest snapshot to a second moto.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/local-stack.sh
@@ -315,4 +315,33 @@ log "backup verify demo-app: every version the newest and the first snapshot ref
 # Exits 1 (and so ends the demo) if any backup version is missing or different.
 "$BATCHOPS" backup verify demo-app
 "$BATCHOPS" backup verify demo-app --snapshot "$FIRST_SNAPSHOT"
-log "demo complete: copy and tagging jobs verified, a LambdaInvoke job, three backup runs, continuous copies, one restore, backups verified"
+
+log "export: the latest snapshot of demo-app to another S3-compatible store (a second moto, its own credentials)"
+other_store_start
+EXPORT_SECRET="$("$VENV/bin/python" - "$BATCHOPS_TEST_OTHER_S3" <<'PY'
+import json, sys, boto3
+# The other store's credentials live in Secrets Manager (here moto's); never on the command line.
+other = boto3.client("s3", endpoint_url=sys.argv[1], aws_access_key_id="demo-other",
+                     aws_secret_access_key="demo-other-secret", region_name="us-east-1")
+other.create_bucket(Bucket="demo-export")
+secret = boto3.client("secretsmanager").create_secret(
+    Name="demo-export-store",
+    SecretString=json.dumps({"accessKeyId": "demo-other", "secretAccessKey": "demo-other-secret"}))
+print(secret["ARN"])
+PY
+)"
+EXPORT_ID="$("$BATCHOPS" export create --policy demo-app --to s3://demo-export/demo-app-latest \
+  --endpoint "$BATCHOPS_TEST_OTHER_S3" --region us-east-1 --path-style --secret "$EXPORT_SECRET" |
+  "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["ExportId"])')"
+"$BATCHOPS" run --until-idle --concurrency 4 --max-seconds 600 2>>"$LOCAL_DIR/run.log"
+"$BATCHOPS" export describe "$EXPORT_ID" | tee "$LOCAL_DIR/demo-export.json"
+"$VENV/bin/python" - "$LOCAL_DIR/demo-export.json" <<'PY'
+import json, sys
+described = json.load(open(sys.argv[1]))
+summary = described["ProgressSummary"]
+print(f"export {described['Status']}: {summary['NumberOfTasksSucceeded']} of {summary['TotalNumberOfTasks']} objects")
+assert described["Status"] == "Success" and summary["NumberOfTasksFailed"] == 0, described
+PY
+log "export verify: every object the export manifest lists is at the destination, same size and MD5"
+"$BATCHOPS" export verify "$EXPORT_ID"
+log "demo complete: copy and tagging jobs verified, a LambdaInvoke job, three backup runs, continuous copies, one restore, backups verified, the latest snapshot exported and verified"
