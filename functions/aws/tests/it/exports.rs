@@ -185,6 +185,32 @@ impl Destination {
     }
 }
 
+/// A CreateJob manifest naming the CSV manifest (Bucket, Key) at `manifest_key` in env.src.
+fn csv_manifest(env: &TestEnv, manifest_key: &str) -> Manifest {
+    serde_json::from_value(serde_json::json!({
+        "Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket", "Key"]},
+        "Location": {"ObjectArn": format!("arn:aws:s3:::{}/{}", env.src, manifest_key)}
+    }))
+    .unwrap()
+}
+
+/// The local runtime in the background, one chunk at a time, until no job has work left.
+fn spawn_runtime(
+    env: &TestEnv,
+) -> tokio::task::JoinHandle<
+    batchops_aws::error::Result<std::sync::Arc<batchops_aws::runtime::RunStats>>,
+> {
+    tokio::spawn(run(
+        env.app.clone(),
+        RunOptions {
+            until_idle: true,
+            concurrency: 1,
+            sweep_interval: Duration::from_millis(200),
+            max_duration: Some(Duration::from_secs(120)),
+        },
+    ))
+}
+
 /// Awkward keys (spaces, unicode, `+`, `%`, `&`, `#`, brackets, quotes, deep paths) and a
 /// 20 MiB object (a multipart upload of 5 MiB parts), exported from a snapshot: byte for byte,
 /// with the export manifest, which verify checks and which finds a changed object.
@@ -327,11 +353,7 @@ async fn cancelled_export_keeps_what_it_wrote(store: Store) {
         .map(|k| format!("{},{}", env.src, encode_key(k)))
         .collect();
     let manifest_key = env.manifest("export", &lines).await;
-    let manifest: Manifest = serde_json::from_value(serde_json::json!({
-        "Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket", "Key"]},
-        "Location": {"ObjectArn": format!("arn:aws:s3:::{}/{}", env.src, manifest_key)}
-    }))
-    .unwrap();
+    let manifest = csv_manifest(&env, &manifest_key);
     let to = store.destination(&env).await;
     let created = exports::create_export(
         &env.app,
@@ -342,15 +364,7 @@ async fn cancelled_export_keeps_what_it_wrote(store: Store) {
     )
     .await
     .unwrap();
-    let runtime = tokio::spawn(run(
-        env.app.clone(),
-        RunOptions {
-            until_idle: true,
-            concurrency: 1,
-            sweep_interval: Duration::from_millis(200),
-            max_duration: Some(Duration::from_secs(120)),
-        },
-    ));
+    let runtime = spawn_runtime(&env);
     let mut waited = 0;
     while to.keys("many/").await.is_empty() {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -406,32 +420,16 @@ async fn a_cancelled_export_to_azure_blob_storage_keeps_what_it_wrote() {
 /// read by requests signed in eu-west-1 (scripts/fault_proxy.py records each signature).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_export_reads_its_sources_in_their_buckets_region() {
-    use crate::roles::{signed, Proxy};
+    use crate::roles::{eu_bucket, signed, Proxy};
     let proxy = Proxy::start().await;
     let url = proxy.url();
     let env = TestEnv::through(Some(&url), &[]).await;
-    let eu = format!("eu-{}", &env.src[4..]);
-    env.clients
-        .s3
-        .create_bucket()
-        .bucket(&eu)
-        .create_bucket_configuration(
-            aws_sdk_s3::types::CreateBucketConfiguration::builder()
-                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::EuWest1)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("bucket in eu-west-1");
+    let eu = eu_bucket(&env, &env.src).await;
     env.put(&eu, "far away", "from eu").await;
     let manifest_key = env
         .manifest("eu", &[format!("{eu},{}", encode_key("far away"))])
         .await;
-    let manifest: Manifest = serde_json::from_value(serde_json::json!({
-        "Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket", "Key"]},
-        "Location": {"ObjectArn": format!("arn:aws:s3:::{}/{}", env.src, manifest_key)}
-    }))
-    .unwrap();
+    let manifest = csv_manifest(&env, &manifest_key);
     let to = Store::OtherS3.destination(&env).await;
     let created = exports::create_export(
         &env.app,
@@ -474,11 +472,7 @@ async fn a_failed_multipart_completion_leaves_no_upload_behind() {
     let manifest_key = env
         .manifest("complete", &[format!("{},big", env.src)])
         .await;
-    let manifest: Manifest = serde_json::from_value(serde_json::json!({
-        "Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket", "Key"]},
-        "Location": {"ObjectArn": format!("arn:aws:s3:::{}/{}", env.src, manifest_key)}
-    }))
-    .unwrap();
+    let manifest = csv_manifest(&env, &manifest_key);
     let (other, bucket, mut to) = other_location(&env).await;
     let StoreLocation::S3 { endpoint, .. } = &mut to else {
         unreachable!()
@@ -493,15 +487,7 @@ async fn a_failed_multipart_completion_leaves_no_upload_behind() {
     )
     .await
     .unwrap();
-    let runtime = tokio::spawn(run(
-        env.app.clone(),
-        RunOptions {
-            until_idle: true,
-            concurrency: 1,
-            sweep_interval: Duration::from_millis(200),
-            max_duration: Some(Duration::from_secs(120)),
-        },
-    ));
+    let runtime = spawn_runtime(&env);
     // Both attempts at the object (each completion tried 6 times by object_store), then the
     // export manifest, written by the finalizer through the same store, may complete.
     let mut waited = 0;

@@ -109,7 +109,7 @@ pub(crate) fn signed(
 }
 
 /// A new bucket in eu-west-1, named after `like` (`eu-` and its suffix).
-async fn eu_bucket(env: &TestEnv, like: &str) -> String {
+pub(crate) async fn eu_bucket(env: &TestEnv, like: &str) -> String {
     let eu = format!("eu-{}", &like[4..]);
     env.clients
         .s3
