@@ -124,6 +124,15 @@ async fn serve_answers_the_json_routes_over_http() {
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(json_body(&body)["StatusUpdateReason"], "not needed now");
 
+    // The job center page, as the api Lambda serves it.
+    let (status, head, body) = http(address, "GET", "/", &[], b"").await;
+    assert_eq!(status, 200);
+    assert!(head.contains("Content-Type: text/html"), "{head}");
+    assert!(
+        String::from_utf8_lossy(&body).contains(&job),
+        "the page lists the job"
+    );
+
     // Errors keep their status and JSON shape.
     let (status, _, body) = http(address, "GET", "/jobs/no-such-job", &[], b"").await;
     assert_eq!(status, 404);
