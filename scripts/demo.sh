@@ -89,6 +89,21 @@ end=$(date +%s.%N)
 
 log "batchops job describe $JOB_ID"
 "$BATCHOPS" job describe "$JOB_ID"
+log "batchops serve: the same job through S3 Control's own API (aws s3control describe-job)"
+SERVE_PORT="$(free_port)"
+"$BATCHOPS" serve --bind "127.0.0.1:$SERVE_PORT" --access-key-id AKIDDEMO --secret-access-key demo-secret \
+  2>"$LOCAL_DIR/serve.log" &
+SERVE_PID=$!
+trap 'kill "$SERVE_PID" 2>/dev/null || true; local_stack_stop' EXIT
+for _ in $(seq 1 100); do
+  python3 -c "import socket; socket.create_connection(('127.0.0.1', $SERVE_PORT), 0.2)" 2>/dev/null && break
+  sleep 0.1
+done
+# The CLI calls <account>.127.0.0.1:PORT; scripts/aws_loopback.py resolves that to loopback.
+AWS_ACCESS_KEY_ID=AKIDDEMO AWS_SECRET_ACCESS_KEY=demo-secret "$VENV/bin/python" scripts/aws_loopback.py \
+  s3control describe-job --account-id "${BATCHOPS_ACCOUNT_ID:-000000000000}" --job-id "$JOB_ID" \
+  --endpoint-url "http://127.0.0.1:$SERVE_PORT" --query 'Job.{JobId: JobId, Status: Status, Priority: Priority, ProgressSummary: ProgressSummary}' --output json
+kill "$SERVE_PID" 2>/dev/null || true
 log "batchops job report $JOB_ID"
 "$BATCHOPS" job report "$JOB_ID"
 

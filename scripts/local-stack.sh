@@ -6,22 +6,25 @@ BATCHOPS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MOTO_VERSION="${MOTO_VERSION:-5.2.5}"
 # Azurite (npm, its Blob service only), pinned: the Azure store exports are tested against.
 AZURITE_VERSION="${AZURITE_VERSION:-3.37.0}"
+# The AWS CLI (v1, from PyPI) that the S3 Control tests drive `batchops serve` with; this version
+# pins the botocore that moto's boto3 uses.
+AWSCLI_VERSION="${AWSCLI_VERSION:-1.46.3}"
 VENV="$BATCHOPS_ROOT/.venv"
 LOCAL_DIR="$BATCHOPS_ROOT/.local"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 ensure_python_venv() {
-  if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import moto, boto3; assert moto.__version__ == '$MOTO_VERSION'" 2>/dev/null; then
+  if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import moto, boto3, awscli; assert moto.__version__ == '$MOTO_VERSION' and awscli.__version__ == '$AWSCLI_VERSION'" 2>/dev/null; then
     return 0
   fi
   if ! python3 -m venv --help >/dev/null 2>&1; then
     log "installing python3-venv"
     apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
   fi
-  log "installing moto[server]==$MOTO_VERSION into .venv"
+  log "installing moto[server]==$MOTO_VERSION and awscli==$AWSCLI_VERSION into .venv"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" "awscli==$AWSCLI_VERSION"
 }
 
 AZURITE_BIN="$LOCAL_DIR/npm/node_modules/.bin/azurite-blob"

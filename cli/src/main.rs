@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod export;
+mod serve;
 
 #[derive(Parser)]
 #[command(
@@ -55,6 +56,9 @@ enum Command {
         #[command(subcommand)]
         command: export::ExportCommand,
     },
+    /// The api Lambda's HTTP routes on a local address: the JSON routes and S3 Control's
+    /// job API (`aws s3control ... --endpoint-url`).
+    Serve(serve::ServeArgs),
     /// Run planner, workers and finalizer locally against the configured endpoint.
     Run {
         /// Exit 0 once no job has work left.
@@ -941,6 +945,7 @@ async fn main() -> Result<()> {
         Command::Local { .. } | Command::Plan(_) => unreachable!("handled above"),
         Command::Backup { command } => backup_command(&app, command).await?,
         Command::Export { command } => export::run(&app, command).await?,
+        Command::Serve(args) => serve::run(app, args).await?,
         Command::Run {
             until_idle,
             concurrency,

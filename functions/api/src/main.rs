@@ -1,8 +1,10 @@
-//! Lambda api: API Gateway HTTP API requests -> the job and backup calls (`batchops_aws::api`).
+//! Lambda api: API Gateway HTTP API requests -> the job and backup calls (`batchops_aws::api`)
+//! and S3 Control's XML job API (`batchops_aws::s3control`), through `batchops_aws::endpoint`
+//! as `batchops serve` does. API Gateway's IAM auth has checked the SigV4 signature.
 //! Thin: configuration and clients are built once here; this file only maps HTTP in and out.
 
-use batchops_aws::api::{handle, ApiRequest, ApiResponse};
-use batchops_aws::page::{handle_page, PageResponse};
+use batchops_aws::api::ApiRequest;
+use batchops_aws::endpoint::{respond, HttpReply};
 use batchops_aws::{lambda, App};
 use lambda_http::{run, service_fn, Body, Error, Request, RequestExt, Response};
 
@@ -26,22 +28,23 @@ fn api_request(request: &Request) -> ApiRequest {
     }
 }
 
-fn http_response(response: ApiResponse) -> Result<Response<Body>, Error> {
+/// The `x-amz-account-id` header (S3 Control calls).
+fn account_id(request: &Request) -> Option<&str> {
+    request
+        .headers()
+        .get("x-amz-account-id")
+        .and_then(|value| value.to_str().ok())
+}
+
+fn http_response(reply: HttpReply) -> Result<Response<Body>, Error> {
     Ok(Response::builder()
-        .status(response.status)
-        .header("content-type", "application/json")
-        .body(Body::Text(response.body.to_string()))?)
+        .status(reply.status)
+        .header("content-type", reply.content_type)
+        .body(Body::Text(String::from_utf8(reply.body)?))?)
 }
 
 async fn serve(app: &App, request: Request) -> Result<Response<Body>, Error> {
-    let api = api_request(&request);
-    if let Some(page) = handle_page(app, &api.method, &api.path).await {
-        return Ok(Response::builder()
-            .status(page.status)
-            .header("content-type", PageResponse::CONTENT_TYPE)
-            .body(Body::Text(page.body))?);
-    }
-    http_response(handle(app, &api).await)
+    http_response(respond(app, &api_request(&request), account_id(&request)).await)
 }
 
 #[tokio::main]
@@ -60,7 +63,7 @@ mod tests {
     const EVENT: &str = r#"{
       "version": "2.0", "routeKey": "$default", "rawPath": "/jobs/abc/status",
       "rawQueryString": "requestedJobStatus=Cancelled&statusUpdateReason=too+slow",
-      "headers": {"content-type": "application/json", "host": "x.execute-api.us-east-1.amazonaws.com"},
+      "headers": {"content-type": "application/json", "host": "x.execute-api.us-east-1.amazonaws.com", "x-amz-account-id": "123456789012"},
       "queryStringParameters": {"requestedJobStatus": "Cancelled", "statusUpdateReason": "too slow"},
       "requestContext": {"accountId": "123456789012", "apiId": "x", "domainName": "x.execute-api.us-east-1.amazonaws.com",
         "domainPrefix": "x", "http": {"method": "POST", "path": "/jobs/abc/status", "protocol": "HTTP/1.1",
@@ -85,13 +88,17 @@ mod tests {
             ]
         );
         assert_eq!(api.body, br#"{"note": "kept"}"#.to_vec());
+        assert_eq!(account_id(&request), Some("123456789012"));
     }
 
     #[test]
     fn api_responses_become_json_http_responses() {
-        let response = http_response(ApiResponse {
+        let response = http_response(HttpReply {
             status: 404,
-            body: serde_json::json!({"Code": "NoSuchJob", "Message": "job abc not found"}),
+            content_type: "application/json",
+            body: serde_json::json!({"Code": "NoSuchJob", "Message": "job abc not found"})
+                .to_string()
+                .into_bytes(),
         })
         .unwrap();
         assert_eq!(response.status(), 404);

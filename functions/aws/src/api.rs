@@ -23,6 +23,8 @@
 //! GET    /backup-policies/{name}/snapshots/{id}/verify  ("newest" for the newest) -> {"passed", "checked", "missing", "different", "problems", ...}
 //! ```
 //!
+//! S3 Control's XML job API (`/v20180820/jobs...`) is `crate::s3control`, over these routes.
+//!
 //! Errors are `{"Code", "Message"}` with 400 (bad request, naming the field), 404 (no such job,
 //! policy or route), 405, 409 (the job's status does not allow it) or 500.
 

@@ -17,4 +17,5 @@ mod recovery;
 mod report;
 mod rerun;
 mod roles;
+mod s3control;
 mod verify;
