@@ -27,19 +27,46 @@ ensure_python_venv() {
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" "awscli==$AWSCLI_VERSION"
 }
 
-AZURITE_BIN="$LOCAL_DIR/npm/node_modules/.bin/azurite-blob"
+# npm packages (Azurite, playwright-core) live in one prefix of their own, pinned.
+NPM_PREFIX="$BATCHOPS_ROOT/.local/npm"
+AZURITE_BIN="$NPM_PREFIX/node_modules/.bin/azurite-blob"
+# playwright-core drives Debian's Chromium in the page test (it downloads no browser of its own).
+PLAYWRIGHT_VERSION="${PLAYWRIGHT_VERSION:-1.64.1}"
+
+ensure_npm() {
+  if ! command -v npm >/dev/null; then
+    log "installing nodejs and npm"
+    apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+  fi
+  mkdir -p "$NPM_PREFIX"
+}
 
 ensure_azurite() {
   if [ -x "$AZURITE_BIN" ] && [ "$("$AZURITE_BIN" --version 2>/dev/null)" = "$AZURITE_VERSION" ]; then
     return 0
   fi
-  if ! command -v npm >/dev/null; then
-    log "installing nodejs and npm"
-    apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
-  fi
+  ensure_npm
   log "installing azurite@$AZURITE_VERSION into .local/npm"
-  mkdir -p "$LOCAL_DIR/npm"
-  npm install --prefix "$LOCAL_DIR/npm" --no-audit --no-fund --silent "azurite@$AZURITE_VERSION" >&2
+  npm install --prefix "$NPM_PREFIX" --no-audit --no-fund --silent "azurite@$AZURITE_VERSION" >&2
+}
+
+ensure_playwright() {
+  local installed="$NPM_PREFIX/node_modules/playwright-core/package.json"
+  if [ -f "$installed" ] && python3 -c 'import json,sys; sys.exit(json.load(open(sys.argv[1]))["version"] != sys.argv[2])' "$installed" "$PLAYWRIGHT_VERSION"; then
+    return 0
+  fi
+  ensure_npm
+  log "installing playwright-core@$PLAYWRIGHT_VERSION into .local/npm"
+  npm install --prefix "$NPM_PREFIX" --no-audit --no-fund --silent "playwright-core@$PLAYWRIGHT_VERSION" >&2
+}
+
+# Debian's Chromium, for the page test in a real browser.
+ensure_chromium() {
+  if command -v chromium >/dev/null; then
+    return 0
+  fi
+  log "installing chromium (Debian package)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 }
 
 free_port() {

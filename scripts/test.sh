@@ -48,6 +48,13 @@ scripts/lambda_e2e.sh 2>&1 | tee -a "$LOCAL_DIR/test.log"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 set -e
 # --- end lambda-e2e ------------------------------------------------------------------------------
+# --- page-e2e (the job center page in headless Chromium, against batchops serve; own moto) ------
+log "scripts/page_e2e.sh"
+set +e
+scripts/page_e2e.sh 2>&1 | tee -a "$LOCAL_DIR/test.log"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
+set -e
+# --- end page-e2e --------------------------------------------------------------------------------
 # ---- chaos run (scripts/chaos.sh short): faults and SIGKILLs; its failure fails the suite ----
 log "scripts/chaos.sh short"
 if ! scripts/chaos.sh short 2>&1 | tee "$LOCAL_DIR/chaos.log"; then
@@ -61,7 +68,7 @@ import re, sys
 passed = failed = 0
 for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
     m = re.match(r"test result: \w+\. (\d+) passed; (\d+) failed", line)
-    m = m or re.match(r"lambda-e2e: (\d+) passed, (\d+) failed$", line)  # lambda-e2e's closing line
+    m = m or re.match(r"(?:lambda|page)-e2e: (\d+) passed, (\d+) failed$", line)  # their closing lines
     if m:
         passed += int(m.group(1)); failed += int(m.group(2))
 print(f"tests: {passed} passed, {failed} failed")
