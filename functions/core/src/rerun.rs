@@ -63,6 +63,12 @@ pub fn check_rerunnable(job: &JobRecord, failed_only: bool) -> Result<(), RerunR
             "it is a backup run or restore; start another with `batchops backup run` or `backup restore`",
         ));
     }
+    if matches!(job.spec.manifest, ManifestSource::Store(_)) {
+        return Err(refuse(
+            job,
+            "it is an import; run `batchops import create` again, which copies only what changed",
+        ));
+    }
     if failed_only {
         if job.spec.report.is_none() {
             return Err(refuse(
