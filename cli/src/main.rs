@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod export;
+mod import;
 
 #[derive(Parser)]
 #[command(
@@ -54,6 +55,11 @@ enum Command {
     Export {
         #[command(subcommand)]
         command: export::ExportCommand,
+    },
+    /// Import objects from other object stores into a bucket of this account, as jobs.
+    Import {
+        #[command(subcommand)]
+        command: import::ImportCommand,
     },
     /// Run planner, workers and finalizer locally against the configured endpoint.
     Run {
@@ -941,6 +947,7 @@ async fn main() -> Result<()> {
         Command::Local { .. } | Command::Plan(_) => unreachable!("handled above"),
         Command::Backup { command } => backup_command(&app, command).await?,
         Command::Export { command } => export::run(&app, command).await?,
+        Command::Import { command } => import::run(&app, command).await?,
         Command::Run {
             until_idle,
             concurrency,

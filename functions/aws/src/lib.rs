@@ -11,6 +11,7 @@ pub mod draft;
 pub mod error;
 pub mod events;
 pub mod exports;
+pub mod imports;
 pub mod extsort;
 pub mod finalizer;
 pub mod invoke;

@@ -193,6 +193,34 @@ pub fn decide(listed: &SourceIdentity, recorded: Option<&RecordedCopy>) -> Impor
     }
 }
 
+/// The identity recorded on the copy: the listing's (what the next run's listing is compared
+/// with), unless the object changed between the listing and the GET (another size or ETag):
+/// then the GET's, which describes the bytes copied.
+pub fn identity_to_record(listed: &SourceIdentity, read: &SourceIdentity) -> SourceIdentity {
+    let changed = read.size != listed.size
+        || matches!((&listed.etag, &read.etag), (Some(a), Some(b)) if !same_etag(a, b));
+    let mut recorded = if changed { read.clone() } else { listed.clone() };
+    if recorded.version.is_none() {
+        recorded.version = read.version.clone();
+    }
+    recorded
+}
+
+/// The user metadata (names without `x-amz-meta-`) an imported copy carries.
+pub fn copy_metadata(identity: &SourceIdentity) -> Vec<(&'static str, String)> {
+    let mut metadata = Vec::new();
+    if let Some(etag) = &identity.etag {
+        metadata.push((SOURCE_ETAG_METADATA, bare_etag(etag).to_string()));
+    }
+    if let Some(time) = &identity.last_modified {
+        metadata.push((SOURCE_LAST_MODIFIED_METADATA, time.clone()));
+    }
+    if let Some(version) = &identity.version {
+        metadata.push((SOURCE_VERSION_METADATA, version.clone()));
+    }
+    metadata
+}
+
 /// ETags compare without their quotes and weak marker (stores list them with or without).
 pub fn same_etag(a: &str, b: &str) -> bool {
     bare_etag(a) == bare_etag(b)
@@ -384,6 +412,35 @@ mod tests {
             let decision = decide(listed, recorded.as_ref());
             assert_eq!(decision == Unchanged, *skipped, "case {i}: {decision:?}");
         }
+    }
+
+    #[test]
+    fn the_copy_records_the_listing_unless_the_object_changed_since() {
+        let t1 = Some("2026-12-02T10:00:00Z");
+        let t2 = Some("2026-12-02T10:05:00Z");
+        let mut at_listing = listed(5, Some("\"abc\""), t1);
+        let mut read = listed(5, Some("abc"), t2);
+        read.version = Some("v1".into());
+        let recorded = identity_to_record(&at_listing, &read);
+        assert_eq!(recorded.last_modified.as_deref(), t1);
+        assert_eq!(recorded.version.as_deref(), Some("v1"));
+        // Rewritten between the listing and the GET: the GET's identity describes the bytes.
+        for changed in [listed(6, Some("abc"), t2), listed(5, Some("abd"), t2)] {
+            assert_eq!(identity_to_record(&at_listing, &changed), changed);
+        }
+        at_listing.version = Some("v0".into());
+        let metadata = copy_metadata(&identity_to_record(&at_listing, &read));
+        assert_eq!(
+            metadata,
+            vec![
+                (SOURCE_ETAG_METADATA, "abc".to_string()),
+                (SOURCE_LAST_MODIFIED_METADATA, t1.unwrap().to_string()),
+                (SOURCE_VERSION_METADATA, "v0".to_string()),
+            ]
+        );
+        // What is recorded is what the next run compares with: unchanged.
+        let copy = RecordedCopy::from_metadata(5, metadata.iter().map(|(k, v)| (*k, v.as_str())));
+        assert_eq!(decide(&at_listing, Some(&copy)), ImportDecision::Unchanged);
     }
 
     #[test]

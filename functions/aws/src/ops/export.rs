@@ -52,8 +52,8 @@ pub fn runner<'a>(spec: &'a ExportSpec, range: RangeContext<'a>) -> Export<'a> {
     }
 }
 
-/// Why one attempt at an object did not write it.
-enum Failure {
+/// Why one attempt at an object did not write it (exports and imports).
+pub(super) enum Failure {
     /// Fails the task with this HTTP status, error code and message, or is retried when the
     /// class says so.
     Error {
@@ -67,7 +67,7 @@ enum Failure {
 }
 
 impl Failure {
-    fn from_s3(failure: S3Failure) -> Self {
+    pub(super) fn from_s3(failure: S3Failure) -> Self {
         Failure::Error {
             class: failure.class(),
             status: failure.status.unwrap_or(500),
@@ -115,11 +115,12 @@ impl TaskRunner for Export<'_> {
                     object, target_key, ..
                 } => (object, None, target_key),
                 ChunkTask::Malformed(_) | ChunkTask::Refused { .. } => return super::settle(task),
-                ChunkTask::Delete { .. } => {
+                ChunkTask::Delete { .. } | ChunkTask::Import { .. } => {
                     return TaskResult::Done(task.failed_outcome(
                         400,
                         "InvalidRequest",
-                        "exports write objects; this task deletes one".to_string(),
+                        "exports write S3 objects to other stores; this task deletes or imports one"
+                            .to_string(),
                     ))
                 }
             };
