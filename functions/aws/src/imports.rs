@@ -52,11 +52,7 @@ pub async fn create_import(app: &App, request: &ImportRequest) -> Result<Created
     stores::open(app, &spec.from).await?;
     let report = report_target(app);
     let job_request = CreateJobRequest {
-        description: Some(format!(
-            "import {} to {}",
-            spec.from.url(),
-            spec.to_url()
-        )),
+        description: Some(format!("import {} to {}", spec.from.url(), spec.to_url())),
         client_request_token: Some(internal_token(&format!(
             "import-{}",
             uuid::Uuid::new_v4().simple()

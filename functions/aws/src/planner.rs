@@ -580,12 +580,7 @@ async fn plan_slice(
             }
         }
     }
-    let mut events = prepare::start(
-        reader,
-        source,
-        job.plan.progress.clone(),
-        options,
-    );
+    let mut events = prepare::start(reader, source, job.plan.progress.clone(), options);
     let mut since_checkpoint = 0u64;
     let mut resumable: Option<PlanProgress> = None;
     while let Some(event) = events.recv().await {

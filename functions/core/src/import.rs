@@ -85,7 +85,10 @@ impl ImportSpec {
 
     /// Where the import manifest of job `job_id` is written in the destination bucket.
     pub fn manifest_key(&self, job_id: &str) -> String {
-        format!("{}.batchops/imports/{job_id}/manifest.jsonl", self.to_prefix)
+        format!(
+            "{}.batchops/imports/{job_id}/manifest.jsonl",
+            self.to_prefix
+        )
     }
 }
 
@@ -199,7 +202,11 @@ pub fn decide(listed: &SourceIdentity, recorded: Option<&RecordedCopy>) -> Impor
 pub fn identity_to_record(listed: &SourceIdentity, read: &SourceIdentity) -> SourceIdentity {
     let changed = read.size != listed.size
         || matches!((&listed.etag, &read.etag), (Some(a), Some(b)) if !same_etag(a, b));
-    let mut recorded = if changed { read.clone() } else { listed.clone() };
+    let mut recorded = if changed {
+        read.clone()
+    } else {
+        listed.clone()
+    };
     if recorded.version.is_none() {
         recorded.version = read.version.clone();
     }
@@ -235,9 +242,8 @@ pub fn bare_etag(etag: &str) -> &str {
 /// listing (milliseconds) and a HEAD (seconds) of the same object agree.
 pub fn last_modified_label(unix_seconds: i64) -> Option<String> {
     let time = time::OffsetDateTime::from_unix_timestamp(unix_seconds).ok()?;
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
-    );
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
     time.format(&format).ok()
 }
 
@@ -318,7 +324,10 @@ mod tests {
         assert_eq!(spec.destination().url(), "s3://mine/in/");
         for to in ["s3://theirs/x", "gs://bucket/x"] {
             let err = ImportSpec::new(here("s3://mine/a"), &other_or_gcs(to)).unwrap_err();
-            assert!(err.contains("an import writes into S3 in this account"), "{err}");
+            assert!(
+                err.contains("an import writes into S3 in this account"),
+                "{err}"
+            );
         }
     }
 
@@ -347,7 +356,10 @@ mod tests {
             );
         }
         let err = spec.destination_key("other/x").unwrap_err();
-        assert!(err.contains("not under the import's source prefix `exp/`"), "{err}");
+        assert!(
+            err.contains("not under the import's source prefix `exp/`"),
+            "{err}"
+        );
         assert!(spec.destination_key("exp/").is_err());
         let root = ImportSpec::new(other("s3://theirs"), &here("s3://mine")).unwrap();
         assert_eq!(root.destination_key("a/b").unwrap(), "a/b");
@@ -395,14 +407,38 @@ mod tests {
         let cases = [
             (listed(5, Some("\"abc\""), t1), None, false),
             // A plain object at the key (not written by an import) is overwritten.
-            (listed(5, Some("abc"), t1), Some(recorded(5, None, None)), false),
-            (listed(5, Some("abc"), t1), Some(recorded(5, Some("abc"), t1)), true),
+            (
+                listed(5, Some("abc"), t1),
+                Some(recorded(5, None, None)),
+                false,
+            ),
+            (
+                listed(5, Some("abc"), t1),
+                Some(recorded(5, Some("abc"), t1)),
+                true,
+            ),
             // Quotes and the weak marker do not make ETags differ; a newer time with the
             // same ETag is the same content.
-            (listed(5, Some("\"abc\""), t2), Some(recorded(5, Some("W/abc"), t1)), true),
-            (listed(6, Some("abc"), t1), Some(recorded(5, Some("abc"), t1)), false),
-            (listed(5, Some("abd"), t1), Some(recorded(5, Some("abc"), t1)), false),
-            (listed(5, Some("abc"), t1), Some(recorded(5, None, t1)), false),
+            (
+                listed(5, Some("\"abc\""), t2),
+                Some(recorded(5, Some("W/abc"), t1)),
+                true,
+            ),
+            (
+                listed(6, Some("abc"), t1),
+                Some(recorded(5, Some("abc"), t1)),
+                false,
+            ),
+            (
+                listed(5, Some("abd"), t1),
+                Some(recorded(5, Some("abc"), t1)),
+                false,
+            ),
+            (
+                listed(5, Some("abc"), t1),
+                Some(recorded(5, None, t1)),
+                false,
+            ),
             // Without an ETag, the time decides.
             (listed(5, None, t1), Some(recorded(5, None, t1)), true),
             (listed(5, None, t2), Some(recorded(5, None, t1)), false),
@@ -453,10 +489,7 @@ mod tests {
                 ("other", "x"),
             ],
         );
-        assert_eq!(
-            copy,
-            recorded(7, Some("abc"), Some("2026-12-02T10:00:00Z"))
-        );
+        assert_eq!(copy, recorded(7, Some("abc"), Some("2026-12-02T10:00:00Z")));
     }
 
     #[test]

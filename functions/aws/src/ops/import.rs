@@ -238,11 +238,7 @@ impl Import<'_> {
         match decide(listed, recorded.as_ref()) {
             ImportDecision::Unchanged => {
                 return Ok(outcome(
-                    unchanged_result_message(
-                        listed.size,
-                        listed.etag.as_deref(),
-                        destination_key,
-                    ),
+                    unchanged_result_message(listed.size, listed.etag.as_deref(), destination_key),
                     0,
                     None,
                 ))

@@ -107,7 +107,9 @@ pub(super) async fn read_store_listing(
             size: meta.size,
             last_modified: last_modified_label(meta.last_modified.timestamp()),
         });
-        if tasks.len() >= options.chunk_size.max(1) && !send_chunk(&mut progress, &mut tasks, emitter).await {
+        if tasks.len() >= options.chunk_size.max(1)
+            && !send_chunk(&mut progress, &mut tasks, emitter).await
+        {
             return Ok(());
         }
     }
@@ -135,9 +137,7 @@ async fn send_chunk(
 }
 
 async fn job_failure_async(emitter: &Emitter, code: &'static str, reason: String) -> Result<()> {
-    emitter
-        .send(Ok(SourceEvent::Failed { code, reason }))
-        .await;
+    emitter.send(Ok(SourceEvent::Failed { code, reason })).await;
     Ok(())
 }
 
@@ -153,8 +153,8 @@ impl ManifestReader for StoreObjects {
         emitter: &Emitter,
     ) -> Result<()> {
         // Listing is the store's requests page after page: run them on the reader's runtime.
-        reader
-            .handle
-            .block_on(read_store_listing(reader, &self.0, progress, options, emitter))
+        reader.handle.block_on(read_store_listing(
+            reader, &self.0, progress, options, emitter,
+        ))
     }
 }
