@@ -470,7 +470,10 @@ mod tests {
             metadata,
             vec![
                 (SOURCE_ETAG_METADATA, "abc".to_string()),
-                (SOURCE_LAST_MODIFIED_METADATA, t1.unwrap().to_string()),
+                (
+                    SOURCE_LAST_MODIFIED_METADATA,
+                    "2026-12-02T10:00:00Z".to_string()
+                ),
                 (SOURCE_VERSION_METADATA, "v0".to_string()),
             ]
         );
