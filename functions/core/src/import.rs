@@ -47,11 +47,33 @@ impl ImportSpec {
                 endpoint: None,
                 secret_arn: None,
                 ..
-            } => Ok(ImportSpec {
-                from,
-                to_bucket: bucket.clone(),
-                to_prefix: prefix.clone(),
-            }),
+            } => {
+                // An import within one bucket of this account must not list what it writes.
+                if let StoreLocation::S3 {
+                    bucket: from_bucket,
+                    prefix: from_prefix,
+                    endpoint: None,
+                    secret_arn: None,
+                    ..
+                } = &from
+                {
+                    if from_bucket == bucket
+                        && (from_prefix.starts_with(prefix.as_str())
+                            || prefix.starts_with(from_prefix.as_str()))
+                    {
+                        return Err(format!(
+                            "`{}` and `{}` overlap: an import would list what it writes; import into another bucket or a prefix outside the source's",
+                            from.url(),
+                            to.url()
+                        ));
+                    }
+                }
+                Ok(ImportSpec {
+                    from,
+                    to_bucket: bucket.clone(),
+                    to_prefix: prefix.clone(),
+                })
+            }
             other => Err(format!(
                 "an import writes into S3 in this account: `{}` must be s3://bucket/prefix without an endpoint or a secret",
                 other.url()
@@ -322,6 +344,12 @@ mod tests {
         assert_eq!(spec.to_prefix, "in/");
         assert_eq!(spec.to_url(), "s3://mine/in/");
         assert_eq!(spec.destination().url(), "s3://mine/in/");
+        // Within one bucket of this account, source and destination may not overlap.
+        assert!(ImportSpec::new(here("s3://mine/a"), &here("s3://mine/b")).is_ok());
+        for (from, to) in [("s3://mine/a", "s3://mine/a/in"), ("s3://mine/a/b", "s3://mine")] {
+            let err = ImportSpec::new(here(from), &here(to)).unwrap_err();
+            assert!(err.contains("overlap"), "{err}");
+        }
         for to in ["s3://theirs/x", "gs://bucket/x"] {
             let err = ImportSpec::new(here("s3://mine/a"), &other_or_gcs(to)).unwrap_err();
             assert!(

@@ -291,6 +291,17 @@ mod tests {
     }
 
     #[test]
+    fn imports_are_run_again_not_rerun() {
+        let mut job = job();
+        job.spec.manifest = ManifestSource::Store(crate::request::StoreListing {
+            from: crate::export::StoreLocation::parse("s3://theirs/x", &Default::default())
+                .unwrap(),
+        });
+        let err = check_rerunnable(&job, false).unwrap_err();
+        assert!(err.reason.contains("batchops import create"), "{err}");
+    }
+
+    #[test]
     fn the_rerun_keeps_the_operation_and_report_and_takes_the_new_manifest() {
         let job = job();
         let failed = failed_tasks_manifest(&job, &[row("b", "k", "v", "failed")]).unwrap();
