@@ -67,6 +67,17 @@ pub(super) enum Failure {
 }
 
 impl Failure {
+    /// Why no further piece of a transfer may start (the job stopped, or no time is left).
+    pub(super) fn stopping(stop: &AtomicBool, stop_starting_at: SystemTime) -> Option<Self> {
+        if stop.load(Ordering::Relaxed) {
+            Some(Failure::Stopped)
+        } else if SystemTime::now() >= stop_starting_at {
+            Some(Failure::OutOfTime)
+        } else {
+            None
+        }
+    }
+
     pub(super) fn from_s3(failure: S3Failure) -> Self {
         Failure::Error {
             class: failure.class(),
@@ -193,13 +204,7 @@ impl TaskRunner for Export<'_> {
 
 impl Export<'_> {
     fn should_stop(&self) -> Option<Failure> {
-        if self.stop.load(Ordering::Relaxed) {
-            Some(Failure::Stopped)
-        } else if SystemTime::now() >= self.stop_starting_at {
-            Some(Failure::OutOfTime)
-        } else {
-            None
-        }
+        Failure::stopping(self.stop, self.stop_starting_at)
     }
 
     /// One attempt at one object: GET and stream it into the destination.

@@ -32,7 +32,7 @@ use md5::{Digest, Md5};
 use object_store::path::Path;
 use object_store::{Attribute, GetOptions, ObjectStore};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::SystemTime;
 use tokio::sync::OnceCell;
 
@@ -162,13 +162,7 @@ impl TaskRunner for Import<'_> {
 
 impl Import<'_> {
     fn should_stop(&self) -> Option<Failure> {
-        if self.stop.load(Ordering::Relaxed) {
-            Some(Failure::Stopped)
-        } else if SystemTime::now() >= self.stop_starting_at {
-            Some(Failure::OutOfTime)
-        } else {
-            None
-        }
+        Failure::stopping(self.stop, self.stop_starting_at)
     }
 
     async fn source(&self) -> Result<&OpenStore, Failure> {
