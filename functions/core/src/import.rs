@@ -346,7 +346,10 @@ mod tests {
         assert_eq!(spec.destination().url(), "s3://mine/in/");
         // Within one bucket of this account, source and destination may not overlap.
         assert!(ImportSpec::new(here("s3://mine/a"), &here("s3://mine/b")).is_ok());
-        for (from, to) in [("s3://mine/a", "s3://mine/a/in"), ("s3://mine/a/b", "s3://mine")] {
+        for (from, to) in [
+            ("s3://mine/a", "s3://mine/a/in"),
+            ("s3://mine/a/b", "s3://mine"),
+        ] {
             let err = ImportSpec::new(here(from), &here(to)).unwrap_err();
             assert!(err.contains("overlap"), "{err}");
         }
