@@ -76,6 +76,7 @@ pub async fn create_import(app: &App, request: &ImportRequest) -> Result<Created
         priority: 10,
         confirmation_required: false,
         pinning: Default::default(),
+        expected_owners: Vec::new(),
     };
     let job_id = uuid::Uuid::new_v4().to_string();
     jobs::create_job_with_id(app, job_id, job_request, job_spec).await

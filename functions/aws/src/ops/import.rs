@@ -9,7 +9,7 @@
 //! a stopped job aborts the object in flight, and objects already written stay.
 
 use super::export::Failure;
-use super::{RangeContext, TaskResult, TaskRunner};
+use super::{retry_within, GaveUp, RangeContext, RetryBounds, TaskResult, TaskRunner};
 use crate::error::S3Failure;
 use crate::stores::{self, ExportSettings, OpenStore};
 use crate::App;
@@ -131,30 +131,34 @@ impl TaskRunner for Import<'_> {
                     return TaskResult::Done(task.failed_outcome(400, "UnsupportedKey", message))
                 }
             };
-            let mut attempt = 1;
-            loop {
-                match self.attempt(object, &listed, &destination_key).await {
-                    Ok(outcome) => return TaskResult::Done(outcome),
-                    Err(Failure::Stopped) => return TaskResult::Abandoned,
-                    Err(Failure::OutOfTime) => return TaskResult::Suspended,
-                    Err(Failure::Error {
-                        class,
-                        status,
-                        code,
-                        message,
-                    }) => {
-                        if self.retry.should_retry(attempt, class)
-                            && SystemTime::now() < self.stop_starting_at
-                        {
-                            let delay = self.retry.delay(attempt, rand::random::<f64>());
-                            tracing::debug!(attempt, %code, ?delay, "retrying an import");
-                            tokio::time::sleep(delay).await;
-                            attempt += 1;
-                            continue;
-                        }
-                        return TaskResult::Done(task.failed_outcome(status, &code, message));
-                    }
+            let bounds = RetryBounds {
+                stop: Some(self.stop),
+                start_by: Some(self.stop_starting_at),
+            };
+            let class_of = |failure: &Failure| match failure {
+                Failure::Error { class, .. } => Some(*class),
+                Failure::Stopped | Failure::OutOfTime => None,
+            };
+            let tried = retry_within(&self.retry, bounds, class_of, || {
+                self.attempt(object, &listed, &destination_key)
+            })
+            .await;
+            match tried {
+                Ok(outcome) => TaskResult::Done(outcome),
+                // A retryable error when the job stops or time runs out: as if the next attempt
+                // had found it so.
+                Err(GaveUp::Stopped(_)) | Err(GaveUp::Failed(Failure::Stopped)) => {
+                    TaskResult::Abandoned
                 }
+                Err(GaveUp::OutOfTime(_)) | Err(GaveUp::Failed(Failure::OutOfTime)) => {
+                    TaskResult::Suspended
+                }
+                Err(GaveUp::Failed(Failure::Error {
+                    status,
+                    code,
+                    message,
+                    ..
+                })) => TaskResult::Done(task.failed_outcome(status, &code, message)),
             }
         })
     }
