@@ -83,7 +83,11 @@ pub(crate) async fn other_location(env: &TestEnv) -> (aws_sdk_s3::Client, String
     (other, bucket, location)
 }
 
-pub(crate) async fn other_get(other: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Option<Vec<u8>> {
+pub(crate) async fn other_get(
+    other: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Option<Vec<u8>> {
     let answer = other
         .get_object()
         .bucket(bucket)
