@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod export;
+mod import;
 mod serve;
 
 #[derive(Parser)]
@@ -59,6 +60,11 @@ enum Command {
     /// The api Lambda's HTTP routes on a local address: the JSON routes and S3 Control's
     /// job API (`aws s3control ... --endpoint-url`).
     Serve(serve::ServeArgs),
+    /// Import objects from other object stores into a bucket of this account, as jobs.
+    Import {
+        #[command(subcommand)]
+        command: import::ImportCommand,
+    },
     /// Run planner, workers and finalizer locally against the configured endpoint.
     Run {
         /// Exit 0 once no job has work left.
@@ -945,6 +951,7 @@ async fn main() -> Result<()> {
         Command::Local { .. } | Command::Plan(_) => unreachable!("handled above"),
         Command::Backup { command } => backup_command(&app, command).await?,
         Command::Export { command } => export::run(&app, command).await?,
+        Command::Import { command } => import::run(&app, command).await?,
         Command::Serve(args) => serve::run(app, args).await?,
         Command::Run {
             until_idle,

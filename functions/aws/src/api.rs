@@ -121,11 +121,13 @@ struct TaggingBody {
 }
 
 pub async fn handle(app: &App, request: &ApiRequest) -> ApiResponse {
-    // The `/exports` routes in a function of their own, boxed: `route`'s stack frame (large in
+    // The `/exports` and `/imports` routes in functions of their own, boxed: `route`'s stack frame (large in
     // debug builds, where every arm's temporaries get their own slot) does not grow with them.
     let segments: Vec<&str> = request.path.split('/').filter(|s| !s.is_empty()).collect();
     let answer = if segments.first() == Some(&"exports") {
         export_route(app, request, segments).await
+    } else if segments.first() == Some(&"imports") {
+        import_route(app, request, segments).await
     } else {
         route(app, request).await
     };
@@ -322,6 +324,45 @@ fn export_route<'a>(
                 ApiResponse::ok(to_value(crate::exports::verify_export(app, id).await?)?)
             }
             (method, ["exports"] | ["exports", _] | ["exports", _, "cancel" | "verify"]) => {
+                ApiResponse::error(
+                    405,
+                    "MethodNotAllowed",
+                    format!("{method} is not allowed on {}", request.path),
+                )
+            }
+            _ => ApiResponse::error(404, "NotFound", format!("no route for {}", request.path)),
+        })
+    })
+}
+
+/// The `/imports` routes (see `handle`), boxed as the `/exports` ones are.
+#[inline(never)]
+fn import_route<'a>(
+    app: &'a App,
+    request: &'a ApiRequest,
+    segments: Vec<&'a str>,
+) -> futures::future::BoxFuture<'a, Result<ApiResponse, Error>> {
+    Box::pin(async move {
+        let method = request.method.to_ascii_uppercase();
+        Ok(match (method.as_str(), segments.as_slice()) {
+            ("POST", ["imports"]) => {
+                let body: crate::imports::ImportBody = parse_body(request, "import request")?;
+                let job = crate::imports::create_import(app, &body.into_request()?).await?;
+                ApiResponse::ok(json!({"ImportId": job.job_id}))
+            }
+            ("GET", ["imports"]) => {
+                ApiResponse::ok(json!({"Imports": crate::imports::list_imports(app).await?}))
+            }
+            ("GET", ["imports", id]) => {
+                ApiResponse::ok(to_value(crate::imports::describe_import(app, id).await?)?)
+            }
+            ("POST", ["imports", id, "cancel"]) => {
+                ApiResponse::ok(to_value(crate::imports::cancel_import(app, id).await?)?)
+            }
+            ("GET", ["imports", id, "verify"]) => {
+                ApiResponse::ok(to_value(crate::imports::verify_import(app, id).await?)?)
+            }
+            (method, ["imports"] | ["imports", _] | ["imports", _, "cancel" | "verify"]) => {
                 ApiResponse::error(
                     405,
                     "MethodNotAllowed",

@@ -13,7 +13,7 @@ use batchops_core::export::{
     manifest_line, parse_export_result_message, parse_manifest, ExportSpec, ExportStatus,
     ExportedObject, StoreLocation,
 };
-use batchops_core::report::{parse_row, report_manifest_key, ReportManifest};
+use batchops_core::report::{parse_row, report_manifest_key, ReportManifest, ReportRow};
 use batchops_core::request::{
     internal_token, CreateJobRequest, Manifest, ManifestSource, Operation, Report, ReportScope,
     ReportTarget,
@@ -174,7 +174,7 @@ async fn record_manifest_etag(app: &App, source: &mut ManifestSource) -> Result<
     Ok(())
 }
 
-fn blank_request() -> CreateJobRequest {
+pub(crate) fn blank_request() -> CreateJobRequest {
     CreateJobRequest {
         account_id: None,
         confirmation_required: false,
@@ -282,17 +282,45 @@ pub async fn write_manifest(app: &App, job: &JobRecord) -> Result<()> {
     let Some(spec) = job.spec.operation.export() else {
         return Ok(());
     };
-    let Some(target) = &job.spec.report else {
-        return Ok(());
-    };
     let destination = stores::open(app, &spec.to).await?;
     let key = spec.to.manifest_key(&job.job_id);
-    let path = Path::parse(&key).map_err(|e| Error::Invalid(e.to_string()))?;
+    let lines = write_report_manifest(app, job, &destination, &key, exported_object).await?;
+    tracing::info!(job_id = %job.job_id, lines, to = %spec.to.url(), "wrote the export manifest");
+    Ok(())
+}
+
+/// An exported object, from its report row (None: the row exported nothing).
+fn exported_object(row: &ReportRow) -> Option<ExportedObject> {
+    let (size, md5, destination_key) = parse_export_result_message(&row.message)?;
+    Some(ExportedObject {
+        key: decode_key(&row.key_encoded).ok()?,
+        version_id: Some(row.version_id.clone()).filter(|v| !v.is_empty()),
+        destination_key,
+        size,
+        md5,
+        source_etag: None,
+    })
+}
+
+/// Streams a manifest (JSON lines, the export manifest's format) made from a job's report rows
+/// to `key` in `destination`: one line per row `object_of` turns into an object, in report
+/// order. Returns the lines written. Exports and imports write theirs with it.
+pub(crate) async fn write_report_manifest(
+    app: &App,
+    job: &JobRecord,
+    destination: &OpenStore,
+    key: &str,
+    object_of: fn(&ReportRow) -> Option<ExportedObject>,
+) -> Result<u64> {
+    let Some(target) = &job.spec.report else {
+        return Ok(0);
+    };
+    let path = Path::parse(key).map_err(|e| Error::Invalid(e.to_string()))?;
     let upload = destination
         .store
         .put_multipart(&path)
         .await
-        .map_err(|e| store_error(&destination, &key, e))?;
+        .map_err(|e| store_error(destination, key, e))?;
     let mut writer =
         WriteMultipart::new_with_chunk_size(upload, app.config.export.part_bytes as usize);
     let written: Result<u64> = async {
@@ -304,7 +332,7 @@ pub async fn write_manifest(app: &App, job: &JobRecord) -> Result<()> {
                     serde_json::from_slice(&bytes)
                         .map_err(|e| Error::Data(format!("{report_key}: {e}")))?,
                 ),
-                // No task ran: no report, an empty export manifest.
+                // No task ran: no report, an empty manifest.
                 Err(Error::Aws {
                     status: Some(404), ..
                 }) => None,
@@ -328,23 +356,16 @@ pub async fn write_manifest(app: &App, job: &JobRecord) -> Result<()> {
                 let Some(row) = parse_row(&line) else {
                     continue;
                 };
-                let Some((size, md5, destination_key)) = parse_export_result_message(&row.message)
-                else {
+                if row.task_status != "succeeded" {
                     continue;
-                };
-                let key = decode_key(&row.key_encoded)
-                    .map_err(|e| Error::Data(format!("{}: {e:?}", result.key)))?;
-                let object = ExportedObject {
-                    key,
-                    version_id: Some(row.version_id).filter(|v| !v.is_empty()),
-                    destination_key,
-                    size,
-                    md5,
+                }
+                let Some(object) = object_of(&row) else {
+                    continue;
                 };
                 writer
                     .wait_for_capacity(app.config.export.part_concurrency)
                     .await
-                    .map_err(|e| store_error(&destination, &key_of(&path), e))?;
+                    .map_err(|e| store_error(destination, &key_of(&path), e))?;
                 writer.write(manifest_line(&object).as_bytes());
                 lines += 1;
             }
@@ -357,9 +378,8 @@ pub async fn write_manifest(app: &App, job: &JobRecord) -> Result<()> {
             writer
                 .finish()
                 .await
-                .map_err(|e| store_error(&destination, &key, e))?;
-            tracing::info!(job_id = %job.job_id, lines, to = %spec.to.url(), "wrote the export manifest");
-            Ok(())
+                .map_err(|e| store_error(destination, key, e))?;
+            Ok(lines)
         }
         Err(err) => {
             let _ = writer.abort().await;
@@ -372,7 +392,7 @@ fn key_of(path: &Path) -> String {
     path.to_string()
 }
 
-fn store_error(destination: &OpenStore, key: &str, err: object_store::Error) -> Error {
+pub(crate) fn store_error(destination: &OpenStore, key: &str, err: object_store::Error) -> Error {
     Error::Aws {
         service: "ObjectStore",
         operation: "Write",
@@ -382,11 +402,14 @@ fn store_error(destination: &OpenStore, key: &str, err: object_store::Error) -> 
     }
 }
 
-/// What `export verify` found.
+/// What `export verify` (or `import verify`) found.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct VerifyReport {
-    pub export_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub import_id: Option<String>,
     pub manifest_key: String,
     pub objects: u64,
     pub bytes: u64,
@@ -401,20 +424,32 @@ pub async fn verify_export(app: &App, export_id: &str) -> Result<VerifyReport> {
     let job = app.store.get_job(export_id).await?;
     let spec = export_spec(&job)?;
     let destination = stores::open(app, &spec.to).await?;
-    let manifest_key = spec.to.manifest_key(export_id);
-    let path = Path::parse(&manifest_key).map_err(|e| Error::Invalid(e.to_string()))?;
+    let report = verify_manifest(&destination, &spec.to.manifest_key(export_id)).await?;
+    Ok(VerifyReport {
+        export_id: Some(export_id.to_string()),
+        ..report
+    })
+}
+
+/// Checks every object a manifest (the export manifest's format) at `manifest_key` in
+/// `destination` lists: it exists there, with the size, and (read whole, hashed as it streams)
+/// the MD5 the manifest records.
+pub(crate) async fn verify_manifest(
+    destination: &OpenStore,
+    manifest_key: &str,
+) -> Result<VerifyReport> {
+    let path = Path::parse(manifest_key).map_err(|e| Error::Invalid(e.to_string()))?;
     let text = destination
         .store
         .get(&path)
         .await
-        .map_err(|e| store_error(&destination, &manifest_key, e))?
+        .map_err(|e| store_error(destination, manifest_key, e))?
         .bytes()
         .await
-        .map_err(|e| store_error(&destination, &manifest_key, e))?;
+        .map_err(|e| store_error(destination, manifest_key, e))?;
     let objects = parse_manifest(&String::from_utf8_lossy(&text)).map_err(Error::Data)?;
     let mut report = VerifyReport {
-        export_id: export_id.to_string(),
-        manifest_key,
+        manifest_key: manifest_key.to_string(),
         ..Default::default()
     };
     for object in objects {
@@ -434,13 +469,13 @@ pub async fn verify_export(app: &App, export_id: &str) -> Result<VerifyReport> {
                     .push(format!("{}: missing", object.destination_key));
                 continue;
             }
-            Err(e) => return Err(store_error(&destination, &object.destination_key, e)),
+            Err(e) => return Err(store_error(destination, &object.destination_key, e)),
         };
         let size = found.meta.size;
         let mut md5 = Md5::new();
         let mut stream = found.into_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| store_error(&destination, &object.destination_key, e))?;
+            let chunk = chunk.map_err(|e| store_error(destination, &object.destination_key, e))?;
             md5.update(&chunk);
         }
         let digest = hex::encode(md5.finalize());

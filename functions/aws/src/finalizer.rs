@@ -79,8 +79,9 @@ pub async fn finalize(app: &App, job_id: &str) -> Result<Finalized> {
                 if !write_report(app, job_id, counters.tasks_done()).await? {
                     return Ok(Finalized::Reporting);
                 }
-                // Exports: what was exported, listed at the destination.
+                // Exports and imports: what was written, listed at the destination.
                 Box::pin(crate::exports::write_manifest(app, &job)).await?;
+                Box::pin(crate::imports::write_manifest(app, &job)).await?;
                 let threshold = app.config.failure_threshold;
                 if !threshold.exceeded(&counters) {
                     // Backup runs: the snapshot exists once the job is Complete.
@@ -125,6 +126,7 @@ pub async fn finalize(app: &App, job_id: &str) -> Result<Finalized> {
                 // run (which may start once this one has ended) takes them.
                 crate::backup::journal_unfinished_run(app, &job).await?;
                 Box::pin(crate::exports::write_manifest(app, &job)).await?;
+                Box::pin(crate::imports::write_manifest(app, &job)).await?;
                 let (to, reason) = if job.status == JobStatus::Cancelling {
                     (JobStatus::Cancelled, "Cancelled by request")
                 } else {

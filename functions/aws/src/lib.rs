@@ -14,6 +14,7 @@ pub mod events;
 pub mod exports;
 pub mod extsort;
 pub mod finalizer;
+pub mod imports;
 pub mod invoke;
 pub mod jobs;
 pub mod journal;

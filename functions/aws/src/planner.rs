@@ -427,8 +427,11 @@ pub fn job_writer(
         ManifestSource::Inventory { .. } => (pinning.pin_versions, None, pinning.as_of.clone()),
         // Listings have everything.
         ManifestSource::Generated(_) => (false, None, pinning.as_of.clone()),
-        // Backups pin from their listing; restores name exact backup versions.
-        ManifestSource::Backup(_) | ManifestSource::Restore(_) => (false, None, None),
+        // Backups pin from their listing; restores name exact backup versions; imports carry
+        // what the other store listed.
+        ManifestSource::Backup(_) | ManifestSource::Restore(_) | ManifestSource::Store(_) => {
+            (false, None, None)
+        }
     };
     let output = match &spec.manifest {
         ManifestSource::Generated(g) => g
@@ -566,12 +569,18 @@ async fn plan_slice(
         job.plan.manifest_etag.clone(),
         &app.config.control_bucket,
     );
-    let mut events = prepare::start(
-        Reader::new(Some(data_s3)).with_store(app.store.clone()),
-        source,
-        job.plan.progress.clone(),
-        options,
-    );
+    let mut reader = Reader::new(Some(data_s3)).with_store(app.store.clone());
+    if let ManifestSource::Store(listing) = &spec.manifest {
+        // An import lists another store, with the credentials its secret holds.
+        match crate::stores::open(app, &listing.from).await {
+            Ok(opened) => reader = reader.with_object_store(opened),
+            Err(err) => {
+                fail_job(app, &job_id, "SourceStoreUnavailable", err.to_string()).await?;
+                return Ok(Advance::Idle);
+            }
+        }
+    }
+    let mut events = prepare::start(reader, source, job.plan.progress.clone(), options);
     let mut since_checkpoint = 0u64;
     let mut resumable: Option<PlanProgress> = None;
     while let Some(event) = events.recv().await {

@@ -9,7 +9,9 @@
 //! `R <line> <bucket> <encoded key> <version> <encoded target key>` for a restore (copy a backup
 //! version back to its original key), `X <line> <bucket> <encoded key>` for a delete marker,
 //! `F <line> <bucket> <encoded key> <version> <code> <encoded message>` for a task refused at
-//! planning (past the job's task limit): it fails without an S3 call.
+//! planning (past the job's task limit): it fails without an S3 call,
+//! `I <line> <bucket> <encoded key> <version> <encoded etag> <size> <last-modified>` for an
+//! object of another store to import (its identity as the store listed it).
 
 use crate::encoding::{decode_key, encode_key};
 use crate::manifest::{MalformedLine, ObjectRef};
@@ -35,6 +37,16 @@ pub enum ChunkTask {
         line: u64,
         object: ObjectRef,
     },
+    /// Copy an object of another store into S3 (an import): `object` names it in that store
+    /// (bucket or container, full key, version), with the identity its listing gave.
+    Import {
+        line: u64,
+        object: ObjectRef,
+        etag: Option<String>,
+        size: u64,
+        /// RFC 3339, whole seconds.
+        last_modified: Option<String>,
+    },
     /// A task refused at planning (e.g. past a delete job's MaxDeletes): it fails with `code`.
     Refused {
         line: u64,
@@ -56,6 +68,7 @@ impl ChunkTask {
             ChunkTask::Object { object, .. }
             | ChunkTask::Restore { object, .. }
             | ChunkTask::Delete { object, .. }
+            | ChunkTask::Import { object, .. }
             | ChunkTask::Refused { object, .. } => (
                 object.bucket.clone(),
                 encode_key(&object.key),
@@ -113,6 +126,23 @@ impl ChunkTask {
                     encode_key(target_key)
                 );
             }
+            ChunkTask::Import {
+                line,
+                object,
+                etag,
+                size,
+                last_modified,
+            } => {
+                let _ = writeln!(
+                    out,
+                    "I\t{line}\t{}\t{}\t{}\t{}\t{size}\t{}",
+                    object.bucket,
+                    encode_key(&object.key),
+                    encode_key(object.version_id.as_deref().unwrap_or("")),
+                    encode_key(etag.as_deref().unwrap_or("")),
+                    last_modified.as_deref().unwrap_or("")
+                );
+            }
             ChunkTask::Delete { line, object } => {
                 let _ = writeln!(
                     out,
@@ -155,6 +185,7 @@ impl ChunkTask {
             ChunkTask::Object { line, .. }
             | ChunkTask::Restore { line, .. }
             | ChunkTask::Delete { line, .. }
+            | ChunkTask::Import { line, .. }
             | ChunkTask::Refused { line, .. } => *line,
             ChunkTask::Malformed(m) => m.line,
         }
@@ -166,6 +197,7 @@ impl ChunkTask {
             ChunkTask::Object { object, .. }
             | ChunkTask::Restore { object, .. }
             | ChunkTask::Delete { object, .. }
+            | ChunkTask::Import { object, .. }
             | ChunkTask::Refused { object, .. } => Some(object),
             ChunkTask::Malformed(_) => None,
         }
@@ -238,6 +270,21 @@ fn parse_chunk_line(line: &str) -> Result<ChunkTask, String> {
             },
             target_key: decode(target)?,
         }),
+        ["I", line, bucket, key, version, etag, size, last_modified] => {
+            let version = decode(version)?;
+            let etag = decode(etag)?;
+            Ok(ChunkTask::Import {
+                line: manifest_line(line)?,
+                object: ObjectRef {
+                    bucket: bucket.to_string(),
+                    key: decode(key)?,
+                    version_id: (!version.is_empty()).then_some(version),
+                },
+                etag: (!etag.is_empty()).then_some(etag),
+                size: size.parse().map_err(|_| format!("bad size `{size}`"))?,
+                last_modified: (!last_modified.is_empty()).then(|| last_modified.to_string()),
+            })
+        }
         ["X", line, bucket, key] => Ok(ChunkTask::Delete {
             line: manifest_line(line)?,
             object: ObjectRef {
@@ -263,7 +310,7 @@ fn parse_chunk_line(line: &str) -> Result<ChunkTask, String> {
             message: decode(message)?,
         })),
         _ => Err(format!(
-            "expected a task line (O: 7 fields, M: 5, R: 6, X: 4, F: 7), got `{line}`"
+            "expected a task line (O: 7 fields, M: 5, R: 6, X: 4, F: 7, I: 8), got `{line}`"
         )),
     }
 }
@@ -333,12 +380,34 @@ mod tests {
                 key_encoded: "src%2Cx".into(),
                 message: "manifest line 4: expected 2 fields (Bucket, Key), found 1".into(),
             }),
+            ChunkTask::Import {
+                line: 8,
+                object: ObjectRef {
+                    bucket: "theirs".into(),
+                    key: "exp/ünï\tcode %41+".into(),
+                    version_id: Some("v 1".into()),
+                },
+                etag: Some("\"0x8D tab\t\"".into()),
+                size: 20 << 20,
+                last_modified: Some("2026-12-02T10:00:00Z".into()),
+            },
+            ChunkTask::Import {
+                line: 9,
+                object: ObjectRef {
+                    bucket: "theirs".into(),
+                    key: "plain".into(),
+                    version_id: None,
+                },
+                etag: None,
+                size: 0,
+                last_modified: None,
+            },
         ];
         let mut body = String::new();
         for t in &tasks {
             t.write_line(&mut body);
         }
-        assert_eq!(body.lines().count(), 6);
+        assert_eq!(body.lines().count(), 8);
         assert_eq!(parse_chunk(&body).unwrap(), tasks);
     }
 

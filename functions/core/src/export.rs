@@ -358,6 +358,9 @@ pub struct ExportedObject {
     pub size: u64,
     /// Hex MD5 of the bytes written, computed while streaming.
     pub md5: String,
+    /// Imports: the ETag the source store gave the object (without quotes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_etag: Option<String>,
 }
 
 /// The ResultMessage of an exported object's report row.
@@ -658,6 +661,7 @@ mod tests {
             destination_key: "exp/a\nb".into(),
             size: 3,
             md5: md5.into(),
+            source_etag: None,
         };
         let text = format!("{}{}", manifest_line(&object), manifest_line(&object));
         assert_eq!(text.lines().count(), 2);

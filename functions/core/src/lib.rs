@@ -13,6 +13,7 @@ pub mod describe;
 pub mod encoding;
 pub mod events;
 pub mod export;
+pub mod import;
 pub mod inventory;
 pub mod invoke;
 pub mod job;

@@ -7,6 +7,7 @@ use crate::backup::{MaxDeletes, DEFAULT_MAX_DELETES_FLOOR};
 use crate::checksum::{ChecksumAlgorithm, ChecksumType};
 use crate::copy_options::{grant_headers, GrantHeaders, S3Grant, CANNED_ACLS};
 use crate::export::ExportSpec;
+use crate::import::ImportSpec;
 use crate::invoke::InvokeSpec;
 use crate::plan::parse_time;
 use crate::request::{validate_tags, CopySpec, RequestError, Tag};
@@ -148,6 +149,8 @@ pub enum OperationSpec {
     LambdaInvoke(InvokeSpec),
     /// An export: each task streams its object version into another object store.
     Export(ExportSpec),
+    /// An import: each task streams an object of another store into the destination bucket.
+    Import(ImportSpec),
     /// `S3PutObjectTagging`: the tag set every object gets (possibly empty).
     PutTagging(TagSet),
     /// `S3DeleteObjectTagging`.
@@ -269,6 +272,7 @@ impl OperationSpec {
             OperationSpec::Copy(_) => "S3PutObjectCopy",
             OperationSpec::LambdaInvoke(_) => "LambdaInvoke",
             OperationSpec::Export(_) => "BatchopsExport",
+            OperationSpec::Import(_) => "BatchopsImport",
             OperationSpec::PutTagging(_) => "S3PutObjectTagging",
             OperationSpec::DeleteTagging => "S3DeleteObjectTagging",
             OperationSpec::PutAcl(_) => "S3PutObjectAcl",
@@ -282,7 +286,18 @@ impl OperationSpec {
 
     /// The bucket the operation writes to besides the manifest's objects (a copy's target).
     pub fn target_bucket(&self) -> Option<&str> {
-        self.copy().map(|copy| copy.target_bucket.as_str())
+        match self {
+            OperationSpec::Import(import) => Some(&import.to_bucket),
+            _ => self.copy().map(|copy| copy.target_bucket.as_str()),
+        }
+    }
+
+    /// The import, for import jobs.
+    pub fn import(&self) -> Option<&ImportSpec> {
+        match self {
+            OperationSpec::Import(import) => Some(import),
+            _ => None,
+        }
     }
 
     /// The export, for export jobs.

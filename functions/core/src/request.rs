@@ -465,6 +465,14 @@ pub enum ManifestSource {
     Backup(Box<BackupRun>),
     /// A restore: a snapshot's catalog, filtered.
     Restore(RestoreSource),
+    /// An import: a listing of another object store's location.
+    Store(StoreListing),
+}
+
+/// A listing of every object under a location of another store (an import's source).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreListing {
+    pub from: crate::export::StoreLocation,
 }
 
 /// A snapshot catalog object. camelCase like all backup output; the snake_case names it was

@@ -63,6 +63,12 @@ pub fn check_rerunnable(job: &JobRecord, failed_only: bool) -> Result<(), RerunR
             "it is a backup run or restore; start another with `batchops backup run` or `backup restore`",
         ));
     }
+    if matches!(job.spec.manifest, ManifestSource::Store(_)) {
+        return Err(refuse(
+            job,
+            "it is an import; run `batchops import create` again, which copies only what changed",
+        ));
+    }
     if failed_only {
         if job.spec.report.is_none() {
             return Err(refuse(
@@ -282,6 +288,17 @@ mod tests {
         job.status = JobStatus::Active;
         let err = check_rerunnable(&job, false).unwrap_err();
         assert!(err.reason.contains("it is Active"), "{err}");
+    }
+
+    #[test]
+    fn imports_are_run_again_not_rerun() {
+        let mut job = job();
+        job.spec.manifest = ManifestSource::Store(crate::request::StoreListing {
+            from: crate::export::StoreLocation::parse("s3://theirs/x", &Default::default())
+                .unwrap(),
+        });
+        let err = check_rerunnable(&job, false).unwrap_err();
+        assert!(err.reason.contains("batchops import create"), "{err}");
     }
 
     #[test]

@@ -279,6 +279,11 @@ impl<'a> Copier<'a> {
                     .await
             }
             ChunkTask::Delete { object, .. } => self.delete_marker(object).await,
+            ChunkTask::Import { .. } => TaskResult::Done(task.failed_outcome(
+                400,
+                "InvalidRequest",
+                "this task imports from another store; only an import job runs it".to_string(),
+            )),
         }
     }
 

@@ -52,8 +52,8 @@ pub fn runner<'a>(spec: &'a ExportSpec, range: RangeContext<'a>) -> Export<'a> {
     }
 }
 
-/// Why one attempt at an object did not write it.
-enum Failure {
+/// Why one attempt at an object did not write it (exports and imports).
+pub(super) enum Failure {
     /// Fails the task with this HTTP status, error code and message, or is retried when the
     /// class says so.
     Error {
@@ -67,7 +67,18 @@ enum Failure {
 }
 
 impl Failure {
-    fn from_s3(failure: S3Failure) -> Self {
+    /// Why no further piece of a transfer may start (the job stopped, or no time is left).
+    pub(super) fn stopping(stop: &AtomicBool, stop_starting_at: SystemTime) -> Option<Self> {
+        if stop.load(Ordering::Relaxed) {
+            Some(Failure::Stopped)
+        } else if SystemTime::now() >= stop_starting_at {
+            Some(Failure::OutOfTime)
+        } else {
+            None
+        }
+    }
+
+    pub(super) fn from_s3(failure: S3Failure) -> Self {
         Failure::Error {
             class: failure.class(),
             status: failure.status.unwrap_or(500),
@@ -115,11 +126,12 @@ impl TaskRunner for Export<'_> {
                     object, target_key, ..
                 } => (object, None, target_key),
                 ChunkTask::Malformed(_) | ChunkTask::Refused { .. } => return super::settle(task),
-                ChunkTask::Delete { .. } => {
+                ChunkTask::Delete { .. } | ChunkTask::Import { .. } => {
                     return TaskResult::Done(task.failed_outcome(
                         400,
                         "InvalidRequest",
-                        "exports write objects; this task deletes one".to_string(),
+                        "exports write S3 objects to other stores; this task deletes or imports one"
+                            .to_string(),
                     ))
                 }
             };
@@ -192,13 +204,7 @@ impl TaskRunner for Export<'_> {
 
 impl Export<'_> {
     fn should_stop(&self) -> Option<Failure> {
-        if self.stop.load(Ordering::Relaxed) {
-            Some(Failure::Stopped)
-        } else if SystemTime::now() >= self.stop_starting_at {
-            Some(Failure::OutOfTime)
-        } else {
-            None
-        }
+        Failure::stopping(self.stop, self.stop_starting_at)
     }
 
     /// One attempt at one object: GET and stream it into the destination.

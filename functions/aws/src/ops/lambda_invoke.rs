@@ -42,12 +42,12 @@ impl TaskRunner for LambdaInvoke<'_> {
                         .await,
                 ),
                 ChunkTask::Malformed(_) | ChunkTask::Refused { .. } => super::settle(task),
-                // Backup runs and restores plan these, and they always copy.
-                ChunkTask::Restore { .. } | ChunkTask::Delete { .. } => {
+                // Backup runs, restores and imports plan these, and they always copy.
+                ChunkTask::Restore { .. } | ChunkTask::Delete { .. } | ChunkTask::Import { .. } => {
                     TaskResult::Done(task.failed_outcome(
                         400,
                         "InvalidRequest",
-                        "a LambdaInvoke job runs object tasks only; this restore or delete task belongs to a backup job".to_string(),
+                        "a LambdaInvoke job runs object tasks only; this restore, delete or import task belongs to a backup or import job".to_string(),
                     ))
                 }
             }

@@ -23,6 +23,7 @@ pub mod checksum;
 pub mod copy;
 pub mod delete;
 pub mod export;
+pub mod import;
 pub mod lambda_invoke;
 pub mod lock;
 pub mod restore;
@@ -88,6 +89,7 @@ pub fn runner<'a>(
         OperationSpec::Copy(spec) => Box::new(copy::runner(spec, range)),
         OperationSpec::LambdaInvoke(spec) => Box::new(lambda_invoke::runner(spec, range)),
         OperationSpec::Export(spec) => Box::new(export::runner(spec, range)),
+        OperationSpec::Import(spec) => Box::new(import::runner(spec, range)),
         OperationSpec::PutTagging(tags) => objects(range, tagging::PutTagging(tags)),
         OperationSpec::DeleteTagging => objects(range, tagging::DeleteTagging),
         OperationSpec::PutAcl(acl) => objects(range, acl::PutAcl(acl)),

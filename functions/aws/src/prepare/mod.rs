@@ -16,6 +16,7 @@ mod listing;
 mod output;
 mod reader;
 mod restore;
+mod store_listing;
 mod writer;
 
 use crate::error::{Error, Result};
@@ -24,7 +25,9 @@ pub use backup::{open_catalog, versioning_enabled};
 use batchops_core::backup::DraftRow;
 use batchops_core::manifest::ManifestFields;
 use batchops_core::plan::{ChunkOut, PlanProgress};
-use batchops_core::request::{BackupRun, GeneratedManifest, ManifestSource, RestoreSource};
+use batchops_core::request::{
+    BackupRun, GeneratedManifest, ManifestSource, RestoreSource, StoreListing,
+};
 use columnar::*;
 use csv::*;
 pub use dry_run::{dry_run, DryRunReport};
@@ -37,6 +40,7 @@ pub use output::{output_root, write_generated_manifest};
 use reader::*;
 pub use reader::{Location, Reader};
 use restore::*;
+use store_listing::*;
 use tokio::sync::mpsc;
 pub use writer::{ChunkWriter, WriteStats};
 
@@ -91,7 +95,7 @@ impl Emitter {
 
 /// One manifest source, read from `progress.cursor` on, sending its chunks and other events to
 /// `emitter`: what every file of this module offers [`start`] (CSV manifests, S3 Inventory
-/// reports, listings, backup diffs, restores).
+/// reports, listings, backup diffs, restores, other stores' listings).
 trait ManifestReader: Send {
     /// Runs on a blocking thread: decompression and parsing are CPU work; S3 calls go through
     /// the reader's runtime handle.
@@ -143,6 +147,8 @@ pub enum SourceSpec {
         backup_bucket: String,
         control_bucket: String,
     },
+    /// An import's source: read through the reader's opened store.
+    StoreListing(StoreListing),
 }
 
 impl SourceSpec {
@@ -176,6 +182,7 @@ impl SourceSpec {
                 backup_bucket,
                 control_bucket,
             }),
+            SourceSpec::StoreListing(listing) => Box::new(StoreObjects(listing)),
         }
     }
 
@@ -202,6 +209,7 @@ impl SourceSpec {
                 source: source.clone(),
                 control_bucket: control_bucket.to_string(),
             },
+            ManifestSource::Store(listing) => SourceSpec::StoreListing(listing.clone()),
         }
     }
 }

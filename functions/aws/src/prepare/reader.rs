@@ -29,6 +29,8 @@ impl Location {
 pub struct Reader {
     pub s3: Option<Client>,
     pub store: Option<crate::store::Store>,
+    /// Imports: the source store, opened (its secret read) by the planner.
+    pub object_store: Option<crate::stores::OpenStore>,
     pub(crate) handle: Handle,
 }
 
@@ -49,8 +51,15 @@ impl Reader {
         Reader {
             s3,
             store: None,
+            object_store: None,
             handle: Handle::current(),
         }
+    }
+
+    /// With an import's source store.
+    pub fn with_object_store(mut self, store: crate::stores::OpenStore) -> Self {
+        self.object_store = Some(store);
+        self
     }
 
     /// With the table: a backup run reads its journal's records from it.

@@ -54,7 +54,7 @@ fn other_s3() -> aws_sdk_s3::Client {
 }
 
 /// A bucket on the other store, its credentials in a secret, and its location under `exp/`.
-async fn other_location(env: &TestEnv) -> (aws_sdk_s3::Client, String, StoreLocation) {
+pub(crate) async fn other_location(env: &TestEnv) -> (aws_sdk_s3::Client, String, StoreLocation) {
     let other = other_s3();
     let bucket = format!("other-{}", &env.src[4..]);
     other.create_bucket().bucket(&bucket).send().await.unwrap();
@@ -83,7 +83,11 @@ async fn other_location(env: &TestEnv) -> (aws_sdk_s3::Client, String, StoreLoca
     (other, bucket, location)
 }
 
-async fn other_get(other: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Option<Vec<u8>> {
+pub(crate) async fn other_get(
+    other: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Option<Vec<u8>> {
     let answer = other
         .get_object()
         .bucket(bucket)

@@ -380,6 +380,7 @@ impl TestEnv {
                     } => tasks.push((line, object.key, object.version_id, etag)),
                     other @ (batchops_core::chunk::ChunkTask::Restore { .. }
                     | batchops_core::chunk::ChunkTask::Delete { .. }
+                    | batchops_core::chunk::ChunkTask::Import { .. }
                     | batchops_core::chunk::ChunkTask::Refused { .. }) => {
                         tasks.push((other.manifest_line(), format!("{other:?}"), None, None))
                     }

@@ -7,6 +7,7 @@ mod copy_options;
 mod events;
 mod exports;
 mod harness;
+mod imports;
 mod invoke;
 mod job_path;
 mod lambda_events;
