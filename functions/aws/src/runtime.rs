@@ -8,7 +8,9 @@ use crate::finalizer::{finalize_accounted, Finalized};
 use crate::planner::{advance_accounted, sweep};
 use crate::queue::{ChunkPointer, JobPointer};
 use crate::setup::work_visibility_seconds;
-use crate::worker::{busy_retry_seconds, local_deadline, process_chunk, ChunkRun};
+use crate::worker::{
+    busy_retry_seconds, local_deadline, process_chunk_within, ChunkRun, TaskBudget,
+};
 use crate::App;
 use batchops_core::JobStatus;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +23,9 @@ pub struct RunOptions {
     /// Return once no job has work left (none New, Preparing, Ready, Active, Completing,
     /// Cancelling or Failing) and the events queue is empty.
     pub until_idle: bool,
-    /// Chunk pointers processed at once.
+    /// Chunk pointers processed at once. Their tasks share one budget of
+    /// `BATCHOPS_TASK_CONCURRENCY` slots: while one chunk finishes (or commits), the others
+    /// take its slots.
     pub concurrency: usize,
     /// How often the planner sweeps every job.
     pub sweep_interval: Duration,
@@ -34,11 +38,26 @@ impl Default for RunOptions {
         RunOptions {
             until_idle: false,
             concurrency: 2,
-            sweep_interval: Duration::from_secs(1),
+            sweep_interval: Duration::from_secs(5),
             max_duration: None,
         }
     }
 }
+
+/// How often `--until-idle` looks for working jobs (besides right after a job ends).
+const IDLE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// [`JobStatus::WORKING`], the status a job spends its running time in first: the idle check
+/// stops at the first status that has a job.
+const WORKING_ACTIVE_FIRST: [JobStatus; 7] = [
+    JobStatus::Active,
+    JobStatus::Preparing,
+    JobStatus::New,
+    JobStatus::Ready,
+    JobStatus::Completing,
+    JobStatus::Cancelling,
+    JobStatus::Failing,
+];
 
 #[derive(Debug, Default)]
 pub struct RunStats {
@@ -47,6 +66,8 @@ pub struct RunStats {
     pub events: AtomicU64,
     pub finalizations: AtomicU64,
     pub errors: AtomicU64,
+    /// Raised when the finalizer ended a job (the runtime may now be idle).
+    job_ended: tokio::sync::Notify,
 }
 
 pub async fn run(app: Arc<App>, options: RunOptions) -> Result<Arc<RunStats>> {
@@ -59,9 +80,11 @@ pub async fn run(app: Arc<App>, options: RunOptions) -> Result<Arc<RunStats>> {
         stop_rx.clone(),
         stats.clone(),
     )));
+    let budget = TaskBudget::new(app.config.task_concurrency);
     for _ in 0..options.concurrency.max(1) {
         tasks.push(tokio::spawn(worker_loop(
             app.clone(),
+            budget.clone(),
             stop_rx.clone(),
             stats.clone(),
         )));
@@ -91,9 +114,11 @@ pub async fn run(app: Arc<App>, options: RunOptions) -> Result<Arc<RunStats>> {
 
     let started = Instant::now();
     let outcome = loop {
+        // A job's end (the finalizer's) is when the runtime may have become idle: look at once.
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break Ok(()),
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::time::sleep(IDLE_CHECK_INTERVAL) => {}
+            _ = stats.job_ended.notified() => {}
         }
         if let Some(limit) = options.max_duration {
             if started.elapsed() > limit {
@@ -103,8 +128,9 @@ pub async fn run(app: Arc<App>, options: RunOptions) -> Result<Arc<RunStats>> {
             }
         }
         if options.until_idle {
-            match app.store.list_jobs(&JobStatus::WORKING).await {
-                Ok(jobs) if jobs.is_empty() => {
+            // One query of one item while a job runs (Active first), not a listing of all.
+            match app.store.any_job_in(&WORKING_ACTIVE_FIRST).await {
+                Ok(false) => {
                     // Idle also means no S3 event waiting or being handled.
                     let events_waiting = match &events_url {
                         Some(url) => app.queues.pending(url).await.unwrap_or(1),
@@ -114,8 +140,8 @@ pub async fn run(app: Arc<App>, options: RunOptions) -> Result<Arc<RunStats>> {
                         break Ok(());
                     }
                 }
-                Ok(_) => {}
-                Err(err) => tracing::warn!(error = %err, "could not list jobs"),
+                Ok(true) => {}
+                Err(err) => tracing::warn!(error = %err, "could not look for working jobs"),
             }
         }
     };
@@ -132,9 +158,27 @@ async fn planner_loop(
     mut stop: watch::Receiver<bool>,
     stats: Arc<RunStats>,
 ) {
+    // Plan-queue wake-ups (they name one job) are long-polled, so a new job is planned as soon
+    // as it is created; the sweep of all jobs (due backups, slices to resume, stuck jobs) runs
+    // every `interval`.
+    let mut last_sweep: Option<Instant> = None;
     while !*stop.borrow() {
-        // Plan-queue wake-ups first (they name one job), then the periodic sweep of all jobs.
-        match app.queues.receive(&app.queues.plan_url, 10, 0, 60).await {
+        if last_sweep.is_none_or(|at| at.elapsed() >= interval) {
+            last_sweep = Some(Instant::now());
+            if let Err(err) = sweep(&app, Instant::now() + app.config.plan_slice).await {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %err, "planner sweep failed");
+            }
+        }
+        let wait = interval
+            .saturating_sub(last_sweep.map_or(Duration::ZERO, |at| at.elapsed()))
+            .as_secs()
+            .clamp(0, 20) as i32;
+        let received = tokio::select! {
+            _ = stop.changed() => break,
+            received = app.queues.receive(&app.queues.plan_url, 10, wait, 60) => received,
+        };
+        match received {
             Ok(messages) => {
                 for message in messages {
                     if let Ok(pointer) = serde_json::from_str::<JobPointer>(&message.body) {
@@ -152,27 +196,38 @@ async fn planner_loop(
                         .await;
                 }
             }
-            Err(err) => tracing::warn!(error = %err, "plan queue receive failed"),
+            Err(err) => {
+                tracing::warn!(error = %err, "plan queue receive failed");
+                tokio::select! {
+                    _ = stop.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
         }
-        if let Err(err) = sweep(&app, Instant::now() + app.config.plan_slice).await {
-            stats.errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %err, "planner sweep failed");
-        }
-        tokio::select! {
-            _ = stop.changed() => {}
-            _ = tokio::time::sleep(interval) => {}
+        if wait == 0 {
+            // Less than a second to the next sweep: wait for it without spinning.
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = tokio::time::sleep(interval.saturating_sub(last_sweep.map_or(Duration::ZERO, |at| at.elapsed()))) => {}
+            }
         }
     }
 }
 
-async fn worker_loop(app: Arc<App>, stop: watch::Receiver<bool>, stats: Arc<RunStats>) {
+async fn worker_loop(
+    app: Arc<App>,
+    budget: TaskBudget,
+    mut stop: watch::Receiver<bool>,
+    stats: Arc<RunStats>,
+) {
     let visibility = work_visibility_seconds(&app.config);
     while !*stop.borrow() {
-        let messages = match app
-            .queues
-            .receive(&app.queues.work_url, 1, 1, visibility)
-            .await
-        {
+        // Told to stop, a runner waiting for work returns at once (nothing was received).
+        let received = tokio::select! {
+            _ = stop.changed() => break,
+            received = app.queues.receive(&app.queues.work_url, 1, 5, visibility) => received,
+        };
+        let messages = match received {
             Ok(messages) => messages,
             Err(err) => {
                 tracing::warn!(error = %err, "work queue receive failed");
@@ -198,7 +253,7 @@ async fn worker_loop(app: Arc<App>, stop: watch::Receiver<bool>, stats: Arc<RunS
                 &app,
                 &message.receipt_handle,
                 visibility,
-                process_chunk(&app, &pointer, local_deadline(&app)),
+                process_chunk_within(&app, &pointer, local_deadline(&app), &budget),
             )
             .await;
             match run {
@@ -257,13 +312,13 @@ async fn with_visibility_heartbeat<T>(
     }
 }
 
-async fn finalizer_loop(app: Arc<App>, stop: watch::Receiver<bool>, stats: Arc<RunStats>) {
+async fn finalizer_loop(app: Arc<App>, mut stop: watch::Receiver<bool>, stats: Arc<RunStats>) {
     while !*stop.borrow() {
-        let messages = match app
-            .queues
-            .receive(&app.queues.finalize_url, 10, 1, 30)
-            .await
-        {
+        let received = tokio::select! {
+            _ = stop.changed() => break,
+            received = app.queues.receive(&app.queues.finalize_url, 10, 5, 30) => received,
+        };
+        let messages = match received {
             Ok(messages) => messages,
             Err(err) => {
                 tracing::warn!(error = %err, "finalize queue receive failed");
@@ -288,6 +343,7 @@ async fn finalizer_loop(app: Arc<App>, stop: watch::Receiver<bool>, stats: Arc<R
                 }
                 Ok(outcome) => {
                     stats.finalizations.fetch_add(1, Ordering::Relaxed);
+                    stats.job_ended.notify_one();
                     tracing::debug!(job_id = %pointer.job, ?outcome, "finalizer ran");
                     let _ = app
                         .queues
@@ -312,11 +368,15 @@ async fn finalizer_loop(app: Arc<App>, stop: watch::Receiver<bool>, stats: Arc<R
 async fn events_loop(
     app: Arc<App>,
     url: String,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
     stats: Arc<RunStats>,
 ) {
     while !*stop.borrow() {
-        let messages = match app.queues.receive(&url, 10, 1, 120).await {
+        let received = tokio::select! {
+            _ = stop.changed() => break,
+            received = app.queues.receive(&url, 10, 5, 120) => received,
+        };
+        let messages = match received {
             Ok(messages) => messages,
             Err(err) => {
                 tracing::warn!(error = %err, "events queue receive failed");
