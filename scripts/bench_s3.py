@@ -224,12 +224,17 @@ class Stats:
             self.totals = {}
             self.render_seconds = 0.0
             self.bytes_sent = 0
-            self.copied_keys = set()
+            self.copied_keys = {}
             self.started = time.time()
 
-    def copied(self, bucket, object_key):
+    def copied(self, bucket, object_key, index):
         with self.lock:
-            self.copied_keys.add((bucket, object_key))
+            self.copied_keys[(bucket, object_key)] = index
+
+    def copy_of(self, bucket, object_key):
+        """The generated object's index copied to (bucket, key), or None."""
+        with self.lock:
+            return self.copied_keys.get((bucket, object_key))
 
     def add(self, operation, rendered_in, sent):
         with self.lock:
@@ -510,7 +515,7 @@ class Handler(BaseHTTPRequestHandler):
         index = self._source_index(source_bucket, source_key)
         if index is None:
             return self._send(404, error_body("NoSuchKey", "The specified key does not exist.", f"/{source}"))
-        self.stats.copied(bucket, object_key)
+        self.stats.copied(bucket, object_key, index)
         body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<CopyObjectResult xmlns="{NS}"><LastModified>{LAST_MODIFIED}</LastModified>'
                 f"<ETag>&quot;{source_etag(index)}&quot;</ETag></CopyObjectResult>").encode()
         return self._send(200, body, headers={"x-amz-version-id": "bench-copy"})
@@ -527,6 +532,9 @@ class Handler(BaseHTTPRequestHandler):
     def _object(self, bucket, object_key, head):
         cfg = self.config
         index = self._source_index(bucket, object_key) if OBJECT_SIZE is not None else None
+        if index is None and OBJECT_SIZE is not None:
+            # A copy's target reads as its source (rclone HEADs what it copied).
+            index = self.stats.copy_of(bucket, object_key)
         if index is not None:
             headers = {"ETag": f'"{source_etag(index)}"', "Last-Modified": "Sun, 01 Nov 2026 00:00:00 GMT",
                        "x-amz-version-id": version_id(index)}
