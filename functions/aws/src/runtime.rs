@@ -44,20 +44,9 @@ impl Default for RunOptions {
     }
 }
 
-/// How often `--until-idle` looks for working jobs (besides right after a job ends).
+/// How often `--until-idle` lists working jobs (besides right after a job ends): a listing is a
+/// query per working status.
 const IDLE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
-
-/// [`JobStatus::WORKING`], the status a job spends its running time in first: the idle check
-/// stops at the first status that has a job.
-const WORKING_ACTIVE_FIRST: [JobStatus; 7] = [
-    JobStatus::Active,
-    JobStatus::Preparing,
-    JobStatus::New,
-    JobStatus::Ready,
-    JobStatus::Completing,
-    JobStatus::Cancelling,
-    JobStatus::Failing,
-];
 
 #[derive(Debug, Default)]
 pub struct RunStats {
@@ -128,9 +117,8 @@ pub async fn run(app: Arc<App>, options: RunOptions) -> Result<Arc<RunStats>> {
             }
         }
         if options.until_idle {
-            // One query of one item while a job runs (Active first), not a listing of all.
-            match app.store.any_job_in(&WORKING_ACTIVE_FIRST).await {
-                Ok(false) => {
+            match app.store.list_jobs(&JobStatus::WORKING).await {
+                Ok(jobs) if jobs.is_empty() => {
                     // Idle also means no S3 event waiting or being handled.
                     let events_waiting = match &events_url {
                         Some(url) => app.queues.pending(url).await.unwrap_or(1),
@@ -140,8 +128,8 @@ pub async fn run(app: Arc<App>, options: RunOptions) -> Result<Arc<RunStats>> {
                         break Ok(());
                     }
                 }
-                Ok(true) => {}
-                Err(err) => tracing::warn!(error = %err, "could not look for working jobs"),
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "could not list jobs"),
             }
         }
     };

@@ -478,29 +478,6 @@ impl Store {
         Ok(jobs)
     }
 
-    /// Whether any job is in one of `statuses`: one query of one item per status, stopping at
-    /// the first that has one (put the likeliest first). The local runtime's idle check.
-    pub async fn any_job_in(&self, statuses: &[JobStatus]) -> Result<bool> {
-        for status in statuses {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(STATUS_INDEX)
-                .key_condition_expression("#status = :status")
-                .expression_attribute_names("#status", "status")
-                .expression_attribute_values(":status", s(status.as_str()))
-                .limit(1)
-                .send()
-                .await
-                .map_err(aws("DynamoDB", "Query"))?;
-            if !out.items().is_empty() {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
     async fn query_prefix(&self, job_id: &str, prefix: &str) -> Result<Vec<Item>> {
         self.query_items(&job_pk(job_id), prefix).await
     }
