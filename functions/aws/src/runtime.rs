@@ -161,11 +161,9 @@ async fn planner_loop(
         let wait = interval
             .saturating_sub(last_sweep.map_or(Duration::ZERO, |at| at.elapsed()))
             .as_secs()
-            .clamp(0, 20) as i32;
-        let received = tokio::select! {
-            _ = stop.changed() => break,
-            received = app.queues.receive(&app.queues.plan_url, 10, wait, 60) => received,
-        };
+            .clamp(0, 1) as i32;
+        // Never cancelled (see worker_loop): at most a second's wait.
+        let received = app.queues.receive(&app.queues.plan_url, 10, wait, 60).await;
         match received {
             Ok(messages) => {
                 for message in messages {
@@ -205,16 +203,17 @@ async fn planner_loop(
 async fn worker_loop(
     app: Arc<App>,
     budget: TaskBudget,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     stats: Arc<RunStats>,
 ) {
     let visibility = work_visibility_seconds(&app.config);
     while !*stop.borrow() {
-        // Told to stop, a runner waiting for work returns at once (nothing was received).
-        let received = tokio::select! {
-            _ = stop.changed() => break,
-            received = app.queues.receive(&app.queues.work_url, 1, 5, visibility) => received,
-        };
+        // Short long polls, never cancelled: a dropped ReceiveMessage would hide what it took
+        // for the visibility timeout. A runner told to stop returns within a second.
+        let received = app
+            .queues
+            .receive(&app.queues.work_url, 1, 1, visibility)
+            .await;
         let messages = match received {
             Ok(messages) => messages,
             Err(err) => {
@@ -300,12 +299,12 @@ async fn with_visibility_heartbeat<T>(
     }
 }
 
-async fn finalizer_loop(app: Arc<App>, mut stop: watch::Receiver<bool>, stats: Arc<RunStats>) {
+async fn finalizer_loop(app: Arc<App>, stop: watch::Receiver<bool>, stats: Arc<RunStats>) {
     while !*stop.borrow() {
-        let received = tokio::select! {
-            _ = stop.changed() => break,
-            received = app.queues.receive(&app.queues.finalize_url, 10, 5, 30) => received,
-        };
+        let received = app
+            .queues
+            .receive(&app.queues.finalize_url, 10, 1, 30)
+            .await;
         let messages = match received {
             Ok(messages) => messages,
             Err(err) => {
@@ -356,14 +355,11 @@ async fn finalizer_loop(app: Arc<App>, mut stop: watch::Receiver<bool>, stats: A
 async fn events_loop(
     app: Arc<App>,
     url: String,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     stats: Arc<RunStats>,
 ) {
     while !*stop.borrow() {
-        let received = tokio::select! {
-            _ = stop.changed() => break,
-            received = app.queues.receive(&url, 10, 5, 120) => received,
-        };
+        let received = app.queues.receive(&url, 10, 1, 120).await;
         let messages = match received {
             Ok(messages) => messages,
             Err(err) => {
