@@ -93,9 +93,29 @@ def version_entries(start, stop):
 
 
 def contents_entries(start, stop):
+    if OBJECT_SIZE is not None:
+        return "".join(
+            [CONTENTS_TEMPLATE % (i, (i * ETAG_MULTIPLIER + 1) & ETAG_MASK, OBJECT_SIZE) for i in range(start, stop)]
+        )
     return "".join(
         [CONTENTS_TEMPLATE % (i, (i * ETAG_MULTIPLIER + 1) & ETAG_MASK, 1024 + i % 4096) for i in range(start, stop)]
     )
+
+
+# `scripts/bench.sh worker`: every generated object has this size (None: 1024 + i % 4096) and can
+# be read (GetObject, HeadObject) and copied (CopyObject); every S3 request waits LATENCY seconds
+# before it is answered, like a far S3 endpoint.
+OBJECT_SIZE = None
+LATENCY = 0.0
+SOURCE_KEY = re.compile(r"^data/(\d{8})\.bin$")
+
+
+def source_size(i):
+    return OBJECT_SIZE if OBJECT_SIZE is not None else 1024 + i % 4096
+
+
+def source_etag(i):
+    return "%032x" % ((i * ETAG_MULTIPLIER + 1) & ETAG_MASK)
 
 
 # `scripts/bench.sh finalize`: the rows a committed range of 1,000 tasks staged, as
@@ -204,7 +224,17 @@ class Stats:
             self.totals = {}
             self.render_seconds = 0.0
             self.bytes_sent = 0
+            self.copied_keys = {}
             self.started = time.time()
+
+    def copied(self, bucket, object_key, index):
+        with self.lock:
+            self.copied_keys[(bucket, object_key)] = index
+
+    def copy_of(self, bucket, object_key):
+        """The generated object's index copied to (bucket, key), or None."""
+        with self.lock:
+            return self.copied_keys.get((bucket, object_key))
 
     def add(self, operation, rendered_in, sent):
         with self.lock:
@@ -222,6 +252,7 @@ class Stats:
                 "Requests": dict(sorted(self.counts.items())),
                 "Totals": dict(sorted(self.totals.items())),
                 "Total": sum(self.counts.values()),
+                "CopiedKeys": len(self.copied_keys),
                 "RenderSeconds": round(self.render_seconds, 3),
                 "BytesSent": self.bytes_sent,
                 "SinceResetSeconds": round(time.time() - self.started, 3),
@@ -336,14 +367,23 @@ class Handler(BaseHTTPRequestHandler):
     def do_HEAD(self):
         self._get(head=True)
 
+    def _wait(self):
+        """The injected latency (`--latency-ms`), for S3 requests only."""
+        if LATENCY and not self.path.startswith("/__"):
+            time.sleep(LATENCY)
+
     def _get(self, head):
+        self._wait()
         started = time.perf_counter()
         if self.path == "/__stats":
             body = json.dumps(self.stats.snapshot()).encode()
             self._send(200, body, "application/json", head=head)
             return
         bucket, object_key, q = self._route()
-        if object_key:
+        if head and not object_key and not q:
+            operation = "HeadBucket"
+            sent = self._send(200, b"", head=True)
+        elif object_key:
             operation = "HeadObject" if head else "GetObject"
             sent = self._object(bucket, object_key, head)
         elif "versioning" in q:
@@ -370,8 +410,14 @@ class Handler(BaseHTTPRequestHandler):
         return path
 
     def do_PUT(self):
+        self._wait()
         started = time.perf_counter()
         bucket, object_key, q = self._route()
+        if object_key and "uploadId" not in q and self.headers.get("x-amz-copy-source"):
+            self._read_body()
+            sent = self._copy_object(bucket, object_key)
+            self._count("CopyObject", started, sent)
+            return
         spool = getattr(self.config, "spool", None)
         target = None
         if spool and object_key and "uploadId" in q:
@@ -399,6 +445,7 @@ class Handler(BaseHTTPRequestHandler):
         self._count(operation, started, sent)
 
     def do_POST(self):
+        self._wait()
         started = time.perf_counter()
         _, self._posted = self._read_body(keep=True)
         if self.path == "/__reset":
@@ -451,6 +498,7 @@ class Handler(BaseHTTPRequestHandler):
         self._count("Unsupported POST " + ("&".join(sorted(q)) or "(object)"), started, sent)
 
     def do_DELETE(self):
+        self._wait()
         started = time.perf_counter()
         self._read_body()
         sent = self._send(204, b"")
@@ -458,8 +506,39 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- operations -------------------------------------------------------------------------
 
+    def _copy_object(self, bucket, object_key):
+        """CopyObject from a generated object: counted (distinct targets in `CopiedKeys`), not
+        stored."""
+        source = unquote(self.headers["x-amz-copy-source"]).lstrip("/")
+        source_bucket, _, source_key = source.partition("/")
+        source_key = source_key.split("?versionId=")[0]
+        index = self._source_index(source_bucket, source_key)
+        if index is None:
+            return self._send(404, error_body("NoSuchKey", "The specified key does not exist.", f"/{source}"))
+        self.stats.copied(bucket, object_key, index)
+        body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<CopyObjectResult xmlns="{NS}"><LastModified>{LAST_MODIFIED}</LastModified>'
+                f"<ETag>&quot;{source_etag(index)}&quot;</ETag></CopyObjectResult>").encode()
+        return self._send(200, body, headers={"x-amz-version-id": "bench-copy"})
+
+    def _source_index(self, bucket, object_key):
+        """The index of a generated object named by (bucket, key), or None."""
+        if bucket != self.config.source_bucket:
+            return None
+        found = SOURCE_KEY.match(object_key)
+        if not found or int(found.group(1)) >= self.config.objects:
+            return None
+        return int(found.group(1))
+
     def _object(self, bucket, object_key, head):
         cfg = self.config
+        index = self._source_index(bucket, object_key) if OBJECT_SIZE is not None else None
+        if index is None and OBJECT_SIZE is not None:
+            # A copy's target reads as its source (rclone HEADs what it copied).
+            index = self.stats.copy_of(bucket, object_key)
+        if index is not None:
+            headers = {"ETag": f'"{source_etag(index)}"', "Last-Modified": "Sun, 01 Nov 2026 00:00:00 GMT",
+                       "x-amz-version-id": version_id(index)}
+            return self._send(200, b"\0" * source_size(index), "application/octet-stream", headers=headers, head=head)
         staged = STAGED_ROWS.search(object_key)
         if staged:
             body = staged_rows(int(staged.group(1)), staged.group(2)).encode()
@@ -577,6 +656,8 @@ class Handler(BaseHTTPRequestHandler):
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
+    # The worker bench keeps 64+ connections open at once.
+    request_queue_size = 512
     allow_reuse_address = True
 
 
@@ -729,6 +810,9 @@ def main():
     serve.add_argument("--draft-rows", type=int, default=10_000, help="completion case: rows per draft part")
     serve.add_argument("--chunk-tasks", type=int, default=1000, help="completion case: copy tasks per chunk")
     serve.add_argument("--dest-prefix", default="", help="completion case: the backup directory")
+    serve.add_argument("--object-size", type=int, default=None,
+                       help="worker bench: every generated object has this size and can be read and copied")
+    serve.add_argument("--latency-ms", type=float, default=0.0, help="worker bench: added to every S3 request")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=0)
     serve.add_argument("--port-file", help="write the bound port here once listening")
@@ -794,6 +878,9 @@ def main():
             sys.exit(f"bench_s3.py: catalog file {args.catalog_file} does not exist (run the `catalog` command first)")
         args.catalog_etag = md5_file(args.catalog_file)
         args.catalog_mtime = os.path.getmtime(args.catalog_file)
+    global OBJECT_SIZE, LATENCY
+    OBJECT_SIZE = args.object_size
+    LATENCY = args.latency_ms / 1000.0
     Handler.config = args
     Handler.source = Source(args.objects)
     Handler.stats = Stats()

@@ -13,7 +13,7 @@ use crate::catalog_io::Stored;
 use crate::error::S3Failure;
 use crate::journal::{journal_part_key, record_part, JournalPart, JOURNAL_CONTENT_TYPE};
 use crate::objects::{delete_object, md5_hex, put_bytes_pinned};
-use crate::ops::copy::Copier;
+use crate::ops::copy::{Copier, SourceSize};
 use crate::ops::TaskResult;
 use crate::{now, unix_now, App};
 use batchops_core::backup::{BackupPolicy, CatalogEntry, JournalRow, VersionsMode};
@@ -397,7 +397,11 @@ async fn apply_event(
         version_id: version_id.clone(),
     };
     let if_match = etag.as_deref().map(|e| format!("\"{e}\""));
-    match copier.copy(&object, if_match.as_deref(), &dest_key).await {
+    // The catalog row needs the size copied: HEAD first.
+    match copier
+        .copy(&object, if_match.as_deref(), &dest_key, SourceSize::Head)
+        .await
+    {
         TaskResult::Done(outcome) if outcome.status == TaskStatus::Succeeded => {
             Ok(EventOutcome::Journal(JournalRow::Copied(CatalogEntry {
                 key: event.key.clone(),

@@ -5,7 +5,9 @@ use crate::events::{handle_messages, EventMessage};
 use crate::finalizer::{finalize_accounted, Finalized};
 use crate::planner::{advance_accounted, sweep, Advance};
 use crate::queue::{ChunkPointer, JobPointer};
-use crate::worker::{busy_retry_seconds, local_deadline, process_chunk, ChunkRun};
+use crate::worker::{
+    busy_retry_seconds, local_deadline, process_chunk_within, ChunkRun, TaskBudget,
+};
 use crate::App;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Context, LambdaEvent};
@@ -75,9 +77,15 @@ pub async fn worker_handler(
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
     let deadline = deadline_of(app, &event.context);
+    // The batch's pointers run at once, their tasks sharing one budget: a chunk's tail leaves
+    // its slots to the others instead of idling them.
+    let budget = TaskBudget::new(app.config.task_concurrency);
+    let budget = &budget;
     Ok(per_record(event.payload.records, |record| async move {
         let pointer: ChunkPointer = parse_body(&record)?;
-        let run = process_chunk(app, &pointer, deadline).await.map_err(|e| e.to_string())?;
+        let run = process_chunk_within(app, &pointer, deadline, budget)
+            .await
+            .map_err(|e| e.to_string())?;
         if let ChunkRun::Busy { holder, expires_at } = &run {
             // Another attempt holds the range; this may be that attempt's own message back
             // after it died. Come back just after its lease runs out (else after the queue's

@@ -8,7 +8,9 @@ use crate::finalizer::{finalize_accounted, Finalized};
 use crate::planner::{advance_accounted, sweep};
 use crate::queue::{ChunkPointer, JobPointer};
 use crate::setup::work_visibility_seconds;
-use crate::worker::{busy_retry_seconds, local_deadline, process_chunk, ChunkRun};
+use crate::worker::{
+    busy_retry_seconds, local_deadline, process_chunk_within, ChunkRun, TaskBudget,
+};
 use crate::App;
 use batchops_core::JobStatus;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +23,9 @@ pub struct RunOptions {
     /// Return once no job has work left (none New, Preparing, Ready, Active, Completing,
     /// Cancelling or Failing) and the events queue is empty.
     pub until_idle: bool,
-    /// Chunk pointers processed at once.
+    /// Chunk pointers processed at once. Their tasks share one budget of
+    /// `BATCHOPS_TASK_CONCURRENCY` slots: while one chunk finishes (or commits), the others
+    /// take its slots.
     pub concurrency: usize,
     /// How often the planner sweeps every job.
     pub sweep_interval: Duration,
@@ -34,11 +38,15 @@ impl Default for RunOptions {
         RunOptions {
             until_idle: false,
             concurrency: 2,
-            sweep_interval: Duration::from_secs(1),
+            sweep_interval: Duration::from_secs(5),
             max_duration: None,
         }
     }
 }
+
+/// How often `--until-idle` lists working jobs (besides right after a job ends): a listing is a
+/// query per working status.
+const IDLE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Default)]
 pub struct RunStats {
@@ -47,6 +55,8 @@ pub struct RunStats {
     pub events: AtomicU64,
     pub finalizations: AtomicU64,
     pub errors: AtomicU64,
+    /// Raised when the finalizer ended a job (the runtime may now be idle).
+    job_ended: tokio::sync::Notify,
 }
 
 pub async fn run(app: Arc<App>, options: RunOptions) -> Result<Arc<RunStats>> {
@@ -59,9 +69,11 @@ pub async fn run(app: Arc<App>, options: RunOptions) -> Result<Arc<RunStats>> {
         stop_rx.clone(),
         stats.clone(),
     )));
+    let budget = TaskBudget::new(app.config.task_concurrency);
     for _ in 0..options.concurrency.max(1) {
         tasks.push(tokio::spawn(worker_loop(
             app.clone(),
+            budget.clone(),
             stop_rx.clone(),
             stats.clone(),
         )));
@@ -91,9 +103,11 @@ pub async fn run(app: Arc<App>, options: RunOptions) -> Result<Arc<RunStats>> {
 
     let started = Instant::now();
     let outcome = loop {
+        // A job's end (the finalizer's) is when the runtime may have become idle: look at once.
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break Ok(()),
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::time::sleep(IDLE_CHECK_INTERVAL) => {}
+            _ = stats.job_ended.notified() => {}
         }
         if let Some(limit) = options.max_duration {
             if started.elapsed() > limit {
@@ -132,9 +146,25 @@ async fn planner_loop(
     mut stop: watch::Receiver<bool>,
     stats: Arc<RunStats>,
 ) {
+    // Plan-queue wake-ups (they name one job) are long-polled, so a new job is planned as soon
+    // as it is created; the sweep of all jobs (due backups, slices to resume, stuck jobs) runs
+    // every `interval`.
+    let mut last_sweep: Option<Instant> = None;
     while !*stop.borrow() {
-        // Plan-queue wake-ups first (they name one job), then the periodic sweep of all jobs.
-        match app.queues.receive(&app.queues.plan_url, 10, 0, 60).await {
+        if last_sweep.is_none_or(|at| at.elapsed() >= interval) {
+            last_sweep = Some(Instant::now());
+            if let Err(err) = sweep(&app, Instant::now() + app.config.plan_slice).await {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %err, "planner sweep failed");
+            }
+        }
+        let wait = interval
+            .saturating_sub(last_sweep.map_or(Duration::ZERO, |at| at.elapsed()))
+            .as_secs()
+            .clamp(0, 1) as i32;
+        // Never cancelled (see worker_loop): at most a second's wait.
+        let received = app.queues.receive(&app.queues.plan_url, 10, wait, 60).await;
+        match received {
             Ok(messages) => {
                 for message in messages {
                     if let Ok(pointer) = serde_json::from_str::<JobPointer>(&message.body) {
@@ -152,27 +182,39 @@ async fn planner_loop(
                         .await;
                 }
             }
-            Err(err) => tracing::warn!(error = %err, "plan queue receive failed"),
+            Err(err) => {
+                tracing::warn!(error = %err, "plan queue receive failed");
+                tokio::select! {
+                    _ = stop.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
         }
-        if let Err(err) = sweep(&app, Instant::now() + app.config.plan_slice).await {
-            stats.errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %err, "planner sweep failed");
-        }
-        tokio::select! {
-            _ = stop.changed() => {}
-            _ = tokio::time::sleep(interval) => {}
+        if wait == 0 {
+            // Less than a second to the next sweep: wait for it without spinning.
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = tokio::time::sleep(interval.saturating_sub(last_sweep.map_or(Duration::ZERO, |at| at.elapsed()))) => {}
+            }
         }
     }
 }
 
-async fn worker_loop(app: Arc<App>, stop: watch::Receiver<bool>, stats: Arc<RunStats>) {
+async fn worker_loop(
+    app: Arc<App>,
+    budget: TaskBudget,
+    stop: watch::Receiver<bool>,
+    stats: Arc<RunStats>,
+) {
     let visibility = work_visibility_seconds(&app.config);
     while !*stop.borrow() {
-        let messages = match app
+        // Short long polls, never cancelled: a dropped ReceiveMessage would hide what it took
+        // for the visibility timeout. A runner told to stop returns within a second.
+        let received = app
             .queues
             .receive(&app.queues.work_url, 1, 1, visibility)
-            .await
-        {
+            .await;
+        let messages = match received {
             Ok(messages) => messages,
             Err(err) => {
                 tracing::warn!(error = %err, "work queue receive failed");
@@ -198,7 +240,7 @@ async fn worker_loop(app: Arc<App>, stop: watch::Receiver<bool>, stats: Arc<RunS
                 &app,
                 &message.receipt_handle,
                 visibility,
-                process_chunk(&app, &pointer, local_deadline(&app)),
+                process_chunk_within(&app, &pointer, local_deadline(&app), &budget),
             )
             .await;
             match run {
@@ -259,11 +301,11 @@ async fn with_visibility_heartbeat<T>(
 
 async fn finalizer_loop(app: Arc<App>, stop: watch::Receiver<bool>, stats: Arc<RunStats>) {
     while !*stop.borrow() {
-        let messages = match app
+        let received = app
             .queues
             .receive(&app.queues.finalize_url, 10, 1, 30)
-            .await
-        {
+            .await;
+        let messages = match received {
             Ok(messages) => messages,
             Err(err) => {
                 tracing::warn!(error = %err, "finalize queue receive failed");
@@ -288,6 +330,7 @@ async fn finalizer_loop(app: Arc<App>, stop: watch::Receiver<bool>, stats: Arc<R
                 }
                 Ok(outcome) => {
                     stats.finalizations.fetch_add(1, Ordering::Relaxed);
+                    stats.job_ended.notify_one();
                     tracing::debug!(job_id = %pointer.job, ?outcome, "finalizer ran");
                     let _ = app
                         .queues
@@ -316,7 +359,8 @@ async fn events_loop(
     stats: Arc<RunStats>,
 ) {
     while !*stop.borrow() {
-        let messages = match app.queues.receive(&url, 10, 1, 120).await {
+        let received = app.queues.receive(&url, 10, 1, 120).await;
+        let messages = match received {
             Ok(messages) => messages,
             Err(err) => {
                 tracing::warn!(error = %err, "events queue receive failed");

@@ -70,11 +70,48 @@ fn lease_until(app: &App, deadline: SystemTime) -> u64 {
     short.min(unix_secs(deadline) + 5)
 }
 
-/// Runs one chunk pointer. `deadline` is when this invocation must have returned.
+/// Tasks in flight, shared by every chunk an invocation (or the local runtime) holds: when one
+/// chunk is down to its last few tasks, or between its commit and the next chunk's first task,
+/// the other chunks it holds take the free slots instead of leaving them idle.
+#[derive(Clone)]
+pub struct TaskBudget {
+    slots: Arc<tokio::sync::Semaphore>,
+    size: usize,
+}
+
+impl TaskBudget {
+    pub fn new(size: usize) -> Self {
+        let size = size.max(1);
+        TaskBudget {
+            slots: Arc::new(tokio::sync::Semaphore::new(size)),
+            size,
+        }
+    }
+
+    /// A slot for one task, held while it runs; None only if the budget was closed.
+    async fn slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.slots.acquire().await.ok()
+    }
+}
+
+/// Runs one chunk pointer with a task budget of its own (`BATCHOPS_TASK_CONCURRENCY`).
+/// `deadline` is when this invocation must have returned.
 pub async fn process_chunk(
     app: &App,
     pointer: &ChunkPointer,
     deadline: SystemTime,
+) -> Result<ChunkRun> {
+    let budget = TaskBudget::new(app.config.task_concurrency);
+    process_chunk_within(app, pointer, deadline, &budget).await
+}
+
+/// Runs one chunk pointer, its tasks taking slots from `budget` (shared with the other chunks
+/// the caller holds). `deadline` is when this invocation must have returned.
+pub async fn process_chunk_within(
+    app: &App,
+    pointer: &ChunkPointer,
+    deadline: SystemTime,
+    budget: &TaskBudget,
 ) -> Result<ChunkRun> {
     let attempt = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
     let grant = app
@@ -104,7 +141,7 @@ pub async fn process_chunk(
             .unwrap_or_else(|| "every attempt ended without a word (killed or timed out)".into());
         give_up(app, pointer, &attempt, attempts - 1, &why).await
     } else {
-        match run_leased(app, pointer, deadline, &attempt).await {
+        match run_leased(app, pointer, deadline, &attempt, budget).await {
             // The last allowed attempt failed too: give up now, with its error.
             Err(err) if attempts >= max => {
                 tracing::warn!(job_id = %pointer.job, seq = pointer.seq, attempts, error = %err, "range failed on its last attempt");
@@ -248,6 +285,7 @@ async fn run_leased(
     pointer: &ChunkPointer,
     deadline: SystemTime,
     attempt: &str,
+    budget: &TaskBudget,
 ) -> Result<ChunkRun> {
     let job = match job_owing_range(app, pointer).await? {
         Ok(job) => job,
@@ -308,16 +346,21 @@ async fn run_leased(
     let may_start =
         move || !stop_flag.load(Ordering::Relaxed) && SystemTime::now() < stop_starting_at;
     // Consecutive tasks on the same key run one after another, in manifest order (a backup of
-    // all versions must write them oldest first); everything else runs concurrently. Every task,
-    // inside a unit too, starts only while there is time left and the job runs. Items are plain
-    // index ranges: futures holding borrowed items trip the Send check of spawn.
+    // all versions must write them oldest first); everything else runs concurrently, each task
+    // holding a slot of the budget while it runs. Every task, inside a unit too, starts only
+    // while there is time left and the job runs (checked once it has its slot: waiting for one
+    // can take a while). A unit that starts nothing leaves a gap: the range ends before it.
+    // Items are plain index ranges: futures holding borrowed items trip the Send check of spawn.
     let units = same_key_runs(&tasks, first);
     let mut results: Vec<(usize, TaskResult)> = futures::stream::iter(units)
         .take_while(|_| futures::future::ready(may_start()))
         .map(|unit| async move {
             let mut done = Vec::with_capacity(unit.len());
             for index in unit {
-                if !done.is_empty() && !may_start() {
+                let Some(_slot) = budget.slot().await else {
+                    break;
+                };
+                if !may_start() {
                     break;
                 }
                 let result = ops::run_task(runner, index as u64, &tasks_ref[index]).await;
@@ -329,7 +372,7 @@ async fn run_leased(
             }
             done
         })
-        .buffer_unordered(app.config.task_concurrency)
+        .buffer_unordered(budget.size)
         .flat_map(futures::stream::iter)
         .collect()
         .await;

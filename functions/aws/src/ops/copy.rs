@@ -1,6 +1,8 @@
-//! One copy task: HEAD the (pinned) source, then CopyObject, or a multipart UploadPartCopy with
-//! parts in parallel above the threshold. Throttling and 5xx are retried with backoff and
-//! jitter; what remains becomes a failed task carrying S3's error code and HTTP status.
+//! One copy task: CopyObject, or a multipart UploadPartCopy with parts in parallel above the
+//! threshold. A source whose size the manifest carries is copied without a HEAD (one round trip
+//! per object); one of unknown size is sent to CopyObject first and HEADed (then copied in parts)
+//! only when S3 answers that it is too large for CopyObject. Throttling and 5xx are retried with
+//! backoff and jitter; what remains becomes a failed task carrying S3's error code and HTTP status.
 
 use super::{failed, head_failure, with_retry, RangeContext, TaskResult, TaskRunner};
 use crate::error::S3Failure;
@@ -26,6 +28,33 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// S3's limit on parts per upload.
 const MAX_PARTS: u64 = 10_000;
+
+/// The largest source CopyObject copies (5 GiB); larger ones need UploadPartCopy.
+const COPY_OBJECT_LIMIT: u64 = 5 * 1024 * 1024 * 1024;
+
+/// What a copy knows of its source's size before it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceSize {
+    /// From the manifest (an inventory, a listing, a backup's chunk): no HEAD unless the copy is
+    /// multipart or the job's copy-source conditions need one. The bytes copied are this size.
+    Known(u64),
+    /// Not known (a CSV line, a restore): CopyObject first, HEAD (and a multipart copy) only
+    /// when S3 answers that the source is too large for CopyObject. The bytes copied are left
+    /// out (0), as S3 Batch Operations does.
+    Unknown,
+    /// The caller needs the size counted (a catalog row): HEAD first.
+    Head,
+}
+
+/// S3's answer to a CopyObject whose source is over 5 GiB: `InvalidRequest`, "The specified
+/// copy source is larger than the maximum allowable size for a copy source: 5368709120".
+pub fn too_large_to_copy(failure: &S3Failure) -> bool {
+    failure.status == Some(400)
+        && failure.code.as_deref() == Some("InvalidRequest")
+        && failure
+            .message
+            .contains("copy source is larger than the maximum allowable size")
+}
 
 #[derive(Debug, Clone)]
 pub struct CopySettings {
@@ -260,23 +289,32 @@ impl<'a> Copier<'a> {
     async fn run_task(&self, task: &ChunkTask) -> TaskResult {
         match task {
             ChunkTask::Malformed(_) | ChunkTask::Refused { .. } => super::settle(task),
-            ChunkTask::Object { object, etag, .. } => {
+            ChunkTask::Object {
+                object, etag, size, ..
+            } => {
                 // Pinned tasks carry the ETag seen at planning: the copy must find that object.
                 let if_match = etag
                     .as_deref()
                     .map(|e| format!("\"{}\"", e.trim_matches('"')));
+                let size = size.map_or(SourceSize::Unknown, SourceSize::Known);
                 self.copy(
                     object,
                     if_match.as_deref(),
                     &self.spec.target_key(&object.key),
+                    size,
                 )
                 .await
             }
             ChunkTask::Restore {
                 object, target_key, ..
             } => {
-                self.copy(object, None, &self.spec.target_key(target_key))
-                    .await
+                self.copy(
+                    object,
+                    None,
+                    &self.spec.target_key(target_key),
+                    SourceSize::Unknown,
+                )
+                .await
             }
             ChunkTask::Delete { object, .. } => self.delete_marker(object).await,
             ChunkTask::Import { .. } => TaskResult::Done(task.failed_outcome(
@@ -321,7 +359,32 @@ impl<'a> Copier<'a> {
         object: &ObjectRef,
         if_match: Option<&str>,
         target_key: &str,
+        size: SourceSize,
     ) -> TaskResult {
+        let options = &self.spec.options;
+        let threshold = self.settings.multipart_threshold;
+        // Copy-source conditions are checked on the HEAD before any multipart upload starts
+        // (and S3-compatible stores such as moto ignore them on CopyObject).
+        let head_first = options.modified_since.is_some()
+            || options.unmodified_since.is_some()
+            || match size {
+                SourceSize::Known(bytes) => bytes > threshold,
+                // Below CopyObject's own limit the threshold decides, which needs the size.
+                SourceSize::Unknown => threshold < COPY_OBJECT_LIMIT,
+                SourceSize::Head => true,
+            };
+        if !head_first {
+            let bytes = match size {
+                SourceSize::Known(bytes) => bytes,
+                _ => 0,
+            };
+            match self.single_copy(object, if_match, target_key).await {
+                Err(CopyError::Failed(failure)) if too_large_to_copy(&failure) => {
+                    tracing::debug!(key = %object.key, "source over CopyObject's limit: HEAD, then a multipart copy");
+                }
+                result => return self.settled(object, bytes, result),
+            }
+        }
         let head = match self.head(object).await {
             Ok(head) => head,
             Err(failure) => return TaskResult::Done(failed(object, failure)),
@@ -332,12 +395,22 @@ impl<'a> Copier<'a> {
         if let Some(failure) = self.unmet_source_conditions(&head, if_match) {
             return TaskResult::Done(failed(object, failure));
         }
-        let result = if size > self.settings.multipart_threshold {
+        let result = if size > threshold {
             self.multipart_copy(object, &head, size, if_match, target_key)
                 .await
         } else {
             self.single_copy(object, if_match, target_key).await
         };
+        self.settled(object, size, result)
+    }
+
+    /// The task's result from its copy's: `bytes` counted when it succeeded.
+    fn settled(
+        &self,
+        object: &ObjectRef,
+        bytes: u64,
+        result: Result<Option<String>, CopyError>,
+    ) -> TaskResult {
         match result {
             Ok(dest_version) => TaskResult::Done(TaskOutcome {
                 bucket: object.bucket.clone(),
@@ -347,7 +420,7 @@ impl<'a> Copier<'a> {
                 http_status: 200,
                 error_code: None,
                 message: "Successful".to_string(),
-                bytes: size,
+                bytes,
                 dest_version,
             }),
             Err(CopyError::Failed(failure)) => {
@@ -871,7 +944,33 @@ impl<'a> Copier<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_list_parts;
+    use super::{parse_list_parts, too_large_to_copy};
+    use crate::error::S3Failure;
+
+    #[test]
+    fn only_s3s_copy_source_limit_answer_sends_a_copy_to_head_and_multipart() {
+        let answer = |status, code: &str, message: &str| S3Failure {
+            status: Some(status),
+            code: Some(code.to_string()),
+            message: message.to_string(),
+        };
+        assert!(too_large_to_copy(&answer(400, "InvalidRequest", "The specified copy source is larger than the maximum allowable size for a copy source: 5368709120")));
+        assert!(!too_large_to_copy(&answer(
+            400,
+            "InvalidRequest",
+            "This copy request is illegal because it is trying to copy an object to itself"
+        )));
+        assert!(!too_large_to_copy(&answer(
+            404,
+            "NoSuchKey",
+            "The specified key does not exist."
+        )));
+        assert!(!too_large_to_copy(&answer(
+            500,
+            "InternalError",
+            "copy source is larger than the maximum allowable size"
+        )));
+    }
 
     #[test]
     fn list_parts_bodies_are_read_under_any_root() {

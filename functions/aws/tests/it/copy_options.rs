@@ -12,7 +12,7 @@ use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
-use batchops_aws::ops::copy::Copier;
+use batchops_aws::ops::copy::{Copier, SourceSize};
 use batchops_aws::ops::TaskResult;
 use batchops_core::encoding::encode_key;
 use batchops_core::manifest::ObjectRef;
@@ -408,7 +408,10 @@ async fn single_and_multipart_copies_send_every_option_and_requester_pays() {
             key: key.to_string(),
             version_id: Some(version),
         };
-        match copier.copy(&object, None, &format!("copied/{key}")).await {
+        match copier
+            .copy(&object, None, &format!("copied/{key}"), SourceSize::Unknown)
+            .await
+        {
             TaskResult::Done(outcome) => {
                 assert_eq!(outcome.status, TaskStatus::Succeeded, "{key}: {outcome:?}")
             }
@@ -520,7 +523,10 @@ async fn every_checksum_algorithm_s3_control_allows_is_computed_on_the_copy() {
                 version_id: None,
             };
             let target = format!("{algorithm}/{key}");
-            match copier.copy(&object, None, &target).await {
+            match copier
+                .copy(&object, None, &target, SourceSize::Unknown)
+                .await
+            {
                 TaskResult::Done(outcome) => assert_eq!(
                     outcome.status,
                     TaskStatus::Succeeded,

@@ -1,5 +1,5 @@
 use crate::harness::TestEnv;
-use batchops_aws::ops::copy::Copier;
+use batchops_aws::ops::copy::{Copier, SourceSize};
 use batchops_aws::ops::TaskResult;
 use batchops_aws::planner::{advance, Advance};
 use batchops_aws::queue::ChunkPointer;
@@ -276,7 +276,9 @@ async fn stopping_mid_multipart_aborts_the_upload_and_writes_nothing() {
         version_id: None,
     };
     assert_eq!(
-        copier.copy(&object, None, "copied/big.bin").await,
+        copier
+            .copy(&object, None, "copied/big.bin", SourceSize::Unknown)
+            .await,
         TaskResult::Abandoned
     );
     assert!(
