@@ -132,6 +132,24 @@ pub async fn handle(app: &App, request: &ApiRequest, account_id: Option<&str>) -
             "the x-amz-account-id header is required",
         );
     };
+    // A job of another account is not found, as S3 Control answers (ListJobs is not filtered:
+    // one stack serves one account).
+    if let ["jobs", job_id, ..] = segments.as_slice() {
+        if let Ok(job) = app.store.get_job(job_id).await {
+            let owner = job
+                .request
+                .account_id
+                .as_deref()
+                .unwrap_or(&app.config.account_id);
+            if owner != account_id {
+                return XmlResponse::error(
+                    404,
+                    "NotFoundException",
+                    &format!("job {job_id} not found in account {account_id}"),
+                );
+            }
+        }
+    }
     let body = match operation.request_shape {
         None => Vec::new(),
         Some(shape) => match request_document(request, shape, account_id) {

@@ -320,6 +320,9 @@ async fn boto3_and_the_aws_cli_drive_jobs_on_serve() {
     assert_eq!(seen["Description"], "via boto3 <&>");
     assert_eq!(got["suspended"]["Status"], "Suspended");
     assert_eq!(got["priority"], 42);
+    // Another account's view of the job: not found, as S3 Control answers.
+    assert_eq!(got["other_account"][0], "NotFoundException", "{got}");
+    assert_eq!(got["other_account"][1], 404);
     assert_eq!(seen["Priority"], 42);
     assert_eq!(
         got["tags"],

@@ -102,6 +102,7 @@ def main():
     describe = lambda: s3control.describe_job(AccountId=ACCOUNT, JobId=job)["Job"]  # noqa: E731
     out["suspended"] = plain(wait_for(describe, {"Suspended"}, "boto3 job before confirming"))
     out["priority"] = s3control.update_job_priority(AccountId=ACCOUNT, JobId=job, Priority=42)["Priority"]
+    out["other_account"] = error_code(lambda: s3control.describe_job(AccountId="111122223333", JobId=job))
     tags = [{"Key": "team", "Value": "storage + backup"}, {"Key": "ticket", "Value": "14"}]
     s3control.put_job_tagging(AccountId=ACCOUNT, JobId=job, Tags=tags)
     out["tags"] = s3control.get_job_tagging(AccountId=ACCOUNT, JobId=job)["Tags"]
