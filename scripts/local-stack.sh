@@ -9,22 +9,25 @@ AZURITE_VERSION="${AZURITE_VERSION:-3.37.0}"
 # The AWS CLI (v1, from PyPI) that the S3 Control tests drive `batchops serve` with; this version
 # pins the botocore that moto's boto3 uses.
 AWSCLI_VERSION="${AWSCLI_VERSION:-1.46.3}"
+# The GCS emulator (PyPI) that scripts/gcs_emulator.py extends with the XML API object_store sends.
+GCP_STORAGE_EMULATOR_VERSION="${GCP_STORAGE_EMULATOR_VERSION:-2026.7.19}"
 VENV="$BATCHOPS_ROOT/.venv"
 LOCAL_DIR="$BATCHOPS_ROOT/.local"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 ensure_python_venv() {
-  if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import moto, boto3, awscli; assert moto.__version__ == '$MOTO_VERSION' and awscli.__version__ == '$AWSCLI_VERSION'" 2>/dev/null; then
+  if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import moto, boto3, awscli, importlib.metadata as m; assert moto.__version__ == '$MOTO_VERSION' and awscli.__version__ == '$AWSCLI_VERSION' and m.version('gcp-storage-emulator') == '$GCP_STORAGE_EMULATOR_VERSION'" 2>/dev/null; then
     return 0
   fi
   if ! python3 -m venv --help >/dev/null 2>&1; then
     log "installing python3-venv"
     apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
   fi
-  log "installing moto[server]==$MOTO_VERSION and awscli==$AWSCLI_VERSION into .venv"
+  log "installing moto[server]==$MOTO_VERSION, awscli==$AWSCLI_VERSION and gcp-storage-emulator==$GCP_STORAGE_EMULATOR_VERSION into .venv"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" "awscli==$AWSCLI_VERSION"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" "awscli==$AWSCLI_VERSION" \
+    "gcp-storage-emulator==$GCP_STORAGE_EMULATOR_VERSION"
 }
 
 # npm packages (Azurite, playwright-core) live in one prefix of their own, pinned.
@@ -80,13 +83,13 @@ local_stack_stop() {
   fi
   MOTO_PID=""
   local pid
-  for pid in "${OTHER_MOTO_PID:-}" "${AZURITE_PID:-}"; do
+  for pid in "${OTHER_MOTO_PID:-}" "${AZURITE_PID:-}" "${GCS_PID:-}"; do
     if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
       kill "$pid" 2>/dev/null || true
       wait "$pid" 2>/dev/null || true
     fi
   done
-  OTHER_MOTO_PID="" AZURITE_PID=""
+  OTHER_MOTO_PID="" AZURITE_PID="" GCS_PID=""
 }
 
 # Waits until `url` answers (any HTTP status) while process `pid` lives; `name` and `logfile`
@@ -165,15 +168,25 @@ AZURITE_KEY="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZ
 # The container export tests write under (each test under a prefix of its own).
 EXPORT_TEST_CONTAINER=batchops-exports
 
+# The bucket GCS export tests write under (each test under a prefix of its own).
+EXPORT_TEST_GCS_BUCKET=batchops-exports
+
 # The stores exports are tested against, started at once and waited for together: the second
-# moto (BATCHOPS_TEST_OTHER_S3) and Azurite's Blob service in memory (BATCHOPS_TEST_AZURE_BLOB,
-# the account URL http://127.0.0.1:PORT/devstoreaccount1, with container batchops-exports).
-# No GCS emulator is started: neither gcp-storage-emulator nor fake-gcs-server serves the XML
-# API requests object_store's GCS client sends (README "Exports").
+# moto (BATCHOPS_TEST_OTHER_S3), Azurite's Blob service in memory (BATCHOPS_TEST_AZURE_BLOB,
+# the account URL http://127.0.0.1:PORT/devstoreaccount1, with container batchops-exports) and
+# gcp-storage-emulator in memory through scripts/gcs_emulator.py, which adds the XML API requests
+# object_store's GCS client sends (BATCHOPS_TEST_GCS, its base URL, with bucket
+# batchops-exports; BATCHOPS_TEST_GCS_PORT chooses its port).
 # Call after local_stack_start (whose EXIT trap stops them too).
 export_stores_start() {
+  ensure_python_venv
   ensure_azurite
   other_moto_launch
+  local gcs_port="${BATCHOPS_TEST_GCS_PORT:-$(free_port)}"
+  "$VENV/bin/python" "$BATCHOPS_ROOT/scripts/gcs_emulator.py" --host 127.0.0.1 --port "$gcs_port" \
+    --bucket "$EXPORT_TEST_GCS_BUCKET" >"$LOCAL_DIR/gcs.log" 2>&1 &
+  GCS_PID=$!
+  export BATCHOPS_TEST_GCS="http://127.0.0.1:$gcs_port"
   local azure_port
   azure_port="$(free_port)"
   mkdir -p "$LOCAL_DIR/azurite"
@@ -183,8 +196,9 @@ export_stores_start() {
   export BATCHOPS_TEST_AZURE_BLOB="http://127.0.0.1:$azure_port/$AZURITE_ACCOUNT"
   wait_for_http "$BATCHOPS_TEST_OTHER_S3/moto-api/" "$OTHER_MOTO_PID" "second moto server" "$LOCAL_DIR/moto-other.log"
   wait_for_http "$BATCHOPS_TEST_AZURE_BLOB?comp=list" "$AZURITE_PID" "Azurite" "$LOCAL_DIR/azurite.log"
+  wait_for_http "$BATCHOPS_TEST_GCS/" "$GCS_PID" "GCS emulator" "$LOCAL_DIR/gcs.log"
   azurite_create_container "$EXPORT_TEST_CONTAINER"
-  log "export stores: second moto $BATCHOPS_TEST_OTHER_S3, Azurite $BATCHOPS_TEST_AZURE_BLOB"
+  log "export stores: second moto $BATCHOPS_TEST_OTHER_S3, Azurite $BATCHOPS_TEST_AZURE_BLOB, GCS emulator $BATCHOPS_TEST_GCS"
 }
 
 # Creates a container in Azurite (Shared Key signed PUT ?restype=container; 409 if it exists).
