@@ -1,8 +1,8 @@
 //! Exports to other object stores, each started by scripts/test.sh: a second moto server with
-//! credentials of its own (an S3-compatible endpoint; BATCHOPS_TEST_OTHER_S3) and Azurite's Blob
-//! service (BATCHOPS_TEST_AZURE_BLOB). Credentials are Secrets Manager secrets held by the first
-//! moto. One test body runs per store. No GCS emulator on PyPI or npm serves what object_store's
-//! GCS client sends (README "Exports", what is not proven).
+//! credentials of its own (an S3-compatible endpoint; BATCHOPS_TEST_OTHER_S3), Azurite's Blob
+//! service (BATCHOPS_TEST_AZURE_BLOB) and gcp-storage-emulator through scripts/gcs_emulator.py
+//! (BATCHOPS_TEST_GCS). Credentials are Secrets Manager secrets held by the first moto. One test
+//! body runs per store.
 
 use crate::backups::{completed_run, policy};
 use crate::harness::{md5_hex, FaultProxy, TestEnv};
@@ -23,7 +23,7 @@ const OTHER_SECRET: &str = "otherstore-secret";
 const AZURITE_ACCOUNT: &str = "devstoreaccount1";
 const AZURITE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
-/// The Azurite container scripts/local-stack.sh creates.
+/// The Azurite container and the GCS emulator's bucket scripts/local-stack.sh creates.
 const EMULATOR_CONTAINER: &str = "batchops-exports";
 
 fn test_var(name: &str) -> String {
@@ -100,17 +100,18 @@ pub(crate) async fn other_get(
 
 /// The stores exports are tested against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Store {
+pub(crate) enum Store {
     OtherS3,
     Azurite,
+    Gcs,
 }
 
 /// Where one test exports to, and the store opened to read it back.
-struct Destination {
-    location: StoreLocation,
+pub(crate) struct Destination {
+    pub(crate) location: StoreLocation,
     store: OpenStore,
     /// The location's key prefix, with its trailing `/`.
-    prefix: String,
+    pub(crate) prefix: String,
 }
 
 async fn secret(env: &TestEnv, name: &str, value: serde_json::Value) -> String {
@@ -129,7 +130,7 @@ async fn secret(env: &TestEnv, name: &str, value: serde_json::Value) -> String {
 impl Store {
     /// A destination of this store of its own (a fresh bucket, or a fresh prefix in the
     /// emulator's container), its credentials in a secret.
-    async fn destination(self, env: &TestEnv) -> Destination {
+    pub(crate) async fn destination(self, env: &TestEnv) -> Destination {
         let unique = format!("exp-{}", &env.src[4..]);
         let location = match self {
             Store::OtherS3 => other_location(env).await.2,
@@ -139,6 +140,26 @@ impl Store {
                     &format!("az://{AZURITE_ACCOUNT}/{EMULATOR_CONTAINER}/{unique}"),
                     &LocationOptions {
                         endpoint: Some(test_var("BATCHOPS_TEST_AZURE_BLOB")),
+                        secret_arn: Some(arn),
+                        ..Default::default()
+                    },
+                )
+                .unwrap()
+            }
+            Store::Gcs => {
+                // A service account key as Google issues it, pointed at the emulator: no OAuth.
+                let key = serde_json::json!({
+                    "type": "service_account",
+                    "private_key": "unused: disable_oauth sends no token",
+                    "private_key_id": "emulator",
+                    "client_email": "batchops-tests@example.iam.gserviceaccount.com",
+                    "disable_oauth": true,
+                    "gcs_base_url": test_var("BATCHOPS_TEST_GCS"),
+                });
+                let arn = secret(env, "gs", key).await;
+                StoreLocation::parse(
+                    &format!("gs://{EMULATOR_CONTAINER}/{unique}"),
+                    &LocationOptions {
                         secret_arn: Some(arn),
                         ..Default::default()
                     },
@@ -157,7 +178,7 @@ impl Store {
 }
 
 impl Destination {
-    async fn get(&self, key: &str) -> Option<Vec<u8>> {
+    pub(crate) async fn get(&self, key: &str) -> Option<Vec<u8>> {
         let got = self
             .store
             .store
@@ -167,7 +188,7 @@ impl Destination {
         Some(got.bytes().await.unwrap().to_vec())
     }
 
-    async fn put(&self, key: &str, body: &[u8]) {
+    pub(crate) async fn put(&self, key: &str, body: &[u8]) {
         self.store
             .store
             .put(&Path::parse(key).unwrap(), PutPayload::from(body.to_vec()))
@@ -215,46 +236,52 @@ fn spawn_runtime(
     ))
 }
 
-/// Awkward keys (spaces, unicode, `+`, `%`, `&`, `#`, brackets, quotes, deep paths) and a
-/// 20 MiB object (a multipart upload of 5 MiB parts), exported from a snapshot: byte for byte,
-/// with the export manifest, which verify checks and which finds a changed object.
-async fn exported_snapshot_arrives_byte_for_byte(store: Store) {
-    let env = TestEnv::with_vars(&[
+/// A test env whose exports and imports write objects over 5 MiB in 5 MiB parts, two at once.
+pub(crate) async fn env_with_5_mib_parts() -> TestEnv {
+    TestEnv::with_vars(&[
         ("BATCHOPS_EXPORT_PART_BYTES", "5242880"),
         ("BATCHOPS_EXPORT_PART_CONCURRENCY", "2"),
     ])
-    .await;
-    batchops_aws::backup::put_policy(&env.app, policy(&env, "exp"))
+    .await
+}
+
+/// 20 MiB whose bytes differ from part to part (a multipart upload of four 5 MiB parts).
+pub(crate) fn twenty_mib() -> Vec<u8> {
+    (0..20 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect()
+}
+
+/// Backs up `small` (each with body `body of KEY`) and `data/big.bin` (`big`) of the source
+/// bucket with policy `name` (see `policy`), created here, in one completed run.
+pub(crate) async fn backed_up(env: &TestEnv, name: &str, small: &[&str], big: &[u8]) {
+    batchops_aws::backup::put_policy(&env.app, policy(env, name))
         .await
         .unwrap();
-    let big: Vec<u8> = (0..20 * 1024 * 1024u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-        .collect();
-    let small = [
-        "data/a b+c=d&e?.txt",
-        "data/ünï/cødé %41 100%",
-        "data/x#y/[1]~'\"",
-        "data/deep/er/and/deeper/still/.hidden",
-    ];
     for key in small {
         env.put(&env.src, key, format!("body of {key}")).await;
     }
-    env.put(&env.src, "data/big.bin", big.clone()).await;
-    // The object store library cannot name a key with an empty segment: that task fails.
-    env.put(&env.src, "data/dir//double", "x").await;
-    completed_run(&env, "exp").await;
-    let to = store.destination(&env).await;
+    env.put(&env.src, "data/big.bin", big.to_vec()).await;
+    completed_run(env, name).await;
+}
 
+/// Exports the latest snapshot of policy `name` to `to` and runs it to its end, which must be
+/// Success; returns the export's ID and description.
+pub(crate) async fn exported_snapshot(
+    env: &TestEnv,
+    name: &str,
+    to: &StoreLocation,
+) -> (String, exports::ExportDescriptor) {
     let created = exports::create_export(
         &env.app,
         &ExportRequest {
             source: ExportSource::Snapshot {
-                policy: "exp".into(),
+                policy: name.into(),
                 snapshot: None,
                 as_of: None,
                 prefix: None,
             },
-            to: to.location.clone(),
+            to: to.clone(),
         },
     )
     .await
@@ -264,7 +291,27 @@ async fn exported_snapshot_arrives_byte_for_byte(store: Store) {
         .await
         .unwrap();
     assert_eq!(described.status, "Success", "{described:?}");
-    let report = env.audit(&created.job_id).await;
+    (created.job_id, described)
+}
+
+/// Awkward keys (spaces, unicode, `+`, `%`, `&`, `#`, brackets, quotes, deep paths) and a
+/// 20 MiB object (a multipart upload of 5 MiB parts), exported from a snapshot: byte for byte,
+/// with the export manifest, which verify checks and which finds a changed object.
+async fn exported_snapshot_arrives_byte_for_byte(store: Store) {
+    let env = env_with_5_mib_parts().await;
+    let big = twenty_mib();
+    let small = [
+        "data/a b+c=d&e?.txt",
+        "data/ünï/cødé %41 100%",
+        "data/x#y/[1]~'\"",
+        "data/deep/er/and/deeper/still/.hidden",
+    ];
+    // The object store library cannot name a key with an empty segment: that task fails.
+    env.put(&env.src, "data/dir//double", "x").await;
+    backed_up(&env, "exp", &small, &big).await;
+    let to = store.destination(&env).await;
+    let (export_id, described) = exported_snapshot(&env, "exp", &to.location).await;
+    let report = env.audit(&export_id).await;
     assert_eq!(
         described.progress_summary.number_of_tasks_succeeded, 5,
         "{:?}",
@@ -305,17 +352,13 @@ async fn exported_snapshot_arrives_byte_for_byte(store: Store) {
     assert_eq!(big_line.size, big.len() as u64);
     assert_eq!(big_line.md5, md5_hex(&big));
     assert!(big_line.version_id.is_some(), "the backup copy's version");
-    let verified = exports::verify_export(&env.app, &created.job_id)
-        .await
-        .unwrap();
+    let verified = exports::verify_export(&env.app, &export_id).await.unwrap();
     assert_eq!((verified.objects, verified.verified), (5, 5));
     assert!(verified.mismatches.is_empty(), "{:?}", verified.mismatches);
 
     // A changed object at the destination is found.
     to.put(&big_key, b"tampered").await;
-    let verified = exports::verify_export(&env.app, &created.job_id)
-        .await
-        .unwrap();
+    let verified = exports::verify_export(&env.app, &export_id).await.unwrap();
     assert_eq!(verified.verified, 4);
     assert_eq!(verified.mismatches.len(), 1, "{:?}", verified.mismatches);
     assert!(
@@ -326,7 +369,7 @@ async fn exported_snapshot_arrives_byte_for_byte(store: Store) {
 
     let listed = exports::list_exports(&env.app).await.unwrap();
     assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].export_id, created.job_id);
+    assert_eq!(listed[0].export_id, export_id);
 }
 
 #[tokio::test]
@@ -337,6 +380,11 @@ async fn an_exported_snapshot_arrives_byte_for_byte_in_an_s3_compatible_store() 
 #[tokio::test]
 async fn an_exported_snapshot_arrives_byte_for_byte_in_azure_blob_storage() {
     exported_snapshot_arrives_byte_for_byte(Store::Azurite).await;
+}
+
+#[tokio::test]
+async fn an_exported_snapshot_arrives_byte_for_byte_in_google_cloud_storage() {
+    exported_snapshot_arrives_byte_for_byte(Store::Gcs).await;
 }
 
 /// An export cancelled after its first objects: the job ends Cancelled, what was written
@@ -418,6 +466,11 @@ async fn a_cancelled_export_to_an_s3_compatible_store_keeps_what_it_wrote() {
 #[tokio::test]
 async fn a_cancelled_export_to_azure_blob_storage_keeps_what_it_wrote() {
     cancelled_export_keeps_what_it_wrote(Store::Azurite).await;
+}
+
+#[tokio::test]
+async fn a_cancelled_export_to_google_cloud_storage_keeps_what_it_wrote() {
+    cancelled_export_keeps_what_it_wrote(Store::Gcs).await;
 }
 
 /// An export reads its sources with the job's data clients: a source bucket in eu-west-1 is

@@ -1,12 +1,14 @@
 //! Imports from another object store (the second moto server of the export tests, an
-//! S3-compatible endpoint with credentials of its own held in a Secrets Manager secret) into a
-//! bucket of the stack's account.
+//! S3-compatible endpoint with credentials of its own held in a Secrets Manager secret; and
+//! Azurite and the GCS emulator, each export store) into a bucket of the stack's account.
 
 use crate::backups::{completed_run, policy};
-use crate::exports::{other_get, other_location};
+use crate::exports::{
+    backed_up, env_with_5_mib_parts, exported_snapshot, other_get, other_location, twenty_mib,
+    Store,
+};
 use crate::harness::{md5_hex, TestEnv};
 use batchops_aws::backup::{self, RestoreRequest};
-use batchops_aws::exports::{self, ExportRequest, ExportSource};
 use batchops_aws::imports::{self, ImportRequest};
 use batchops_aws::runtime::{run, RunOptions};
 use batchops_core::export::{parse_manifest, StoreLocation};
@@ -51,6 +53,36 @@ async fn new_bucket(env: &TestEnv, name: &str) -> String {
     name.to_string()
 }
 
+/// The small objects of the import round trips (awkward keys), beside `data/big.bin`.
+const SMALL: [&str; 4] = [
+    "data/a b+c=d&e?.txt",
+    "data/ünï/cødé %41",
+    "data/x#y/[1]~'\"",
+    "data/dir/.hidden",
+];
+
+/// Restores `prefix` of policy `name`'s latest snapshot under `r/` of a fresh bucket, to its
+/// end (Complete); returns the bucket.
+async fn restored(env: &TestEnv, name: &str, prefix: &str) -> String {
+    let bucket = new_bucket(env, &format!("{}-restore", env.dst)).await;
+    let job = backup::start_restore(
+        &env.app,
+        name,
+        &RestoreRequest {
+            to: Some((bucket.clone(), "r/".into())),
+            prefix: Some(prefix.into()),
+            allow_overwrite: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .job_id;
+    env.run_until_idle().await;
+    assert_eq!(env.describe(&job).await.status, "Complete");
+    bucket
+}
+
 /// Runs an import to its end; returns its ID and (imported, unchanged) report rows' keys.
 async fn import(
     env: &TestEnv,
@@ -91,58 +123,18 @@ async fn import(
 
 #[tokio::test]
 async fn an_exported_snapshot_imported_back_copies_only_what_changed_on_later_runs() {
-    let env = TestEnv::with_vars(&[
-        ("BATCHOPS_EXPORT_PART_BYTES", "5242880"),
-        ("BATCHOPS_EXPORT_PART_CONCURRENCY", "2"),
-    ])
-    .await;
-    batchops_aws::backup::put_policy(&env.app, policy(&env, "imp"))
-        .await
-        .unwrap();
-    let big: Vec<u8> = (0..20 * 1024 * 1024u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-        .collect();
-    let small = [
-        "data/a b+c=d&e?.txt",
-        "data/ünï/cødé %41",
-        "data/x#y/[1]~'\"",
-        "data/dir/.hidden",
-    ];
-    for key in small {
-        env.put(&env.src, key, format!("body of {key}")).await;
-    }
-    env.put(&env.src, "data/big.bin", big.clone()).await;
-    completed_run(&env, "imp").await;
+    let env = env_with_5_mib_parts().await;
+    let big = twenty_mib();
+    backed_up(&env, "imp", &SMALL, &big).await;
     let (other, bucket, to) = other_location(&env).await;
-    let export = exports::create_export(
-        &env.app,
-        &ExportRequest {
-            source: ExportSource::Snapshot {
-                policy: "imp".into(),
-                snapshot: None,
-                as_of: None,
-                prefix: None,
-            },
-            to: to.clone(),
-        },
-    )
-    .await
-    .unwrap();
-    env.run_until_idle().await;
-    assert_eq!(
-        exports::describe_export(&env.app, &export.job_id)
-            .await
-            .unwrap()
-            .status,
-        "Success"
-    );
+    exported_snapshot(&env, "imp", &to).await;
 
     // Back into a fresh bucket: every object, byte for byte; the export's manifest under the
     // source prefix is batchops' bookkeeping and stays where it is.
     let fresh = new_bucket(&env, &format!("{}-imported", env.dst)).await;
     let into = here(&fresh, "back");
     let (first, imported, unchanged) = import(&env, &to, &into).await;
-    let mut all: Vec<String> = small
+    let mut all: Vec<String> = SMALL
         .iter()
         .chain(["data/big.bin"].iter())
         .map(|k| format!("exp/{k}"))
@@ -150,7 +142,7 @@ async fn an_exported_snapshot_imported_back_copies_only_what_changed_on_later_ru
     all.sort();
     assert_eq!(imported, all);
     assert!(unchanged.is_empty());
-    for key in small {
+    for key in SMALL {
         assert_eq!(
             env.get(&fresh, &format!("back/{key}")).await,
             Some(format!("body of {key}").into_bytes()),
@@ -238,6 +230,82 @@ async fn an_exported_snapshot_imported_back_copies_only_what_changed_on_later_ru
     let listed = imports::list_imports(&env.app).await.unwrap();
     assert_eq!(listed.len(), 4);
     assert_eq!(listed[0].import_id.len(), first.len());
+}
+
+/// A snapshot (awkward keys, a 20 MiB object written in parts) exported to `store` and imported
+/// back into the policy's source prefix: byte for byte, with its manifest verified; a second
+/// import copies nothing, one object changed at the store (same size) is the only one copied by
+/// a third; then the next backup takes the imported objects and a restore brings them back.
+async fn exported_snapshot_imported_back_and_restored(store: Store) {
+    let env = env_with_5_mib_parts().await;
+    let big = twenty_mib();
+    backed_up(&env, "round", &SMALL, &big).await;
+    let to = store.destination(&env).await;
+    exported_snapshot(&env, "round", &to.location).await;
+
+    // Into the backed-up prefix of the source bucket; the export's manifest stays behind.
+    let into = here(&env.src, "data/back");
+    let (first, imported, unchanged) = import(&env, &to.location, &into).await;
+    let mut all: Vec<String> = SMALL
+        .iter()
+        .chain(["data/big.bin"].iter())
+        .map(|k| format!("{}{k}", to.prefix))
+        .collect();
+    all.sort();
+    assert_eq!(imported, all);
+    assert!(unchanged.is_empty(), "{unchanged:?}");
+    let mut expected: Vec<(String, Vec<u8>)> = SMALL
+        .iter()
+        .map(|k| (k.to_string(), format!("body of {k}").into_bytes()))
+        .collect();
+    expected.push(("data/big.bin".to_string(), big.clone()));
+    for (key, body) in &expected {
+        assert!(
+            env.get(&env.src, &format!("data/back/{key}"))
+                .await
+                .as_ref()
+                == Some(body),
+            "{key}"
+        );
+    }
+    let verified = imports::verify_import(&env.app, &first).await.unwrap();
+    assert_eq!((verified.objects, verified.verified), (5, 5));
+    assert!(verified.mismatches.is_empty(), "{:?}", verified.mismatches);
+
+    // Again: nothing changed, nothing copied; then one object changes at the store.
+    let (_, imported, unchanged) = import(&env, &to.location, &into).await;
+    assert!(imported.is_empty(), "{imported:?}");
+    assert_eq!(unchanged, all);
+    let changed = format!("{}data/a b+c=d&e?.txt", to.prefix);
+    let same_size = b"BODY OF data/a b+c=d&e?.txt".to_vec();
+    to.put(&changed, &same_size).await;
+    let (_, imported, unchanged) = import(&env, &to.location, &into).await;
+    assert_eq!(imported, vec![changed]);
+    assert_eq!(unchanged.len(), 4);
+    expected[0].1 = same_size;
+
+    // The next backup takes the imported objects; a restore brings them back.
+    completed_run(&env, "round").await;
+    let restored = restored(&env, "round", "data/back/").await;
+    for (key, body) in &expected {
+        assert!(
+            env.get(&restored, &format!("r/data/back/{key}"))
+                .await
+                .as_ref()
+                == Some(body),
+            "{key}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_snapshot_exported_to_azure_blob_storage_is_imported_back_and_restored() {
+    exported_snapshot_imported_back_and_restored(Store::Azurite).await;
+}
+
+#[tokio::test]
+async fn a_snapshot_exported_to_google_cloud_storage_is_imported_back_and_restored() {
+    exported_snapshot_imported_back_and_restored(Store::Gcs).await;
 }
 
 #[tokio::test]
@@ -365,22 +433,7 @@ async fn an_import_into_a_backed_up_bucket_is_backed_up_and_restored() {
     .await;
     assert_eq!(imported.len(), 2);
     completed_run(&env, "covered").await;
-    let restored = new_bucket(&env, &format!("{}-restore", env.dst)).await;
-    let job = backup::start_restore(
-        &env.app,
-        "covered",
-        &RestoreRequest {
-            to: Some((restored.clone(), "r/".into())),
-            prefix: Some("data/in/".into()),
-            allow_overwrite: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap()
-    .job_id;
-    env.run_until_idle().await;
-    assert_eq!(env.describe(&job).await.status, "Complete");
+    let restored = restored(&env, "covered", "data/in/").await;
     for key in ["one", "two words ü+%"] {
         assert_eq!(
             env.get(&restored, &format!("r/data/in/{key}")).await,
