@@ -16,7 +16,8 @@ What gcp-storage-emulator 2026.7.19 lacks, and why this launcher adds it:
   part other than the last under 5 MiB) and stores the assembled object through the emulator's
   own storage, as a composite object (no MD5, an ETag that is not one, `componentCount`).
 * XML `HEAD` and `DELETE` of an object, bucket listing (`GET /{bucket}?list-type=2`, with
-  prefix, delimiter, start-after, max-keys and continuation tokens), `x-goog-copy-source`
+  prefix, delimiter, start-after, max-keys and continuation tokens), open uploads
+  (`GET /{bucket}?uploads`, how a test sees that a failed upload was aborted), `x-goog-copy-source`
   copies, and the headers object_store requires on every GET and HEAD (`ETag`, `Last-Modified`,
   `x-goog-generation`), ranges (`bytes=a-b`, `a-`, `-n`), `If-Match`/`If-None-Match` and
   `x-goog-if-generation-match` (`0`: only if absent) preconditions. Errors are GCS's XML
@@ -177,7 +178,9 @@ class Handler(upstream.RequestHandler):
             return 200, {}, b""
         if method == "HEAD":
             return 200, {}, b""
-        if method == "GET" and "uploads" not in self.query:
+        if method == "GET" and "uploads" in self.query:
+            return self.list_uploads()
+        if method == "GET":
             return self.list_objects()
         raise XmlError(501, "NotImplemented", "{} /{}?{}".format(method, self.bucket, self.query))
 
@@ -243,6 +246,23 @@ class Handler(upstream.RequestHandler):
             token = base64.urlsafe_b64encode(resume.encode()).decode()
             body.append(element("NextContinuationToken", token))
         return 200, {"Content-Type": "application/xml"}, xml_document("ListBucketResult", "".join(body))
+
+    def list_uploads(self):
+        """The bucket's open multipart uploads under `prefix` (one page: tests hold few)."""
+        prefix = self.query.get("prefix", "")
+        open_uploads = sorted(
+            (upload["name"], upload_id, upload["initiated"])
+            for upload_id, upload in UPLOADS.items()
+            if upload["bucket"] == self.bucket and upload["name"].startswith(prefix)
+        )
+        body = [element("Bucket", self.bucket), element("Prefix", prefix), element("IsTruncated", "false")]
+        for name, upload_id, initiated in open_uploads:
+            body.append(
+                "<Upload>{}{}{}</Upload>".format(
+                    element("Key", name), element("UploadId", upload_id), element("Initiated", initiated)
+                )
+            )
+        return 200, {"Content-Type": "application/xml"}, xml_document("ListMultipartUploadsResult", "".join(body))
 
     # Objects
 
@@ -418,6 +438,7 @@ class Handler(upstream.RequestHandler):
             "name": self.name,
             "content_type": self.headers.get("Content-Type", "application/octet-stream"),
             "metadata": self.metadata(),
+            "initiated": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
             "parts": {},
         }
         body = element("Bucket", self.bucket) + element("Key", self.name) + element("UploadId", upload_id)

@@ -127,6 +127,28 @@ async fn secret(env: &TestEnv, name: &str, value: serde_json::Value) -> String {
     created.arn().unwrap().to_string()
 }
 
+/// `gs://batchops-exports/exp-<unique>` reached at `base_url`, its secret (named after
+/// `secret_name`) a service account key as Google issues it, pointed there: no OAuth.
+async fn gcs_location(env: &TestEnv, base_url: &str, secret_name: &str) -> StoreLocation {
+    let key = serde_json::json!({
+        "type": "service_account",
+        "private_key": "unused: disable_oauth sends no token",
+        "private_key_id": "emulator",
+        "client_email": "batchops-tests@example.iam.gserviceaccount.com",
+        "disable_oauth": true,
+        "gcs_base_url": base_url,
+    });
+    let arn = secret(env, secret_name, key).await;
+    StoreLocation::parse(
+        &format!("gs://{EMULATOR_CONTAINER}/exp-{}", &env.src[4..]),
+        &LocationOptions {
+            secret_arn: Some(arn),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
 impl Store {
     /// A destination of this store of its own (a fresh bucket, or a fresh prefix in the
     /// emulator's container), its credentials in a secret.
@@ -146,26 +168,7 @@ impl Store {
                 )
                 .unwrap()
             }
-            Store::Gcs => {
-                // A service account key as Google issues it, pointed at the emulator: no OAuth.
-                let key = serde_json::json!({
-                    "type": "service_account",
-                    "private_key": "unused: disable_oauth sends no token",
-                    "private_key_id": "emulator",
-                    "client_email": "batchops-tests@example.iam.gserviceaccount.com",
-                    "disable_oauth": true,
-                    "gcs_base_url": test_var("BATCHOPS_TEST_GCS"),
-                });
-                let arn = secret(env, "gs", key).await;
-                StoreLocation::parse(
-                    &format!("gs://{EMULATOR_CONTAINER}/{unique}"),
-                    &LocationOptions {
-                        secret_arn: Some(arn),
-                        ..Default::default()
-                    },
-                )
-                .unwrap()
-            }
+            Store::Gcs => gcs_location(env, &test_var("BATCHOPS_TEST_GCS"), "gs").await,
         };
         let store = stores::open(&env.app, &location).await.unwrap();
         let prefix = format!("{}/", location.prefix().trim_end_matches('/'));
@@ -566,6 +569,73 @@ async fn a_failed_multipart_completion_leaves_no_upload_behind() {
         .unwrap();
     assert!(uploads.uploads().is_empty(), "{:?}", uploads.uploads());
     assert_eq!(other_get(&other, &bucket, "exp/big").await, None);
+}
+
+/// The body of an HTTP/1.0 GET of `url` (`http://host:port/path`) that must answer 200.
+fn http_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.trim_start_matches("http://");
+    let (address, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    body.to_string()
+}
+
+/// The same against GCS (the proxy fails every XML multipart completion, `POST ?uploadId`): the
+/// upload is aborted (`DELETE ?uploadId`), so the emulator lists no open upload, and no object.
+#[tokio::test]
+async fn a_failed_multipart_completion_on_google_cloud_storage_leaves_no_upload_behind() {
+    let gcs = test_var("BATCHOPS_TEST_GCS");
+    let proxy = FaultProxy::start(&gcs, &["--s3-fail-complete", "1"]);
+    let env = TestEnv::with_vars(&[
+        ("BATCHOPS_EXPORT_PART_BYTES", "5242880"),
+        ("BATCHOPS_TASK_MAX_ATTEMPTS", "2"),
+    ])
+    .await;
+    env.put(&env.src, "big", vec![7u8; 11 * 1024 * 1024]).await;
+    let manifest_key = env
+        .manifest("complete", &[format!("{},big", env.src)])
+        .await;
+    let manifest = csv_manifest(&env, &manifest_key);
+    let to = gcs_location(&env, &proxy.url, "gs-proxied").await;
+    let created = exports::create_export(
+        &env.app,
+        &ExportRequest {
+            source: ExportSource::Manifest(manifest),
+            to: to.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    let runtime = spawn_runtime(&env);
+    // Both attempts at the object, each completion tried 6 times; then the manifest may complete.
+    let mut waited = 0;
+    while proxy.counts()["faults"]["s3_fail_complete"].as_u64() < Some(12) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += 1;
+        assert!(waited < 1200, "{}", proxy.counts());
+    }
+    proxy.configure(serde_json::json!({"s3_fail_complete": 0}));
+    runtime.await.unwrap().unwrap();
+    let report = env.audit(&created.job_id).await;
+    assert_eq!(report.rows.len(), 1);
+    assert_eq!(report.rows[0].task_status, "failed", "{:?}", report.rows);
+    let prefix = to.prefix();
+    let uploads = http_get(&format!(
+        "{gcs}/{EMULATOR_CONTAINER}?uploads&prefix={}",
+        encode_key(prefix)
+    ));
+    assert!(uploads.contains("<ListMultipartUploadsResult"), "{uploads}");
+    assert!(!uploads.contains("<Upload>"), "{uploads}");
+    let direct = Store::Gcs.destination(&env).await;
+    assert_eq!(direct.get(&format!("{prefix}big")).await, None);
 }
 
 #[tokio::test]
