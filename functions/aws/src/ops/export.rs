@@ -176,15 +176,7 @@ impl TaskRunner for Export<'_> {
                     ))
                 }
             };
-            let bounds = RetryBounds {
-                stop: Some(self.stop),
-                start_by: Some(self.stop_starting_at),
-            };
-            let class_of = |failure: &Failure| match failure {
-                Failure::Error { class, .. } => Some(*class),
-                Failure::Stopped | Failure::OutOfTime => None,
-            };
-            let tried = retry_within(&self.retry, bounds, class_of, || {
+            let tried = with_retries(&self.retry, self.stop, self.stop_starting_at, task, || {
                 self.attempt(store, kept, object, etag, size, &destination_key)
             })
             .await;
@@ -200,26 +192,57 @@ impl TaskRunner for Export<'_> {
                     bytes: written.size,
                     dest_version: None,
                 }),
-                // A retryable error when the job stops or time runs out: as if the next attempt
-                // had found it so. Out of time, the upload is kept for the next delivery.
-                Err(GaveUp::Stopped(_)) | Err(GaveUp::Failed(Failure::Stopped)) => {
+                // Out of time, the upload is kept for the next delivery.
+                Err(TaskResult::Suspended) => TaskResult::Suspended,
+                Err(ended) => {
                     discard(store, kept).await;
-                    TaskResult::Abandoned
-                }
-                Err(GaveUp::OutOfTime(_)) | Err(GaveUp::Failed(Failure::OutOfTime)) => {
-                    TaskResult::Suspended
-                }
-                Err(GaveUp::Failed(Failure::Error {
-                    status,
-                    code,
-                    message,
-                    ..
-                })) => {
-                    discard(store, kept).await;
-                    TaskResult::Done(task.failed_outcome(status, &code, message))
+                    ended
                 }
             }
         })
+    }
+}
+
+/// Runs a transfer's attempts (exports and imports) within the task's retries, bounded by the
+/// stop flag and the invocation's time: what the attempts made, or how the task ended without
+/// it (the job stopped, no time left, a failure).
+pub(super) async fn with_retries<T, F, Fut>(
+    retry: &RetryPolicy,
+    stop: &AtomicBool,
+    stop_starting_at: SystemTime,
+    task: &ChunkTask,
+    attempt: F,
+) -> Result<T, TaskResult>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Failure>>,
+{
+    let bounds = RetryBounds {
+        stop: Some(stop),
+        start_by: Some(stop_starting_at),
+    };
+    let class_of = |failure: &Failure| match failure {
+        Failure::Error { class, .. } => Some(*class),
+        Failure::Stopped | Failure::OutOfTime => None,
+    };
+    match retry_within(retry, bounds, class_of, attempt).await {
+        Ok(done) => Ok(done),
+        // A retryable error when the job stops or time runs out: as if the next attempt had
+        // found it so.
+        Err(GaveUp::Stopped(_)) | Err(GaveUp::Failed(Failure::Stopped)) => {
+            Err(TaskResult::Abandoned)
+        }
+        Err(GaveUp::OutOfTime(_)) | Err(GaveUp::Failed(Failure::OutOfTime)) => {
+            Err(TaskResult::Suspended)
+        }
+        Err(GaveUp::Failed(Failure::Error {
+            status,
+            code,
+            message,
+            ..
+        })) => Err(TaskResult::Done(
+            task.failed_outcome(status, &code, message),
+        )),
     }
 }
 

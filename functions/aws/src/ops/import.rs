@@ -8,9 +8,9 @@
 //! records it). A transfer cut short is started again with backoff up to the task's attempts;
 //! a stopped job aborts the object in flight, and objects already written stay.
 
-use super::export::Failure;
+use super::export::{with_retries, Failure};
 use super::parts::{PartLoop, PartProgress, PartSink};
-use super::{retry_within, GaveUp, RangeContext, RetryBounds, TaskResult, TaskRunner};
+use super::{RangeContext, TaskResult, TaskRunner};
 use crate::error::S3Failure;
 use crate::stores::{self, End, ExportSettings, OpenStore};
 use crate::App;
@@ -108,35 +108,11 @@ impl TaskRunner for Import<'_> {
                     return TaskResult::Done(task.failed_outcome(400, "UnsupportedKey", message))
                 }
             };
-            let bounds = RetryBounds {
-                stop: Some(self.stop),
-                start_by: Some(self.stop_starting_at),
-            };
-            let class_of = |failure: &Failure| match failure {
-                Failure::Error { class, .. } => Some(*class),
-                Failure::Stopped | Failure::OutOfTime => None,
-            };
-            let tried = retry_within(&self.retry, bounds, class_of, || {
+            let tried = with_retries(&self.retry, self.stop, self.stop_starting_at, task, || {
                 self.attempt(object, &listed, &destination_key)
             })
             .await;
-            match tried {
-                Ok(outcome) => TaskResult::Done(outcome),
-                // A retryable error when the job stops or time runs out: as if the next attempt
-                // had found it so.
-                Err(GaveUp::Stopped(_)) | Err(GaveUp::Failed(Failure::Stopped)) => {
-                    TaskResult::Abandoned
-                }
-                Err(GaveUp::OutOfTime(_)) | Err(GaveUp::Failed(Failure::OutOfTime)) => {
-                    TaskResult::Suspended
-                }
-                Err(GaveUp::Failed(Failure::Error {
-                    status,
-                    code,
-                    message,
-                    ..
-                })) => TaskResult::Done(task.failed_outcome(status, &code, message)),
-            }
+            tried.map_or_else(|ended| ended, TaskResult::Done)
         })
     }
 }
