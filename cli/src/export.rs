@@ -1,9 +1,10 @@
 //! `batchops export`: exports of backups (or any manifest's objects) to other object stores.
 
+use super::transfer::{self, Look, StoreArgs};
 use anyhow::{bail, Result};
-use batchops_aws::exports::{self, ExportRequest, ExportSource};
+use batchops_aws::exports::{self, ExportDescriptor, ExportRequest, ExportSource};
+use batchops_aws::transfers::Transfer;
 use batchops_aws::App;
-use batchops_core::export::{LocationOptions, StoreLocation};
 use batchops_core::request::Manifest;
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -46,34 +47,14 @@ pub struct CreateArgs {
     /// Where to: s3://bucket/prefix, gs://bucket/prefix or az://account/container/prefix.
     #[arg(long)]
     to: String,
-    /// Secrets Manager ARN of the destination's credentials (required but for s3:// in this
-    /// account).
-    #[arg(long)]
-    secret: Option<String>,
-    /// S3-compatible endpoint (https://...), or the Azure Blob endpoint when not the default.
-    #[arg(long)]
-    endpoint: Option<String>,
-    /// Region of an S3-compatible destination.
-    #[arg(long)]
-    region: Option<String>,
-    /// Path-style requests to an S3-compatible endpoint.
-    #[arg(long)]
-    path_style: bool,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 pub async fn run(app: &App, command: ExportCommand) -> Result<()> {
-    let shown = match command {
+    match command {
         ExportCommand::Create(args) => {
-            let to = StoreLocation::parse(
-                &args.to,
-                &LocationOptions {
-                    endpoint: args.endpoint,
-                    region: args.region,
-                    path_style: args.path_style,
-                    secret_arn: args.secret,
-                },
-            )
-            .map_err(anyhow::Error::msg)?;
+            let to = args.store.location(&args.to, "--to")?;
             let source = match (args.policy, args.manifest) {
                 (Some(policy), None) => ExportSource::Snapshot {
                     policy,
@@ -90,30 +71,17 @@ pub async fn run(app: &App, command: ExportCommand) -> Result<()> {
                 _ => bail!("give --policy or --manifest"),
             };
             let job = exports::create_export(app, &ExportRequest { source, to }).await?;
-            json!({"ExportId": job.job_id})
+            transfer::print(&json!({ (ExportDescriptor::ID_FIELD): job.job_id }))
         }
         ExportCommand::Describe { export_id } => {
-            serde_json::to_value(exports::describe_export(app, &export_id).await?)?
+            transfer::run::<ExportDescriptor>(app, Look::Describe(export_id)).await
         }
-        ExportCommand::List => {
-            json!({"Exports": exports::list_exports(app).await?})
-        }
+        ExportCommand::List => transfer::run::<ExportDescriptor>(app, Look::List).await,
         ExportCommand::Cancel { export_id } => {
-            serde_json::to_value(exports::cancel_export(app, &export_id).await?)?
+            transfer::run::<ExportDescriptor>(app, Look::Cancel(export_id)).await
         }
         ExportCommand::Verify { export_id } => {
-            let report = exports::verify_export(app, &export_id).await?;
-            let clean = report.mismatches.is_empty();
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            if !clean {
-                bail!(
-                    "{} object(s) differ from the export manifest",
-                    report.mismatches.len()
-                );
-            }
-            return Ok(());
+            transfer::run::<ExportDescriptor>(app, Look::Verify(export_id)).await
         }
-    };
-    println!("{}", serde_json::to_string_pretty(&shown)?);
-    Ok(())
+    }
 }

@@ -1,7 +1,9 @@
 //! `batchops import`: copies from other object stores into a bucket of this account.
 
-use anyhow::{bail, Result};
-use batchops_aws::imports::{self, ImportRequest};
+use super::transfer::{self, Look, StoreArgs};
+use anyhow::Result;
+use batchops_aws::imports::{self, ImportDescriptor, ImportRequest};
+use batchops_aws::transfers::Transfer;
 use batchops_aws::App;
 use batchops_core::export::{LocationOptions, StoreLocation};
 use clap::{Args, Subcommand};
@@ -30,60 +32,28 @@ pub struct CreateArgs {
     /// Where to: s3://bucket/prefix in this account.
     #[arg(long)]
     to: String,
-    /// Secrets Manager ARN of the source's credentials (required but for s3:// in this
-    /// account).
-    #[arg(long)]
-    secret: Option<String>,
-    /// S3-compatible endpoint of the source (https://...), or its Azure Blob endpoint when not
-    /// the default.
-    #[arg(long)]
-    endpoint: Option<String>,
-    /// Region of an S3-compatible source.
-    #[arg(long)]
-    region: Option<String>,
-    /// Path-style requests to an S3-compatible source.
-    #[arg(long)]
-    path_style: bool,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 pub async fn run(app: &App, command: ImportCommand) -> Result<()> {
-    let shown = match command {
+    match command {
         ImportCommand::Create(args) => {
-            let from = StoreLocation::parse(
-                &args.from,
-                &LocationOptions {
-                    endpoint: args.endpoint,
-                    region: args.region,
-                    path_style: args.path_style,
-                    secret_arn: args.secret,
-                },
-            )
-            .map_err(|e| anyhow::anyhow!("--from: {e}"))?;
+            let from = args.store.location(&args.from, "--from")?;
             let to = StoreLocation::parse(&args.to, &LocationOptions::default())
                 .map_err(|e| anyhow::anyhow!("--to: {e}"))?;
             let job = imports::create_import(app, &ImportRequest { from, to }).await?;
-            json!({"ImportId": job.job_id})
+            transfer::print(&json!({ (ImportDescriptor::ID_FIELD): job.job_id }))
         }
         ImportCommand::Describe { import_id } => {
-            serde_json::to_value(imports::describe_import(app, &import_id).await?)?
+            transfer::run::<ImportDescriptor>(app, Look::Describe(import_id)).await
         }
-        ImportCommand::List => json!({"Imports": imports::list_imports(app).await?}),
+        ImportCommand::List => transfer::run::<ImportDescriptor>(app, Look::List).await,
         ImportCommand::Cancel { import_id } => {
-            serde_json::to_value(imports::cancel_import(app, &import_id).await?)?
+            transfer::run::<ImportDescriptor>(app, Look::Cancel(import_id)).await
         }
         ImportCommand::Verify { import_id } => {
-            let report = imports::verify_import(app, &import_id).await?;
-            let clean = report.mismatches.is_empty();
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            if !clean {
-                bail!(
-                    "{} object(s) differ from the import manifest",
-                    report.mismatches.len()
-                );
-            }
-            return Ok(());
+            transfer::run::<ImportDescriptor>(app, Look::Verify(import_id)).await
         }
-    };
-    println!("{}", serde_json::to_string_pretty(&shown)?);
-    Ok(())
+    }
 }

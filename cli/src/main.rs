@@ -20,6 +20,7 @@ use std::time::Duration;
 mod export;
 mod import;
 mod serve;
+mod transfer;
 
 #[derive(Parser)]
 #[command(

@@ -30,7 +30,10 @@
 
 use crate::backup::{self, RestoreRequest};
 use crate::error::Error;
+use crate::exports::ExportDescriptor;
+use crate::imports::ImportDescriptor;
 use crate::jobs;
+use crate::transfers::{self, Transfer};
 use crate::App;
 use batchops_core::backup::BackupPolicy;
 use batchops_core::{CreateJobRequest, JobStatus};
@@ -124,10 +127,10 @@ pub async fn handle(app: &App, request: &ApiRequest) -> ApiResponse {
     // The `/exports` and `/imports` routes in functions of their own, boxed: `route`'s stack frame (large in
     // debug builds, where every arm's temporaries get their own slot) does not grow with them.
     let segments: Vec<&str> = request.path.split('/').filter(|s| !s.is_empty()).collect();
-    let answer = if segments.first() == Some(&"exports") {
-        export_route(app, request, segments).await
-    } else if segments.first() == Some(&"imports") {
-        import_route(app, request, segments).await
+    let answer = if segments.first() == Some(&ExportDescriptor::COLLECTION) {
+        transfer_route::<ExportDescriptor>(app, request, segments).await
+    } else if segments.first() == Some(&ImportDescriptor::COLLECTION) {
+        transfer_route::<ImportDescriptor>(app, request, segments).await
     } else {
         route(app, request).await
     };
@@ -295,80 +298,43 @@ async fn route(app: &App, request: &ApiRequest) -> Result<ApiResponse, Error> {
     Ok(response)
 }
 
-/// The `/exports` routes (see `handle`). The future is built and boxed inside this plain
-/// function, so no caller's stack frame holds it.
+/// The `/exports` and `/imports` routes (see `handle`), one [`Transfer`] direction each. The
+/// future is built and boxed inside this plain function, so no caller's stack frame holds it.
 #[inline(never)]
-fn export_route<'a>(
+fn transfer_route<'a, T: Transfer + 'a>(
     app: &'a App,
     request: &'a ApiRequest,
     segments: Vec<&'a str>,
 ) -> futures::future::BoxFuture<'a, Result<ApiResponse, Error>> {
     Box::pin(async move {
         let method = request.method.to_ascii_uppercase();
-        Ok(match (method.as_str(), segments.as_slice()) {
-            ("POST", ["exports"]) => {
-                let body: crate::exports::ExportBody = parse_body(request, "export request")?;
-                let job = crate::exports::create_export(app, &body.into_request()?).await?;
-                ApiResponse::ok(json!({"ExportId": job.job_id}))
+        let Some((_, rest)) = segments.split_first() else {
+            return Ok(ApiResponse::error(
+                404,
+                "NotFound",
+                format!("no route for {}", request.path),
+            ));
+        };
+        Ok(match (method.as_str(), rest) {
+            ("POST", []) => {
+                let body: T::Body = parse_body(request, &format!("{} request", T::NOUN))?;
+                let job = T::create(app, body).await?;
+                ApiResponse::ok(json!({ (T::ID_FIELD): job.job_id }))
             }
-            ("GET", ["exports"]) => {
-                ApiResponse::ok(json!({"Exports": crate::exports::list_exports(app).await?}))
+            ("GET", []) => {
+                let listed = transfers::list::<T>(app).await?;
+                ApiResponse::ok(json!({ (T::LIST_FIELD): listed }))
             }
-            ("GET", ["exports", id]) => {
-                ApiResponse::ok(to_value(crate::exports::describe_export(app, id).await?)?)
+            ("GET", [id]) => ApiResponse::ok(to_value(transfers::describe::<T>(app, id).await?)?),
+            ("POST", [id, "cancel"]) => {
+                ApiResponse::ok(to_value(transfers::cancel::<T>(app, id).await?)?)
             }
-            ("POST", ["exports", id, "cancel"]) => {
-                ApiResponse::ok(to_value(crate::exports::cancel_export(app, id).await?)?)
-            }
-            ("GET", ["exports", id, "verify"]) => {
-                ApiResponse::ok(to_value(crate::exports::verify_export(app, id).await?)?)
-            }
-            (method, ["exports"] | ["exports", _] | ["exports", _, "cancel" | "verify"]) => {
-                ApiResponse::error(
-                    405,
-                    "MethodNotAllowed",
-                    format!("{method} is not allowed on {}", request.path),
-                )
-            }
-            _ => ApiResponse::error(404, "NotFound", format!("no route for {}", request.path)),
-        })
-    })
-}
-
-/// The `/imports` routes (see `handle`), boxed as the `/exports` ones are.
-#[inline(never)]
-fn import_route<'a>(
-    app: &'a App,
-    request: &'a ApiRequest,
-    segments: Vec<&'a str>,
-) -> futures::future::BoxFuture<'a, Result<ApiResponse, Error>> {
-    Box::pin(async move {
-        let method = request.method.to_ascii_uppercase();
-        Ok(match (method.as_str(), segments.as_slice()) {
-            ("POST", ["imports"]) => {
-                let body: crate::imports::ImportBody = parse_body(request, "import request")?;
-                let job = crate::imports::create_import(app, &body.into_request()?).await?;
-                ApiResponse::ok(json!({"ImportId": job.job_id}))
-            }
-            ("GET", ["imports"]) => {
-                ApiResponse::ok(json!({"Imports": crate::imports::list_imports(app).await?}))
-            }
-            ("GET", ["imports", id]) => {
-                ApiResponse::ok(to_value(crate::imports::describe_import(app, id).await?)?)
-            }
-            ("POST", ["imports", id, "cancel"]) => {
-                ApiResponse::ok(to_value(crate::imports::cancel_import(app, id).await?)?)
-            }
-            ("GET", ["imports", id, "verify"]) => {
-                ApiResponse::ok(to_value(crate::imports::verify_import(app, id).await?)?)
-            }
-            (method, ["imports"] | ["imports", _] | ["imports", _, "cancel" | "verify"]) => {
-                ApiResponse::error(
-                    405,
-                    "MethodNotAllowed",
-                    format!("{method} is not allowed on {}", request.path),
-                )
-            }
+            ("GET", [id, "verify"]) => ApiResponse::ok(to_value(T::verify(app, id).await?)?),
+            (method, [] | [_] | [_, "cancel" | "verify"]) => ApiResponse::error(
+                405,
+                "MethodNotAllowed",
+                format!("{method} is not allowed on {}", request.path),
+            ),
             _ => ApiResponse::error(404, "NotFound", format!("no route for {}", request.path)),
         })
     })

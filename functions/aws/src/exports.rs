@@ -6,7 +6,10 @@ use crate::backup::{self, RestoreRequest};
 use crate::error::{Error, Result};
 use crate::jobs::{self, CreatedJob};
 use crate::stores::{self, OpenStore};
+use crate::transfers::{self, Transfer};
 use crate::{now, App};
+use batchops_core::backoff::ErrorClass;
+use batchops_core::counts::Counters;
 use batchops_core::describe::{progress, ProgressSummary};
 use batchops_core::encoding::decode_key;
 use batchops_core::export::{
@@ -18,7 +21,8 @@ use batchops_core::request::{
     internal_token, CreateJobRequest, Manifest, ManifestSource, Operation, Report, ReportScope,
     ReportTarget,
 };
-use batchops_core::{JobRecord, JobSpec, JobStatus, RequestError};
+use batchops_core::{JobRecord, JobSpec, RequestError};
+use futures::future::BoxFuture;
 use futures::StreamExt;
 use md5::{Digest, Md5};
 use object_store::path::Path;
@@ -222,57 +226,53 @@ fn export_spec(job: &JobRecord) -> Result<&ExportSpec> {
     job.spec
         .operation
         .export()
-        .ok_or_else(|| Error::JobNotFound(format!("{} (not an export)", job.job_id)))
+        .ok_or_else(|| transfers::not_this::<ExportDescriptor>(job))
 }
 
-async fn descriptor(app: &App, job: &JobRecord) -> Result<ExportDescriptor> {
-    let spec = export_spec(job)?;
-    let counters = app.store.counters(&job.job_id).await?;
-    let job_view = jobs::describe_record(app, job).await?;
-    Ok(ExportDescriptor {
-        export_id: job.job_id.clone(),
-        status: ExportStatus::of(job.status).as_str(),
-        job_status: job.status.as_str().to_string(),
-        description: job.request.description.clone(),
-        to: spec.to.url(),
-        manifest_key: spec.to.manifest_key(&job.job_id),
-        creation_time: job_view.creation_time,
-        status_update_reason: job.status_update_reason.clone(),
-        progress_summary: progress(job, &counters, now()),
-    })
+impl Transfer for ExportDescriptor {
+    const NOUN: &'static str = "export";
+    const OPERATION: &'static str = "BatchopsExport";
+    const COLLECTION: &'static str = "exports";
+    const ID_FIELD: &'static str = "ExportId";
+    const LIST_FIELD: &'static str = "Exports";
+    type Body = ExportBody;
+
+    fn descriptor(job: &JobRecord, counters: &Counters) -> Result<Self> {
+        let spec = export_spec(job)?;
+        Ok(ExportDescriptor {
+            export_id: job.job_id.clone(),
+            status: ExportStatus::of(job.status).as_str(),
+            job_status: job.status.as_str().to_string(),
+            description: job.request.description.clone(),
+            to: spec.to.url(),
+            manifest_key: spec.to.manifest_key(&job.job_id),
+            creation_time: job.created_at.clone(),
+            status_update_reason: job.status_update_reason.clone(),
+            progress_summary: progress(job, counters, now()),
+        })
+    }
+
+    fn create(app: &App, body: ExportBody) -> BoxFuture<'_, Result<CreatedJob>> {
+        Box::pin(async move { create_export(app, &body.into_request()?).await })
+    }
+
+    fn verify<'a>(app: &'a App, id: &'a str) -> BoxFuture<'a, Result<VerifyReport>> {
+        Box::pin(verify_export(app, id))
+    }
 }
 
 pub async fn describe_export(app: &App, export_id: &str) -> Result<ExportDescriptor> {
-    let job = app.store.get_job(export_id).await?;
-    descriptor(app, &job).await
+    transfers::describe(app, export_id).await
 }
 
 /// Every export, newest first.
 pub async fn list_exports(app: &App) -> Result<Vec<ExportDescriptor>> {
-    let mut exports = Vec::new();
-    for entry in jobs::list_jobs(app, &[]).await? {
-        if entry.operation != "BatchopsExport" {
-            continue;
-        }
-        let job = app.store.get_job(&entry.job_id).await?;
-        exports.push(descriptor(app, &job).await?);
-    }
-    Ok(exports)
+    transfers::list(app).await
 }
 
 /// Cancels an export: objects already written stay; the one in flight is aborted.
 pub async fn cancel_export(app: &App, export_id: &str) -> Result<ExportDescriptor> {
-    let job = app.store.get_job(export_id).await?;
-    export_spec(&job)?;
-    jobs::update_job_status(
-        app,
-        export_id,
-        JobStatus::Cancelled,
-        Some("export cancelled"),
-        None,
-    )
-    .await?;
-    describe_export(app, export_id).await
+    transfers::cancel(app, export_id).await
 }
 
 /// Writes the export manifest of an export job that has run (its report written): one JSON
@@ -392,13 +392,23 @@ fn key_of(path: &Path) -> String {
     path.to_string()
 }
 
+/// The service [`store_error`]s name: another object store's.
+pub const STORE_SERVICE: &str = "ObjectStore";
+
+/// A store's error on `key`, classified (see [`stores::StoreRefusal`]): a refusal is permanent,
+/// anything else may be retried.
 pub(crate) fn store_error(destination: &OpenStore, key: &str, err: object_store::Error) -> Error {
+    let refusal = stores::StoreRefusal::of(&err);
     Error::Aws {
-        service: "ObjectStore",
+        service: STORE_SERVICE,
         operation: "Write",
-        message: format!("`{key}` in {}: {err}", destination.location.url()),
-        status: None,
-        code: None,
+        message: format!(
+            "`{key}` in {}: {}",
+            destination.location.url(),
+            stores::error_text(&err)
+        ),
+        status: (refusal.class() == ErrorClass::Permanent).then_some(refusal.status()),
+        code: Some(refusal.code(stores::End::Destination).to_string()),
     }
 }
 

@@ -79,9 +79,7 @@ pub async fn finalize(app: &App, job_id: &str) -> Result<Finalized> {
                 if !write_report(app, job_id, counters.tasks_done()).await? {
                     return Ok(Finalized::Reporting);
                 }
-                // Exports and imports: what was written, listed at the destination.
-                Box::pin(crate::exports::write_manifest(app, &job)).await?;
-                Box::pin(crate::imports::write_manifest(app, &job)).await?;
+                let refused = write_transfer_manifest(app, &job).await?;
                 let threshold = app.config.failure_threshold;
                 if !threshold.exceeded(&counters) {
                     // Backup runs: the snapshot exists once the job is Complete.
@@ -91,6 +89,9 @@ pub async fn finalize(app: &App, job_id: &str) -> Result<Finalized> {
                     crate::backup::journal_unfinished_run(app, &job).await?;
                 }
                 if threshold.exceeded(&counters) {
+                    if let Some((code, reason)) = &refused {
+                        note_failure(app, job_id, code, reason).await?;
+                    }
                     move_job(
                         app,
                         job_id,
@@ -98,6 +99,16 @@ pub async fn finalize(app: &App, job_id: &str) -> Result<Finalized> {
                         JobStatus::Failed,
                         Some("TaskFailureThresholdExceeded"),
                         &threshold.reason(&counters),
+                    )
+                    .await?;
+                } else if let Some((code, reason)) = &refused {
+                    move_job(
+                        app,
+                        job_id,
+                        JobStatus::Completing,
+                        JobStatus::Failed,
+                        Some(code),
+                        reason,
                     )
                     .await?;
                 } else {
@@ -125,14 +136,18 @@ pub async fn finalize(app: &App, job_id: &str) -> Result<Finalized> {
                 // Backup runs: the copies made are recorded before the run ends, so the next
                 // run (which may start once this one has ended) takes them.
                 crate::backup::journal_unfinished_run(app, &job).await?;
-                Box::pin(crate::exports::write_manifest(app, &job)).await?;
-                Box::pin(crate::imports::write_manifest(app, &job)).await?;
+                let refused = write_transfer_manifest(app, &job).await?;
                 let (to, reason) = if job.status == JobStatus::Cancelling {
                     (JobStatus::Cancelled, "Cancelled by request")
                 } else {
                     (JobStatus::Failed, "Job failed")
                 };
-                move_job(app, job_id, job.status, to, None, reason).await?;
+                match &refused {
+                    Some((code, why)) => {
+                        move_job(app, job_id, job.status, to, Some(code), why).await?
+                    }
+                    None => move_job(app, job_id, job.status, to, None, reason).await?,
+                }
             }
             status if status.is_terminal() => {
                 // Backup runs: the policy may start its next run (one run per policy at a time).
@@ -147,10 +162,69 @@ pub async fn finalize(app: &App, job_id: &str) -> Result<Finalized> {
     }
 }
 
+/// Exports and imports: writes the manifest of what was written at the destination, its
+/// transient errors retried within the retry policy. A destination that refuses it for good
+/// (bad credentials, no such bucket or container, access denied) answers the failure (code,
+/// reason naming the destination and the store's error) the job ends with, rather than the
+/// finalizer trying again for ever. Other errors, and transient ones past the retries, go to
+/// the caller, whose retries are bounded ([`finalize_accounted`]).
+async fn write_transfer_manifest(app: &App, job: &JobRecord) -> Result<Option<(String, String)>> {
+    let written = crate::ops::retry_within(
+        &app.config.retry,
+        crate::ops::RetryBounds::default(),
+        |err: &Error| Some(err.class()),
+        || write_manifests(app, job),
+    )
+    .await;
+    match written.map_err(crate::ops::GaveUp::into_last) {
+        Ok(()) => Ok(None),
+        Err(
+            err @ Error::Aws {
+                service: crate::exports::STORE_SERVICE,
+                ..
+            },
+        ) if err.class() == batchops_core::backoff::ErrorClass::Permanent => {
+            tracing::error!(job_id = %job.job_id, error = %err, "the destination refuses the manifest; ending the job");
+            Ok(Some((
+                err.failure_code("ManifestNotWritten"),
+                format!("the manifest of what was written could not be written: {err}"),
+            )))
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// The export or import manifest, for a job of either (others have none).
+async fn write_manifests(app: &App, job: &JobRecord) -> Result<()> {
+    Box::pin(crate::exports::write_manifest(app, job)).await?;
+    Box::pin(crate::imports::write_manifest(app, job)).await
+}
+
+/// Records a failure reason on a job that is ending for another.
+async fn note_failure(app: &App, job_id: &str, code: &str, reason: &str) -> Result<()> {
+    app.store
+        .update_job(job_id, |job| {
+            job.failure_reasons.push(batchops_core::job::FailureReason {
+                failure_code: code.to_string(),
+                failure_reason: reason.to_string(),
+            });
+            Ok::<bool, ()>(true)
+        })
+        .await?
+        .map(|_| ())
+        .map_err(|_| Error::State {
+            job_id: job_id.to_string(),
+            message: format!("cannot record its failure ({code})"),
+        })
+}
+
 /// Aborts every multipart upload the job's tasks kept for a later invocation that never came
 /// (the job was cancelled, or the range was given up): no incomplete upload outlives its job.
 async fn abort_kept_uploads(app: &App, job: &JobRecord) -> Result<()> {
-    // Only copies keep multipart uploads.
+    if let Some(export) = job.spec.operation.export() {
+        return abort_kept_exports(app, job, &export.to).await;
+    }
+    // Copies keep multipart uploads too.
     let Some(bucket) = job.spec.operation.copy().map(|copy| &copy.target_bucket) else {
         return Ok(());
     };
@@ -180,6 +254,34 @@ async fn abort_kept_uploads(app: &App, job: &JobRecord) -> Result<()> {
             }
         }
         tracing::info!(job_id = %job.job_id, seq, task, upload_id = %upload.upload_id, "aborted a kept multipart upload");
+        app.store.forget_upload(&job.job_id, seq, task).await?;
+    }
+    Ok(())
+}
+
+/// [`abort_kept_uploads`] for an export: its uploads are in the destination store. One the
+/// store refuses to abort for good is forgotten (the store's own expiry of incomplete uploads
+/// is all that is left); a transient error is retried by the next finalizer run.
+async fn abort_kept_exports(
+    app: &App,
+    job: &JobRecord,
+    to: &batchops_core::export::StoreLocation,
+) -> Result<()> {
+    let kept = app.store.kept_uploads(&job.job_id).await?;
+    if kept.is_empty() {
+        return Ok(());
+    }
+    let store = crate::stores::open(app, to).await?;
+    for ((seq, task), upload) in kept {
+        if let Err(err) = crate::ops::export::abort_kept(&store, &upload).await {
+            let refusal = crate::stores::StoreRefusal::of(&err);
+            if refusal.class() == batchops_core::backoff::ErrorClass::Transient {
+                return Err(crate::exports::store_error(&store, &upload.target_key, err));
+            }
+            tracing::warn!(job_id = %job.job_id, key = %upload.target_key, error = %err, "the destination refuses to abort a kept upload; forgetting it");
+        } else {
+            tracing::info!(job_id = %job.job_id, seq, task, upload_id = %upload.upload_id, "aborted a kept export upload");
+        }
         app.store.forget_upload(&job.job_id, seq, task).await?;
     }
     Ok(())

@@ -6,7 +6,9 @@ use crate::error::{Error, Result};
 use crate::exports::{blank_request, verify_manifest, write_report_manifest, VerifyReport};
 use crate::jobs::{self, CreatedJob};
 use crate::stores;
+use crate::transfers::{self, Transfer};
 use crate::{now, App};
+use batchops_core::counts::Counters;
 use batchops_core::describe::{progress, ProgressSummary};
 use batchops_core::encoding::decode_key;
 use batchops_core::export::{ExportedObject, StoreLocation};
@@ -16,7 +18,8 @@ use batchops_core::request::{
     internal_token, CreateJobRequest, ManifestSource, OperationSpec, Report, ReportScope,
     ReportTarget, StoreListing,
 };
-use batchops_core::{JobRecord, JobSpec, JobStatus};
+use batchops_core::{JobRecord, JobSpec};
+use futures::future::BoxFuture;
 use serde::Serialize;
 
 /// The `Operation` name import jobs list under.
@@ -109,58 +112,54 @@ fn import_spec(job: &JobRecord) -> Result<&ImportSpec> {
     job.spec
         .operation
         .import()
-        .ok_or_else(|| Error::JobNotFound(format!("{} (not an import)", job.job_id)))
+        .ok_or_else(|| transfers::not_this::<ImportDescriptor>(job))
 }
 
-async fn descriptor(app: &App, job: &JobRecord) -> Result<ImportDescriptor> {
-    let spec = import_spec(job)?;
-    let counters = app.store.counters(&job.job_id).await?;
-    let job_view = jobs::describe_record(app, job).await?;
-    Ok(ImportDescriptor {
-        import_id: job.job_id.clone(),
-        status: ImportStatus::of(job.status).as_str(),
-        job_status: job.status.as_str().to_string(),
-        description: job.request.description.clone(),
-        from: spec.from.url(),
-        to: spec.to_url(),
-        manifest_key: spec.manifest_key(&job.job_id),
-        creation_time: job_view.creation_time,
-        status_update_reason: job.status_update_reason.clone(),
-        progress_summary: progress(job, &counters, now()),
-    })
+impl Transfer for ImportDescriptor {
+    const NOUN: &'static str = "import";
+    const OPERATION: &'static str = IMPORT_OPERATION;
+    const COLLECTION: &'static str = "imports";
+    const ID_FIELD: &'static str = "ImportId";
+    const LIST_FIELD: &'static str = "Imports";
+    type Body = ImportBody;
+
+    fn descriptor(job: &JobRecord, counters: &Counters) -> Result<Self> {
+        let spec = import_spec(job)?;
+        Ok(ImportDescriptor {
+            import_id: job.job_id.clone(),
+            status: ImportStatus::of(job.status).as_str(),
+            job_status: job.status.as_str().to_string(),
+            description: job.request.description.clone(),
+            from: spec.from.url(),
+            to: spec.to_url(),
+            manifest_key: spec.manifest_key(&job.job_id),
+            creation_time: job.created_at.clone(),
+            status_update_reason: job.status_update_reason.clone(),
+            progress_summary: progress(job, counters, now()),
+        })
+    }
+
+    fn create(app: &App, body: ImportBody) -> BoxFuture<'_, Result<CreatedJob>> {
+        Box::pin(async move { create_import(app, &body.into_request()?).await })
+    }
+
+    fn verify<'a>(app: &'a App, id: &'a str) -> BoxFuture<'a, Result<VerifyReport>> {
+        Box::pin(verify_import(app, id))
+    }
 }
 
 pub async fn describe_import(app: &App, import_id: &str) -> Result<ImportDescriptor> {
-    let job = app.store.get_job(import_id).await?;
-    descriptor(app, &job).await
+    transfers::describe(app, import_id).await
 }
 
 /// Every import, newest first.
 pub async fn list_imports(app: &App) -> Result<Vec<ImportDescriptor>> {
-    let mut imports = Vec::new();
-    for entry in jobs::list_jobs(app, &[]).await? {
-        if entry.operation != IMPORT_OPERATION {
-            continue;
-        }
-        let job = app.store.get_job(&entry.job_id).await?;
-        imports.push(descriptor(app, &job).await?);
-    }
-    Ok(imports)
+    transfers::list(app).await
 }
 
 /// Cancels an import: objects already written stay; the one in flight is aborted.
 pub async fn cancel_import(app: &App, import_id: &str) -> Result<ImportDescriptor> {
-    let job = app.store.get_job(import_id).await?;
-    import_spec(&job)?;
-    jobs::update_job_status(
-        app,
-        import_id,
-        JobStatus::Cancelled,
-        Some("import cancelled"),
-        None,
-    )
-    .await?;
-    describe_import(app, import_id).await
+    transfers::cancel(app, import_id).await
 }
 
 /// An imported object, from its report row (None: the row copied nothing: skipped as

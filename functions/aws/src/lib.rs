@@ -31,6 +31,7 @@ pub mod serve;
 pub mod setup;
 pub mod store;
 pub mod stores;
+pub mod transfers;
 pub mod verify;
 pub mod worker;
 

@@ -1,12 +1,12 @@
-//! The job center page (`GET /`, `GET /ui/jobs/{id}`): gathers jobs, backup policies and
-//! exports and hands them to core's renderer. Served by `batchops serve` and by the api Lambda,
+//! The job center page (`GET /`, `GET /ui/jobs/{id}`): gathers jobs, backup policies, exports
+//! and imports and hands them to core's renderer. Served by `batchops serve` and by the api Lambda,
 //! before the JSON routes.
 
 use crate::error::{Error, Result};
-use crate::{backup, exports, jobs, App};
+use crate::{backup, exports, imports, jobs, App};
 use batchops_core::job::{parse_timestamp, timestamp};
 use batchops_core::page::{
-    render_job, render_overview, ExportRow, PolicyRow, SnapshotRow, FAILED_TASKS_SHOWN,
+    render_job, render_overview, PolicyRow, SnapshotRow, TransferRow, FAILED_TASKS_SHOWN,
 };
 use batchops_core::report::{
     parse_row, report_manifest_key, ReportManifest, ReportRow, TaskStatus,
@@ -94,16 +94,28 @@ async fn overview(app: &App) -> Result<PageResponse> {
     let exports = exports::list_exports(app)
         .await?
         .into_iter()
-        .map(|e| ExportRow {
-            export_id: e.export_id,
+        .map(|e| TransferRow {
+            id: e.export_id,
             status: e.status.to_string(),
+            from: None,
             to: e.to,
             progress: e.progress_summary,
         })
         .collect::<Vec<_>>();
+    let imports = imports::list_imports(app)
+        .await?
+        .into_iter()
+        .map(|i| TransferRow {
+            id: i.import_id,
+            status: i.status.to_string(),
+            from: Some(i.from),
+            to: i.to,
+            progress: i.progress_summary,
+        })
+        .collect::<Vec<_>>();
     Ok(PageResponse {
         status: 200,
-        body: render_overview(&jobs, &policies, &exports),
+        body: render_overview(&jobs, &policies, &exports, &imports),
     })
 }
 

@@ -127,6 +127,21 @@ pub struct KeptUpload {
     pub upload_id: String,
     pub target_key: String,
     pub part_size: u64,
+    /// A streamed upload (an export to another store, which cannot list its parts): what it
+    /// holds and what it was cut from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streamed: Option<StreamedUpload>,
+}
+
+/// The parts a streamed upload holds, and the source object they were cut from, pinned: its
+/// next delivery reads that object from the first missing part on (a ranged GET).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StreamedUpload {
+    pub progress: crate::ops::parts::PartProgress,
+    /// The object's whole size.
+    pub size: u64,
+    pub source_version: Option<String>,
+    pub source_etag: Option<String>,
 }
 
 fn upload_sk(seq: u64, task: u64) -> String {

@@ -29,12 +29,15 @@ pub struct SnapshotRow {
     pub bytes: u64,
 }
 
-/// An export as the page shows it.
+/// An export or an import as the page shows it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ExportRow {
-    pub export_id: String,
+pub struct TransferRow {
+    /// The export's or import's ID (its job's).
+    pub id: String,
     /// In progress, Success, Error or Cancelled.
     pub status: String,
+    /// Imports: the other store read from.
+    pub from: Option<String>,
     pub to: String,
     pub progress: ProgressSummary,
 }
@@ -161,11 +164,12 @@ fn eta_cell(status: &str, progress: &ProgressSummary) -> String {
 }
 
 /// The overview: every job (newest first, as listed), backup policies with their newest
-/// snapshots and next run, and exports.
+/// snapshots and next run, exports and imports.
 pub fn render_overview(
     jobs: &[JobListDescriptor],
     policies: &[PolicyRow],
-    exports: &[ExportRow],
+    exports: &[TransferRow],
+    imports: &[TransferRow],
 ) -> String {
     let live = jobs.iter().any(|j| !is_terminal(&j.status));
     let mut html = String::from("<h1>batchops job center</h1><div id=\"message\"></div>");
@@ -256,29 +260,43 @@ pub fn render_overview(
             );
         }
     }
-    let _ = write!(html, "<h2>Exports ({})</h2>", exports.len());
-    if exports.is_empty() {
-        html.push_str("<p class=\"muted\">No exports.</p>");
-    } else {
-        html.push_str(
-            "<table id=\"exports\"><tr><th>Export</th><th>Status</th><th>To</th><th>Progress</th>\
-<th>Bytes</th></tr>",
-        );
-        for e in exports {
-            let _ = write!(
-                html,
-                "<tr><td><a href=\"/ui/jobs/{id}\">{id}</a></td><td>{status}</td><td>{to}</td>\
-<td>{bar}</td><td class=\"n\">{bytes}</td></tr>",
-                id = escape(&e.export_id),
-                status = escape(&e.status),
-                to = escape(&e.to),
-                bar = progress_bar(&e.progress),
-                bytes = bytes(e.progress.number_of_bytes_copied),
-            );
-        }
-        html.push_str("</table>");
-    }
+    transfer_table(&mut html, "Export", exports, false);
+    transfer_table(&mut html, "Import", imports, true);
     page("batchops job center", live, &html)
+}
+
+/// The exports' (or imports') section of the overview; `with_from`: a From column.
+fn transfer_table(html: &mut String, noun: &str, rows: &[TransferRow], with_from: bool) {
+    let lower = noun.to_lowercase();
+    let _ = write!(html, "<h2>{noun}s ({})</h2>", rows.len());
+    if rows.is_empty() {
+        let _ = write!(html, "<p class=\"muted\">No {lower}s.</p>");
+        return;
+    }
+    let from_head = if with_from { "<th>From</th>" } else { "" };
+    let _ = write!(
+        html,
+        "<table id=\"{lower}s\"><tr><th>{noun}</th><th>Status</th>{from_head}<th>To</th>\
+<th>Progress</th><th>Bytes</th></tr>"
+    );
+    for row in rows {
+        let from = match (&row.from, with_from) {
+            (Some(from), true) => format!("<td>{}</td>", escape(from)),
+            (None, true) => "<td></td>".to_string(),
+            (_, false) => String::new(),
+        };
+        let _ = write!(
+            html,
+            "<tr><td><a href=\"/ui/jobs/{id}\">{id}</a></td><td>{status}</td>{from}<td>{to}</td>\
+<td>{bar}</td><td class=\"n\">{bytes}</td></tr>",
+            id = escape(&row.id),
+            status = escape(&row.status),
+            to = escape(&row.to),
+            bar = progress_bar(&row.progress),
+            bytes = bytes(row.progress.number_of_bytes_copied),
+        );
+    }
+    html.push_str("</table>");
 }
 
 /// A job's page: its numbers, failure reasons, report, the first failed tasks, and the
@@ -461,7 +479,7 @@ mod tests {
     #[test]
     fn the_overview_shows_progress_escapes_text_and_refreshes_only_while_jobs_run() {
         let running = listed("job-running-1", "Active", progress(10, 4, 1, 10));
-        let html = render_overview(std::slice::from_ref(&running), &[], &[]);
+        let html = render_overview(std::slice::from_ref(&running), &[], &[], &[]);
         assert!(html.contains("data-live=\"true\""));
         assert!(html.contains("aria-valuenow=\"50\""), "{html}");
         assert!(html.contains("&lt;copy&gt; &amp; &quot;more&quot;"));
@@ -472,9 +490,50 @@ mod tests {
             "ETA: {html}"
         );
         let done = listed("job-done-1", "Complete", progress(10, 10, 0, 10));
-        let html = render_overview(&[done], &[], &[]);
+        let html = render_overview(&[done], &[], &[], &[]);
         assert!(html.contains("data-live=\"false\""));
         assert!(html.contains("No backup policies.") && html.contains("No exports."));
+        assert!(html.contains("No imports."));
+    }
+
+    #[test]
+    fn the_overview_lists_exports_and_imports_each_in_its_table() {
+        let row = |id: &str, from: Option<&str>, to: &str| TransferRow {
+            id: id.to_string(),
+            status: "In progress".to_string(),
+            from: from.map(str::to_string),
+            to: to.to_string(),
+            progress: progress(4, 1, 0, 4),
+        };
+        let exports = [row("exp-1", None, "gs://far/away")];
+        let imports = [
+            row("imp-1", Some("az://acct/box/<in>"), "s3://mine/in/"),
+            row("imp-2", Some("s3://other/x"), "s3://mine/x/"),
+        ];
+        let html = render_overview(&[], &[], &exports, &imports);
+        assert!(html.contains("<h2>Exports (1)</h2>"), "{html}");
+        assert!(html.contains("<h2>Imports (2)</h2>"), "{html}");
+        assert!(
+            html.contains("<table id=\"exports\"><tr><th>Export</th><th>Status</th><th>To</th>"),
+            "{html}"
+        );
+        assert!(
+            html.contains(
+                "<table id=\"imports\"><tr><th>Import</th><th>Status</th><th>From</th><th>To</th>"
+            ),
+            "{html}"
+        );
+        assert!(
+            html.contains(
+                "<td><a href=\"/ui/jobs/imp-1\">imp-1</a></td><td>In progress</td>\
+<td>az://acct/box/&lt;in&gt;</td><td>s3://mine/in/</td>"
+            ),
+            "{html}"
+        );
+        assert!(html.contains("href=\"/ui/jobs/exp-1\""));
+        let imports_at = html.find("id=\"imports\"").unwrap();
+        assert!(html.find("id=\"exports\"").unwrap() < imports_at);
+        assert!(!html.contains("No imports."));
     }
 
     #[test]
@@ -495,7 +554,7 @@ mod tests {
                 })
                 .collect(),
         };
-        let html = render_overview(&[], &[policy], &[]);
+        let html = render_overview(&[], &[policy], &[], &[]);
         assert!(html.contains("next run: 2026-12-03T00:00:00Z"));
         assert!(html.contains("20261204T000000Z") && !html.contains("20261205T000000Z"));
         assert!(html.contains("and 2 older snapshots"));

@@ -285,6 +285,11 @@ fn md5_block(state: &mut [u32; 4], block: &[u8], k: &[u32; 64]) {
 }
 
 impl ResumableMd5 {
+    /// Bytes consumed in all.
+    pub fn consumed(&self) -> u64 {
+        self.length
+    }
+
     pub fn update(&mut self, data: &[u8]) {
         let k = md5_constants();
         let mut pending = hex::decode(&self.tail).unwrap_or_default();

@@ -657,6 +657,7 @@ impl<'a> Copier<'a> {
                 upload_id: upload_id.clone(),
                 target_key: target_key.to_string(),
                 part_size,
+                streamed: None,
             };
             if let Err(err) = kept
                 .store

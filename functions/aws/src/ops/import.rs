@@ -8,10 +8,11 @@
 //! records it). A transfer cut short is started again with backoff up to the task's attempts;
 //! a stopped job aborts the object in flight, and objects already written stay.
 
-use super::export::Failure;
-use super::{retry_within, GaveUp, RangeContext, RetryBounds, TaskResult, TaskRunner};
+use super::export::{with_retries, Failure};
+use super::parts::{PartLoop, PartProgress, PartSink};
+use super::{RangeContext, TaskResult, TaskRunner};
 use crate::error::S3Failure;
-use crate::stores::{self, ExportSettings, OpenStore};
+use crate::stores::{self, End, ExportSettings, OpenStore};
 use crate::App;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -26,7 +27,6 @@ use batchops_core::import::{
 use batchops_core::manifest::ObjectRef;
 use batchops_core::report::{TaskOutcome, TaskStatus};
 use futures::future::BoxFuture;
-use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use md5::{Digest, Md5};
 use object_store::path::Path;
@@ -72,29 +72,6 @@ struct Written {
     version: Option<String>,
 }
 
-/// A source store error: permanent for what a retry cannot change.
-fn source_failure(err: object_store::Error, from: &str) -> Failure {
-    use object_store::Error as E;
-    let (class, status, code) = match &err {
-        // Deleted since it was listed.
-        E::NotFound { .. } => (ErrorClass::Permanent, 404, "NoSuchKey"),
-        E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
-            (ErrorClass::Permanent, 403, "SourceAccessDenied")
-        }
-        E::InvalidPath { .. } => (ErrorClass::Permanent, 400, "UnsupportedKey"),
-        E::NotImplemented { .. } | E::NotSupported { .. } => {
-            (ErrorClass::Permanent, 501, "NotSupported")
-        }
-        _ => (ErrorClass::Transient, 500, "SourceError"),
-    };
-    Failure::Error {
-        class,
-        status,
-        code: code.to_string(),
-        message: format!("reading {from}: {err}"),
-    }
-}
-
 fn content_md5(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(Md5::digest(bytes))
 }
@@ -131,35 +108,11 @@ impl TaskRunner for Import<'_> {
                     return TaskResult::Done(task.failed_outcome(400, "UnsupportedKey", message))
                 }
             };
-            let bounds = RetryBounds {
-                stop: Some(self.stop),
-                start_by: Some(self.stop_starting_at),
-            };
-            let class_of = |failure: &Failure| match failure {
-                Failure::Error { class, .. } => Some(*class),
-                Failure::Stopped | Failure::OutOfTime => None,
-            };
-            let tried = retry_within(&self.retry, bounds, class_of, || {
+            let tried = with_retries(&self.retry, self.stop, self.stop_starting_at, task, || {
                 self.attempt(object, &listed, &destination_key)
             })
             .await;
-            match tried {
-                Ok(outcome) => TaskResult::Done(outcome),
-                // A retryable error when the job stops or time runs out: as if the next attempt
-                // had found it so.
-                Err(GaveUp::Stopped(_)) | Err(GaveUp::Failed(Failure::Stopped)) => {
-                    TaskResult::Abandoned
-                }
-                Err(GaveUp::OutOfTime(_)) | Err(GaveUp::Failed(Failure::OutOfTime)) => {
-                    TaskResult::Suspended
-                }
-                Err(GaveUp::Failed(Failure::Error {
-                    status,
-                    code,
-                    message,
-                    ..
-                })) => TaskResult::Done(task.failed_outcome(status, &code, message)),
-            }
+            tried.map_or_else(|ended| ended, TaskResult::Done)
         })
     }
 }
@@ -286,7 +239,7 @@ impl Import<'_> {
                 },
             )
             .await
-            .map_err(|e| source_failure(e, &from))?;
+            .map_err(|e| Failure::from_store(e, End::Source, &from))?;
         let read = SourceIdentity {
             size: got.meta.size,
             etag: got.meta.e_tag.clone(),
@@ -363,69 +316,22 @@ impl Import<'_> {
             .await
             .map_err(|e| Failure::from_s3(S3Failure::from_sdk(&e)))?;
         let upload_id = created.upload_id().unwrap_or_default().to_string();
-        let streamed: Result<Vec<CompletedPart>, Failure> = async {
-            let mut parts = Vec::new();
-            let mut in_flight = FuturesUnordered::new();
-            let mut buffer: Vec<u8> = Vec::with_capacity(part_bytes);
-            // What of the last chunk read did not fit in the part being filled.
-            let mut carry: Option<bytes::Bytes> = None;
-            let mut number = 0i32;
-            let mut ended = false;
-            while !ended {
-                // Fill one part (the last may be shorter).
-                while buffer.len() < part_bytes {
-                    if let Some(mut rest) = carry.take() {
-                        let take = rest.len().min(part_bytes - buffer.len());
-                        buffer.extend_from_slice(&rest.split_to(take));
-                        if !rest.is_empty() {
-                            carry = Some(rest);
-                        }
-                        continue;
-                    }
-                    match body.next().await {
-                        Some(chunk) => {
-                            let chunk = chunk.map_err(|e| cut(read_bytes, e.to_string()))?;
-                            read_bytes += chunk.len() as u64;
-                            if read_bytes > size {
-                                return Err(cut(read_bytes, "more bytes than its length".into()));
-                            }
-                            md5.update(&chunk);
-                            carry = Some(chunk);
-                        }
-                        None => {
-                            ended = true;
-                            break;
-                        }
-                    }
-                }
-                if buffer.is_empty() {
-                    break;
-                }
-                // At most `part_concurrency` parts upload while the next one fills.
-                while in_flight.len() >= self.settings.part_concurrency {
-                    if let Some(part) = in_flight.next().await {
-                        parts.push(part?);
-                    }
-                }
-                if let Some(stop) = self.should_stop() {
-                    return Err(stop);
-                }
-                number += 1;
-                let full = std::mem::replace(&mut buffer, Vec::with_capacity(part_bytes));
-                in_flight.push(self.upload_part(destination_key, &upload_id, number, full));
-            }
-            if read_bytes != size {
-                return Err(cut(read_bytes, "body ended early".to_string()));
-            }
-            while let Some(part) = in_flight.next().await {
-                parts.push(part?);
-            }
-            parts.sort_by_key(|p: &CompletedPart| p.part_number());
-            Ok(parts)
-        }
-        .await;
+        let parts = PartLoop {
+            part_bytes,
+            concurrency: self.settings.part_concurrency,
+            size,
+            stop: self.stop,
+            stop_starting_at: self.stop_starting_at,
+            from: &from,
+        };
+        let sink = BucketParts {
+            import: self,
+            key: destination_key,
+            upload_id: &upload_id,
+        };
+        let streamed = parts.run(body, PartProgress::default(), &sink).await;
         let completed = match streamed {
-            Ok(parts) => self
+            Ok(done) => self
                 .s3
                 .complete_multipart_upload()
                 .bucket(bucket)
@@ -433,20 +339,32 @@ impl Import<'_> {
                 .upload_id(&upload_id)
                 .multipart_upload(
                     CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
+                        .set_parts(Some(
+                            done.parts
+                                .iter()
+                                .enumerate()
+                                .map(|(index, etag)| {
+                                    CompletedPart::builder()
+                                        .part_number(index as i32 + 1)
+                                        .e_tag(etag)
+                                        .build()
+                                })
+                                .collect(),
+                        ))
                         .build(),
                 )
                 .send()
                 .await
+                .map(|out| (out, done))
                 .map_err(|e| Failure::from_s3(S3Failure::from_sdk(&e))),
             Err(failure) => Err(failure),
         };
         match completed {
-            Ok(done) => Ok(Written {
+            Ok((out, done)) => Ok(Written {
                 size,
-                md5: hex::encode(md5.finalize()),
+                md5: done.md5.hex(),
                 etag: identity.etag,
-                version: done.version_id().map(str::to_string),
+                version: out.version_id().map(str::to_string),
             }),
             Err(failure) => {
                 // Nothing half-written stays behind.
@@ -465,33 +383,33 @@ impl Import<'_> {
             }
         }
     }
+}
 
-    /// Uploads one part, with its Content-MD5.
-    fn upload_part<'f>(
-        &'f self,
-        key: &'f str,
-        upload_id: &'f str,
-        number: i32,
-        bytes: Vec<u8>,
-    ) -> BoxFuture<'f, Result<CompletedPart, Failure>> {
+/// The parts of one multipart upload into the destination bucket, each with its Content-MD5.
+struct BucketParts<'i, 'a> {
+    import: &'i Import<'a>,
+    key: &'i str,
+    upload_id: &'i str,
+}
+
+impl PartSink for BucketParts<'_, '_> {
+    fn put_part(&self, index: usize, bytes: Vec<u8>) -> BoxFuture<'_, Result<String, Failure>> {
         Box::pin(async move {
             let md5 = content_md5(&bytes);
             let part = self
+                .import
                 .s3
                 .upload_part()
-                .bucket(&self.spec.to_bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .part_number(number)
+                .bucket(&self.import.spec.to_bucket)
+                .key(self.key)
+                .upload_id(self.upload_id)
+                .part_number(index as i32 + 1)
                 .content_md5(md5)
                 .body(ByteStream::from(bytes))
                 .send()
                 .await
                 .map_err(|e| Failure::from_s3(S3Failure::from_sdk(&e)))?;
-            Ok(CompletedPart::builder()
-                .part_number(number)
-                .set_e_tag(part.e_tag().map(str::to_string))
-                .build())
+            Ok(part.e_tag().unwrap_or_default().to_string())
         })
     }
 }

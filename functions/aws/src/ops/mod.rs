@@ -26,6 +26,7 @@ pub mod export;
 pub mod import;
 pub mod lambda_invoke;
 pub mod lock;
+pub mod parts;
 pub mod restore;
 pub mod tagging;
 

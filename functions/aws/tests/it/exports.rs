@@ -32,7 +32,7 @@ fn test_var(name: &str) -> String {
     })
 }
 
-fn other_endpoint() -> String {
+pub(crate) fn other_endpoint() -> String {
     test_var("BATCHOPS_TEST_OTHER_S3")
 }
 /// A client of the other store, with its own credentials.

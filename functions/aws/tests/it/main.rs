@@ -5,6 +5,7 @@ mod backups;
 mod catalog_io;
 mod copy_options;
 mod events;
+mod export_resume;
 mod exports;
 mod harness;
 mod imports;

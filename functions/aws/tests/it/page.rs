@@ -95,3 +95,73 @@ async fn the_page_shows_jobs_their_failed_tasks_and_backup_policies() {
     assert!(handle_page(&env.app, "POST", "/").await.is_none());
     assert!(handle_page(&env.app, "GET", "/jobs").await.is_none());
 }
+
+/// The overview lists imports beside exports: an import from the other store (second moto)
+/// shows with its ID, status, where from and where to, and an export in the exports' table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_page_lists_imports_beside_exports() {
+    use batchops_aws::exports::{self, ExportRequest, ExportSource};
+    use batchops_aws::imports::{self, ImportRequest};
+    use batchops_core::export::StoreLocation;
+    let env = TestEnv::new().await;
+    let (other, bucket, from) = crate::exports::other_location(&env).await;
+    other
+        .put_object()
+        .bucket(&bucket)
+        .key("exp/in.txt")
+        .body(b"in".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let to =
+        StoreLocation::parse(&format!("s3://{}/imported", env.dst), &Default::default()).unwrap();
+    let import = imports::create_import(
+        &env.app,
+        &ImportRequest {
+            from: from.clone(),
+            to,
+        },
+    )
+    .await
+    .unwrap();
+    env.put(&env.src, "out.txt", "out").await;
+    let manifest_key = env
+        .manifest("page-export", &[format!("{},out.txt", env.src)])
+        .await;
+    let manifest = serde_json::from_value(json!({
+        "Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket", "Key"]},
+        "Location": {"ObjectArn": format!("arn:aws:s3:::{}/{manifest_key}", env.src)}
+    }))
+    .unwrap();
+    let export = exports::create_export(
+        &env.app,
+        &ExportRequest {
+            source: ExportSource::Manifest(manifest),
+            to: from.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    env.run_until_idle().await;
+
+    let (status, html) = page(&env, "/").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("<h2>Imports (1)</h2>"), "{html}");
+    assert!(html.contains("<h2>Exports (1)</h2>"), "{html}");
+    let imports_table = &html[html.find("id=\"imports\"").expect("an imports table")..];
+    let exports_table = &html[html.find("id=\"exports\"").expect("an exports table")..];
+    assert!(
+        imports_table.contains(&format!(
+            "<td><a href=\"/ui/jobs/{id}\">{id}</a></td><td>Success</td><td>{from}</td><td>s3://{dst}/imported/</td>",
+            id = import.job_id,
+            from = from.url(),
+            dst = env.dst,
+        )),
+        "{html}"
+    );
+    assert!(
+        exports_table.contains(&format!("/ui/jobs/{}", export.job_id))
+            && !imports_table.contains(&format!("/ui/jobs/{}", export.job_id)),
+        "{html}"
+    );
+}

@@ -624,6 +624,7 @@ async fn a_kept_upload_of_a_killed_attempt_is_continued_from_its_parts() {
                 upload_id: upload_id.clone(),
                 target_key: target.to_string(),
                 part_size: FIVE_MIB as u64,
+                streamed: None,
             },
         )
         .await
