@@ -557,7 +557,8 @@ async fn plan_slice(
         }
     }
     // Manifests and listed sources with the job's client for their bucket; backup runs and
-    // restores (no role) read catalogs and journals in the control bucket too: the stack's.
+    // restores read several buckets (source, backup bucket, journals in the control bucket):
+    // each with the job's client for it (`with_clients`).
     let data_s3 = match (&spec.manifest, spec.manifest.object()) {
         (_, Some(object)) => clients.s3(&object.bucket).await,
         (ManifestSource::Generated(g), None) => clients.s3(&g.source_bucket).await,
@@ -570,6 +571,12 @@ async fn plan_slice(
         &app.config.control_bucket,
     );
     let mut reader = Reader::new(Some(data_s3)).with_store(app.store.clone());
+    if matches!(
+        spec.manifest,
+        ManifestSource::Backup(_) | ManifestSource::Restore(_)
+    ) {
+        reader = reader.with_clients(clients.clone());
+    }
     if let ManifestSource::Store(listing) = &spec.manifest {
         // An import lists another store, with the credentials its secret holds.
         match crate::stores::open(app, &listing.from).await {
