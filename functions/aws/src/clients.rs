@@ -215,6 +215,43 @@ impl DataClients {
         )
     }
 
+    /// Whether a job's role can be assumed now: one STS AssumeRole (CreateJob and planning call
+    /// this once, so that a role that cannot be used fails the job with STS's answer instead of
+    /// every task failing its retries). `Ok(Some((code, reason)))`: STS refused, with its error
+    /// code and a reason naming the role and the code; `Err`: no answer or a transient one (ask
+    /// again later).
+    pub async fn refused_role(
+        &self,
+        session: &str,
+        role_arn: Option<&str>,
+    ) -> crate::error::Result<Option<(String, String)>> {
+        let Some(role_arn) = role_arn.filter(|_| self.assume_job_roles) else {
+            return Ok(None);
+        };
+        let asked = self
+            .sts
+            .assume_role()
+            .role_arn(role_arn)
+            .role_session_name(session_name(session))
+            .send()
+            .await;
+        let Err(err) = asked else {
+            return Ok(None);
+        };
+        let error = crate::error::Error::aws_call("STS", "AssumeRole", role_arn, &err);
+        if error.class() == batchops_core::backoff::ErrorClass::Transient {
+            return Err(error);
+        }
+        let code = aws_sdk_sts::error::ProvideErrorMetadata::code(&err)
+            .unwrap_or("AccessDenied")
+            .to_string();
+        let message = aws_sdk_sts::error::ProvideErrorMetadata::message(&err).unwrap_or_default();
+        Ok(Some((
+            code.clone(),
+            format!("STS refused AssumeRole of `{role_arn}`: {code}: {message}"),
+        )))
+    }
+
     /// The stack's own clients (jobs batchops starts itself, with no role), by bucket Region.
     pub fn stack(&self) -> JobClients {
         JobClients {

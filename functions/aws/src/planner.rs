@@ -481,6 +481,16 @@ async fn plan_slice(
     // The job's data is reached with its clients (its role, each bucket's Region).
     let clients = app.job_clients(&job);
     if first_slice {
+        // A role that cannot be assumed fails the job now, naming the role and STS's answer
+        // (a transient answer: the next slice asks again).
+        if let Some((code, reason)) = app
+            .data
+            .refused_role(&job_id, job.request.role_arn.as_deref())
+            .await?
+        {
+            fail_job(app, &job_id, &code, format!("RoleArn: {reason}")).await?;
+            return Ok(Advance::Idle);
+        }
         if let batchops_core::request::OperationSpec::LambdaInvoke(invoke) = &spec.operation {
             if let Err(err) = crate::invoke::check_function(&app.lambda, &invoke.function).await {
                 // Throttling or no answer: the next slice asks again.

@@ -459,3 +459,67 @@ async fn a_backup_policy_role_signs_every_request_on_its_buckets() {
         "control bucket: {stack:?}"
     );
 }
+
+/// A role STS refuses fails its job at planning, naming the role and STS's error code, once
+/// (no task runs, nothing is retried); a job with another role runs on. The same for a backup
+/// run of a policy whose `roleArn` is refused. moto's STS accepts every role: the proxy refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_role_fails_its_job_at_planning_and_others_run_on() {
+    use batchops_aws::backup;
+    let proxy = Proxy::start().await;
+    let url = proxy.url();
+    let env = TestEnv::through(Some(&url), &[]).await;
+    let refused = "arn:aws:iam::000000000000:role/batchops-job-refused";
+    env.put(&env.src, "a", "1").await;
+    let manifest = env.manifest("refused", &[format!("{},a", env.src)]).await;
+    let mut document = env.request_json(&manifest, &["Bucket", "Key"]);
+    document["RoleArn"] = json!(refused);
+    let failing = env.create(document.clone()).await;
+    document["RoleArn"] = json!("arn:aws:iam::000000000000:role/batchops-job");
+    document["ClientRequestToken"] = json!("another");
+    let running = env.create(document.clone()).await;
+    // Refused from now on: the jobs were created while it was accepted.
+    let refuse = json!({"refuse_roles": [refused]});
+    proxy
+        .control("POST", "/__faults/config", &refuse.to_string())
+        .await;
+    // CreateJob names the role, not the manifest it could not read with it.
+    document["RoleArn"] = json!(refused);
+    document["ClientRequestToken"] = json!("a third");
+    let err = batchops_aws::jobs::create_job(
+        &env.app,
+        batchops_core::CreateJobRequest::from_json(&document.to_string()).unwrap(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("RoleArn") && err.contains(refused) && err.contains("AccessDenied"),
+        "{err}"
+    );
+    let mut policy = crate::backups::policy(&env, "refused");
+    policy.role_arn = Some(refused.to_string());
+    backup::put_policy(&env.app, policy).await.unwrap();
+    let (run, _) = crate::backups::run(&env, "refused").await;
+    env.run_until_idle().await;
+
+    let described = env.run_to_complete(&running).await;
+    assert_eq!(described.progress_summary.number_of_tasks_succeeded, 1);
+    for job in [&failing, &run] {
+        let described = env.describe(job).await;
+        assert_eq!(described.status, "Failed", "{described:?}");
+        assert_eq!(described.progress_summary.total_number_of_tasks, 0);
+        let reasons = &described.failure_reasons;
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert_eq!(reasons[0].failure_code, "AccessDenied", "{reasons:?}");
+        assert!(
+            reasons[0].failure_reason.contains(refused)
+                && reasons[0].failure_reason.contains("AccessDenied")
+                && reasons[0].failure_reason.starts_with("RoleArn"),
+            "{reasons:?}"
+        );
+    }
+    // One refusal per job (and the CreateJob): at planning, not once per task or retry.
+    let snapshot = proxy.control("GET", "/__faults", "").await;
+    assert_eq!(snapshot["faults"]["sts_refused_403"], 3, "{snapshot}");
+}
