@@ -9,7 +9,8 @@ AZURITE_VERSION="${AZURITE_VERSION:-3.37.0}"
 # The AWS CLI (v1, from PyPI) that the S3 Control tests drive `batchops serve` with; this version
 # pins the botocore that moto's boto3 uses.
 AWSCLI_VERSION="${AWSCLI_VERSION:-1.46.3}"
-VENV="$BATCHOPS_ROOT/.venv"
+# BATCHOPS_VENV: another checkout's venv (a worktree runs the main checkout's).
+VENV="${BATCHOPS_VENV:-$BATCHOPS_ROOT/.venv}"
 LOCAL_DIR="$BATCHOPS_ROOT/.local"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -119,7 +120,8 @@ local_stack_start() {
   ensure_python_venv
   mkdir -p "$LOCAL_DIR"
   local port
-  port="$(free_port)"
+  # BATCHOPS_MOTO_PORT: a port of one's own (default: a free one).
+  port="${BATCHOPS_MOTO_PORT:-$(free_port)}"
   "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$LOCAL_DIR/moto.log" 2>&1 &
   MOTO_PID=$!
   trap local_stack_stop EXIT
