@@ -8,11 +8,15 @@
 #   faults  one `batchops run --until-idle` with every fault kind on: S3 503 SlowDown and 500
 #           InternalError, DynamoDB 400 ThrottlingException, SQS 500, responses cut mid-way,
 #           and every work-queue message sent twice.
-#   kills   the runtime is SIGKILLed at seeded random moments and restarted until the job ends
-#           (at most CHAOS_KILLS kills, CHAOS_MAX_SECONDS per scenario).
+#   kills   the runtime is SIGKILLed at seeded random moments and restarted until the jobs end
+#           (at most CHAOS_KILLS kills, CHAOS_MAX_SECONDS per scenario): a Copy job and an
+#           S3PutObjectTagging job over the same manifest, run side by side (row kills-tagging).
 #
 # Each is verified with boto3 against moto: status Complete, counters == report rows == manifest
-# lines, every task once in the report, every copy byte-equal to its pinned source version.
+# lines, every task once in the report, every copy byte-equal to its pinned source version (every
+# pinned version carrying the tagging job's tags).
+# CHAOS_PROXY_PORT picks the fault proxy's port (default: a free one); scripts/local-stack.sh's
+# BATCHOPS_MOTO_PORT and BATCHOPS_VENV pick moto's port and the venv it runs from.
 # Prints one table; exits non-zero if any check fails. short: a few hundred objects (test.sh);
 # long: thousands, more kills (bench.sh chaos). CHAOS_SEED, CHAOS_OBJECTS, CHAOS_KILLS,
 # CHAOS_MAX_SECONDS and the FAULT_* rates (FAULT_CUT or per service FAULT_CUT_S3,
@@ -47,6 +51,9 @@ export BATCHOPS_LOCAL_VISIBILITY_SECONDS="${BATCHOPS_LOCAL_VISIBILITY_SECONDS:-5
 # A range lease outliving the visibility: a killed holder's own message comes back while its
 # lease still lives, meets "Busy" and must come back again once the lease has run out.
 export BATCHOPS_LEASE_SECONDS="${BATCHOPS_LEASE_SECONDS:-8}"
+# A killed planner's planning lease lasts its slice plus 60 s: short slices, so that a kill landing
+# while one of the two kills-scenario jobs is being planned costs about a minute, not eleven.
+export BATCHOPS_PLAN_SLICE_SECONDS="${BATCHOPS_PLAN_SLICE_SECONDS:-5}"
 export BATCHOPS_STATUS_CHECK_SECONDS="${BATCHOPS_STATUS_CHECK_SECONDS:-0.2}"
 export BATCHOPS_RETRY_BASE_MS="${BATCHOPS_RETRY_BASE_MS:-10}"
 export BATCHOPS_RETRY_CAP_MS="${BATCHOPS_RETRY_CAP_MS:-1000}"
@@ -75,7 +82,7 @@ stop_all() {
 }
 trap stop_all EXIT
 
-python3 scripts/fault_proxy.py --upstream "$MOTO_URL" --seed "$SEED" --port-file "$DIR/proxy.port" \
+python3 scripts/fault_proxy.py --upstream "$MOTO_URL" --seed "$SEED" --port "${CHAOS_PROXY_PORT:-0}" --port-file "$DIR/proxy.port" \
   --counts-file "$DIR/proxy-exit.json" 2>"$DIR/proxy.log" &
 PROXY_PID=$!
 for _ in $(seq 100); do
@@ -101,8 +108,8 @@ faults_off() { proxy POST /__faults/config '{"s3_slowdown": 0, "s3_internal": 0,
 "$BATCHOPS" local init >"$DIR/init.log"
 "$PY" scripts/chaos_verify.py seed --state "$DIR/state.json" --objects "$OBJECTS" --seed "$SEED"
 
-create_job() { # create_job SCENARIO -> prints the job ID
-  "$PY" scripts/chaos_verify.py job --state "$DIR/state.json" --scenario "$1" --token "$SEED-$$" --out "$DIR/$1-job.json"
+create_job() { # create_job SCENARIO [OPERATION] -> prints the job ID
+  "$PY" scripts/chaos_verify.py job --state "$DIR/state.json" --scenario "$1" --operation "${2:-copy}" --token "$SEED-$$" --out "$DIR/$1-job.json"
   "$BATCHOPS" job create --cli-input-json "$DIR/$1-job.json" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["JobId"])'
 }
 
@@ -111,14 +118,14 @@ run_through_proxy() { # run_through_proxy MAX_SECONDS LOGFILE
   AWS_ENDPOINT_URL="$PROXY_URL" "$BATCHOPS" run --until-idle --max-seconds "$1" >>"$2" 2>&1
 }
 
-verify() { # verify SCENARIO JOB_ID KILLS WALL
-  local scenario=$1 job=$2
+verify() { # verify SCENARIO JOB_ID KILLS WALL [OPERATION]
+  local scenario=$1 job=$2 operation=${5:-copy}
   # Straight to moto: the checks must not see injected faults.
   "$BATCHOPS" job describe "$job" --json >"$DIR/$scenario-describe.json" 2>>"$DIR/$scenario-verify.log" || true
   "$BATCHOPS" job report "$job" --json >"$DIR/$scenario-report.json" 2>>"$DIR/$scenario-verify.log" || true
   "$PY" scripts/chaos_verify.py verify --state "$DIR/state.json" --scenario "$scenario" --job-id "$job" \
     --describe "$DIR/$scenario-describe.json" --report "$DIR/$scenario-report.json" \
-    --faults "$DIR/$scenario-faults.json" --kills "$3" --wall "$4" --out "$DIR/$scenario-row.json"
+    --faults "$DIR/$scenario-faults.json" --kills "$3" --wall "$4" --operation "$operation" --out "$DIR/$scenario-row.json"
 }
 
 now() { date +%s.%N; }
@@ -144,6 +151,8 @@ fi
 if [[ " $SCENARIOS " == *" kills "* ]]; then
 log "scenario kills: up to $MAX_KILLS SIGKILLs of the local runtime"
 JOB="$(create_job kills)"
+# A tagging job over the same pinned versions, killed with the copy job in the same runtimes.
+TAG_JOB="$(create_job kills-tagging tagging)"
 faults_off
 proxy POST /__faults/reset >/dev/null
 read -r -a DELAYS <<<"$(python3 -c "import random,sys; r=random.Random(int(sys.argv[1])); a,b=map(float,sys.argv[3:5]); print(' '.join(f'{r.uniform(a,b):.2f}' for _ in range(int(sys.argv[2]))))" "$SEED" "$MAX_KILLS" $kill_window)"
@@ -171,8 +180,10 @@ while :; do
 done
 wall="$(elapsed "$start")"
 proxy GET /__faults >"$DIR/kills-faults.json"
+cp "$DIR/kills-faults.json" "$DIR/kills-tagging-faults.json"
 verify kills "$JOB" "$killed" "$wall"
-ROWS+=("$DIR/kills-row.json")
+verify kills-tagging "$TAG_JOB" "$killed" "$wall" tagging
+ROWS+=("$DIR/kills-row.json" "$DIR/kills-tagging-row.json")
 fi
 
 visibility="$("$PY" -c "

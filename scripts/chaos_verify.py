@@ -4,9 +4,11 @@
            sized), each pinned by the version first written; a third are overwritten afterwards
            and some get a delete marker, so copying anything but the pinned version shows. Writes
            the CSV manifest (Bucket,Key,VersionId) and a state file with every task's MD5.
-  job      a CreateJob document: Copy to <destination>/<scenario>/, report AllTasks.
+  job      a CreateJob document: Copy to <destination>/<scenario>/ (or, --operation tagging,
+           S3PutObjectTagging of each pinned version with chaos=<scenario>), report AllTasks.
   verify   checks one scenario's job: status Complete, counters == report rows == manifest lines,
-           every task exactly once in the report, every copy byte-equal to its pinned version.
+           every task exactly once in the report, every copy byte-equal to its pinned version
+           (tagging: every pinned version carries the job's tag).
            Writes one table row (JSON); prints what is wrong.
   table    prints the rows as a Markdown table; exits 1 if any row failed.
 """
@@ -75,18 +77,29 @@ def seed(args):
     print(f"seeded s3://{args.source}: {len(tasks)} objects ({big} multipart-sized, {sum(t['size'] for t in tasks)} bytes), manifest s3://{args.source}/{MANIFEST_KEY}")
 
 
+def tag_set(scenario):
+    """The tags a tagging scenario's job puts on every pinned version."""
+    return [{"Key": "chaos", "Value": scenario}]
+
+
 def job(args):
     state = json.load(open(args.state))
+    if args.operation == "tagging":
+        operation = {"S3PutObjectTagging": {"TagSet": tag_set(args.scenario)}}
+    else:
+        operation = {"S3PutObjectCopy": {"TargetResource": f"arn:aws:s3:::{state['destination']}", "TargetKeyPrefix": f"{args.scenario}/", "MetadataDirective": "COPY"}}
     document = {
         "AccountId": "000000000000",
         "ConfirmationRequired": False,
-        "Operation": {"S3PutObjectCopy": {"TargetResource": f"arn:aws:s3:::{state['destination']}", "TargetKeyPrefix": f"{args.scenario}/", "MetadataDirective": "COPY"}},
+        "Operation": operation,
         "Report": {"Bucket": f"arn:aws:s3:::{state['reports']}", "Prefix": f"reports/{args.scenario}", "Format": "Report_CSV_20180820", "Enabled": True, "ReportScope": "AllTasks"},
         "ClientRequestToken": f"chaos-{args.scenario}-{args.token}",
         "Manifest": {"Spec": {"Format": "S3BatchOperations_CSV_20180820", "Fields": ["Bucket", "Key", "VersionId"]}, "Location": {"ObjectArn": f"arn:aws:s3:::{state['source']}/{state['manifest_key']}"}},
         "Description": f"chaos run: {args.scenario}",
         "Priority": 10,
-        "RoleArn": "arn:aws:iam::000000000000:role/batchops-chaos",
+        # In moto's default account (123456789012), where the checks' credentials act: moto keeps
+        # object tags per account, and a job's requests act in its assumed role's account.
+        "RoleArn": "arn:aws:iam::123456789012:role/batchops-chaos",
     }
     with open(args.out, "w") as out:
         json.dump(document, out, indent=1)
@@ -178,6 +191,15 @@ def verify(args):
     # Every copy byte-equal to the version the manifest pinned (latest at the destination).
     prefix = f"{args.scenario}/"
 
+    def check_tags(task):
+        try:
+            tags = s3.get_object_tagging(Bucket=state["source"], Key=task["key"], VersionId=task["version"])["TagSet"]
+        except Exception as err:  # noqa: BLE001 - an unreadable tag set is a finding
+            return f"{task['key']} version {task['version']}: {err}"
+        if tags != tag_set(args.scenario):
+            return f"{task['key']} version {task['version']}: tags {tags}, expected {tag_set(args.scenario)}"
+        return None
+
     def check(task):
         key = prefix + task["key"]
         try:
@@ -188,15 +210,20 @@ def verify(args):
             return f"{key}: {len(data)} bytes, md5 {hashlib.md5(data).hexdigest()}; pinned version has {task['size']} bytes, md5 {task['md5']}"
         return None
 
+    tagging = args.operation == "tagging"
     with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
-        wrong = [w for w in pool.map(check, tasks) if w]
-    if wrong:
+        wrong = [w for w in pool.map(check_tags if tagging else check, tasks) if w]
+    if wrong and tagging:
+        problems.append(f"{len(wrong)} pinned source versions lack the job's tags, e.g. {wrong[:3]}")
+    elif wrong:
         problems.append(f"{len(wrong)} destination objects differ from their pinned source version, e.g. {wrong[:3]}")
 
     # Copies written more than once (allowed: a redelivered task copies again; counted once).
-    versions = 0
-    for page in s3.get_paginator("list_object_versions").paginate(Bucket=state["destination"], Prefix=prefix):
-        versions += len(page.get("Versions", []))
+    versions = expected
+    if not tagging:
+        versions = 0
+        for page in s3.get_paginator("list_object_versions").paginate(Bucket=state["destination"], Prefix=prefix):
+            versions += len(page.get("Versions", []))
 
     row = {
         "scenario": args.scenario,
@@ -274,6 +301,7 @@ def main():
     p.add_argument("--scenario", required=True)
     p.add_argument("--token", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--operation", choices=["copy", "tagging"], default="copy")
     p.set_defaults(func=job)
     p = sub.add_parser("verify")
     p.add_argument("--state", required=True)
@@ -285,6 +313,7 @@ def main():
     p.add_argument("--kills", type=int, default=0)
     p.add_argument("--wall", default="?")
     p.add_argument("--out", required=True)
+    p.add_argument("--operation", choices=["copy", "tagging"], default="copy")
     p.set_defaults(func=verify)
     p = sub.add_parser("table")
     p.add_argument("rows", nargs="+")

@@ -33,7 +33,9 @@ its method, the access key ID and the Region of its credential scope, so a test 
 and which Region's client a request was sent with; and its `x-amz-expected-bucket-owner` header per bucket
 ("<method> <account or ->"). With `bucket_owners` set ({bucket: account}), an S3 request on such a bucket
 whose expected-owner header names another account is answered `403 AccessDenied` without forwarding, as
-S3 answers it (moto 5.2.5 ignores the header). Control paths (no S3 bucket can be named `__faults`):
+S3 answers it (moto 5.2.5 ignores the header). With `refuse_roles` set ([role ARN, ...]), an STS
+AssumeRole of such a role is answered `403 AccessDenied` in STS's XML error shape without forwarding
+(moto's STS lets anyone assume any role). Control paths (no S3 bucket can be named `__faults`):
 
   GET  /__faults           {"faults": {kind: n}, "requests": {service: n}, "config": {...},
                            "signers": {bucket: {"<method> <access key ID> <region>": n}},
@@ -42,7 +44,8 @@ S3 answers it (moto 5.2.5 ignores the header). Control paths (no S3 bucket can b
                            sqs_500, cut_s3, cut_dynamodb, cut_sqs, or cut for all three),
                            "seed", "work_queue" (the queue whose sends are doubled; "" none),
                            "no_cut" (a list of actions, e.g. ["TransactWriteItems"], never cut),
-                           "bucket_owners" ({bucket: account ID}: the owners S3 would check)
+                           "bucket_owners" ({bucket: account ID}: the owners S3 would check),
+                           "refuse_roles" ([role ARN]: AssumeRole of these is refused)
   POST /__faults/reset     zero the counters
 
 The counters are also written to `--counts-file` (JSON) on SIGTERM/SIGINT. With threads, which
@@ -78,6 +81,7 @@ FAULT_KINDS = (
     "cut_sqs",
     "work_duplicates",
     "owner_mismatch_403",
+    "sts_refused_403",
 )
 HOP_BY_HOP = {
     "connection",
@@ -121,6 +125,7 @@ class State:
         self.signers = {}
         self.owners = {}
         self.bucket_owners = {}
+        self.refuse_roles = set()
 
     def draw(self, rate_key):
         """True with the configured probability; one draw from the shared seeded stream."""
@@ -140,7 +145,8 @@ class State:
                 "signers": {bucket: dict(keys) for bucket, keys in self.signers.items()},
                 "owners": {bucket: dict(seen) for bucket, seen in self.owners.items()},
                 "config": {"seed": self.seed, "work_queue": self.work_queue, "no_cut": sorted(self.no_cut),
-                           "bucket_owners": dict(self.bucket_owners), **self.rates},
+                           "bucket_owners": dict(self.bucket_owners), "refuse_roles": sorted(self.refuse_roles),
+                           **self.rates},
             }
 
     def record_signer(self, bucket, signer):
@@ -169,6 +175,8 @@ class State:
                     self.no_cut = {str(v) for v in value}
                 elif key == "bucket_owners":
                     self.bucket_owners = {str(b): str(a) for b, a in dict(value).items()}
+                elif key == "refuse_roles":
+                    self.refuse_roles = {str(v) for v in value}
                 elif key in RATE_KEYS or key == "cut":
                     rate = float(value)
                     if not 0 <= rate <= 1:
@@ -176,12 +184,22 @@ class State:
                     for name in CUT_KEYS if key == "cut" else (key,):
                         self.rates[name] = rate
                 else:
-                    raise ValueError(f"unknown setting {key!r} (known: seed, work_queue, no_cut, bucket_owners, cut, {', '.join(RATE_KEYS)})")
+                    raise ValueError(f"unknown setting {key!r} (known: seed, work_queue, no_cut, bucket_owners, refuse_roles, cut, {', '.join(RATE_KEYS)})")
 
     def reset(self):
         with self.lock:
             self.faults = {kind: 0 for kind in FAULT_KINDS}
             self.requests = {k: 0 for k in self.requests}
+
+
+def sts_error(code, message):
+    """An STS (AWS query protocol) error answer."""
+    request_id = str(uuid.uuid4())
+    return (
+        '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
+        f"<Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error>"
+        f"<RequestId>{request_id}</RequestId></ErrorResponse>"
+    ).encode()
 
 
 def s3_error(code, message):
@@ -240,6 +258,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
             service = "s3"
         action = target.split(".", 1)[1] if "." in target else ""
         state.count(state.requests, service)
+        if service == "sts":
+            form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+            role = (form.get("RoleArn") or [""])[0]
+            if form.get("Action") == ["AssumeRole"] and role in state.refuse_roles:
+                state.count(state.faults, "sts_refused_403")
+                message = (f"User: arn:aws:sts::000000000000:assumed-role/batchops/stack is not authorized to perform: "
+                           f"sts:AssumeRole on resource: {role}")
+                return self.reply(403, [("Content-Type", "text/xml")], sts_error("AccessDenied", message))
         if service == "s3" and scope:
             bucket = urllib.parse.urlsplit(self.path).path.lstrip("/").split("/", 1)[0]
             state.record_signer(urllib.parse.unquote(bucket), f"{self.command} {scope[0]} {scope[1]}")

@@ -11,7 +11,8 @@ AZURITE_VERSION="${AZURITE_VERSION:-3.37.0}"
 AWSCLI_VERSION="${AWSCLI_VERSION:-1.46.3}"
 # The GCS emulator (PyPI) that scripts/gcs_emulator.py extends with the XML API object_store sends.
 GCP_STORAGE_EMULATOR_VERSION="${GCP_STORAGE_EMULATOR_VERSION:-2026.7.19}"
-VENV="$BATCHOPS_ROOT/.venv"
+# BATCHOPS_VENV: another checkout's venv (a worktree runs the main checkout's).
+VENV="${BATCHOPS_VENV:-$BATCHOPS_ROOT/.venv}"
 LOCAL_DIR="$BATCHOPS_ROOT/.local"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -122,7 +123,8 @@ local_stack_start() {
   ensure_python_venv
   mkdir -p "$LOCAL_DIR"
   local port
-  port="$(free_port)"
+  # BATCHOPS_MOTO_PORT: a port of one's own (default: a free one).
+  port="${BATCHOPS_MOTO_PORT:-$(free_port)}"
   "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$LOCAL_DIR/moto.log" 2>&1 &
   MOTO_PID=$!
   trap local_stack_stop EXIT

@@ -55,6 +55,7 @@ fn policy() -> BackupPolicy {
         allow_unversioned_destination: false,
         continuous: false,
         inventory: None,
+        role_arn: None,
     }
 }
 

@@ -3,6 +3,7 @@
 //! restore are ordinary jobs, so they have progress, cancel and a completion report.
 
 use crate::catalog_io::{abort_recorded_uploads, StreamedUpload, UploadLedger};
+use crate::clients::JobClients;
 use crate::draft::{DraftItem, DraftWalk};
 use crate::error::{Error, Result};
 use crate::jobs::{create_job_with_id, CreatedJob};
@@ -515,24 +516,25 @@ pub fn copy_spec(
     }
 }
 
-/// A copy job's spec and request around a backup or restore source.
+/// A copy job's spec and request around a backup or restore source: `copy` (see [`copy_spec`])
+/// as its operation, run with the policy's `role_arn`.
 fn internal_job(
     description: String,
     token: String,
-    target_bucket: &str,
-    target_prefix: &str,
-    storage_class: Option<String>,
+    copy: CopySpec,
     report: ReportTarget,
     manifest: ManifestSource,
+    role_arn: Option<String>,
 ) -> (CreateJobRequest, JobSpec) {
     let request = CreateJobRequest {
         account_id: None,
         confirmation_required: false,
         operation: Operation {
             s3_put_object_copy: Some(PutObjectCopy {
-                target_resource: Some(bucket_arn(target_bucket)),
-                target_key_prefix: (!target_prefix.is_empty()).then(|| target_prefix.to_string()),
-                storage_class: storage_class.clone(),
+                target_resource: Some(bucket_arn(&copy.target_bucket)),
+                target_key_prefix: (!copy.target_key_prefix.is_empty())
+                    .then(|| copy.target_key_prefix.clone()),
+                storage_class: copy.storage_class.clone(),
                 ..Default::default()
             }),
             ..Default::default()
@@ -549,13 +551,14 @@ fn internal_job(
         manifest: None,
         description: Some(description),
         priority: 10,
-        role_arn: None,
+        // The policy's role: workers, planner and finalizer act on the data with it.
+        role_arn,
         tags: Vec::new(),
         manifest_generator: None,
         batchops: None,
     };
     let spec = JobSpec {
-        operation: OperationSpec::Copy(copy_spec(target_bucket, target_prefix, storage_class)),
+        operation: OperationSpec::Copy(copy),
         manifest,
         report: Some(report),
         priority: 10,
@@ -608,7 +611,7 @@ pub async fn try_start_run(
 ) -> Result<RunStart> {
     let record = get_policy(app, name).await?;
     let inventory = match &record.policy.inventory {
-        Some(location) => Some(newest_inventory_report(app, &record.policy.name, location).await?),
+        Some(location) => Some(newest_inventory_report(app, &record.policy, location).await?),
         None => None,
     };
     // Tokens in batchops' own namespace: no CreateJob request can take a slot's run.
@@ -693,9 +696,11 @@ async fn record_skip(app: &App, name: &str, what: String, running_job: &str) -> 
 /// `<prefix><YYYY-MM-DDTHH-MMZ>/manifest.json` last, so a folder without it is still being written.
 async fn newest_inventory_report(
     app: &App,
-    policy: &str,
+    policy: &BackupPolicy,
     location: &batchops_core::backup::Location,
 ) -> Result<ManifestObject> {
+    let s3 = app.data.for_policy(policy).s3(&location.bucket).await;
+    let policy = &policy.name;
     let mut prefix = location.prefix.clone();
     if !prefix.is_empty() && !prefix.ends_with('/') {
         prefix.push('/');
@@ -703,8 +708,7 @@ async fn newest_inventory_report(
     let mut folders = Vec::new();
     let mut token = None;
     loop {
-        let out = app
-            .s3
+        let out = s3
             .list_objects_v2()
             .bucket(&location.bucket)
             .prefix(&prefix)
@@ -728,8 +732,7 @@ async fn newest_inventory_report(
     folders.sort();
     for folder in folders.iter().rev() {
         let key = format!("{folder}manifest.json");
-        match app
-            .s3
+        match s3
             .head_object()
             .bucket(&location.bucket)
             .key(&key)
@@ -820,9 +823,11 @@ async fn start_run_with(
     let (request, spec) = internal_job(
         format!("backup {name} snapshot {id}"),
         token,
-        &policy.destination.bucket,
-        &policy.destination.prefix,
-        policy.storage_class.clone(),
+        copy_spec(
+            &policy.destination.bucket,
+            &policy.destination.prefix,
+            policy.storage_class.clone(),
+        ),
         report,
         ManifestSource::Backup(Box::new(BackupRun {
             policy: policy.clone(),
@@ -835,6 +840,7 @@ async fn start_run_with(
             )),
             journal_bucket: Some(app.config.control_bucket.clone()),
         })),
+        policy.role_arn.clone(),
     );
     let created = match create_job_with_id(app, job_id.clone(), request, spec).await {
         Ok(created) => created,
@@ -1043,7 +1049,10 @@ async fn write_snapshot(app: &App, job: &JobRecord, run: &BackupRun) -> Result<S
     let ledger = UploadLedger {
         pk: crate::store::job_pk(job_id),
     };
-    abort_recorded_uploads(app, &ledger).await?;
+    // The catalogs go into the backup bucket: the run's data, written with its role.
+    let clients = app.job_clients(job);
+    abort_recorded_uploads(app, &clients, &ledger).await?;
+    let catalog_s3 = clients.s3(&policy.destination.bucket).await;
     let catalog_ref = |suffix: &str| CatalogRef {
         snapshot_id: run.snapshot_id.clone(),
         bucket: policy.destination.bucket.clone(),
@@ -1072,6 +1081,7 @@ async fn write_snapshot(app: &App, job: &JobRecord, run: &BackupRun) -> Result<S
     let new_list = |list: &CatalogRef| {
         StreamedUpload::new(
             app,
+            catalog_s3.clone(),
             &list.bucket,
             &list.key,
             "application/gzip",
@@ -1167,7 +1177,7 @@ async fn write_snapshot(app: &App, job: &JobRecord, run: &BackupRun) -> Result<S
         ),
     ] {
         if let Some(mine) = mine.filter(|m| m.version_id.is_some() && Some(*m) != theirs) {
-            delete_catalog_version(app, mine).await?;
+            delete_catalog_version(&clients, mine).await?;
         }
     }
     Ok(winner)
@@ -1227,8 +1237,10 @@ async fn settle_snapshot(
 
 /// Deletes the exact version of a catalog (or superseded list) that a record pins; by key when
 /// it has no version (an unversioned destination).
-async fn delete_catalog_version(app: &App, catalog: &CatalogRef) -> Result<()> {
-    app.s3
+async fn delete_catalog_version(clients: &JobClients, catalog: &CatalogRef) -> Result<()> {
+    clients
+        .s3(&catalog.bucket)
+        .await
         .delete_object()
         .bucket(&catalog.bucket)
         .key(&catalog.key)
@@ -1282,9 +1294,11 @@ pub async fn journal_unfinished_run(app: &App, job: &JobRecord) -> Result<()> {
         let ledger = UploadLedger {
             pk: crate::store::job_pk(job_id),
         };
-        abort_recorded_uploads(app, &ledger).await?;
+        let clients = app.job_clients(job);
+        abort_recorded_uploads(app, &clients, &ledger).await?;
         let mut part = StreamedUpload::new(
             app,
+            clients.s3(&bucket).await,
             &bucket,
             &key,
             crate::journal::JOURNAL_CONTENT_TYPE,
@@ -1415,7 +1429,9 @@ async fn retain(
     }
     let (gone, kept): (Vec<&SnapshotRecord>, Vec<&SnapshotRecord>) =
         snapshots.iter().partition(|s| expired.contains(&s.id));
-    let reader = Reader::new(Some(app.s3.clone()));
+    // Catalogs and copies are in the backup bucket: reached with the policy's role.
+    let clients = app.data.for_policy(&record.policy);
+    let reader = Reader::new(Some(app.s3.clone())).with_clients(clients.clone());
     let kept_catalogs: Vec<CatalogRef> = kept.iter().map(|s| s.catalog.clone()).collect();
     // An expired snapshot's superseded continuous copies go with it (still only if no kept
     // snapshot references them).
@@ -1423,18 +1439,17 @@ async fn retain(
         .iter()
         .flat_map(|s| std::iter::once(s.catalog.clone()).chain(s.superseded_catalog.clone()))
         .collect();
-    let s3 = app.s3.clone();
     outcome.deleted_versions = tokio::task::spawn_blocking(move || {
-        delete_unreferenced_versions(&reader, &s3, &kept_catalogs, &gone_catalogs)
+        delete_unreferenced_versions(&reader, &kept_catalogs, &gone_catalogs)
     })
     .await
     .map_err(|e| Error::Data(e.to_string()))??;
     // Catalogs after the versions they name, records last: retention interrupted anywhere
     // finds what is left and finishes it (a catalog already deleted had its versions freed).
     for snapshot in gone {
-        delete_catalog_version(app, &snapshot.catalog).await?;
+        delete_catalog_version(&clients, &snapshot.catalog).await?;
         if let Some(list) = &snapshot.superseded_catalog {
-            delete_catalog_version(app, list).await?;
+            delete_catalog_version(&clients, list).await?;
         }
         app.store
             .delete_doc(&policy_pk(name), &format!("SNAP#{}", snapshot.id))
@@ -1489,7 +1504,6 @@ const DELETE_BATCH: usize = 1000;
 /// Backup versions to delete, sent a batch at a time.
 struct VersionDeletes<'a> {
     reader: &'a Reader,
-    s3: &'a aws_sdk_s3::Client,
     bucket: String,
     batch: Vec<aws_sdk_s3::types::ObjectIdentifier>,
     deleted: u64,
@@ -1523,12 +1537,12 @@ impl VersionDeletes<'_> {
             .quiet(true)
             .build()
             .map_err(|e| Error::Data(e.to_string()))?;
+        let s3 = self.reader.s3_for(&self.bucket)?;
         let out = self
             .reader
             .handle
             .block_on(
-                self.s3
-                    .delete_objects()
+                s3.delete_objects()
                     .bucket(&self.bucket)
                     .delete(request)
                     .send(),
@@ -1558,7 +1572,6 @@ impl VersionDeletes<'_> {
 /// were: it is skipped.
 fn delete_unreferenced_versions(
     reader: &Reader,
-    s3: &aws_sdk_s3::Client,
     kept: &[CatalogRef],
     expired: &[CatalogRef],
 ) -> Result<u64> {
@@ -1578,7 +1591,6 @@ fn delete_unreferenced_versions(
     }
     let mut deletes = VersionDeletes {
         reader,
-        s3,
         bucket: String::new(),
         batch: Vec::with_capacity(DELETE_BATCH),
         deleted: 0,
@@ -1732,7 +1744,8 @@ pub async fn start_restore(app: &App, name: &str, request: &RestoreRequest) -> R
         .to
         .clone()
         .unwrap_or_else(|| (policy.source.bucket.clone(), String::new()));
-    if !request.allow_overwrite && !crate::prepare::versioning_enabled(&app.s3, &bucket).await? {
+    let target_s3 = app.data.for_policy(policy).s3(&bucket).await;
+    if !request.allow_overwrite && !crate::prepare::versioning_enabled(&target_s3, &bucket).await? {
         return Err(Error::Invalid(format!(
             "restore target bucket `{bucket}` does not have versioning enabled: a restored object would replace the one at its key for good. \
              Enable versioning on it (aws s3api put-bucket-versioning --bucket {bucket} --versioning-configuration Status=Enabled), \
@@ -1750,11 +1763,10 @@ pub async fn start_restore(app: &App, name: &str, request: &RestoreRequest) -> R
     let (request_doc, spec) = internal_job(
         format!("restore {name} snapshot {}", snapshot.id),
         internal_token(&format!("restore-{}", uuid::Uuid::new_v4().simple())),
-        &bucket,
-        &prefix,
-        None,
+        copy_spec(&bucket, &prefix, None),
         report,
         ManifestSource::Restore(source),
+        policy.role_arn.clone(),
     );
     // Retention keeps the snapshot while this restore reads it.
     let job_id = uuid::Uuid::new_v4().to_string();

@@ -193,10 +193,7 @@ pub fn open_pinned(
     reader: &Reader,
     pin: &ObjectPin,
 ) -> std::result::Result<PinnedRead, PinFailure> {
-    let s3 = reader
-        .s3
-        .clone()
-        .ok_or_else(|| PinFailure::Other(Error::Invalid("no S3 client configured".into())))?;
+    let s3 = reader.s3_for(&pin.bucket).map_err(PinFailure::Other)?;
     let handle = reader.handle.clone();
     let what = pin.describe();
     let pin = pin.clone();
@@ -342,11 +339,16 @@ struct OpenUpload {
 
 const OPEN_UPLOAD_PREFIX: &str = "OPENUPLOAD#";
 
-/// Aborts the multipart uploads an earlier, interrupted writer left open under `ledger`.
-pub async fn abort_recorded_uploads(app: &App, ledger: &UploadLedger) -> Result<()> {
+/// Aborts the multipart uploads an earlier, interrupted writer left open under `ledger`, each
+/// with `clients`' client for its bucket (the writer's).
+pub async fn abort_recorded_uploads(
+    app: &App,
+    clients: &crate::clients::JobClients,
+    ledger: &UploadLedger,
+) -> Result<()> {
     let open: Vec<OpenUpload> = app.store.query_docs(&ledger.pk, OPEN_UPLOAD_PREFIX).await?;
     for upload in open {
-        abort(app, &upload).await?;
+        abort(&clients.s3(&upload.bucket).await, &upload).await?;
         tracing::info!(bucket = %upload.bucket, key = %upload.key, upload_id = %upload.upload_id, "aborted an interrupted writer's upload");
         app.store
             .delete_doc(&ledger.pk, &open_upload_sk(&upload.upload_id))
@@ -359,9 +361,8 @@ fn open_upload_sk(upload_id: &str) -> String {
     format!("{OPEN_UPLOAD_PREFIX}{upload_id}")
 }
 
-async fn abort(app: &App, upload: &OpenUpload) -> Result<()> {
-    match app
-        .s3
+async fn abort(s3: &aws_sdk_s3::Client, upload: &OpenUpload) -> Result<()> {
+    match s3
         .abort_multipart_upload()
         .bucket(&upload.bucket)
         .key(&upload.key)
@@ -404,6 +405,8 @@ pub struct StreamedUpload<'a, E: Encoder> {
 /// The multipart upload behind a [`StreamedUpload`], started with its first part.
 struct PartUpload<'a> {
     app: &'a App,
+    /// The client for the object's bucket.
+    s3: aws_sdk_s3::Client,
     bucket: String,
     key: String,
     content_type: &'static str,
@@ -412,10 +415,11 @@ struct PartUpload<'a> {
 }
 
 impl<'a, E: Encoder> StreamedUpload<'a, E> {
-    /// A writer of `bucket`/`key` through `encoder` (empty), with parts of the finalizer's
-    /// part size (BATCHOPS_REPORT_PART_BYTES).
+    /// A writer of `bucket`/`key` through `encoder` (empty), with `s3` (the client for
+    /// `bucket`) and parts of the finalizer's part size (BATCHOPS_REPORT_PART_BYTES).
     pub fn new(
         app: &'a App,
+        s3: aws_sdk_s3::Client,
         bucket: &str,
         key: &str,
         content_type: &'static str,
@@ -425,6 +429,7 @@ impl<'a, E: Encoder> StreamedUpload<'a, E> {
         StreamedUpload {
             parts: PartUpload {
                 app,
+                s3,
                 bucket: bucket.to_string(),
                 key: key.to_string(),
                 content_type,
@@ -470,7 +475,6 @@ impl PartUpload<'_> {
         let what = self.what();
         if self.upload.is_none() {
             let out = self
-                .app
                 .s3
                 .create_multipart_upload()
                 .bucket(&self.bucket)
@@ -505,7 +509,6 @@ impl PartUpload<'_> {
         let number = parts.len() as i32 + 1;
         let digest = Md5::digest(&body);
         let out = self
-            .app
             .s3
             .upload_part()
             .bucket(&self.bucket)
@@ -533,14 +536,9 @@ impl PartUpload<'_> {
     async fn finish(mut self, last: Vec<u8>) -> Result<Stored> {
         let what = self.what();
         if self.upload.is_none() {
-            let written = put_bytes_pinned(
-                &self.app.s3,
-                &self.bucket,
-                &self.key,
-                last,
-                self.content_type,
-            )
-            .await?;
+            let written =
+                put_bytes_pinned(&self.s3, &self.bucket, &self.key, last, self.content_type)
+                    .await?;
             return Ok(Stored {
                 version_id: written.version_id,
                 etag: written.etag,
@@ -553,7 +551,6 @@ impl PartUpload<'_> {
             return Err(Error::Data(format!("{what}: no multipart upload")));
         };
         let out = self
-            .app
             .s3
             .complete_multipart_upload()
             .bucket(&self.bucket)

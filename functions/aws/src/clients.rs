@@ -114,8 +114,8 @@ impl Clients {
 /// S3 clients for jobs' data (manifests, sources, targets, reports, generated manifests): one per
 /// (job role, bucket Region). A job with a `RoleArn` acts with that role's credentials (STS
 /// AssumeRole, session `batchops-<job id>`, cached per job for this process and refreshed by the
-/// client before they expire); a job without one (backup runs, restores) with the stack's
-/// credentials. A bucket's Region is learned once from HeadBucket's `x-amz-bucket-region`
+/// client before they expire); a job without one with the stack's credentials. Backup runs and
+/// restores carry their policy's `roleArn` as their RoleArn. A bucket's Region is learned once from HeadBucket's `x-amz-bucket-region`
 /// header (also sent with 301 and 403 answers) and cached.
 #[derive(Clone, Debug)]
 pub struct DataClients {
@@ -137,19 +137,26 @@ pub struct DataClients {
 struct DataState {
     /// Bucket -> Region.
     regions: HashMap<String, String>,
-    /// Job ID -> its role's credentials provider.
-    roles: HashMap<String, SharedCredentialsProvider>,
-    /// (job ID or none for the stack's credentials, Region, expected bucket owner) -> client.
+    /// (Job ID, role ARN) -> the role's credentials provider (a policy may change its role).
+    roles: HashMap<(String, String), SharedCredentialsProvider>,
+    /// ((job ID, role ARN) or none for the stack's credentials, Region, expected bucket owner)
+    /// -> client.
     clients: HashMap<ClientKey, aws_sdk_s3::Client>,
 }
 
-type ClientKey = (Option<String>, String, Option<String>);
+type ClientKey = (Option<(String, String)>, String, Option<String>);
 
 /// Who a job's data requests are signed as.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct JobRole {
     job_id: String,
     role_arn: String,
+}
+
+impl JobRole {
+    fn cache_key(&self) -> (String, String) {
+        (self.job_id.clone(), self.role_arn.clone())
+    }
 }
 
 /// A job's S3 clients: [`JobClients::s3`] gives the client for one bucket.
@@ -198,6 +205,53 @@ impl DataClients {
         }
     }
 
+    /// The clients of a backup policy's data (its runs, restores, retention, verification and
+    /// continuous copies): its `roleArn`'s, session `batchops-backup-<name>`, or the stack's.
+    pub fn for_policy(&self, policy: &batchops_core::backup::BackupPolicy) -> JobClients {
+        self.for_role(
+            &format!("backup-{}", policy.name),
+            policy.role_arn.as_deref(),
+            &[],
+        )
+    }
+
+    /// Whether a job's role can be assumed now: one STS AssumeRole (CreateJob and planning call
+    /// this once, so that a role that cannot be used fails the job with STS's answer instead of
+    /// every task failing its retries). `Ok(Some((code, reason)))`: STS refused, with its error
+    /// code and a reason naming the role and the code; `Err`: no answer or a transient one (ask
+    /// again later).
+    pub async fn refused_role(
+        &self,
+        session: &str,
+        role_arn: Option<&str>,
+    ) -> crate::error::Result<Option<(String, String)>> {
+        let Some(role_arn) = role_arn.filter(|_| self.assume_job_roles) else {
+            return Ok(None);
+        };
+        let asked = self
+            .sts
+            .assume_role()
+            .role_arn(role_arn)
+            .role_session_name(session_name(session))
+            .send()
+            .await;
+        let Err(err) = asked else {
+            return Ok(None);
+        };
+        let error = crate::error::Error::aws_call("STS", "AssumeRole", role_arn, &err);
+        if error.class() == batchops_core::backoff::ErrorClass::Transient {
+            return Err(error);
+        }
+        let code = aws_sdk_sts::error::ProvideErrorMetadata::code(&err)
+            .unwrap_or("AccessDenied")
+            .to_string();
+        let message = aws_sdk_sts::error::ProvideErrorMetadata::message(&err).unwrap_or_default();
+        Ok(Some((
+            code.clone(),
+            format!("STS refused AssumeRole of `{role_arn}`: {code}: {message}"),
+        )))
+    }
+
     /// The stack's own clients (jobs batchops starts itself, with no role), by bucket Region.
     pub fn stack(&self) -> JobClients {
         JobClients {
@@ -226,7 +280,7 @@ impl DataClients {
         let mut state = self.lock();
         state
             .roles
-            .entry(role.job_id.clone())
+            .entry(role.cache_key())
             .or_insert_with(|| {
                 SharedCredentialsProvider::new(AssumedRole {
                     sts: self.sts.clone(),
@@ -244,7 +298,7 @@ impl DataClients {
         owner: Option<&str>,
     ) -> aws_sdk_s3::Client {
         let key = (
-            role.map(|r| r.job_id.clone()),
+            role.map(JobRole::cache_key),
             region.to_string(),
             owner.map(str::to_string),
         );

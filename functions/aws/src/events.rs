@@ -205,9 +205,11 @@ async fn continuous_batch(
         policy.storage_class.clone(),
     );
     let stop = AtomicBool::new(false);
-    let sources = app.data.stack();
+    // The source's objects and the backup bucket with the policy's role.
+    let sources = app.data.for_policy(policy);
+    let destination = sources.s3(&policy.destination.bucket).await;
     let copier = Copier {
-        s3: &app.s3,
+        s3: &destination,
         sources: &sources,
         spec: &spec,
         settings: &app.copy,
@@ -288,11 +290,11 @@ fn marker(policy: &BackupPolicy, event: &ObjectEvent) -> String {
 
 /// The source's current object, or None when the key has no current object.
 async fn head_current(
-    app: &App,
+    s3: &aws_sdk_s3::Client,
     bucket: &str,
     key: &str,
 ) -> Result<Option<(Option<String>, Option<String>, Option<String>)>, String> {
-    match app.s3.head_object().bucket(bucket).key(key).send().await {
+    match s3.head_object().bucket(bucket).key(key).send().await {
         Ok(head) => Ok(Some((
             head.version_id().map(str::to_string),
             head.e_tag().map(|e| e.trim_matches('"').to_string()),
@@ -341,7 +343,8 @@ async fn apply_event(
         .as_deref()
         .map(|e| e.trim_matches('"').to_string());
     let current = if current_only || event.kind == EventKind::Removed {
-        head_current(app, &event.bucket, &event.key).await?
+        let s3 = copier.sources.s3(&event.bucket).await;
+        head_current(&s3, &event.bucket, &event.key).await?
     } else {
         None
     };
@@ -441,7 +444,8 @@ async fn destination_safe(app: &App, policy: &BackupPolicy) -> crate::Result<Res
         )));
     }
     let bucket = &policy.destination.bucket;
-    if !crate::prepare::versioning_enabled(&app.s3, bucket).await? {
+    let s3 = app.data.for_policy(policy).s3(bucket).await;
+    if !crate::prepare::versioning_enabled(&s3, bucket).await? {
         if !policy.allow_unversioned_destination {
             return Ok(Err(format!(
                 "destination bucket `{bucket}` does not have versioning enabled: an overwrite or delete there would destroy the backup copy. \

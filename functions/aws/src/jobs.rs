@@ -22,6 +22,14 @@ pub async fn create_job(app: &App, request: CreateJobRequest) -> Result<CreatedJ
     // Checked with the job's role, as the job will read and write: the role session names the
     // job ID chosen now.
     let job_id = uuid::Uuid::new_v4().to_string();
+    // A role STS refuses is named as such, not as an unreadable manifest or bucket.
+    if let Some((_, reason)) = app
+        .data
+        .refused_role(&job_id, request.role_arn.as_deref())
+        .await?
+    {
+        return Err(RequestError::new("RoleArn", reason).into());
+    }
     let clients = app
         .data
         .for_role(&job_id, request.role_arn.as_deref(), &spec.expected_owners);

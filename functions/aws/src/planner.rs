@@ -481,6 +481,16 @@ async fn plan_slice(
     // The job's data is reached with its clients (its role, each bucket's Region).
     let clients = app.job_clients(&job);
     if first_slice {
+        // A role that cannot be assumed fails the job now, naming the role and STS's answer
+        // (a transient answer: the next slice asks again).
+        if let Some((code, reason)) = app
+            .data
+            .refused_role(&job_id, job.request.role_arn.as_deref())
+            .await?
+        {
+            fail_job(app, &job_id, &code, format!("RoleArn: {reason}")).await?;
+            return Ok(Advance::Idle);
+        }
         if let batchops_core::request::OperationSpec::LambdaInvoke(invoke) = &spec.operation {
             if let Err(err) = crate::invoke::check_function(&app.lambda, &invoke.function).await {
                 // Throttling or no answer: the next slice asks again.
@@ -557,7 +567,8 @@ async fn plan_slice(
         }
     }
     // Manifests and listed sources with the job's client for their bucket; backup runs and
-    // restores (no role) read catalogs and journals in the control bucket too: the stack's.
+    // restores read several buckets (source, backup bucket, journals in the control bucket):
+    // each with the job's client for it (`with_clients`).
     let data_s3 = match (&spec.manifest, spec.manifest.object()) {
         (_, Some(object)) => clients.s3(&object.bucket).await,
         (ManifestSource::Generated(g), None) => clients.s3(&g.source_bucket).await,
@@ -570,6 +581,12 @@ async fn plan_slice(
         &app.config.control_bucket,
     );
     let mut reader = Reader::new(Some(data_s3)).with_store(app.store.clone());
+    if matches!(
+        spec.manifest,
+        ManifestSource::Backup(_) | ManifestSource::Restore(_)
+    ) {
+        reader = reader.with_clients(clients.clone());
+    }
     if let ManifestSource::Store(listing) = &spec.manifest {
         // An import lists another store, with the credentials its secret holds.
         match crate::stores::open(app, &listing.from).await {

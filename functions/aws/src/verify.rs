@@ -40,7 +40,7 @@ pub async fn verify_snapshot(
     name: &str,
     snapshot: Option<&str>,
 ) -> Result<VerifyReport> {
-    get_policy(app, name).await?;
+    let record = get_policy(app, name).await?;
     let request = RestoreRequest {
         snapshot: snapshot.map(str::to_string),
         ..Default::default()
@@ -56,7 +56,9 @@ pub async fn verify_snapshot(
         .strip_suffix(&suffix)
         .unwrap_or_default()
         .to_string();
-    let reader = Reader::new(Some(app.s3.clone()));
+    // The backup bucket is the policy's data: read with its role.
+    let reader =
+        Reader::new(Some(app.s3.clone())).with_clients(app.data.for_policy(&record.policy));
     let (bucket, pinned) = (catalog.bucket.clone(), catalog.clone());
     let listing_prefix = prefix.clone();
     let (verification, list_requests) = tokio::task::spawn_blocking(move || {
@@ -111,10 +113,16 @@ impl Iterator for VersionPages {
             if self.done || self.error.is_some() {
                 return None;
             }
-            let s3 = self.reader.s3.as_ref()?;
+            let s3 = match self.reader.s3_for(&self.bucket) {
+                Ok(s3) => s3,
+                Err(err) => {
+                    self.error = Some(err);
+                    return None;
+                }
+            };
             self.requests += 1;
             match self.reader.handle.block_on(list_versions_page(
-                s3,
+                &s3,
                 &self.bucket,
                 &self.prefix,
                 &self.cursor,

@@ -71,6 +71,40 @@ pub fn object_arn(bucket: &str, key: &str) -> String {
     format!("arn:aws:s3:::{bucket}/{key}")
 }
 
+/// Whether `arn` names an IAM role: `arn:<partition>:iam::<12-digit account>:role/<name>`,
+/// at most 2,048 characters, as S3 Control's RoleArn pattern requires.
+pub fn check_role_arn(arn: &str) -> Result<(), String> {
+    let wrong = || {
+        format!(
+            "`{arn}` is not an IAM role ARN; expected arn:aws:iam::<12-digit account>:role/<name>"
+        )
+    };
+    if arn.len() > 2048 {
+        return Err("must be at most 2048 characters".to_string());
+    }
+    let mut parts = arn.splitn(6, ':');
+    let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return Err(wrong());
+    };
+    let name = resource.strip_prefix("role/").unwrap_or_default();
+    if !partition.starts_with("aws")
+        || account.len() != 12
+        || !account.bytes().all(|b| b.is_ascii_digit())
+        || name.is_empty()
+        || name.ends_with('/')
+    {
+        return Err(wrong());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

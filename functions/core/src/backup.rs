@@ -86,6 +86,11 @@ pub struct BackupPolicy {
     /// the newest report instead of listing the bucket, and a report landing starts a run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inventory: Option<Location>,
+    /// The IAM role the policy's data is reached with (the source's objects, the backup
+    /// bucket's copies and catalogs): runs, restores, retention and continuous copies assume
+    /// it. None: the stack's own credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
 }
 
 /// The deletion guard as a policy sets it: a number, or `"unlimited"` (off).
@@ -192,6 +197,9 @@ impl BackupPolicy {
         }
         if self.retention.keep_last == Some(0) {
             return err("retention.keepLast", "must be at least 1");
+        }
+        if let Some(role) = &self.role_arn {
+            crate::arn::check_role_arn(role).map_err(|message| ("roleArn".to_string(), message))?;
         }
         Ok(())
     }
@@ -1559,6 +1567,7 @@ mod planner_tests {
             allow_unversioned_destination: false,
             continuous: false,
             inventory: None,
+            role_arn: None,
         }
     }
 
@@ -1736,6 +1745,26 @@ mod planner_tests {
                 && err.to_string().contains("\"unlimited\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_policy_role_must_be_an_iam_role_arn() {
+        let mut p = policy(DeleteMode::Ignore, None);
+        p.role_arn = Some("arn:aws:iam::123456789012:role/backup".into());
+        assert_eq!(p.validate(), Ok(()));
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(json["roleArn"], "arn:aws:iam::123456789012:role/backup");
+        assert_eq!(serde_json::from_value::<BackupPolicy>(json).unwrap(), p);
+        for wrong in [
+            "arn:aws:iam::123456789012:user/backup",
+            "backup",
+            "arn:aws:iam::1:role/x",
+        ] {
+            p.role_arn = Some(wrong.into());
+            let (field, message) = p.validate().unwrap_err();
+            assert_eq!(field, "roleArn");
+            assert!(message.contains(wrong), "{message}");
+        }
     }
 
     #[test]

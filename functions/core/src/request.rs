@@ -694,40 +694,6 @@ pub fn validate_tags(tags: &[Tag], field: &str, max: usize, of: &str) -> Result<
     Ok(())
 }
 
-/// Whether `arn` names an IAM role: `arn:<partition>:iam::<12-digit account>:role/<name>`,
-/// at most 2,048 characters, as S3 Control's RoleArn pattern requires.
-fn check_role_arn(arn: &str) -> Result<(), String> {
-    let wrong = || {
-        format!(
-            "`{arn}` is not an IAM role ARN; expected arn:aws:iam::<12-digit account>:role/<name>"
-        )
-    };
-    if arn.len() > 2048 {
-        return Err("must be at most 2048 characters".to_string());
-    }
-    let mut parts = arn.splitn(6, ':');
-    let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
-        return Err(wrong());
-    };
-    let name = resource.strip_prefix("role/").unwrap_or_default();
-    if !partition.starts_with("aws")
-        || account.len() != 12
-        || !account.bytes().all(|b| b.is_ascii_digit())
-        || name.is_empty()
-        || name.ends_with('/')
-    {
-        return Err(wrong());
-    }
-    Ok(())
-}
-
 const STORAGE_CLASSES: [&str; 8] = [
     "STANDARD",
     "STANDARD_IA",
@@ -794,7 +760,8 @@ impl CreateJobRequest {
                 "required: the ARN of the IAM role the job runs as (arn:aws:iam::<account>:role/<name>)",
             )
         })?;
-        check_role_arn(role).map_err(|message| RequestError::new("RoleArn", message))?;
+        crate::arn::check_role_arn(role)
+            .map_err(|message| RequestError::new("RoleArn", message))?;
         if let Some(description) = &self.description {
             if description.chars().count() > 256 {
                 return Err(RequestError::new(

@@ -17,11 +17,8 @@ pub(super) const DRAFT_ROWS: usize = 10_000;
 pub use crate::catalog_io::open_catalog;
 
 pub(super) fn bucket_versioned(reader: &Reader, bucket: &str) -> Result<bool> {
-    let s3 = reader
-        .s3
-        .as_ref()
-        .ok_or_else(|| Error::Invalid("no S3 client configured".into()))?;
-    reader.handle.block_on(versioning_enabled(s3, bucket))
+    let s3 = reader.s3_for(bucket)?;
+    reader.handle.block_on(versioning_enabled(&s3, bucket))
 }
 
 /// Whether `bucket` has versioning enabled (suspended counts as not: a write or an unpinned
@@ -241,13 +238,14 @@ pub(super) fn read_journal(
     run: &BackupRun,
     unrecorded: &mut Vec<String>,
 ) -> std::result::Result<JournalRows, String> {
-    let (Some(s3), Some(store)) = (reader.s3.as_ref(), reader.store.as_ref()) else {
+    let Some(store) = reader.store.as_ref() else {
         return Ok(Box::new(std::iter::empty()));
     };
     let policy = &run.policy;
     let Some(bucket) = run.journal_bucket.as_ref() else {
         return Ok(Box::new(std::iter::empty()));
     };
+    let s3 = &reader.s3_for(bucket).map_err(|e| e.to_string())?;
     // Listed before the records are read, so that a part written meanwhile has its record.
     let mut listed = std::collections::BTreeSet::new();
     let mut cursor = Cursor::default();
@@ -341,10 +339,7 @@ pub(super) fn read_backup(
     emitter: &Emitter,
 ) -> Result<()> {
     let policy = &run.policy;
-    let s3 = reader
-        .s3
-        .clone()
-        .ok_or_else(|| Error::Invalid("no S3 client configured".into()))?;
+    let s3 = reader.s3_for(&policy.source.bucket)?;
     let source_versioned = bucket_versioned(reader, &policy.source.bucket)?;
     let first_slice = progress == PlanProgress::default();
     if !policy.allow_unversioned_destination

@@ -28,6 +28,9 @@ impl Location {
 #[derive(Clone)]
 pub struct Reader {
     pub s3: Option<Client>,
+    /// A job's (or backup policy's) clients: each bucket is then read with the client for it
+    /// (its role, its Region; the control bucket with the stack's) instead of `s3`.
+    pub clients: Option<crate::clients::JobClients>,
     pub store: Option<crate::store::Store>,
     /// Imports: the source store, opened (its secret read) by the planner.
     pub object_store: Option<crate::stores::OpenStore>,
@@ -50,6 +53,7 @@ impl Reader {
     pub fn new(s3: Option<Client>) -> Self {
         Reader {
             s3,
+            clients: None,
             store: None,
             object_store: None,
             handle: Handle::current(),
@@ -62,16 +66,25 @@ impl Reader {
         self
     }
 
+    /// With a job's or policy's clients, one per bucket.
+    pub fn with_clients(mut self, clients: crate::clients::JobClients) -> Self {
+        self.clients = Some(clients);
+        self
+    }
+
+    /// The client for requests on `bucket` (blocking: call from a blocking thread).
+    pub fn s3_for(&self, bucket: &str) -> crate::error::Result<Client> {
+        match (&self.clients, &self.s3) {
+            (Some(clients), _) => Ok(self.handle.block_on(clients.s3(bucket))),
+            (None, Some(s3)) => Ok(s3.clone()),
+            (None, None) => Err(Error::Invalid("no S3 client configured".into())),
+        }
+    }
+
     /// With the table: a backup run reads its journal's records from it.
     pub fn with_store(mut self, store: crate::store::Store) -> Self {
         self.store = Some(store);
         self
-    }
-
-    pub(super) fn client(&self) -> std::result::Result<&Client, OpenFailure> {
-        self.s3
-            .as_ref()
-            .ok_or_else(|| OpenFailure::Retry(Error::Invalid("no S3 client configured".into())))
     }
 
     /// Opens `location` from byte `offset`, requiring `if_match` when given. Blocking: call from
@@ -97,7 +110,7 @@ impl Reader {
                 })
             }
             Location::S3(object) => {
-                let s3 = self.client()?;
+                let s3 = &self.s3_for(&object.bucket).map_err(OpenFailure::Retry)?;
                 let mut request = s3
                     .get_object()
                     .bucket(&object.bucket)

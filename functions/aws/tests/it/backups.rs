@@ -29,6 +29,7 @@ pub fn policy(env: &TestEnv, name: &str) -> BackupPolicy {
         allow_unversioned_destination: false,
         continuous: false,
         inventory: None,
+        role_arn: None,
     }
 }
 

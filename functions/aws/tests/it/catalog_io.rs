@@ -38,6 +38,7 @@ async fn a_streamed_upload_past_one_part_reads_back_pinned_and_interrupted_uploa
     let body = noise(11 * 1024 * 1024 + 17);
     let mut upload = StreamedUpload::new(
         &env.app,
+        env.app.s3.clone(),
         &env.dst,
         "meta/big",
         "application/octet-stream",
@@ -98,6 +99,7 @@ async fn a_streamed_upload_past_one_part_reads_back_pinned_and_interrupted_uploa
     // aborts it.
     let mut interrupted = StreamedUpload::new(
         &env.app,
+        env.app.s3.clone(),
         &env.dst,
         "meta/interrupted",
         "application/octet-stream",
@@ -120,6 +122,8 @@ async fn a_streamed_upload_past_one_part_reads_back_pinned_and_interrupted_uploa
         }
     };
     assert_eq!(open(&env).await, 1);
-    abort_recorded_uploads(&env.app, &ledger).await.unwrap();
+    abort_recorded_uploads(&env.app, &env.app.data.stack(), &ledger)
+        .await
+        .unwrap();
     assert_eq!(open(&env).await, 0);
 }

@@ -35,6 +35,7 @@ fn continuous_policy(env: &TestEnv, name: &str, deletes: DeleteMode) -> BackupPo
         allow_unversioned_destination: false,
         continuous: true,
         inventory: None,
+        role_arn: None,
     }
 }
 

@@ -203,8 +203,9 @@ async fn a_job_uses_its_role_and_each_buckets_region_for_its_data() {
     );
 }
 
-/// Requests per "<method> <owner>" on `bucket` between two snapshots.
-fn owners_since(
+/// Requests per key ("<method> <owner>", "<method> <access key> <region>") on `bucket`
+/// between two snapshots of the proxy's counters.
+pub(crate) fn counts_since(
     before: &BTreeMap<String, BTreeMap<String, u64>>,
     after: &BTreeMap<String, BTreeMap<String, u64>>,
     bucket: &str,
@@ -270,7 +271,7 @@ async fn expected_bucket_owners_go_with_every_request_on_their_bucket() {
         (&env.src, source_owner, &["HEAD", "GET"][..]),
         (&env.reports, reports_owner, &["HEAD", "PUT", "GET"][..]),
     ] {
-        let seen = owners_since(&before, &after, bucket);
+        let seen = counts_since(&before, &after, bucket);
         assert!(
             seen.keys().all(|k| k.ends_with(&format!(" {owner}"))),
             "{bucket}: {seen:?}"
@@ -283,7 +284,7 @@ async fn expected_bucket_owners_go_with_every_request_on_their_bucket() {
         }
     }
     // The target bucket has no owner in the request: its requests carry none.
-    let target = owners_since(&before, &after, &env.dst);
+    let target = counts_since(&before, &after, &env.dst);
     assert!(
         !target.is_empty() && target.keys().all(|k| k.ends_with(" -")),
         "{target:?}"
@@ -361,4 +362,164 @@ async fn each_task_uses_its_own_buckets_region() {
     let copies = by_job(&env.dst, "PUT");
     assert!(!copies.is_empty(), "{signers:?}");
     assert!(copies.iter().all(|(_, r)| r == "us-east-1"), "{copies:?}");
+}
+
+/// Adds what was counted on each bucket between two snapshots to `into`.
+fn add_since(
+    into: &mut BTreeMap<String, BTreeMap<String, u64>>,
+    before: &BTreeMap<String, BTreeMap<String, u64>>,
+    after: &BTreeMap<String, BTreeMap<String, u64>>,
+) {
+    for bucket in after.keys() {
+        for (key, n) in counts_since(before, after, bucket) {
+            *into
+                .entry(bucket.clone())
+                .or_default()
+                .entry(key)
+                .or_default() += n;
+        }
+    }
+}
+
+/// A backup policy's `roleArn` signs every request a run, its retention, a restore and a verify
+/// send on the source and the backup bucket (listings, versioning checks, copies, catalogs,
+/// reports, version deletes); the control bucket (journals, chunk files) keeps the stack's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backup_policy_role_signs_every_request_on_its_buckets() {
+    use batchops_aws::backup;
+    let proxy = Proxy::start().await;
+    let url = proxy.url();
+    let env = TestEnv::through(Some(&url), &[]).await;
+    let mut policy = crate::backups::policy(&env, "roled");
+    policy.role_arn = Some("arn:aws:iam::000000000000:role/batchops-backup".into());
+    // The second run expires the first snapshot: retention deletes its replaced copy.
+    policy.retention.keep_last = Some(1);
+    backup::put_policy(&env.app, policy).await.unwrap();
+    env.put(&env.src, "data/a b", "1").await;
+    env.put(&env.src, "data/c", "2").await;
+
+    // Only what batchops sends is counted: the test's own requests fall between windows.
+    let mut sent = BTreeMap::new();
+    let before = proxy.signers().await;
+    let (_, described) = crate::backups::completed_run(&env, "roled").await;
+    assert_eq!(described.progress_summary.number_of_tasks_succeeded, 2);
+    add_since(&mut sent, &before, &proxy.signers().await);
+    env.put(&env.src, "data/a b", "3").await;
+    let before = proxy.signers().await;
+    let (_, described) = crate::backups::completed_run(&env, "roled").await;
+    assert_eq!(described.progress_summary.number_of_tasks_succeeded, 1);
+    let restore = backup::start_restore(
+        &env.app,
+        "roled",
+        &backup::RestoreRequest {
+            to: Some((env.src.clone(), "restored/".into())),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let described = env.run_to_complete(&restore.job_id).await;
+    assert_eq!(described.progress_summary.number_of_tasks_succeeded, 2);
+    let verified = batchops_aws::verify::verify_snapshot(&env.app, "roled", None)
+        .await
+        .unwrap();
+    assert!(verified.passed(), "{verified:?}");
+    add_since(&mut sent, &before, &proxy.signers().await);
+    assert_eq!(
+        env.get(&env.src, "restored/data/a b").await,
+        Some(b"3".to_vec())
+    );
+    let snapshots = backup::list_snapshots(&env.app, "roled").await.unwrap();
+    assert_eq!(snapshots.len(), 1, "retention ran");
+
+    let assumed = |key: &str| key.split(' ').nth(1).is_some_and(|k| k.starts_with("ASIA"));
+    for (bucket, methods) in [
+        // Listing, versioning checks, copy sources (GET); restored copies (PUT).
+        (&env.src, &["GET", "PUT"][..]),
+        // Copies, catalogs and reports (PUT), catalog reads (GET), the expired catalog
+        // (DELETE) and its unreferenced copy (POST ?delete).
+        (&env.dst, &["GET", "PUT", "DELETE", "POST"][..]),
+    ] {
+        let seen = sent.get(bucket.as_str()).cloned().unwrap_or_default();
+        assert!(
+            seen.keys().all(|k| assumed(k)),
+            "{bucket}: a request not signed by the policy's role: {seen:?}"
+        );
+        for method in methods {
+            assert!(
+                seen.keys().any(|k| k.starts_with(&format!("{method} "))),
+                "{bucket}: no {method}: {seen:?}"
+            );
+        }
+    }
+    let control = &env.app.config.control_bucket;
+    let stack = sent.get(control.as_str()).cloned().unwrap_or_default();
+    assert!(
+        !stack.is_empty() && stack.keys().all(|k| k.split(' ').nth(1) == Some("testing")),
+        "control bucket: {stack:?}"
+    );
+}
+
+/// A role STS refuses fails its job at planning, naming the role and STS's error code, once
+/// (no task runs, nothing is retried); a job with another role runs on. The same for a backup
+/// run of a policy whose `roleArn` is refused. moto's STS accepts every role: the proxy refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_role_fails_its_job_at_planning_and_others_run_on() {
+    use batchops_aws::backup;
+    let proxy = Proxy::start().await;
+    let url = proxy.url();
+    let env = TestEnv::through(Some(&url), &[]).await;
+    let refused = "arn:aws:iam::000000000000:role/batchops-job-refused";
+    env.put(&env.src, "a", "1").await;
+    let manifest = env.manifest("refused", &[format!("{},a", env.src)]).await;
+    let mut document = env.request_json(&manifest, &["Bucket", "Key"]);
+    document["RoleArn"] = json!(refused);
+    let failing = env.create(document.clone()).await;
+    document["RoleArn"] = json!("arn:aws:iam::000000000000:role/batchops-job");
+    document["ClientRequestToken"] = json!("another");
+    let running = env.create(document.clone()).await;
+    // Refused from now on: the jobs were created while it was accepted.
+    let refuse = json!({"refuse_roles": [refused]});
+    proxy
+        .control("POST", "/__faults/config", &refuse.to_string())
+        .await;
+    // CreateJob names the role, not the manifest it could not read with it.
+    document["RoleArn"] = json!(refused);
+    document["ClientRequestToken"] = json!("a third");
+    let err = batchops_aws::jobs::create_job(
+        &env.app,
+        batchops_core::CreateJobRequest::from_json(&document.to_string()).unwrap(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("RoleArn") && err.contains(refused) && err.contains("AccessDenied"),
+        "{err}"
+    );
+    let mut policy = crate::backups::policy(&env, "refused");
+    policy.role_arn = Some(refused.to_string());
+    backup::put_policy(&env.app, policy).await.unwrap();
+    let (run, _) = crate::backups::run(&env, "refused").await;
+    env.run_until_idle().await;
+
+    let described = env.run_to_complete(&running).await;
+    assert_eq!(described.progress_summary.number_of_tasks_succeeded, 1);
+    for job in [&failing, &run] {
+        let described = env.describe(job).await;
+        assert_eq!(described.status, "Failed", "{described:?}");
+        assert_eq!(described.progress_summary.total_number_of_tasks, 0);
+        let reasons = &described.failure_reasons;
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert_eq!(reasons[0].failure_code, "AccessDenied", "{reasons:?}");
+        assert!(
+            reasons[0].failure_reason.contains(refused)
+                && reasons[0].failure_reason.contains("AccessDenied")
+                && reasons[0].failure_reason.starts_with("RoleArn"),
+            "{reasons:?}"
+        );
+    }
+    // One refusal per job (and the CreateJob): at planning, not once per task or retry.
+    let snapshot = proxy.control("GET", "/__faults", "").await;
+    assert_eq!(snapshot["faults"]["sts_refused_403"], 3, "{snapshot}");
 }
