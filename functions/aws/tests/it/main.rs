@@ -14,6 +14,7 @@ mod lambda_events;
 mod manifests;
 mod operations;
 mod page;
+mod planning;
 mod recovery;
 mod report;
 mod rerun;
