@@ -19,5 +19,6 @@ mod recovery;
 mod report;
 mod rerun;
 mod roles;
+mod runtime_stop;
 mod s3control;
 mod verify;
