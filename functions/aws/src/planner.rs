@@ -440,9 +440,10 @@ async fn checkpoint_if_due(
     Ok(out_of_time.then_some(Advance::MoreWork))
 }
 
-/// Jobs that need no confirmation run their chunks while planning goes on.
+/// Jobs that need no confirmation run their chunks while planning goes on; backup runs do not:
+/// a run that fails or is cancelled journals its copies from a finished plan only.
 fn runs_while_planning(job: &JobRecord) -> bool {
-    !job.spec.confirmation_required
+    !job.spec.confirmation_required && !matches!(job.spec.manifest, ManifestSource::Backup(_))
 }
 
 /// While an Active job is being planned: sends the pointers of the checkpointed chunks not yet
