@@ -162,6 +162,13 @@ pub async fn planner_handler(
         .await;
         return Ok(serde_json::to_value(response)?);
     }
+    // Once per container: jobs written before working markers existed get theirs (the sweep
+    // sees working jobs through them).
+    static MARKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !MARKED.load(std::sync::atomic::Ordering::Relaxed) {
+        app.store.mark_working_jobs().await?;
+        MARKED.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     let summary = sweep(app, budget_end).await?;
     for job_id in &summary.jobs_with_more_work {
         app.queues.request_planning(job_id).await?;

@@ -13,10 +13,16 @@ use batchops_core::plan::PlanProgress;
 use batchops_core::recovery::{CommittedRange, ErrorVerdict, OwedScan, StallWatch};
 use batchops_core::request::{GeneratedManifest, ManifestSource};
 use batchops_core::{JobRecord, JobStatus};
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
 use std::time::Instant;
 
 /// Chunk pointers sent between two dispatch checkpoints.
 const DISPATCH_BATCH: u64 = 100;
+
+/// Chunk files being written at once while planning (each holds one encoded chunk in memory).
+const WRITES_IN_FLIGHT: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Advance {
@@ -40,7 +46,7 @@ pub async fn sweep(app: &App, deadline: Instant) -> Result<SweepSummary> {
     if let Err(err) = crate::backup::fire_due_policies(app, now()).await {
         tracing::error!(error = %err, "could not start due backup runs");
     }
-    let mut jobs = app.store.list_jobs(&JobStatus::WORKING).await?;
+    let mut jobs = working_jobs(app).await?;
     jobs.sort_by(|a, b| {
         b.priority
             .cmp(&a.priority)
@@ -70,6 +76,19 @@ pub async fn sweep(app: &App, deadline: Instant) -> Result<SweepSummary> {
         }
     }
     Ok(summary)
+}
+
+/// The jobs in a working status: one query of their markers, then each job's record.
+async fn working_jobs(app: &App) -> Result<Vec<JobRecord>> {
+    let mut jobs = Vec::new();
+    for job_id in app.store.working_job_ids().await? {
+        match app.store.get_job(&job_id).await {
+            Ok(job) => jobs.push(job),
+            Err(Error::JobNotFound(_)) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(jobs)
 }
 
 /// [`advance`], with the job's errors accounted: a permanent error, or transient ones past the
@@ -157,38 +176,15 @@ pub async fn advance(app: &App, job_id: &str, deadline: Instant) -> Result<Advan
                 )
                 .await?;
             }
-            JobStatus::Preparing => {
-                // One planner per job: a second one (an overlapping sweep, a plan-queue wake-up)
-                // would rewrite the same chunk files from the same checkpoint.
-                let holder = uuid::Uuid::new_v4().simple().to_string();
-                let acquired = app
-                    .store
-                    .acquire_plan_lease(
-                        job_id,
-                        &holder,
-                        plan_lease_until(deadline),
-                        crate::unix_now(),
-                    )
-                    .await;
-                let acquired = match acquired {
-                    Ok(acquired) => acquired,
-                    Err(err) => {
-                        // The put may have landed with its answer lost: give it back, or the
-                        // job would wait for a holder that no longer exists.
-                        let _ = app.store.release_plan_lease(job_id, &holder).await;
-                        return Err(err);
-                    }
-                };
-                if !acquired {
-                    tracing::info!(job_id, "another planner holds this job's planning lease");
-                    return Ok(Advance::Idle);
-                }
-                let planned = plan_slice(app, job, deadline, &holder).await;
-                if let Err(err) = app.store.release_plan_lease(job_id, &holder).await {
-                    tracing::warn!(job_id, error = %err, "could not release the planning lease; it expires on its own");
-                }
-                if planned? == Advance::MoreWork {
-                    return Ok(Advance::MoreWork);
+            // Dispatch while planning: an Active job whose planning has not ended runs its
+            // first chunks while the manifest is still being read.
+            JobStatus::Preparing | JobStatus::Active if !job.plan.finished => {
+                match plan_with_lease(app, job, deadline).await? {
+                    // Another planner is on it.
+                    None => return Ok(Advance::Idle),
+                    Some(Advance::MoreWork) => return Ok(Advance::MoreWork),
+                    // Planned (or failed): the job's next status is handled next.
+                    Some(Advance::Idle) => {}
                 }
             }
             JobStatus::Ready => {
@@ -221,6 +217,41 @@ pub async fn advance(app: &App, job_id: &str, deadline: Instant) -> Result<Advan
             _ => return Ok(Advance::Idle),
         }
     }
+}
+
+/// Plans a slice of a job under its planning lease: one planner per job, since a second one (an
+/// overlapping sweep, a plan-queue wake-up) would rewrite the same chunk files from the same
+/// checkpoint. None when another planner holds the lease.
+async fn plan_with_lease(app: &App, job: JobRecord, deadline: Instant) -> Result<Option<Advance>> {
+    let job_id = job.job_id.clone();
+    let holder = uuid::Uuid::new_v4().simple().to_string();
+    let acquired = app
+        .store
+        .acquire_plan_lease(
+            &job_id,
+            &holder,
+            plan_lease_until(deadline),
+            crate::unix_now(),
+        )
+        .await;
+    let acquired = match acquired {
+        Ok(acquired) => acquired,
+        Err(err) => {
+            // The put may have landed with its answer lost: give it back, or the job would
+            // wait for a holder that no longer exists.
+            let _ = app.store.release_plan_lease(&job_id, &holder).await;
+            return Err(err);
+        }
+    };
+    if !acquired {
+        tracing::info!(job_id, "another planner holds this job's planning lease");
+        return Ok(None);
+    }
+    let planned = plan_slice(app, job, deadline, &holder).await;
+    if let Err(err) = app.store.release_plan_lease(&job_id, &holder).await {
+        tracing::warn!(job_id, error = %err, "could not release the planning lease; it expires on its own");
+    }
+    planned.map(Some)
 }
 
 /// Until when a planning lease taken now lasts: past the slice's end by a margin, so it covers
@@ -354,7 +385,9 @@ pub async fn fail_job(app: &App, job_id: &str, code: &str, reason: String) -> Re
 
 /// Takes what was just written (`resume`: where a resumed planner may start, if anywhere) and
 /// records the last resumable progress every `checkpoint_every_chunks`, or at the deadline (then
-/// the slice ends). Some(advance) when the slice must stop.
+/// the slice ends). A job that needs no confirmation goes Active at its first checkpoint, and
+/// every checkpoint dispatches the chunks it covers: a resumed planner starts after them, so a
+/// dispatched chunk file is never rewritten. Some(advance) when the slice must stop.
 async fn checkpoint_if_due(
     app: &App,
     job: &mut JobRecord,
@@ -372,16 +405,25 @@ async fn checkpoint_if_due(
     let Some(progress) = resumable.as_ref() else {
         return Ok(None);
     };
-    if *since_checkpoint < app.config.checkpoint_every_chunks && !out_of_time {
+    let starts_running = runs_while_planning(job) && job.status == JobStatus::Preparing;
+    if *since_checkpoint < app.config.checkpoint_every_chunks && !out_of_time && !starts_running {
         return Ok(None);
     }
     job.plan.progress = progress.clone();
+    if starts_running && job.plan.progress.next_seq > 0 {
+        job.transition(JobStatus::Active, now(), "Reading the manifest; running")
+            .map_err(|e| Error::State {
+                job_id: job.job_id.clone(),
+                message: e.to_string(),
+            })?;
+    }
     if !app.store.put_job(job).await? {
         // Cancelled, or another planner got here first: let the next advance re-read.
         return Ok(Some(Advance::MoreWork));
     }
     *since_checkpoint = 0;
     *resumable = None;
+    send_checkpointed(app, job).await?;
     // Renew the planning lease; a planner that lost it (it ran past its lease) stops here.
     if !app
         .store
@@ -396,6 +438,36 @@ async fn checkpoint_if_due(
         return Ok(Some(Advance::MoreWork));
     }
     Ok(out_of_time.then_some(Advance::MoreWork))
+}
+
+/// Jobs that need no confirmation run their chunks while planning goes on; backup runs do not:
+/// a run that fails or is cancelled journals its copies from a finished plan only.
+fn runs_while_planning(job: &JobRecord) -> bool {
+    !job.spec.confirmation_required && !matches!(job.spec.manifest, ManifestSource::Backup(_))
+}
+
+/// While an Active job is being planned: sends the pointers of the checkpointed chunks not yet
+/// sent. `dispatched_chunks` is advanced in `job` only, and stored with the next checkpoint: a
+/// planner killed before then sends them again, which workers take as the duplicates they are
+/// (one commit per range).
+async fn send_checkpointed(app: &App, job: &mut JobRecord) -> Result<()> {
+    if job.status != JobStatus::Active {
+        return Ok(());
+    }
+    let planned = job.plan.progress.next_seq;
+    while job.dispatched_chunks < planned {
+        let end = (job.dispatched_chunks + DISPATCH_BATCH).min(planned);
+        let pointers: Vec<ChunkPointer> = (job.dispatched_chunks..end)
+            .map(|seq| ChunkPointer {
+                job: job.job_id.clone(),
+                seq,
+                first_task: 0,
+            })
+            .collect();
+        app.queues.send_chunks(&pointers).await?;
+        job.dispatched_chunks = end;
+    }
+    Ok(())
 }
 
 /// Where a backup run's draft snapshot part `seq` lives in the control bucket.
@@ -597,101 +669,147 @@ async fn plan_slice(
             }
         }
     }
+    // A resumed slice of an Active job: the pointers of the chunks its last checkpoint covers
+    // may not all have gone out before the previous planner stopped.
+    send_checkpointed(app, &mut job).await?;
     let mut events = prepare::start(reader, source, job.plan.progress.clone(), options);
     let mut since_checkpoint = 0u64;
     let mut resumable: Option<PlanProgress> = None;
-    while let Some(event) = events.recv().await {
+    // Chunk files and draft parts being written, oldest first: each yields where a resumed
+    // planner may start once it, and every write before it, has landed.
+    let mut writes: FuturesOrdered<BoxFuture<'static, Result<Option<PlanProgress>>>> =
+        FuturesOrdered::new();
+    loop {
+        // A landed write first (it may complete a checkpoint), else the next event while
+        // fewer than WRITES_IN_FLIGHT writes are out.
+        let step = tokio::select! {
+            biased;
+            Some(written) = writes.next(), if !writes.is_empty() => PlanStep::Written(written),
+            event = events.recv(), if writes.len() < WRITES_IN_FLIGHT => PlanStep::Event(event),
+        };
         // What was just written, and where a resumed planner may start after it.
-        let resume = match event? {
-            SourceEvent::ManifestEtag(etag) => {
-                if job.plan.manifest_etag.is_none() {
-                    job.plan.manifest_etag = Some(etag);
+        let resume = match step {
+            PlanStep::Written(written) => written?,
+            PlanStep::Event(None) => {
+                return Err(Error::Data(format!(
+                    "job {job_id}: the manifest reader stopped without finishing"
+                )))
+            }
+            PlanStep::Event(Some(event)) => match event? {
+                SourceEvent::ManifestEtag(etag) => {
+                    if job.plan.manifest_etag.is_none() {
+                        job.plan.manifest_etag = Some(etag);
+                    }
+                    None
                 }
-                None
-            }
-            SourceEvent::Failed { code, reason } => {
-                fail_job(app, &job_id, code, reason).await?;
-                return Ok(Advance::Idle);
-            }
-            SourceEvent::Warning(warning) => {
-                tracing::warn!(job_id, warning, "job warning");
-                if !job.warnings.contains(&warning) {
-                    job.warnings.push(warning);
+                SourceEvent::Failed { code, reason } => {
+                    fail_job(app, &job_id, code, reason).await?;
+                    return Ok(Advance::Idle);
                 }
-                None
-            }
-            SourceEvent::Chunk(mut chunk) => {
-                writer.write(&mut chunk).await?;
-                chunk.resume.take()
-            }
-            SourceEvent::Draft { seq, rows, resume } => {
-                let mut body = String::new();
-                for row in &rows {
-                    row.write_line(&mut body);
+                SourceEvent::Warning(warning) => {
+                    tracing::warn!(job_id, warning, "job warning");
+                    if !job.warnings.contains(&warning) {
+                        job.warnings.push(warning);
+                    }
+                    None
                 }
-                put_bytes(
-                    &app.s3,
-                    &app.config.control_bucket,
-                    &draft_key(&job_id, seq),
-                    body.into_bytes(),
-                    "text/plain",
-                )
-                .await?;
-                resume
-            }
-            SourceEvent::Finished(progress) => {
-                job.plan.progress = progress;
-                job.plan.finished = true;
-                if let Some(limit) = spec.operation.task_limit() {
-                    let tasks = job.plan.progress.tasks;
-                    if tasks > limit.max {
-                        let warning = format!(
+                SourceEvent::Chunk(mut chunk) => {
+                    let put = writer.prepare(&mut chunk).await?;
+                    let resume = chunk.resume.take();
+                    writes.push_back(async move { put.send().await.map(|()| resume) }.boxed());
+                    None
+                }
+                SourceEvent::Draft { seq, rows, resume } => {
+                    let mut body = String::new();
+                    for row in &rows {
+                        row.write_line(&mut body);
+                    }
+                    let (s3, bucket) = (app.s3.clone(), app.config.control_bucket.clone());
+                    let key = draft_key(&job_id, seq);
+                    writes.push_back(
+                        async move {
+                            put_bytes(&s3, &bucket, &key, body.into_bytes(), "text/plain")
+                                .await
+                                .map(|_| resume)
+                        }
+                        .boxed(),
+                    );
+                    None
+                }
+                SourceEvent::Finished(progress) => {
+                    // The totals are final once every chunk file is stored; a slice out of
+                    // time still ends at its next checkpoint.
+                    while let Some(written) = writes.next().await {
+                        if let Some(advance) = checkpoint_if_due(
+                            app,
+                            &mut job,
+                            written?,
+                            &mut resumable,
+                            &mut since_checkpoint,
+                            deadline,
+                            lease_holder,
+                        )
+                        .await?
+                        {
+                            return Ok(advance);
+                        }
+                    }
+                    job.plan.progress = progress;
+                    job.plan.finished = true;
+                    if let Some(limit) = spec.operation.task_limit() {
+                        let tasks = job.plan.progress.tasks;
+                        if tasks > limit.max {
+                            let warning = format!(
                             "{} of the job's {tasks} tasks are past its limit of {}: they fail with {} and change nothing",
                             tasks - limit.max,
                             limit.max,
                             limit.code
                         );
-                        if !job.warnings.contains(&warning) {
-                            job.warnings.push(warning);
+                            if !job.warnings.contains(&warning) {
+                                job.warnings.push(warning);
+                            }
                         }
                     }
+                    if let ManifestSource::Generated(
+                        generated @ GeneratedManifest {
+                            output: Some(output),
+                            ..
+                        },
+                    ) = &spec.manifest
+                    {
+                        let with_versions = generated_with_versions(generated, &spec.pinning);
+                        job.generated_manifest = Some(
+                            write_generated_manifest(
+                                &clients.s3(&output.bucket).await,
+                                output,
+                                &job_id,
+                                &generated.source_bucket,
+                                with_versions,
+                            )
+                            .await?,
+                        );
+                    }
+                    // A job already running while planned stays Active: its totals are now final.
+                    if job.status == JobStatus::Preparing {
+                        let (next, reason) = if spec.confirmation_required {
+                            (JobStatus::Suspended, "Awaiting confirmation")
+                        } else {
+                            (JobStatus::Active, "Manifest read; running")
+                        };
+                        job.transition(next, now(), reason)
+                            .map_err(|e| Error::State {
+                                job_id: job_id.clone(),
+                                message: e.to_string(),
+                            })?;
+                    }
+                    if !app.store.put_job(&mut job).await? {
+                        return Ok(Advance::MoreWork);
+                    }
+                    let p = &job.plan.progress;
+                    tracing::info!(job_id, tasks = p.tasks, chunks = p.next_seq, malformed = p.malformed, skipped = p.skipped, status = %job.status, "manifest planned");
+                    return Ok(Advance::Idle);
                 }
-                if let ManifestSource::Generated(
-                    generated @ GeneratedManifest {
-                        output: Some(output),
-                        ..
-                    },
-                ) = &spec.manifest
-                {
-                    let with_versions = generated_with_versions(generated, &spec.pinning);
-                    job.generated_manifest = Some(
-                        write_generated_manifest(
-                            &clients.s3(&output.bucket).await,
-                            output,
-                            &job_id,
-                            &generated.source_bucket,
-                            with_versions,
-                        )
-                        .await?,
-                    );
-                }
-                let (next, reason) = if spec.confirmation_required {
-                    (JobStatus::Suspended, "Awaiting confirmation")
-                } else {
-                    (JobStatus::Active, "Manifest read; running")
-                };
-                job.transition(next, now(), reason)
-                    .map_err(|e| Error::State {
-                        job_id: job_id.clone(),
-                        message: e.to_string(),
-                    })?;
-                if !app.store.put_job(&mut job).await? {
-                    return Ok(Advance::MoreWork);
-                }
-                let p = &job.plan.progress;
-                tracing::info!(job_id, tasks = p.tasks, chunks = p.next_seq, malformed = p.malformed, skipped = p.skipped, status = %job.status, "manifest planned");
-                return Ok(Advance::Idle);
-            }
+            },
         };
         if let Some(advance) = checkpoint_if_due(
             app,
@@ -707,9 +825,14 @@ async fn plan_slice(
             return Ok(advance);
         }
     }
-    Err(Error::Data(format!(
-        "job {job_id}: the manifest reader stopped without finishing"
-    )))
+}
+
+/// What the planning loop does next.
+enum PlanStep {
+    /// A chunk file or draft part landed (with where a resumed planner may start after it).
+    Written(Result<Option<PlanProgress>>),
+    /// The manifest reader's next event; None when it stopped.
+    Event(Option<Result<SourceEvent>>),
 }
 
 /// Sends the pointers of every planned chunk not yet sent, checkpointing every hundred.

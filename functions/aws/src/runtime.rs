@@ -12,7 +12,6 @@ use crate::worker::{
     busy_retry_seconds, local_deadline, process_chunk_within, ChunkRun, TaskBudget,
 };
 use crate::App;
-use batchops_core::JobStatus;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,6 +59,9 @@ pub struct RunStats {
 }
 
 pub async fn run(app: Arc<App>, options: RunOptions) -> Result<Arc<RunStats>> {
+    // Jobs of a table written before working markers existed get theirs, or the idle check
+    // and the sweep would not see them.
+    app.store.mark_working_jobs().await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stats = Arc::new(RunStats::default());
     let mut tasks = Vec::new();
@@ -103,12 +105,6 @@ pub async fn run(app: Arc<App>, options: RunOptions) -> Result<Arc<RunStats>> {
 
     let started = Instant::now();
     let outcome = loop {
-        // A job's end (the finalizer's) is when the runtime may have become idle: look at once.
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => break Ok(()),
-            _ = tokio::time::sleep(IDLE_CHECK_INTERVAL) => {}
-            _ = stats.job_ended.notified() => {}
-        }
         if let Some(limit) = options.max_duration {
             if started.elapsed() > limit {
                 break Err(Error::Invalid(format!(
@@ -116,21 +112,14 @@ pub async fn run(app: Arc<App>, options: RunOptions) -> Result<Arc<RunStats>> {
                 )));
             }
         }
-        if options.until_idle {
-            match app.store.list_jobs(&JobStatus::WORKING).await {
-                Ok(jobs) if jobs.is_empty() => {
-                    // Idle also means no S3 event waiting or being handled.
-                    let events_waiting = match &events_url {
-                        Some(url) => app.queues.pending(url).await.unwrap_or(1),
-                        None => 0,
-                    };
-                    if events_waiting == 0 {
-                        break Ok(());
-                    }
-                }
-                Ok(_) => {}
-                Err(err) => tracing::warn!(error = %err, "could not list jobs"),
-            }
+        if options.until_idle && idle(&app, events_url.as_deref()).await {
+            break Ok(());
+        }
+        // A job's end (the finalizer's) is when the runtime may have become idle: look at once.
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break Ok(()),
+            _ = tokio::time::sleep(IDLE_CHECK_INTERVAL) => {}
+            _ = stats.job_ended.notified() => {}
         }
     };
     let _ = stop_tx.send(true);
@@ -138,6 +127,21 @@ pub async fn run(app: Arc<App>, options: RunOptions) -> Result<Arc<RunStats>> {
         let _ = task.await;
     }
     outcome.map(|_| stats)
+}
+
+/// No job has work left, and no S3 event waits or is being handled.
+async fn idle(app: &App, events_url: Option<&str>) -> bool {
+    match app.store.any_working_job().await {
+        Ok(false) => match events_url {
+            Some(url) => app.queues.pending(url).await.unwrap_or(1) == 0,
+            None => true,
+        },
+        Ok(true) => false,
+        Err(err) => {
+            tracing::warn!(error = %err, "could not look for working jobs");
+            false
+        }
+    }
 }
 
 async fn planner_loop(
@@ -162,10 +166,10 @@ async fn planner_loop(
             .saturating_sub(last_sweep.map_or(Duration::ZERO, |at| at.elapsed()))
             .as_secs()
             .clamp(0, 1) as i32;
-        // Never cancelled (see worker_loop): at most a second's wait.
-        let received = app.queues.receive(&app.queues.plan_url, 10, wait, 60).await;
-        match received {
-            Ok(messages) => {
+        let received = app.queues.receive(&app.queues.plan_url, 10, wait, 60);
+        match until_stopped(&mut stop, received).await {
+            None => break,
+            Some(Ok(messages)) => {
                 for message in messages {
                     if let Ok(pointer) = serde_json::from_str::<JobPointer>(&message.body) {
                         let deadline = Instant::now() + app.config.plan_slice;
@@ -182,20 +186,16 @@ async fn planner_loop(
                         .await;
                 }
             }
-            Err(err) => {
+            Some(Err(err)) => {
                 tracing::warn!(error = %err, "plan queue receive failed");
-                tokio::select! {
-                    _ = stop.changed() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
+                pause(&mut stop, Duration::from_secs(1)).await;
             }
         }
         if wait == 0 {
             // Less than a second to the next sweep: wait for it without spinning.
-            tokio::select! {
-                _ = stop.changed() => {}
-                _ = tokio::time::sleep(interval.saturating_sub(last_sweep.map_or(Duration::ZERO, |at| at.elapsed()))) => {}
-            }
+            let left =
+                interval.saturating_sub(last_sweep.map_or(Duration::ZERO, |at| at.elapsed()));
+            pause(&mut stop, left).await;
         }
     }
 }
@@ -203,22 +203,18 @@ async fn planner_loop(
 async fn worker_loop(
     app: Arc<App>,
     budget: TaskBudget,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
     stats: Arc<RunStats>,
 ) {
     let visibility = work_visibility_seconds(&app.config);
     while !*stop.borrow() {
-        // Short long polls, never cancelled: a dropped ReceiveMessage would hide what it took
-        // for the visibility timeout. A runner told to stop returns within a second.
-        let received = app
-            .queues
-            .receive(&app.queues.work_url, 1, 1, visibility)
-            .await;
-        let messages = match received {
-            Ok(messages) => messages,
-            Err(err) => {
+        let received = app.queues.receive(&app.queues.work_url, 1, 1, visibility);
+        let messages = match until_stopped(&mut stop, received).await {
+            None => break,
+            Some(Ok(messages)) => messages,
+            Some(Err(err)) => {
                 tracing::warn!(error = %err, "work queue receive failed");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                pause(&mut stop, Duration::from_secs(1)).await;
                 continue;
             }
         };
@@ -277,6 +273,26 @@ async fn worker_loop(
     }
 }
 
+/// `receive`, unless the runtime is told to stop first (None): stopping does not wait for a long
+/// poll. Messages a poll cut short had taken are neither processed nor deleted: SQS shows them
+/// again after their visibility timeout. Every message a loop did receive, it handles (deletes
+/// or releases) before it looks at `stop` again.
+async fn until_stopped<T>(
+    stop: &mut watch::Receiver<bool>,
+    receive: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        biased;
+        _ = stop.wait_for(|stopped| *stopped) => None,
+        received = receive => Some(received),
+    }
+}
+
+/// Sleeps for `duration`, or until the runtime is told to stop.
+async fn pause(stop: &mut watch::Receiver<bool>, duration: Duration) {
+    let _ = tokio::time::timeout(duration, stop.wait_for(|stopped| *stopped)).await;
+}
+
 /// Runs `work` while extending the message's visibility every third of `visibility` seconds,
 /// so a live runtime keeps its chunk however long it runs and a killed one loses it quickly.
 async fn with_visibility_heartbeat<T>(
@@ -299,17 +315,15 @@ async fn with_visibility_heartbeat<T>(
     }
 }
 
-async fn finalizer_loop(app: Arc<App>, stop: watch::Receiver<bool>, stats: Arc<RunStats>) {
+async fn finalizer_loop(app: Arc<App>, mut stop: watch::Receiver<bool>, stats: Arc<RunStats>) {
     while !*stop.borrow() {
-        let received = app
-            .queues
-            .receive(&app.queues.finalize_url, 10, 1, 30)
-            .await;
-        let messages = match received {
-            Ok(messages) => messages,
-            Err(err) => {
+        let received = app.queues.receive(&app.queues.finalize_url, 10, 1, 30);
+        let messages = match until_stopped(&mut stop, received).await {
+            None => break,
+            Some(Ok(messages)) => messages,
+            Some(Err(err)) => {
                 tracing::warn!(error = %err, "finalize queue receive failed");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                pause(&mut stop, Duration::from_secs(1)).await;
                 continue;
             }
         };
@@ -355,16 +369,17 @@ async fn finalizer_loop(app: Arc<App>, stop: watch::Receiver<bool>, stats: Arc<R
 async fn events_loop(
     app: Arc<App>,
     url: String,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
     stats: Arc<RunStats>,
 ) {
     while !*stop.borrow() {
-        let received = app.queues.receive(&url, 10, 1, 120).await;
-        let messages = match received {
-            Ok(messages) => messages,
-            Err(err) => {
+        let received = app.queues.receive(&url, 10, 1, 120);
+        let messages = match until_stopped(&mut stop, received).await {
+            None => break,
+            Some(Ok(messages)) => messages,
+            Some(Err(err)) => {
                 tracing::warn!(error = %err, "events queue receive failed");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                pause(&mut stop, Duration::from_secs(1)).await;
                 continue;
             }
         };

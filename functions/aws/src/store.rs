@@ -3,7 +3,9 @@
 
 use crate::error::{aws, Error, Result};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem, Update,
+};
 use aws_sdk_dynamodb::Client;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use batchops_core::counts::Counters;
@@ -14,6 +16,10 @@ use std::collections::HashMap;
 
 pub const STATUS_INDEX: &str = "by-status";
 const META: &str = "META";
+/// The partition of working markers: one item (sort key: the job ID) per job in a working
+/// status, written in the same transaction as the job's move in or out of them, so one query
+/// answers whether any job has work (the local runtime's idle check, the planner's sweep).
+const WORKING_PK: &str = "WORKING";
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -279,6 +285,15 @@ fn transaction_conflict<E: ProvideErrorMetadata>(err: &E) -> bool {
     err.code() == Some("TransactionCanceledException")
 }
 
+/// A cancelled transaction lost a race: a condition did not hold, or another transaction
+/// wrote one of its items at the same time.
+fn lost_race(codes: &[Option<String>]) -> bool {
+    codes
+        .iter()
+        .flatten()
+        .any(|code| code == "ConditionalCheckFailed" || code == "TransactionConflict")
+}
+
 /// The cancellation reason codes of a cancelled TransactWriteItems, in item order.
 fn cancellation_codes(
     err: &aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
@@ -325,6 +340,7 @@ impl Store {
         let mut record: JobRecord =
             serde_json::from_str(doc).map_err(|e| Error::Data(format!("decode job: {e}")))?;
         record.revision = get_n(item, "revision");
+        record.stored_status = Some(record.status);
         Ok(record)
     }
 
@@ -350,6 +366,7 @@ impl Store {
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().put(token_put).build())
             .transact_items(TransactWriteItem::builder().put(job_put).build())
+            .transact_items(self.working_marker(&record.job_id, true)?)
             .send()
             .await;
         match result {
@@ -385,27 +402,197 @@ impl Store {
     pub async fn put_job(&self, record: &mut JobRecord) -> Result<bool> {
         let expected = record.revision;
         record.revision += 1;
-        let item = Self::job_item(record)?;
-        let result = self
-            .client
-            .put_item()
+        let working = record.status.is_working();
+        let result = match Self::job_item(record) {
+            // Still (or still not) working: the marker stays as it is.
+            Ok(item) if record.stored_status.map(JobStatus::is_working) == Some(working) => {
+                let result = self
+                    .client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .condition_expression("revision = :expected")
+                    .expression_attribute_values(":expected", n(expected))
+                    .send()
+                    .await;
+                match result {
+                    // A worker's commit transaction checking the job at this moment is a lost
+                    // race too: nothing was written.
+                    Err(err)
+                        if err
+                            .as_service_error()
+                            .is_some_and(|e| e.code() == Some("TransactionConflictException")) =>
+                    {
+                        Ok(false)
+                    }
+                    result => condition_held(result, "PutItem"),
+                }
+            }
+            Ok(item) => {
+                self.put_job_with_marker(item, expected, &record.job_id, working)
+                    .await
+            }
+            Err(err) => Err(err),
+        };
+        match result {
+            Ok(true) => {
+                record.stored_status = Some(record.status);
+                Ok(true)
+            }
+            other => {
+                record.revision = expected;
+                other
+            }
+        }
+    }
+
+    /// The job's write and its working marker's put (`working`) or delete, in one transaction:
+    /// false on a lost race.
+    async fn put_job_with_marker(
+        &self,
+        item: Item,
+        expected: u64,
+        job_id: &str,
+        working: bool,
+    ) -> Result<bool> {
+        let job_put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression("revision = :expected")
             .expression_attribute_values(":expected", n(expected))
+            .build()
+            .map_err(aws("DynamoDB", "TransactWriteItems"))?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(job_put).build())
+            .transact_items(self.working_marker(job_id, working)?)
             .send()
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(err) if err.as_service_error().is_some_and(is_conditional_failure) => {
-                record.revision = expected;
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| lost_race(&cancellation_codes(e))) =>
+            {
                 Ok(false)
             }
-            Err(err) => {
-                record.revision = expected;
-                Err(aws("DynamoDB", "PutItem")(err))
+            Err(err) => Err(aws("DynamoDB", "TransactWriteItems")(err)),
+        }
+    }
+
+    /// The put (`working`) or delete of a job's working marker, as a transaction item.
+    fn working_marker(&self, job_id: &str, working: bool) -> Result<TransactWriteItem> {
+        let item = if working {
+            TransactWriteItem::builder().put(
+                Put::builder()
+                    .table_name(&self.table)
+                    .item("pk", s(WORKING_PK))
+                    .item("sk", s(job_id))
+                    .build()
+                    .map_err(aws("DynamoDB", "TransactWriteItems"))?,
+            )
+        } else {
+            TransactWriteItem::builder().delete(
+                Delete::builder()
+                    .table_name(&self.table)
+                    .key("pk", s(WORKING_PK))
+                    .key("sk", s(job_id))
+                    .build()
+                    .map_err(aws("DynamoDB", "TransactWriteItems"))?,
+            )
+        };
+        Ok(item.build())
+    }
+
+    /// Whether some job is in a working status: one strongly consistent read of at most one
+    /// marker.
+    pub async fn any_working_job(&self) -> Result<bool> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(WORKING_PK))
+            .consistent_read(true)
+            .limit(1)
+            .send()
+            .await
+            .map_err(aws("DynamoDB", "Query"))?;
+        Ok(!out.items().is_empty())
+    }
+
+    /// The IDs of the jobs in a working status, from their markers.
+    pub async fn working_job_ids(&self) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(WORKING_PK))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(aws("DynamoDB", "Query"))?;
+            ids.extend(
+                out.items()
+                    .iter()
+                    .filter_map(|i| get_s(i, "sk"))
+                    .map(str::to_string),
+            );
+            match out.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => return Ok(ids),
             }
         }
+    }
+
+    /// Gives every working job a marker it lacks (jobs created before markers existed): each
+    /// put only while the job is still as listed, so a job that has just ended gets none.
+    /// Returns how many were added.
+    pub async fn mark_working_jobs(&self) -> Result<usize> {
+        let marked: std::collections::HashSet<String> =
+            self.working_job_ids().await?.into_iter().collect();
+        let mut added = 0;
+        for job in self.list_jobs(&JobStatus::WORKING).await? {
+            if marked.contains(&job.job_id) {
+                continue;
+            }
+            let unchanged = ConditionCheck::builder()
+                .table_name(&self.table)
+                .key("pk", s(job_pk(&job.job_id)))
+                .key("sk", s(META))
+                .condition_expression("revision = :seen")
+                .expression_attribute_values(":seen", n(job.revision))
+                .build()
+                .map_err(aws("DynamoDB", "TransactWriteItems"))?;
+            let result = self
+                .client
+                .transact_write_items()
+                .transact_items(
+                    TransactWriteItem::builder()
+                        .condition_check(unchanged)
+                        .build(),
+                )
+                .transact_items(self.working_marker(&job.job_id, true)?)
+                .send()
+                .await;
+            match result {
+                Ok(_) => added += 1,
+                // The job changed since it was listed: that write kept its marker right.
+                Err(err)
+                    if err
+                        .as_service_error()
+                        .is_some_and(|e| lost_race(&cancellation_codes(e))) => {}
+                Err(err) => return Err(aws("DynamoDB", "TransactWriteItems")(err)),
+            }
+        }
+        Ok(added)
     }
 
     /// Read-modify-write with retries on lost races. `change` returns Ok(false) to leave the

@@ -69,6 +69,10 @@ pub struct JobRecord {
     /// The manifest a ManifestGenerator wrote (EnableManifestOutput), once planning wrote it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generated_manifest: Option<GeneratedManifestDescriptor>,
+    /// The status as last read from or written to the store (not itself stored): tells the
+    /// store whether a write moves the job in or out of the working statuses.
+    #[serde(skip)]
+    pub stored_status: Option<JobStatus>,
 }
 
 /// S3 Control's `GeneratedManifestDescriptor`: where the generated manifest's manifest.json is.
@@ -126,6 +130,7 @@ impl JobRecord {
             error_streak: Default::default(),
             tags: None,
             generated_manifest: None,
+            stored_status: None,
         }
     }
 

@@ -68,6 +68,11 @@ impl JobStatus {
         }
     }
 
+    /// Some component still has work to do for a job in this status (see [`Self::WORKING`]).
+    pub fn is_working(self) -> bool {
+        JobStatus::WORKING.contains(&self)
+    }
+
     pub fn is_terminal(self) -> bool {
         matches!(
             self,

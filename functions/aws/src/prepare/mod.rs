@@ -42,7 +42,7 @@ pub use reader::{Location, Reader};
 use restore::*;
 use store_listing::*;
 use tokio::sync::mpsc;
-pub use writer::{ChunkWriter, WriteStats};
+pub use writer::{ChunkPut, ChunkWriter, WriteStats};
 
 /// Chunks buffered between the parsing thread and the writer.
 const CHANNEL_CHUNKS: usize = 4;

@@ -66,8 +66,39 @@ pub struct WriteStats {
 
 pub(super) const MALFORMED_KEPT: usize = 100;
 
+/// A prepared chunk's PUTs (its chunk file, and its part of a generated manifest), made by
+/// [`ChunkPut::send`]; owns all it needs, so several can be in flight at once.
+pub struct ChunkPut {
+    puts: Vec<PendingPut>,
+}
+
+struct PendingPut {
+    s3: Client,
+    bucket: String,
+    key: String,
+    body: Vec<u8>,
+    content_type: &'static str,
+}
+
+impl ChunkPut {
+    pub async fn send(self) -> Result<()> {
+        for put in self.puts {
+            put_bytes(&put.s3, &put.bucket, &put.key, put.body, put.content_type).await?;
+        }
+        Ok(())
+    }
+}
+
 impl ChunkWriter {
+    /// Prepares `chunk` (pinning, limits, encoding) and stores it before returning.
     pub async fn write(&mut self, chunk: &mut ChunkOut) -> Result<()> {
+        self.prepare(chunk).await?.send().await
+    }
+
+    /// Everything of a write but its PUTs, which the returned [`ChunkPut`] makes: the planner
+    /// keeps several in flight while the next chunks are prepared. Chunks are prepared in
+    /// order (task numbering and limits depend on the chunks before).
+    pub async fn prepare(&mut self, chunk: &mut ChunkOut) -> Result<ChunkPut> {
         if self.pin_with_head {
             self.pin(&mut chunk.tasks).await?;
         }
@@ -93,16 +124,15 @@ impl ChunkWriter {
         let body = encode_chunk(&chunk.tasks);
         self.stats.chunks += 1;
         self.stats.encoded_bytes += body.len() as u64;
+        let mut puts = Vec::new();
         if let Some((control_s3, bucket, job_id)) = &self.control {
-            put_bytes(
-                control_s3,
-                bucket,
-                &chunk_key(job_id, chunk.seq),
-                body.into_bytes(),
-                "text/plain",
-            )
-            .await?;
-            self.stats.s3_puts += 1;
+            puts.push(PendingPut {
+                s3: control_s3.clone(),
+                bucket: bucket.clone(),
+                key: chunk_key(job_id, chunk.seq),
+                body: body.into_bytes(),
+                content_type: "text/plain",
+            });
             if let Some((output, job_id, with_versions)) = &self.output {
                 let part = generated_part(&chunk.tasks, *with_versions)?;
                 let key = format!(
@@ -115,12 +145,17 @@ impl ChunkWriter {
                         "writing a generated manifest needs S3 access".into(),
                     ));
                 };
-                let s3 = clients.s3(&output.bucket).await;
-                put_bytes(&s3, &output.bucket, &key, part, "application/gzip").await?;
-                self.stats.s3_puts += 1;
+                puts.push(PendingPut {
+                    s3: clients.s3(&output.bucket).await,
+                    bucket: output.bucket.clone(),
+                    key,
+                    body: part,
+                    content_type: "application/gzip",
+                });
             }
         }
-        Ok(())
+        self.stats.s3_puts += puts.len() as u64;
+        Ok(ChunkPut { puts })
     }
 
     pub(super) async fn pin(&mut self, tasks: &mut [ChunkTask]) -> Result<()> {

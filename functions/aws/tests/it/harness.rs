@@ -259,6 +259,31 @@ impl TestEnv {
         described
     }
 
+    /// Every message in the work queue, removed from it: what a lost send or a dead letter
+    /// leaves.
+    pub async fn drain_work_queue(&self) -> Vec<batchops_aws::queue::ChunkPointer> {
+        let mut pointers = Vec::new();
+        loop {
+            let messages = self
+                .app
+                .queues
+                .receive(&self.app.queues.work_url, 10, 0, 30)
+                .await
+                .unwrap();
+            if messages.is_empty() {
+                return pointers;
+            }
+            for message in messages {
+                pointers.push(serde_json::from_str(&message.body).unwrap());
+                self.app
+                    .queues
+                    .delete(&self.app.queues.work_url, &message.receipt_handle)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
     /// Reads the report back and asserts it lists every counted task exactly once, intact.
     pub async fn audit(&self, job_id: &str) -> ReportAudit {
         let audit = audit_report(&self.app, job_id)

@@ -63,30 +63,6 @@ fn five_succeeded() -> RangeCommit {
     }
 }
 
-/// Every message in the work queue, removed from it: what a lost send or a dead letter leaves.
-async fn drain_work_queue(env: &TestEnv) -> Vec<ChunkPointer> {
-    let mut pointers = Vec::new();
-    loop {
-        let messages = env
-            .app
-            .queues
-            .receive(&env.app.queues.work_url, 10, 0, 30)
-            .await
-            .unwrap();
-        if messages.is_empty() {
-            return pointers;
-        }
-        for message in messages {
-            pointers.push(serde_json::from_str(&message.body).unwrap());
-            env.app
-                .queues
-                .delete(&env.app.queues.work_url, &message.receipt_handle)
-                .await
-                .unwrap();
-        }
-    }
-}
-
 /// The local runtime until idle, failing the test (instead of hanging) if a job still waits
 /// after `limit`.
 async fn run_within(env: &TestEnv, limit: Duration) {
@@ -142,11 +118,11 @@ async fn a_redelivered_committed_range_resends_the_successor_its_first_delivery_
         }
     };
     // The successor's send is lost (with every other pointer).
-    drain_work_queue(&env).await;
+    env.drain_work_queue().await;
     // SQS redelivers (0, 0): its range is committed, and the successor must be sent again.
     let again = process_chunk(&env.app, &pointer, deadline()).await.unwrap();
     assert_eq!(again, ChunkRun::AlreadyCommitted);
-    let resent = drain_work_queue(&env).await;
+    let resent = env.drain_work_queue().await;
     assert_eq!(
         resent,
         vec![ChunkPointer {
@@ -172,7 +148,7 @@ async fn the_sweep_redispatches_ranges_whose_pointers_were_lost() {
     .await;
     let job = planned_job(&env, "lost", 8).await;
     // Chunk 1 runs; every other pointer is lost (a failed send, or dead-lettered).
-    let pointers = drain_work_queue(&env).await;
+    let pointers = env.drain_work_queue().await;
     assert_eq!(pointers.len(), 3);
     process_chunk(&env.app, &pointers[1], deadline())
         .await
@@ -486,7 +462,7 @@ async fn a_planning_error_no_retry_can_fix_fails_the_job_with_its_reason() {
 async fn a_report_that_cannot_be_written_fails_the_job_instead_of_retrying_for_ever() {
     let env = TestEnv::with_vars(&[("BATCHOPS_CHUNK_SIZE", "5")]).await;
     let job = planned_job(&env, "noreport", 4).await;
-    for pointer in drain_work_queue(&env).await {
+    for pointer in env.drain_work_queue().await {
         process_chunk(&env.app, &pointer, deadline()).await.unwrap();
     }
     // Every task ran; then the report bucket is deleted before the finalizer writes the report.
@@ -518,7 +494,7 @@ async fn large_copy_job(env: &TestEnv) -> (String, Vec<u8>) {
     advance(&env.app, &job, Instant::now() + Duration::from_secs(60))
         .await
         .unwrap();
-    drain_work_queue(env).await;
+    env.drain_work_queue().await;
     (job, body)
 }
 
@@ -566,7 +542,7 @@ async fn a_multipart_copy_too_long_for_one_invocation_continues_in_the_next() {
     run_until_continued(&env, &pointer).await;
     // The upload is kept, not aborted, and the same range was sent on.
     assert_eq!(env.open_uploads().await, 1);
-    let sent = drain_work_queue(&env).await;
+    let sent = env.drain_work_queue().await;
     assert_eq!(sent, vec![pointer.clone()]);
     let done = process_chunk(&env.app, &pointer, deadline()).await.unwrap();
     assert_eq!(
@@ -665,7 +641,7 @@ async fn cancelling_a_job_aborts_the_uploads_its_tasks_kept() {
         first_task: 0,
     };
     run_until_continued(&env, &pointer).await;
-    drain_work_queue(&env).await;
+    env.drain_work_queue().await;
     assert_eq!(env.open_uploads().await, 1);
     batchops_aws::jobs::update_job_status(&env.app, &job, JobStatus::Cancelled, None, None)
         .await
