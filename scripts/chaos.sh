@@ -51,9 +51,9 @@ export BATCHOPS_LOCAL_VISIBILITY_SECONDS="${BATCHOPS_LOCAL_VISIBILITY_SECONDS:-5
 # A range lease outliving the visibility: a killed holder's own message comes back while its
 # lease still lives, meets "Busy" and must come back again once the lease has run out.
 export BATCHOPS_LEASE_SECONDS="${BATCHOPS_LEASE_SECONDS:-8}"
-# A killed planner's planning lease lasts its slice plus 60 s: short slices, so that a kill landing
-# while one of the two kills-scenario jobs is being planned costs about a minute, not eleven.
-export BATCHOPS_PLAN_SLICE_SECONDS="${BATCHOPS_PLAN_SLICE_SECONDS:-5}"
+# A kill that lands while one of the two kills-scenario jobs is being planned leaves its planning
+# lease behind: a short lease (renewed while a planner lives) hands the job on within seconds.
+export BATCHOPS_PLAN_LEASE_SECONDS="${BATCHOPS_PLAN_LEASE_SECONDS:-6}"
 export BATCHOPS_STATUS_CHECK_SECONDS="${BATCHOPS_STATUS_CHECK_SECONDS:-0.2}"
 export BATCHOPS_RETRY_BASE_MS="${BATCHOPS_RETRY_BASE_MS:-10}"
 export BATCHOPS_RETRY_CAP_MS="${BATCHOPS_RETRY_CAP_MS:-1000}"

@@ -227,12 +227,7 @@ async fn plan_with_lease(app: &App, job: JobRecord, deadline: Instant) -> Result
     let holder = uuid::Uuid::new_v4().simple().to_string();
     let acquired = app
         .store
-        .acquire_plan_lease(
-            &job_id,
-            &holder,
-            plan_lease_until(deadline),
-            crate::unix_now(),
-        )
+        .acquire_plan_lease(&job_id, &holder, plan_lease_until(app), crate::unix_now())
         .await;
     let acquired = match acquired {
         Ok(acquired) => acquired,
@@ -247,17 +242,53 @@ async fn plan_with_lease(app: &App, job: JobRecord, deadline: Instant) -> Result
         tracing::info!(job_id, "another planner holds this job's planning lease");
         return Ok(None);
     }
-    let planned = plan_slice(app, job, deadline, &holder).await;
+    // The lease is short and renewed while the slice runs, so a killed planner holds its job
+    // for one lease, not for the rest of its slice. The renewal stops (its last request
+    // answered) before the lease is given back, so no late renewal can take it again.
+    let finished = tokio::sync::Notify::new();
+    let planning = async {
+        let planned = plan_slice(app, job, deadline, &holder).await;
+        finished.notify_one();
+        planned
+    };
+    let (planned, ()) = tokio::join!(planning, renew_plan_lease(app, &job_id, &holder, &finished));
     if let Err(err) = app.store.release_plan_lease(&job_id, &holder).await {
         tracing::warn!(job_id, error = %err, "could not release the planning lease; it expires on its own");
     }
     planned.map(Some)
 }
 
-/// Until when a planning lease taken now lasts: past the slice's end by a margin, so it covers
-/// the last checkpoint write; a killed planner's job is planned again after it.
-fn plan_lease_until(deadline: Instant) -> u64 {
-    crate::unix_now() + deadline.saturating_duration_since(Instant::now()).as_secs() + 60
+/// Until when a planning lease taken or renewed now lasts (`BATCHOPS_PLAN_LEASE_SECONDS`); a
+/// killed planner's job is planned again after it.
+fn plan_lease_until(app: &App) -> u64 {
+    crate::unix_now() + app.config.plan_lease.as_secs().max(1)
+}
+
+/// Renews `holder`'s planning lease every third of its length until `finished` is notified. A
+/// renewal that finds the lease taken stops renewing: the slice itself stops at its next
+/// checkpoint, whose own renewal fails. A failed request is tried again at the next beat.
+async fn renew_plan_lease(app: &App, job_id: &str, holder: &str, finished: &tokio::sync::Notify) {
+    let beat = app.config.plan_lease / 3;
+    loop {
+        tokio::select! {
+            _ = finished.notified() => return,
+            _ = tokio::time::sleep(beat) => {}
+        }
+        match app
+            .store
+            .acquire_plan_lease(job_id, holder, plan_lease_until(app), crate::unix_now())
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(job_id, "another planner took this job's planning lease");
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(job_id, error = %err, "could not renew the planning lease");
+            }
+        }
+    }
 }
 
 /// The self-healing sweep of an Active job: when no range was committed for
@@ -430,7 +461,7 @@ async fn checkpoint_if_due(
         .acquire_plan_lease(
             &job.job_id,
             lease_holder,
-            plan_lease_until(deadline),
+            plan_lease_until(app),
             crate::unix_now(),
         )
         .await?

@@ -194,3 +194,54 @@ async fn a_planner_stopped_after_dispatching_is_resumed_without_counting_a_task_
     assert_eq!(audit.succeeded_rows, OBJECTS as u64);
     assert_eq!(env.keys(&env.dst).await.len(), OBJECTS);
 }
+
+/// A planner killed mid-slice holds its job for one short planning lease, not for the rest of its
+/// slice: the next planner takes the job over and plans it to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_planner_killed_mid_slice_gives_its_job_up_after_one_lease() {
+    let env = TestEnv::with_vars(&[
+        ("BATCHOPS_CHUNK_SIZE", "1"),
+        ("BATCHOPS_CHECKPOINT_EVERY_CHUNKS", "5"),
+        ("BATCHOPS_PLAN_LEASE_SECONDS", "2"),
+    ])
+    .await;
+    let objects = 300;
+    let job = one_task_chunks_job(&env, "killed", objects).await;
+    // A long slice, killed (its task aborted) once it has checkpointed at least once.
+    let app = env.app.clone();
+    let planner_job = job.clone();
+    let planner = tokio::spawn(async move {
+        advance(&app, &planner_job, Instant::now() + Duration::from_secs(600)).await
+    });
+    let started = Instant::now();
+    while env.app.store.get_job(&job).await.unwrap().status != JobStatus::Active {
+        assert!(started.elapsed() < Duration::from_secs(60), "never checkpointed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    planner.abort();
+    let _ = planner.await;
+    let killed_at = Instant::now();
+    assert!(
+        !env.app.store.get_job(&job).await.unwrap().plan.finished,
+        "planning ended before the kill: make the manifest longer"
+    );
+    // Redelivered planning messages: within a few leases the job is planned to the end.
+    loop {
+        let outcome = advance(&env.app, &job, Instant::now() + Duration::from_secs(60))
+            .await
+            .unwrap();
+        if env.app.store.get_job(&job).await.unwrap().plan.finished {
+            break;
+        }
+        if outcome == Advance::Idle {
+            assert!(
+                killed_at.elapsed() < Duration::from_secs(20),
+                "the killed planner's lease still holds the job after {:?}",
+                killed_at.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let record = env.app.store.get_job(&job).await.unwrap();
+    assert_eq!(record.total_tasks(), Some(objects as u64));
+}
