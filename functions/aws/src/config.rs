@@ -30,7 +30,8 @@ pub struct Config {
     /// Longest time one planner invocation spends on a job before checkpointing and handing on.
     pub plan_slice: Duration,
     /// How long a planner's lease on a job lasts without renewal; a running planner renews it
-    /// every third of this, so a killed one holds its job this long, not a whole slice.
+    /// every third of this, so a killed one holds its job this long, not a whole slice. At least
+    /// 3 s: lease times are whole seconds.
     pub plan_lease: Duration,
     /// Write the planning checkpoint after this many chunk files.
     pub checkpoint_every_chunks: u64,
@@ -196,7 +197,7 @@ impl Config {
                 cap: Duration::from_millis(number(vars, "BATCHOPS_RETRY_CAP_MS", 20_000, 1)?),
             },
             plan_slice: secs("BATCHOPS_PLAN_SLICE_SECONDS", 600.0, 0.001)?,
-            plan_lease: secs("BATCHOPS_PLAN_LEASE_SECONDS", 60.0, 1.0)?,
+            plan_lease: secs("BATCHOPS_PLAN_LEASE_SECONDS", 60.0, 3.0)?,
             checkpoint_every_chunks: number(vars, "BATCHOPS_CHECKPOINT_EVERY_CHUNKS", 10, 1)?,
             worker_safety_margin: secs("BATCHOPS_WORKER_SAFETY_SECONDS", 60.0, 0.0)?,
             status_check_interval: secs("BATCHOPS_STATUS_CHECK_SECONDS", 2.0, 0.01)?,

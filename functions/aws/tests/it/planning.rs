@@ -202,7 +202,7 @@ async fn a_planner_killed_mid_slice_gives_its_job_up_after_one_lease() {
     let env = TestEnv::with_vars(&[
         ("BATCHOPS_CHUNK_SIZE", "1"),
         ("BATCHOPS_CHECKPOINT_EVERY_CHUNKS", "5"),
-        ("BATCHOPS_PLAN_LEASE_SECONDS", "2"),
+        ("BATCHOPS_PLAN_LEASE_SECONDS", "3"),
     ])
     .await;
     let objects = 300;
@@ -211,11 +211,19 @@ async fn a_planner_killed_mid_slice_gives_its_job_up_after_one_lease() {
     let app = env.app.clone();
     let planner_job = job.clone();
     let planner = tokio::spawn(async move {
-        advance(&app, &planner_job, Instant::now() + Duration::from_secs(600)).await
+        advance(
+            &app,
+            &planner_job,
+            Instant::now() + Duration::from_secs(600),
+        )
+        .await
     });
     let started = Instant::now();
     while env.app.store.get_job(&job).await.unwrap().status != JobStatus::Active {
-        assert!(started.elapsed() < Duration::from_secs(60), "never checkpointed");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never checkpointed"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     planner.abort();
@@ -242,6 +250,75 @@ async fn a_planner_killed_mid_slice_gives_its_job_up_after_one_lease() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+    let record = env.app.store.get_job(&job).await.unwrap();
+    assert_eq!(record.total_tasks(), Some(objects as u64));
+}
+
+/// A planner that runs longer than its lease keeps renewing it: no second planner gets the job
+/// while the first is still planning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_live_planner_keeps_its_lease_past_its_length() {
+    let env = TestEnv::with_vars(&[
+        ("BATCHOPS_CHUNK_SIZE", "1"),
+        ("BATCHOPS_CHECKPOINT_EVERY_CHUNKS", "5"),
+        ("BATCHOPS_PLAN_LEASE_SECONDS", "3"),
+    ])
+    .await;
+    let objects = 600;
+    let job = one_task_chunks_job(&env, "alive", objects).await;
+    let app = env.app.clone();
+    let planner_job = job.clone();
+    let started = Instant::now();
+    let planner = tokio::spawn(async move {
+        advance(
+            &app,
+            &planner_job,
+            Instant::now() + Duration::from_secs(600),
+        )
+        .await
+    });
+    // Once it has checkpointed, the planner surely holds the lease.
+    while env.app.store.get_job(&job).await.unwrap().status != JobStatus::Active {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never checkpointed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut intrusions = 0;
+    let planned_for = loop {
+        if env.app.store.get_job(&job).await.unwrap().plan.finished {
+            break started.elapsed();
+        }
+        let now = batchops_aws::unix_now();
+        if env
+            .app
+            .store
+            .acquire_plan_lease(&job, "intruder", now + 1, now)
+            .await
+            .unwrap()
+        {
+            // The lease is given up only once planning has ended.
+            if !env.app.store.get_job(&job).await.unwrap().plan.finished {
+                intrusions += 1;
+            }
+            env.app
+                .store
+                .release_plan_lease(&job, "intruder")
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    planner.await.unwrap().unwrap();
+    assert!(
+        planned_for > Duration::from_millis(4500),
+        "planning took {planned_for:?}, under one and a half leases: make the manifest longer"
+    );
+    assert_eq!(
+        intrusions, 0,
+        "another planner got the lease while the first planned"
+    );
     let record = env.app.store.get_job(&job).await.unwrap();
     assert_eq!(record.total_tasks(), Some(objects as u64));
 }
