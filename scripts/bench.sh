@@ -86,7 +86,7 @@ if [ "$WHAT" = planner ] || { [ "$WHAT" = backup ] && [ -n "$BACKUP_SIZES" ]; };
   echo "==> cargo build --release -p batchops-cli" >&2
   cargo build --release --quiet -p batchops-cli
 fi
-BATCHOPS="$ROOT/target/release/batchops"
+BATCHOPS="${CARGO_TARGET_DIR:-$ROOT/target}/release/batchops"
 
 human() { python3 -c "import sys; n=int(sys.argv[1]); print(f'{n/1e6:.0f}M' if n>=1e6 else f'{n/1e3:.0f}k')" "$1"; }
 

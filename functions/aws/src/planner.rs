@@ -179,7 +179,7 @@ pub async fn advance(app: &App, job_id: &str, deadline: Instant) -> Result<Advan
             // Dispatch while planning: an Active job whose planning has not ended runs its
             // first chunks while the manifest is still being read.
             JobStatus::Preparing | JobStatus::Active if !job.plan.finished => {
-                match plan_with_lease(app, job, deadline).await? {
+                match Box::pin(plan_with_lease(app, job, deadline)).await? {
                     // Another planner is on it.
                     None => return Ok(Advance::Idle),
                     Some(Advance::MoreWork) => return Ok(Advance::MoreWork),
@@ -247,7 +247,8 @@ async fn plan_with_lease(app: &App, job: JobRecord, deadline: Instant) -> Result
     // answered) before the lease is given back, so no late renewal can take it again.
     let finished = tokio::sync::Notify::new();
     let planning = async {
-        let planned = plan_slice(app, job, deadline, &holder).await;
+        // Boxed: the slice's future is large, and debug builds run handlers on small stacks.
+        let planned = Box::pin(plan_slice(app, job, deadline, &holder)).await;
         finished.notify_one();
         planned
     };
