@@ -415,61 +415,75 @@ pub async fn fail_job(app: &App, job_id: &str, code: &str, reason: String) -> Re
     app.queues.request_finalize(job_id).await
 }
 
-/// Takes what was just written (`resume`: where a resumed planner may start, if anywhere) and
-/// records the last resumable progress every `checkpoint_every_chunks`, or at the deadline (then
-/// the slice ends). A job that needs no confirmation goes Active at its first checkpoint, and
-/// every checkpoint dispatches the chunks it covers: a resumed planner starts after them, so a
-/// dispatched chunk file is never rewritten. Some(advance) when the slice must stop.
-async fn checkpoint_if_due(
-    app: &App,
-    job: &mut JobRecord,
-    resume: Option<PlanProgress>,
-    resumable: &mut Option<PlanProgress>,
-    since_checkpoint: &mut u64,
+/// A planning slice's checkpoints: where a resumed planner may start, recorded every
+/// `checkpoint_every_chunks` chunks or at the deadline (then the slice ends). A job that needs
+/// no confirmation goes Active at its first checkpoint, and every checkpoint dispatches the
+/// chunks it covers: a resumed planner starts after them, so a dispatched chunk file is never
+/// rewritten.
+struct Checkpoints<'a> {
+    app: &'a App,
     deadline: Instant,
-    lease_holder: &str,
-) -> Result<Option<Advance>> {
-    if let Some(progress) = resume {
-        *resumable = Some(progress);
-        *since_checkpoint += 1;
+    lease_holder: &'a str,
+    /// The last progress a resumed planner may start from, not yet recorded.
+    resumable: Option<PlanProgress>,
+    /// Resumable points taken since the last recorded checkpoint.
+    since_checkpoint: u64,
+}
+
+impl Checkpoints<'_> {
+    /// Takes what was just written (`resume`: where a resumed planner may start, if anywhere)
+    /// and records a checkpoint if one is due. Some(advance) when the slice must stop.
+    async fn take(
+        &mut self,
+        job: &mut JobRecord,
+        resume: Option<PlanProgress>,
+    ) -> Result<Option<Advance>> {
+        let app = self.app;
+        if let Some(progress) = resume {
+            self.resumable = Some(progress);
+            self.since_checkpoint += 1;
+        }
+        let out_of_time = Instant::now() >= self.deadline;
+        let Some(progress) = self.resumable.as_ref() else {
+            return Ok(None);
+        };
+        let starts_running = runs_while_planning(job) && job.status == JobStatus::Preparing;
+        if self.since_checkpoint < app.config.checkpoint_every_chunks
+            && !out_of_time
+            && !starts_running
+        {
+            return Ok(None);
+        }
+        job.plan.progress = progress.clone();
+        if starts_running && job.plan.progress.next_seq > 0 {
+            job.transition(JobStatus::Active, now(), "Reading the manifest; running")
+                .map_err(|e| Error::State {
+                    job_id: job.job_id.clone(),
+                    message: e.to_string(),
+                })?;
+        }
+        if !app.store.put_job(job).await? {
+            // Cancelled, or another planner got here first: let the next advance re-read.
+            return Ok(Some(Advance::MoreWork));
+        }
+        self.since_checkpoint = 0;
+        self.resumable = None;
+        send_checkpointed(app, job).await?;
+        // Renew the planning lease; a planner that lost it (it ran past its lease) stops here.
+        if !app
+            .store
+            .acquire_plan_lease(
+                &job.job_id,
+                self.lease_holder,
+                plan_lease_until(app),
+                crate::unix_now(),
+            )
+            .await?
+        {
+            return Ok(Some(Advance::MoreWork));
+        }
+        Ok(out_of_time.then_some(Advance::MoreWork))
     }
-    let out_of_time = Instant::now() >= deadline;
-    let Some(progress) = resumable.as_ref() else {
-        return Ok(None);
-    };
-    let starts_running = runs_while_planning(job) && job.status == JobStatus::Preparing;
-    if *since_checkpoint < app.config.checkpoint_every_chunks && !out_of_time && !starts_running {
-        return Ok(None);
-    }
-    job.plan.progress = progress.clone();
-    if starts_running && job.plan.progress.next_seq > 0 {
-        job.transition(JobStatus::Active, now(), "Reading the manifest; running")
-            .map_err(|e| Error::State {
-                job_id: job.job_id.clone(),
-                message: e.to_string(),
-            })?;
-    }
-    if !app.store.put_job(job).await? {
-        // Cancelled, or another planner got here first: let the next advance re-read.
-        return Ok(Some(Advance::MoreWork));
-    }
-    *since_checkpoint = 0;
-    *resumable = None;
-    send_checkpointed(app, job).await?;
-    // Renew the planning lease; a planner that lost it (it ran past its lease) stops here.
-    if !app
-        .store
-        .acquire_plan_lease(
-            &job.job_id,
-            lease_holder,
-            plan_lease_until(app),
-            crate::unix_now(),
-        )
-        .await?
-    {
-        return Ok(Some(Advance::MoreWork));
-    }
-    Ok(out_of_time.then_some(Advance::MoreWork))
 }
 
 /// Jobs that need no confirmation run their chunks while planning goes on; backup runs do not:
@@ -705,8 +719,13 @@ async fn plan_slice(
     // may not all have gone out before the previous planner stopped.
     send_checkpointed(app, &mut job).await?;
     let mut events = prepare::start(reader, source, job.plan.progress.clone(), options);
-    let mut since_checkpoint = 0u64;
-    let mut resumable: Option<PlanProgress> = None;
+    let mut checkpoints = Checkpoints {
+        app,
+        deadline,
+        lease_holder,
+        resumable: None,
+        since_checkpoint: 0,
+    };
     // Chunk files and draft parts being written, oldest first: each yields where a resumed
     // planner may start once it, and every write before it, has landed.
     let mut writes: FuturesOrdered<BoxFuture<'static, Result<Option<PlanProgress>>>> =
@@ -772,17 +791,7 @@ async fn plan_slice(
                     // The totals are final once every chunk file is stored; a slice out of
                     // time still ends at its next checkpoint.
                     while let Some(written) = writes.next().await {
-                        if let Some(advance) = checkpoint_if_due(
-                            app,
-                            &mut job,
-                            written?,
-                            &mut resumable,
-                            &mut since_checkpoint,
-                            deadline,
-                            lease_holder,
-                        )
-                        .await?
-                        {
+                        if let Some(advance) = checkpoints.take(&mut job, written?).await? {
                             return Ok(advance);
                         }
                     }
@@ -843,17 +852,7 @@ async fn plan_slice(
                 }
             },
         };
-        if let Some(advance) = checkpoint_if_due(
-            app,
-            &mut job,
-            resume,
-            &mut resumable,
-            &mut since_checkpoint,
-            deadline,
-            lease_holder,
-        )
-        .await?
-        {
+        if let Some(advance) = checkpoints.take(&mut job, resume).await? {
             return Ok(advance);
         }
     }

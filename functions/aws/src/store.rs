@@ -3,6 +3,7 @@
 
 use crate::error::{aws, Error, Result};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::{
     AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem, Update,
 };
@@ -525,31 +526,13 @@ impl Store {
 
     /// The IDs of the jobs in a working status, from their markers.
     pub async fn working_job_ids(&self) -> Result<Vec<String>> {
-        let mut ids = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(WORKING_PK))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(aws("DynamoDB", "Query"))?;
-            ids.extend(
-                out.items()
-                    .iter()
-                    .filter_map(|i| get_s(i, "sk"))
-                    .map(str::to_string),
-            );
-            match out.last_evaluated_key() {
-                Some(key) if !key.is_empty() => start = Some(key.clone()),
-                _ => return Ok(ids),
-            }
-        }
+        Ok(self
+            .query_items(WORKING_PK, None)
+            .await?
+            .iter()
+            .filter_map(|i| get_s(i, "sk"))
+            .map(str::to_string)
+            .collect())
     }
 
     /// Gives every working job a marker it lacks (jobs created before markers existed): each
@@ -681,22 +664,34 @@ impl Store {
     }
 
     async fn query_prefix(&self, job_id: &str, prefix: &str) -> Result<Vec<Item>> {
-        self.query_items(&job_pk(job_id), prefix).await
+        self.query_items(&job_pk(job_id), Some(prefix)).await
     }
 
-    /// Every item of partition `pk` whose sort key starts with `prefix`, in sort-key order.
-    async fn query_items(&self, pk: &str, prefix: &str) -> Result<Vec<Item>> {
+    /// Every item of partition `pk` (whose sort key starts with `prefix`, if given), in sort-key
+    /// order.
+    async fn query_items(&self, pk: &str, prefix: Option<&str>) -> Result<Vec<Item>> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .expression_attribute_values(":pk", s(pk))
+            .consistent_read(true);
+        let query = match prefix {
+            Some(prefix) => query
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":prefix", s(prefix)),
+            None => query.key_condition_expression("pk = :pk"),
+        };
+        self.query_all(query).await
+    }
+
+    /// Every item `query` matches, page after page.
+    async fn query_all(&self, query: QueryFluentBuilder) -> Result<Vec<Item>> {
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
         loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                .expression_attribute_values(":pk", s(pk))
-                .expression_attribute_values(":prefix", s(prefix))
-                .consistent_read(true)
+            let out = query
+                .clone()
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
@@ -704,10 +699,9 @@ impl Store {
             items.extend(out.items().iter().cloned());
             match out.last_evaluated_key() {
                 Some(key) if !key.is_empty() => start = Some(key.clone()),
-                _ => break,
+                _ => return Ok(items),
             }
         }
-        Ok(items)
     }
 
     /// Sums the job's counter shards.
@@ -1443,43 +1437,30 @@ impl Store {
         pk: &str,
         prefix: &str,
     ) -> Result<Vec<T>> {
-        self.query_items(pk, prefix)
-            .await?
-            .iter()
-            .filter_map(|item| get_s(item, "doc"))
-            .map(|doc| serde_json::from_str(doc).map_err(|e| Error::Data(format!("{pk}: {e}"))))
-            .collect()
+        decode_docs(&self.query_items(pk, Some(prefix)).await?, pk)
     }
 
     /// Documents put with `listed_as: Some(kind)`, from the status index (no table scan).
     pub async fn list_docs<T: serde::de::DeserializeOwned>(&self, kind: &str) -> Result<Vec<T>> {
-        let mut docs = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(STATUS_INDEX)
-                .key_condition_expression("#status = :kind")
-                .expression_attribute_names("#status", "status")
-                .expression_attribute_values(":kind", s(kind))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(aws("DynamoDB", "Query"))?;
-            for item in out.items() {
-                if let Some(doc) = get_s(item, "doc") {
-                    docs.push(serde_json::from_str(doc).map_err(|e| Error::Data(e.to_string()))?);
-                }
-            }
-            match out.last_evaluated_key() {
-                Some(key) if !key.is_empty() => start = Some(key.clone()),
-                _ => break,
-            }
-        }
-        Ok(docs)
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(STATUS_INDEX)
+            .key_condition_expression("#status = :kind")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":kind", s(kind));
+        decode_docs(&self.query_all(query).await?, kind)
     }
+}
+
+/// The `doc` attributes of `items`, decoded; errors name `context` (a partition, a kind).
+fn decode_docs<T: serde::de::DeserializeOwned>(items: &[Item], context: &str) -> Result<Vec<T>> {
+    items
+        .iter()
+        .filter_map(|item| get_s(item, "doc"))
+        .map(|doc| serde_json::from_str(doc).map_err(|e| Error::Data(format!("{context}: {e}"))))
+        .collect()
 }
 
 #[cfg(test)]
