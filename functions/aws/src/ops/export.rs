@@ -10,14 +10,15 @@
 //! a task that fails, aborts the object in flight and forgets its upload; objects already
 //! written stay.
 
-use super::copy::KeptUploads;
-use super::parts::{read_whole, PartProgress, StreamedUploads, UploadAbort, UploadTarget};
-use super::{retry_within, GaveUp, RangeContext, RetryBounds, TaskResult, TaskRunner};
+use super::parts::{
+    read_whole, PartProgress, StreamedUploads, TransferRange, UploadAbort, UploadTarget,
+};
+use super::{RangeContext, TaskResult, TaskRunner};
 use crate::error::S3Failure;
 use crate::store::KeptUpload;
-use crate::stores::{self, End, ExportSettings, OpenStore, StoreRefusal};
+use crate::stores::{self, End, OpenStore, StoreRefusal};
 use crate::App;
-use batchops_core::backoff::{ErrorClass, RetryPolicy};
+use batchops_core::backoff::ErrorClass;
 use batchops_core::chunk::ChunkTask;
 use batchops_core::encoding::encode_key;
 use batchops_core::export::{export_result_message, ExportSpec};
@@ -37,17 +38,9 @@ pub struct Export<'a> {
     /// The job's clients for the source objects (its role, each bucket's Region).
     sources: &'a crate::clients::JobClients,
     spec: &'a ExportSpec,
-    settings: &'a ExportSettings,
-    retry: RetryPolicy,
-    stop: &'a AtomicBool,
-    /// No part starts after this: the object in flight is aborted and the task is run again
-    /// by the next delivery of the range.
-    stop_starting_at: SystemTime,
+    transfer: TransferRange<'a>,
     /// The destination, opened (its secret read) once per range, by the first task.
     store: OnceCell<Result<OpenStore, String>>,
-    /// Where each task's multipart upload is kept between invocations (task 0 here; each
-    /// task its own).
-    kept: KeptUploads<'a>,
 }
 
 pub fn runner<'a>(spec: &'a ExportSpec, range: RangeContext<'a>) -> Export<'a> {
@@ -55,17 +48,8 @@ pub fn runner<'a>(spec: &'a ExportSpec, range: RangeContext<'a>) -> Export<'a> {
         app: range.app,
         sources: range.sources,
         spec,
-        settings: &range.app.config.export,
-        retry: range.app.config.retry,
-        stop: range.stop,
-        stop_starting_at: range.stop_starting_at,
+        transfer: TransferRange::new(&range),
         store: OnceCell::new(),
-        kept: KeptUploads {
-            store: &range.app.store,
-            job_id: range.job_id,
-            seq: range.seq,
-            task: 0,
-        },
     }
 }
 
@@ -139,10 +123,6 @@ impl Written {
 impl TaskRunner for Export<'_> {
     fn run<'t>(&'t self, index: u64, task: &'t ChunkTask) -> BoxFuture<'t, TaskResult> {
         Box::pin(async move {
-            let kept = KeptUploads {
-                task: index,
-                ..self.kept
-            };
             // A snapshot's tasks name the backup copy and the key it was backed up from: the
             // export keeps the original key under its prefix.
             let (object, etag, size, relative_key) = match task {
@@ -186,10 +166,9 @@ impl TaskRunner for Export<'_> {
                     ))
                 }
             };
-            let uploads =
-                StreamedUploads::new(kept, store, self.settings, self.stop, self.stop_starting_at);
+            let uploads = self.transfer.uploads(index, store);
             let tried = uploads
-                .attempts(&self.retry, task, || {
+                .attempts(task, || {
                     self.attempt(store, &uploads, object, etag, size, &destination_key)
                 })
                 .await;
@@ -208,49 +187,6 @@ impl TaskRunner for Export<'_> {
                 Err(ended) => ended,
             }
         })
-    }
-}
-
-/// Runs a transfer's attempts (exports and imports) within the task's retries, bounded by the
-/// stop flag and the invocation's time: what the attempts made, or how the task ended without
-/// it (the job stopped, no time left, a failure).
-pub(super) async fn with_retries<T, F, Fut>(
-    retry: &RetryPolicy,
-    stop: &AtomicBool,
-    stop_starting_at: SystemTime,
-    task: &ChunkTask,
-    attempt: F,
-) -> Result<T, TaskResult>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, Failure>>,
-{
-    let bounds = RetryBounds {
-        stop: Some(stop),
-        start_by: Some(stop_starting_at),
-    };
-    let class_of = |failure: &Failure| match failure {
-        Failure::Error { class, .. } => Some(*class),
-        Failure::Stopped | Failure::OutOfTime => None,
-    };
-    match retry_within(retry, bounds, class_of, attempt).await {
-        Ok(done) => Ok(done),
-        // A retryable error when the job stops or time runs out: as if the next attempt had
-        // found it so.
-        Err(GaveUp::Stopped(_)) | Err(GaveUp::Failed(Failure::Stopped)) => {
-            Err(TaskResult::Abandoned)
-        }
-        Err(GaveUp::OutOfTime(_)) | Err(GaveUp::Failed(Failure::OutOfTime)) => {
-            Err(TaskResult::Suspended)
-        }
-        Err(GaveUp::Failed(Failure::Error {
-            status,
-            code,
-            message,
-            ..
-        })) => Err(TaskResult::Done(
-            task.failed_outcome(status, &code, message),
-        )),
     }
 }
 
@@ -338,10 +274,6 @@ impl UploadTarget for StoreTarget<'_> {
 }
 
 impl Export<'_> {
-    fn should_stop(&self) -> Option<Failure> {
-        Failure::stopping(self.stop, self.stop_starting_at)
-    }
-
     /// One attempt at one object: GET and stream it into the destination, from the first part
     /// its kept upload lacks.
     async fn attempt(
@@ -366,7 +298,7 @@ impl Export<'_> {
             to: &to,
         };
         let from = format!("s3://{}/{}", object.bucket, object.key);
-        let part_bytes = self.settings.part_bytes;
+        let part_bytes = self.transfer.settings.part_bytes;
         // An object planned as one part has no upload to continue: no table read for it.
         let looked = planned_size.is_none_or(|size| size > part_bytes);
         let resumed = if looked {
@@ -453,7 +385,7 @@ impl Export<'_> {
         body: aws_sdk_s3::primitives::ByteStream,
     ) -> Result<Written, Failure> {
         let buffer = read_whole(byte_stream(body), size, from).await?;
-        if let Some(stop) = self.should_stop() {
+        if let Some(stop) = self.transfer.should_stop() {
             return Err(stop);
         }
         let md5 = Md5::digest(&buffer);

@@ -12,19 +12,18 @@
 //! cut short is tried again with backoff up to the task's attempts. A stopped job, or a task
 //! that fails, aborts the object in flight and forgets its upload; objects already written stay.
 
-use super::copy::KeptUploads;
 use super::export::Failure;
-use super::parts::{read_whole, StreamedUploads, UploadAbort, UploadTarget};
+use super::parts::{read_whole, StreamedUploads, TransferRange, UploadAbort, UploadTarget};
 use super::{RangeContext, TaskResult, TaskRunner};
 use crate::error::S3Failure;
 use crate::store::KeptUpload;
-use crate::stores::{self, End, ExportSettings, OpenStore};
+use crate::stores::{self, End, OpenStore};
 use crate::App;
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use base64::Engine;
-use batchops_core::backoff::{ErrorClass, RetryPolicy};
+use batchops_core::backoff::ErrorClass;
 use batchops_core::chunk::ChunkTask;
 use batchops_core::encoding::encode_key;
 use batchops_core::import::{
@@ -39,8 +38,6 @@ use md5::{Digest, Md5};
 use object_store::path::Path;
 use object_store::{Attribute, GetOptions, GetRange, ObjectStore};
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
-use std::time::SystemTime;
 use tokio::sync::OnceCell;
 
 pub struct Import<'a> {
@@ -48,17 +45,9 @@ pub struct Import<'a> {
     spec: &'a ImportSpec,
     /// The destination bucket's client.
     s3: &'a aws_sdk_s3::Client,
-    settings: &'a ExportSettings,
-    retry: RetryPolicy,
-    stop: &'a AtomicBool,
-    /// No part starts after this: the object in flight is kept and the task is run again by
-    /// the next delivery of the range.
-    stop_starting_at: SystemTime,
+    transfer: TransferRange<'a>,
     /// The source store, opened (its secret read) once per range, by the first task.
     store: OnceCell<Result<OpenStore, String>>,
-    /// Where each task's multipart upload is kept between invocations (task 0 here; each
-    /// task its own).
-    kept: KeptUploads<'a>,
 }
 
 pub fn runner<'a>(spec: &'a ImportSpec, range: RangeContext<'a>) -> Import<'a> {
@@ -66,17 +55,8 @@ pub fn runner<'a>(spec: &'a ImportSpec, range: RangeContext<'a>) -> Import<'a> {
         app: range.app,
         spec,
         s3: range.s3,
-        settings: &range.app.config.export,
-        retry: range.app.config.retry,
-        stop: range.stop,
-        stop_starting_at: range.stop_starting_at,
+        transfer: TransferRange::new(&range),
         store: OnceCell::new(),
-        kept: KeptUploads {
-            store: &range.app.store,
-            job_id: range.job_id,
-            seq: range.seq,
-            task: 0,
-        },
     }
 }
 
@@ -124,14 +104,9 @@ impl TaskRunner for Import<'_> {
                     return TaskResult::Done(task.failed_outcome(400, "UnsupportedKey", message))
                 }
             };
-            let kept = KeptUploads {
-                task: index,
-                ..self.kept
-            };
-            let uploads =
-                StreamedUploads::new(kept, self, self.settings, self.stop, self.stop_starting_at);
+            let uploads = self.transfer.uploads(index, self);
             let tried = uploads
-                .attempts(&self.retry, task, || {
+                .attempts(task, || {
                     self.attempt(&uploads, object, &listed, &destination_key)
                 })
                 .await;
@@ -141,10 +116,6 @@ impl TaskRunner for Import<'_> {
 }
 
 impl Import<'_> {
-    fn should_stop(&self) -> Option<Failure> {
-        Failure::stopping(self.stop, self.stop_starting_at)
-    }
-
     async fn source(&self) -> Result<&OpenStore, Failure> {
         let store = self
             .store
@@ -222,7 +193,7 @@ impl Import<'_> {
                 tracing::debug!(key = %object.key, reason, "importing");
             }
         }
-        if let Some(stop) = self.should_stop() {
+        if let Some(stop) = self.transfer.should_stop() {
             return Err(stop);
         }
         let written = self.copy(uploads, object, listed, destination_key).await?;
@@ -255,7 +226,7 @@ impl Import<'_> {
             code: "UnsupportedKey".to_string(),
             message: e.to_string(),
         })?;
-        let part_bytes = self.settings.part_bytes;
+        let part_bytes = self.transfer.settings.part_bytes;
         // An object listed as one part has no upload to continue: no table read for it.
         let looked = listed.size > part_bytes;
         if looked {
@@ -319,7 +290,7 @@ impl Import<'_> {
         }
         // One part or less: one PUT.
         let buffer = read_whole(body, size, &from).await?;
-        if let Some(stop) = self.should_stop() {
+        if let Some(stop) = self.transfer.should_stop() {
             return Err(stop);
         }
         let digest = Md5::digest(&buffer);

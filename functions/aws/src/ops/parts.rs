@@ -10,8 +10,8 @@
 //! forgotten, or aborted and forgotten, the same way.
 
 use super::copy::KeptUploads;
-use super::export::{with_retries, Failure};
-use super::TaskResult;
+use super::export::Failure;
+use super::{retry_within, GaveUp, RangeContext, RetryBounds, TaskResult};
 use crate::store::{KeptUpload, StreamedUpload};
 use crate::stores::ExportSettings;
 use batchops_core::backoff::{ErrorClass, RetryPolicy};
@@ -249,66 +249,105 @@ pub(super) trait UploadTarget: Send + Sync {
     ) -> BoxFuture<'s, Result<Option<String>, Failure>>;
 }
 
-/// Aborts kept uploads where they were started, by their record (one already gone is no
-/// error): for a task that ends without its object, and for the finalizer.
+/// Aborts a kept upload where it was started, by its record (one already gone is no error):
+/// for a task that ends without its object, or whose upload cannot be continued.
 pub(super) trait UploadAbort: Send + Sync {
     fn abort<'s>(&'s self, record: &'s KeptUpload) -> BoxFuture<'s, Result<(), String>>;
 }
 
-/// One task's streamed upload, kept in the table between invocations and attempts.
-pub(super) struct StreamedUploads<'a> {
-    kept: KeptUploads<'a>,
-    abort: &'a dyn UploadAbort,
-    settings: &'a ExportSettings,
+/// What a streamed transfer (an export or an import) takes from its range.
+#[derive(Clone, Copy)]
+pub(super) struct TransferRange<'a> {
+    pub settings: &'a ExportSettings,
+    retry: RetryPolicy,
     stop: &'a AtomicBool,
+    /// No part starts after this: the object in flight is kept and the task is run again by
+    /// the next delivery of the range.
     stop_starting_at: SystemTime,
+    /// Where each task's multipart upload is kept between invocations (each task its own).
+    kept: KeptUploads<'a>,
 }
 
-impl<'a> StreamedUploads<'a> {
-    pub fn new(
-        kept: KeptUploads<'a>,
-        abort: &'a dyn UploadAbort,
-        settings: &'a ExportSettings,
-        stop: &'a AtomicBool,
-        stop_starting_at: SystemTime,
-    ) -> Self {
-        StreamedUploads {
-            kept,
-            abort,
-            settings,
-            stop,
-            stop_starting_at,
+impl<'a> TransferRange<'a> {
+    pub fn new(range: &RangeContext<'a>) -> Self {
+        TransferRange {
+            settings: &range.app.config.export,
+            retry: range.app.config.retry,
+            stop: range.stop,
+            stop_starting_at: range.stop_starting_at,
+            kept: KeptUploads {
+                store: &range.app.store,
+                job_id: range.job_id,
+                seq: range.seq,
+                task: 0,
+            },
         }
     }
 
-    /// Runs the task's attempts within its retries ([`with_retries`]): a task that ends without
-    /// its object (it failed, or the job stopped) aborts and forgets its upload; one out of
-    /// time keeps it for the next delivery.
-    pub async fn attempts<T, F, Fut>(
-        &self,
-        retry: &RetryPolicy,
-        task: &ChunkTask,
-        attempt: F,
-    ) -> Result<T, TaskResult>
+    /// Why no further piece of a transfer may start (the job stopped, or no time is left).
+    pub fn should_stop(&self) -> Option<Failure> {
+        Failure::stopping(self.stop, self.stop_starting_at)
+    }
+
+    /// Task `index`'s upload, aborted (when it must be) through `abort`.
+    pub fn uploads<'t>(&self, index: u64, abort: &'t dyn UploadAbort) -> StreamedUploads<'t>
+    where
+        'a: 't,
+    {
+        let mut range = *self;
+        range.kept.task = index;
+        StreamedUploads { range, abort }
+    }
+}
+
+/// One task's streamed upload, kept in the table between invocations and attempts.
+pub(super) struct StreamedUploads<'a> {
+    range: TransferRange<'a>,
+    abort: &'a dyn UploadAbort,
+}
+
+impl StreamedUploads<'_> {
+    /// Runs the task's attempts within its retries, bounded by the stop flag and the
+    /// invocation's time: what the attempts made, or how the task ended without it. A task
+    /// that ends without its object (it failed, or the job stopped) aborts and forgets its
+    /// upload; one out of time keeps it for the next delivery.
+    pub async fn attempts<T, F, Fut>(&self, task: &ChunkTask, attempt: F) -> Result<T, TaskResult>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, Failure>>,
     {
-        let tried = with_retries(retry, self.stop, self.stop_starting_at, task, attempt).await;
-        match tried {
-            Err(TaskResult::Suspended) => Err(TaskResult::Suspended),
-            Err(ended) => {
-                self.discard().await;
-                Err(ended)
+        let bounds = RetryBounds {
+            stop: Some(self.range.stop),
+            start_by: Some(self.range.stop_starting_at),
+        };
+        let class_of = |failure: &Failure| match failure {
+            Failure::Error { class, .. } => Some(*class),
+            Failure::Stopped | Failure::OutOfTime => None,
+        };
+        let ended = match retry_within(&self.range.retry, bounds, class_of, attempt).await {
+            Ok(done) => return Ok(done),
+            // A retryable error when time runs out: as if the next attempt had found it so.
+            Err(GaveUp::OutOfTime(_)) | Err(GaveUp::Failed(Failure::OutOfTime)) => {
+                return Err(TaskResult::Suspended)
             }
-            Ok(done) => Ok(done),
-        }
+            Err(GaveUp::Stopped(_)) | Err(GaveUp::Failed(Failure::Stopped)) => {
+                TaskResult::Abandoned
+            }
+            Err(GaveUp::Failed(Failure::Error {
+                status,
+                code,
+                message,
+                ..
+            })) => TaskResult::Done(task.failed_outcome(status, &code, message)),
+        };
+        self.discard().await;
+        Err(ended)
     }
 
     /// The upload an earlier invocation (or attempt) kept for this task, to continue; None
     /// when there is none. One for another key or part size is aborted and forgotten.
     pub async fn resumable(&self, key: &str) -> Result<Option<KeptUpload>, Failure> {
-        let kept = self.kept;
+        let kept = self.range.kept;
         let record = kept
             .store
             .kept_upload(kept.job_id, kept.seq, kept.task)
@@ -324,7 +363,7 @@ impl<'a> StreamedUploads<'a> {
         };
         if record.streamed.is_some()
             && record.target_key == key
-            && record.part_size == self.settings.part_bytes
+            && record.part_size == self.range.settings.part_bytes
         {
             return Ok(Some(record));
         }
@@ -345,7 +384,7 @@ impl<'a> StreamedUploads<'a> {
         let record = KeptUpload {
             upload_id: target.create().await?,
             target_key: key.to_string(),
-            part_size: self.settings.part_bytes,
+            part_size: self.range.settings.part_bytes,
             streamed: Some(StreamedUpload {
                 progress: PartProgress::default(),
                 size,
@@ -388,11 +427,11 @@ impl<'a> StreamedUploads<'a> {
             });
         };
         let parts = PartLoop {
-            part_bytes: self.settings.part_bytes as usize,
-            concurrency: self.settings.part_concurrency,
+            part_bytes: self.range.settings.part_bytes as usize,
+            concurrency: self.range.settings.part_concurrency,
             size: streamed.size,
-            stop: self.stop,
-            stop_starting_at: self.stop_starting_at,
+            stop: self.range.stop,
+            stop_starting_at: self.range.stop_starting_at,
             from,
         };
         let offset = streamed.progress.offset();
@@ -406,7 +445,7 @@ impl<'a> StreamedUploads<'a> {
         };
         let done = parts.run(body, streamed.progress.clone(), &sink).await?;
         let version = target.complete(&record.upload_id, &done.parts).await?;
-        let kept = self.kept;
+        let kept = self.range.kept;
         if let Err(err) = kept
             .store
             .forget_upload(kept.job_id, kept.seq, kept.task)
@@ -419,7 +458,7 @@ impl<'a> StreamedUploads<'a> {
 
     /// Aborts the upload the task kept, and forgets it: nothing half-written stays behind.
     pub async fn discard(&self) {
-        let kept = self.kept;
+        let kept = self.range.kept;
         let record = match kept
             .store
             .kept_upload(kept.job_id, kept.seq, kept.task)
@@ -447,7 +486,7 @@ impl<'a> StreamedUploads<'a> {
 
     /// Records the task's upload in the table.
     async fn keep(&self, record: &KeptUpload) -> Result<(), Failure> {
-        let kept = self.kept;
+        let kept = self.range.kept;
         kept.store
             .keep_upload(kept.job_id, kept.seq, kept.task, record)
             .await
