@@ -224,8 +224,8 @@ async fn abort_kept_uploads(app: &App, job: &JobRecord) -> Result<()> {
     if let Some(export) = job.spec.operation.export() {
         return abort_kept_exports(app, job, &export.to).await;
     }
-    // Copies keep multipart uploads too.
-    let Some(bucket) = job.spec.operation.copy().map(|copy| &copy.target_bucket) else {
+    // Copies and imports keep theirs in the bucket they write to.
+    let Some(bucket) = job.spec.operation.target_bucket() else {
         return Ok(());
     };
     let s3 = app.job_clients(job).s3(bucket).await;

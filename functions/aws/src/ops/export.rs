@@ -10,14 +10,15 @@
 //! a task that fails, aborts the object in flight and forgets its upload; objects already
 //! written stay.
 
-use super::copy::KeptUploads;
-use super::parts::{PartLoop, PartProgress, PartSink};
-use super::{retry_within, GaveUp, RangeContext, RetryBounds, TaskResult, TaskRunner};
+use super::parts::{
+    read_whole, PartProgress, StreamedUploads, TransferRange, UploadAbort, UploadTarget,
+};
+use super::{RangeContext, TaskResult, TaskRunner};
 use crate::error::S3Failure;
-use crate::store::{KeptUpload, StreamedUpload};
-use crate::stores::{self, End, ExportSettings, OpenStore, StoreRefusal};
+use crate::store::KeptUpload;
+use crate::stores::{self, End, OpenStore, StoreRefusal};
 use crate::App;
-use batchops_core::backoff::{ErrorClass, RetryPolicy};
+use batchops_core::backoff::ErrorClass;
 use batchops_core::chunk::ChunkTask;
 use batchops_core::encoding::encode_key;
 use batchops_core::export::{export_result_message, ExportSpec};
@@ -37,17 +38,9 @@ pub struct Export<'a> {
     /// The job's clients for the source objects (its role, each bucket's Region).
     sources: &'a crate::clients::JobClients,
     spec: &'a ExportSpec,
-    settings: &'a ExportSettings,
-    retry: RetryPolicy,
-    stop: &'a AtomicBool,
-    /// No part starts after this: the object in flight is aborted and the task is run again
-    /// by the next delivery of the range.
-    stop_starting_at: SystemTime,
+    transfer: TransferRange<'a>,
     /// The destination, opened (its secret read) once per range, by the first task.
     store: OnceCell<Result<OpenStore, String>>,
-    /// Where each task's multipart upload is kept between invocations (task 0 here; each
-    /// task its own).
-    kept: KeptUploads<'a>,
 }
 
 pub fn runner<'a>(spec: &'a ExportSpec, range: RangeContext<'a>) -> Export<'a> {
@@ -55,17 +48,8 @@ pub fn runner<'a>(spec: &'a ExportSpec, range: RangeContext<'a>) -> Export<'a> {
         app: range.app,
         sources: range.sources,
         spec,
-        settings: &range.app.config.export,
-        retry: range.app.config.retry,
-        stop: range.stop,
-        stop_starting_at: range.stop_starting_at,
+        transfer: TransferRange::new(&range),
         store: OnceCell::new(),
-        kept: KeptUploads {
-            store: &range.app.store,
-            job_id: range.job_id,
-            seq: range.seq,
-            task: 0,
-        },
     }
 }
 
@@ -126,13 +110,19 @@ struct Written {
     md5: String,
 }
 
+impl Written {
+    /// A multipart upload's: every part of the object.
+    fn of(done: &PartProgress) -> Self {
+        Written {
+            size: done.offset(),
+            md5: done.md5.hex(),
+        }
+    }
+}
+
 impl TaskRunner for Export<'_> {
     fn run<'t>(&'t self, index: u64, task: &'t ChunkTask) -> BoxFuture<'t, TaskResult> {
         Box::pin(async move {
-            let kept = KeptUploads {
-                task: index,
-                ..self.kept
-            };
             // A snapshot's tasks name the backup copy and the key it was backed up from: the
             // export keeps the original key under its prefix.
             let (object, etag, size, relative_key) = match task {
@@ -176,10 +166,12 @@ impl TaskRunner for Export<'_> {
                     ))
                 }
             };
-            let tried = with_retries(&self.retry, self.stop, self.stop_starting_at, task, || {
-                self.attempt(store, kept, object, etag, size, &destination_key)
-            })
-            .await;
+            let uploads = self.transfer.uploads(index, store);
+            let tried = uploads
+                .attempts(task, || {
+                    self.attempt(store, &uploads, object, etag, size, &destination_key)
+                })
+                .await;
             match tried {
                 Ok(written) => TaskResult::Done(TaskOutcome {
                     bucket: object.bucket.clone(),
@@ -192,84 +184,9 @@ impl TaskRunner for Export<'_> {
                     bytes: written.size,
                     dest_version: None,
                 }),
-                // Out of time, the upload is kept for the next delivery.
-                Err(TaskResult::Suspended) => TaskResult::Suspended,
-                Err(ended) => {
-                    discard(store, kept).await;
-                    ended
-                }
+                Err(ended) => ended,
             }
         })
-    }
-}
-
-/// Runs a transfer's attempts (exports and imports) within the task's retries, bounded by the
-/// stop flag and the invocation's time: what the attempts made, or how the task ended without
-/// it (the job stopped, no time left, a failure).
-pub(super) async fn with_retries<T, F, Fut>(
-    retry: &RetryPolicy,
-    stop: &AtomicBool,
-    stop_starting_at: SystemTime,
-    task: &ChunkTask,
-    attempt: F,
-) -> Result<T, TaskResult>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, Failure>>,
-{
-    let bounds = RetryBounds {
-        stop: Some(stop),
-        start_by: Some(stop_starting_at),
-    };
-    let class_of = |failure: &Failure| match failure {
-        Failure::Error { class, .. } => Some(*class),
-        Failure::Stopped | Failure::OutOfTime => None,
-    };
-    match retry_within(retry, bounds, class_of, attempt).await {
-        Ok(done) => Ok(done),
-        // A retryable error when the job stops or time runs out: as if the next attempt had
-        // found it so.
-        Err(GaveUp::Stopped(_)) | Err(GaveUp::Failed(Failure::Stopped)) => {
-            Err(TaskResult::Abandoned)
-        }
-        Err(GaveUp::OutOfTime(_)) | Err(GaveUp::Failed(Failure::OutOfTime)) => {
-            Err(TaskResult::Suspended)
-        }
-        Err(GaveUp::Failed(Failure::Error {
-            status,
-            code,
-            message,
-            ..
-        })) => Err(TaskResult::Done(
-            task.failed_outcome(status, &code, message),
-        )),
-    }
-}
-
-/// Aborts the upload a task kept, and forgets it: nothing half-written stays behind.
-pub(crate) async fn discard(store: &OpenStore, kept: KeptUploads<'_>) {
-    let record = match kept
-        .store
-        .kept_upload(kept.job_id, kept.seq, kept.task)
-        .await
-    {
-        Ok(Some(record)) => record,
-        Ok(None) => return,
-        Err(err) => {
-            tracing::warn!(error = %err, "could not read a kept upload; the finalizer aborts it");
-            return;
-        }
-    };
-    if let Err(err) = abort_kept(store, &record).await {
-        tracing::warn!(key = %record.target_key, error = %err, "could not abort a multipart upload; the finalizer will");
-        return;
-    }
-    if let Err(err) = kept
-        .store
-        .forget_upload(kept.job_id, kept.seq, kept.task)
-        .await
-    {
-        tracing::warn!(error = %err, "could not forget an aborted upload; the finalizer will");
     }
 }
 
@@ -289,102 +206,80 @@ pub(crate) async fn abort_kept(
     }
 }
 
-/// The parts of one upload, put into the destination store and checkpointed in the table.
-struct StoreParts<'s> {
-    store: &'s OpenStore,
-    path: &'s Path,
-    to: &'s str,
-    kept: KeptUploads<'s>,
-    record: KeptUpload,
+impl UploadAbort for OpenStore {
+    fn abort<'s>(&'s self, record: &'s KeptUpload) -> BoxFuture<'s, Result<(), String>> {
+        Box::pin(async move { abort_kept(self, record).await.map_err(|e| e.to_string()) })
+    }
 }
 
-impl PartSink for StoreParts<'_> {
-    fn put_part(&self, index: usize, bytes: Vec<u8>) -> BoxFuture<'_, Result<String, Failure>> {
+/// One object's multipart upload into the destination store.
+struct StoreTarget<'s> {
+    store: &'s OpenStore,
+    path: &'s Path,
+    /// The object written, for errors.
+    to: &'s str,
+}
+
+impl UploadTarget for StoreTarget<'_> {
+    fn create(&self) -> BoxFuture<'_, Result<String, Failure>> {
+        Box::pin(async move {
+            self.store
+                .multipart
+                .create_multipart(self.path)
+                .await
+                .map_err(|e| Failure::from_store(e, End::Destination, self.to))
+        })
+    }
+
+    fn put_part<'s>(
+        &'s self,
+        upload_id: &'s str,
+        index: usize,
+        bytes: Vec<u8>,
+    ) -> BoxFuture<'s, Result<String, Failure>> {
+        // object_store names an upload by a `String` (its `MultipartId`).
+        let upload_id = upload_id.to_string();
         Box::pin(async move {
             let part = self
                 .store
                 .multipart
-                .put_part(
-                    self.path,
-                    &self.record.upload_id,
-                    index,
-                    PutPayload::from(bytes),
-                )
+                .put_part(self.path, &upload_id, index, PutPayload::from(bytes))
                 .await
                 .map_err(|e| Failure::from_store(e, End::Destination, self.to))?;
             Ok(part.content_id)
         })
     }
 
-    fn checkpoint<'c>(&'c self, progress: &'c PartProgress) -> BoxFuture<'c, Result<(), Failure>> {
+    fn complete<'s>(
+        &'s self,
+        upload_id: &'s str,
+        parts: &'s [String],
+    ) -> BoxFuture<'s, Result<Option<String>, Failure>> {
+        let upload_id = upload_id.to_string();
         Box::pin(async move {
-            let mut record = self.record.clone();
-            if let Some(streamed) = &mut record.streamed {
-                streamed.progress = progress.clone();
-            }
-            keep(self.kept, &record).await
+            let parts = parts
+                .iter()
+                .map(|id| PartId {
+                    content_id: id.clone(),
+                })
+                .collect();
+            self.store
+                .multipart
+                .complete_multipart(self.path, &upload_id, parts)
+                .await
+                .map_err(|e| Failure::from_store(e, End::Destination, self.to))?;
+            Ok(None)
         })
     }
-}
-
-/// Records a task's upload in the table.
-async fn keep(kept: KeptUploads<'_>, record: &KeptUpload) -> Result<(), Failure> {
-    kept.store
-        .keep_upload(kept.job_id, kept.seq, kept.task, record)
-        .await
-        .map_err(|err| Failure::Error {
-            class: err.class(),
-            status: 500,
-            code: "InternalError".to_string(),
-            message: format!(
-                "could not record multipart upload {}: {err}",
-                record.upload_id
-            ),
-        })
 }
 
 impl Export<'_> {
-    fn should_stop(&self) -> Option<Failure> {
-        Failure::stopping(self.stop, self.stop_starting_at)
-    }
-
-    /// The upload an earlier invocation (or attempt) kept for this task, to continue; None
-    /// when there is none. One for another key or part size is aborted and forgotten.
-    async fn resumable(
-        &self,
-        store: &OpenStore,
-        kept: KeptUploads<'_>,
-        destination_key: &str,
-    ) -> Result<Option<KeptUpload>, Failure> {
-        let record = kept
-            .store
-            .kept_upload(kept.job_id, kept.seq, kept.task)
-            .await
-            .map_err(|err| Failure::Error {
-                class: err.class(),
-                status: 500,
-                code: "InternalError".to_string(),
-                message: format!("could not read the kept multipart upload: {err}"),
-            })?;
-        let Some(record) = record else {
-            return Ok(None);
-        };
-        if record.streamed.is_some()
-            && record.target_key == destination_key
-            && record.part_size == self.settings.part_bytes
-        {
-            return Ok(Some(record));
-        }
-        discard(store, kept).await;
-        Ok(None)
-    }
-
     /// One attempt at one object: GET and stream it into the destination, from the first part
     /// its kept upload lacks.
     async fn attempt(
         &self,
         store: &OpenStore,
-        kept: KeptUploads<'_>,
+        uploads: &StreamedUploads<'_>,
         object: &ObjectRef,
         etag: Option<&str>,
         planned_size: Option<u64>,
@@ -397,12 +292,17 @@ impl Export<'_> {
             code: "UnsupportedKey".to_string(),
             message: e.to_string(),
         })?;
+        let target = StoreTarget {
+            store,
+            path: &path,
+            to: &to,
+        };
         let from = format!("s3://{}/{}", object.bucket, object.key);
-        let part_bytes = self.settings.part_bytes;
+        let part_bytes = self.transfer.settings.part_bytes;
         // An object planned as one part has no upload to continue: no table read for it.
         let looked = planned_size.is_none_or(|size| size > part_bytes);
         let resumed = if looked {
-            self.resumable(store, kept, destination_key).await?
+            uploads.resumable(destination_key).await?
         } else {
             None
         };
@@ -411,9 +311,9 @@ impl Export<'_> {
         if let (Some(record), Some(streamed)) = (&resumed, pinned) {
             if offset == streamed.size {
                 // Every part is there; only the completion is missing.
-                return self
-                    .complete(store, kept, &path, &to, record, &streamed.progress)
-                    .await;
+                let nothing = futures::stream::empty::<Result<bytes::Bytes, String>>();
+                let (done, _) = uploads.finish(&target, record, &from, 0, nothing).await?;
+                return Ok(Written::of(&done));
             }
             tracing::info!(key = %destination_key, upload_id = %record.upload_id, parts_done = streamed.progress.parts.len(), offset, "continuing a kept export upload");
         }
@@ -451,101 +351,27 @@ impl Export<'_> {
             None => {
                 if !looked {
                     // Larger than planned: an upload an earlier delivery kept is not continued.
-                    discard(store, kept).await;
+                    uploads.discard().await;
                 }
-                let upload_id = store
-                    .multipart
-                    .create_multipart(&path)
-                    .await
-                    .map_err(|e| Failure::from_store(e, End::Destination, &to))?;
-                let record = KeptUpload {
-                    upload_id,
-                    target_key: destination_key.to_string(),
-                    part_size: part_bytes,
-                    streamed: Some(StreamedUpload {
-                        progress: PartProgress::default(),
-                        size: length,
-                        // Pinned to what this GET read, for the ranged GETs of later deliveries.
-                        source_version: answer.version_id().map(str::to_string).or(version),
-                        source_etag: answer.e_tag().map(str::to_string),
-                    }),
-                };
-                if let Err(failure) = keep(kept, &record).await {
-                    // Unrecorded, the upload could be neither continued nor cleaned up later.
-                    if let Err(err) = abort_kept(store, &record).await {
-                        tracing::warn!(to, error = %err, "could not abort a multipart upload");
-                    }
-                    return Err(failure);
-                }
-                record
+                // Pinned to what this GET read, for the ranged GETs of later deliveries.
+                let source_version = answer.version_id().map(str::to_string).or(version);
+                let source_etag = answer.e_tag().map(str::to_string);
+                uploads
+                    .start(
+                        &target,
+                        destination_key,
+                        length,
+                        source_version,
+                        source_etag,
+                    )
+                    .await?
             }
         };
-        let Some(streamed) = &record.streamed else {
-            return Err(Failure::Error {
-                class: ErrorClass::Permanent,
-                status: 500,
-                code: "InternalError".to_string(),
-                message: format!("kept upload {} records no parts", record.upload_id),
-            });
-        };
-        let size = streamed.size;
-        let parts = PartLoop {
-            part_bytes: part_bytes as usize,
-            concurrency: self.settings.part_concurrency,
-            size,
-            stop: self.stop,
-            stop_starting_at: self.stop_starting_at,
-            from: &from,
-        };
-        if offset + length != size {
-            return Err(parts.cut(offset, format!("a ranged GET answered {length} bytes")));
-        }
-        let sink = StoreParts {
-            store,
-            path: &path,
-            to: &to,
-            kept,
-            record: record.clone(),
-        };
-        let done = parts
-            .run(byte_stream(answer.body), streamed.progress.clone(), &sink)
+        let body = byte_stream(answer.body);
+        let (done, _) = uploads
+            .finish(&target, &record, &from, length, body)
             .await?;
-        self.complete(store, kept, &path, &to, &record, &done).await
-    }
-
-    /// Completes a multipart upload whose parts are all there, and forgets it.
-    async fn complete(
-        &self,
-        store: &OpenStore,
-        kept: KeptUploads<'_>,
-        path: &Path,
-        to: &str,
-        record: &KeptUpload,
-        done: &PartProgress,
-    ) -> Result<Written, Failure> {
-        let parts = done
-            .parts
-            .iter()
-            .map(|id| PartId {
-                content_id: id.clone(),
-            })
-            .collect();
-        store
-            .multipart
-            .complete_multipart(path, &record.upload_id, parts)
-            .await
-            .map_err(|e| Failure::from_store(e, End::Destination, to))?;
-        if let Err(err) = kept
-            .store
-            .forget_upload(kept.job_id, kept.seq, kept.task)
-            .await
-        {
-            tracing::warn!(upload_id = %record.upload_id, error = %err, "could not forget a finished upload; the finalizer will");
-        }
-        Ok(Written {
-            size: done.offset(),
-            md5: done.md5.hex(),
-        })
+        Ok(Written::of(&done))
     }
 
     /// An object of one part or less: read whole, then one PUT.
@@ -556,32 +382,13 @@ impl Export<'_> {
         to: &str,
         from: &str,
         size: u64,
-        mut body: aws_sdk_s3::primitives::ByteStream,
+        body: aws_sdk_s3::primitives::ByteStream,
     ) -> Result<Written, Failure> {
-        let cut = |read: u64, detail: String| Failure::Error {
-            class: ErrorClass::Transient,
-            status: 500,
-            code: "SourceReadCut".to_string(),
-            message: format!("reading {from}: {detail} after {read} of {size} bytes"),
-        };
-        let mut md5 = Md5::new();
-        let mut read: u64 = 0;
-        let mut buffer = Vec::with_capacity(size as usize);
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| cut(read, e.to_string()))?;
-            read += chunk.len() as u64;
-            if read > size {
-                return Err(cut(read, "more bytes than its length".to_string()));
-            }
-            md5.update(&chunk);
-            buffer.extend_from_slice(&chunk);
-        }
-        if read != size {
-            return Err(cut(read, "body ended early".to_string()));
-        }
-        if let Some(stop) = self.should_stop() {
+        let buffer = read_whole(byte_stream(body), size, from).await?;
+        if let Some(stop) = self.transfer.should_stop() {
             return Err(stop);
         }
+        let md5 = Md5::digest(&buffer);
         store
             .store
             .put(path, PutPayload::from(buffer))
@@ -589,7 +396,7 @@ impl Export<'_> {
             .map_err(|e| Failure::from_store(e, End::Destination, to))?;
         Ok(Written {
             size,
-            md5: hex::encode(md5.finalize()),
+            md5: hex::encode(md5),
         })
     }
 }

@@ -5,19 +5,25 @@
 //! bounded number uploading at once, so memory per task is about
 //! `part_bytes * (part_concurrency + 1)` whatever the object's size. Every request carries its
 //! Content-MD5, and the MD5 of the whole object is computed as it streams (the import manifest
-//! records it). A transfer cut short is started again with backoff up to the task's attempts;
-//! a stopped job aborts the object in flight, and objects already written stay.
+//! records it). The upload's ID and the parts it holds are kept in the table, as exports keep
+//! theirs ([`super::parts::StreamedUploads`]): an object that outlasts one invocation, or whose
+//! transfer was cut short, continues from its first missing part, reading the source pinned by
+//! version and ETag from there (a ranged GET); a source changed since is read anew. A transfer
+//! cut short is tried again with backoff up to the task's attempts. A stopped job, or a task
+//! that fails, aborts the object in flight and forgets its upload; objects already written stay.
 
-use super::export::{with_retries, Failure};
-use super::parts::{PartLoop, PartProgress, PartSink};
+use super::export::Failure;
+use super::parts::{read_whole, StreamedUploads, TransferRange, UploadAbort, UploadTarget};
 use super::{RangeContext, TaskResult, TaskRunner};
 use crate::error::S3Failure;
-use crate::stores::{self, End, ExportSettings, OpenStore};
+use crate::store::KeptUpload;
+use crate::stores::{self, End, OpenStore};
 use crate::App;
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use base64::Engine;
-use batchops_core::backoff::{ErrorClass, RetryPolicy};
+use batchops_core::backoff::ErrorClass;
 use batchops_core::chunk::ChunkTask;
 use batchops_core::encoding::encode_key;
 use batchops_core::import::{
@@ -30,10 +36,8 @@ use futures::future::BoxFuture;
 use futures::StreamExt;
 use md5::{Digest, Md5};
 use object_store::path::Path;
-use object_store::{Attribute, GetOptions, ObjectStore};
+use object_store::{Attribute, GetOptions, GetRange, ObjectStore};
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
-use std::time::SystemTime;
 use tokio::sync::OnceCell;
 
 pub struct Import<'a> {
@@ -41,12 +45,7 @@ pub struct Import<'a> {
     spec: &'a ImportSpec,
     /// The destination bucket's client.
     s3: &'a aws_sdk_s3::Client,
-    settings: &'a ExportSettings,
-    retry: RetryPolicy,
-    stop: &'a AtomicBool,
-    /// No part starts after this: the object in flight is aborted and the task is run again
-    /// by the next delivery of the range.
-    stop_starting_at: SystemTime,
+    transfer: TransferRange<'a>,
     /// The source store, opened (its secret read) once per range, by the first task.
     store: OnceCell<Result<OpenStore, String>>,
 }
@@ -56,10 +55,7 @@ pub fn runner<'a>(spec: &'a ImportSpec, range: RangeContext<'a>) -> Import<'a> {
         app: range.app,
         spec,
         s3: range.s3,
-        settings: &range.app.config.export,
-        retry: range.app.config.retry,
-        stop: range.stop,
-        stop_starting_at: range.stop_starting_at,
+        transfer: TransferRange::new(&range),
         store: OnceCell::new(),
     }
 }
@@ -77,7 +73,7 @@ fn content_md5(bytes: &[u8]) -> String {
 }
 
 impl TaskRunner for Import<'_> {
-    fn run<'t>(&'t self, _index: u64, task: &'t ChunkTask) -> BoxFuture<'t, TaskResult> {
+    fn run<'t>(&'t self, index: u64, task: &'t ChunkTask) -> BoxFuture<'t, TaskResult> {
         Box::pin(async move {
             let ChunkTask::Import {
                 object,
@@ -108,20 +104,18 @@ impl TaskRunner for Import<'_> {
                     return TaskResult::Done(task.failed_outcome(400, "UnsupportedKey", message))
                 }
             };
-            let tried = with_retries(&self.retry, self.stop, self.stop_starting_at, task, || {
-                self.attempt(object, &listed, &destination_key)
-            })
-            .await;
+            let uploads = self.transfer.uploads(index, self);
+            let tried = uploads
+                .attempts(task, || {
+                    self.attempt(&uploads, object, &listed, &destination_key)
+                })
+                .await;
             tried.map_or_else(|ended| ended, TaskResult::Done)
         })
     }
 }
 
 impl Import<'_> {
-    fn should_stop(&self) -> Option<Failure> {
-        Failure::stopping(self.stop, self.stop_starting_at)
-    }
-
     async fn source(&self) -> Result<&OpenStore, Failure> {
         let store = self
             .store
@@ -170,6 +164,7 @@ impl Import<'_> {
     /// One attempt at one object: skip it if unchanged, else copy it.
     async fn attempt(
         &self,
+        uploads: &StreamedUploads<'_>,
         object: &ObjectRef,
         listed: &SourceIdentity,
         destination_key: &str,
@@ -198,10 +193,10 @@ impl Import<'_> {
                 tracing::debug!(key = %object.key, reason, "importing");
             }
         }
-        if let Some(stop) = self.should_stop() {
+        if let Some(stop) = self.transfer.should_stop() {
             return Err(stop);
         }
-        let written = self.copy(object, listed, destination_key).await?;
+        let written = self.copy(uploads, object, listed, destination_key).await?;
         Ok(outcome(
             imported_result_message(
                 written.size,
@@ -214,9 +209,11 @@ impl Import<'_> {
         ))
     }
 
-    /// Streams the object from the store into the destination bucket.
+    /// Streams the object from the store into the destination bucket, from the first part
+    /// its kept upload lacks.
     async fn copy(
         &self,
+        uploads: &StreamedUploads<'_>,
         object: &ObjectRef,
         listed: &SourceIdentity,
         destination_key: &str,
@@ -229,6 +226,19 @@ impl Import<'_> {
             code: "UnsupportedKey".to_string(),
             message: e.to_string(),
         })?;
+        let part_bytes = self.transfer.settings.part_bytes;
+        // An object listed as one part has no upload to continue: no table read for it.
+        let looked = listed.size > part_bytes;
+        if looked {
+            if let Some(record) = uploads.resumable(destination_key).await? {
+                let resumed = self
+                    .resume(uploads, store, &path, &from, listed, &record)
+                    .await?;
+                if let Some(written) = resumed {
+                    return Ok(written);
+                }
+            }
+        }
         let got = store
             .store
             .get_opts(
@@ -244,156 +254,193 @@ impl Import<'_> {
             size: got.meta.size,
             etag: got.meta.e_tag.clone(),
             last_modified: last_modified_label(got.meta.last_modified.timestamp()),
-            version: got.meta.version.clone(),
+            version: got.meta.version.clone().or(object.version_id.clone()),
         };
         let identity = identity_to_record(listed, &read);
-        let metadata: HashMap<String, String> = copy_metadata(&identity)
-            .into_iter()
-            .map(|(name, value)| (name.to_string(), value))
-            .collect();
-        let content_type = got
-            .attributes
-            .get(&Attribute::ContentType)
-            .map(|v| v.to_string());
-        let size = read.size;
-        let mut body = got.into_stream();
-        let part_bytes = self.settings.part_bytes as usize;
-        let mut md5 = Md5::new();
-        let mut read_bytes: u64 = 0;
-        let cut = |read: u64, detail: String| Failure::Error {
-            class: ErrorClass::Transient,
-            status: 500,
-            code: "SourceReadCut".to_string(),
-            message: format!("reading {from}: {detail} after {read} of {size} bytes"),
-        };
-        let bucket = &self.spec.to_bucket;
-        if size <= part_bytes as u64 {
-            // One part or less: one PUT.
-            let mut buffer = Vec::with_capacity(size as usize);
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| cut(read_bytes, e.to_string()))?;
-                read_bytes += chunk.len() as u64;
-                if read_bytes > size {
-                    return Err(cut(read_bytes, "more bytes than its length".to_string()));
-                }
-                buffer.extend_from_slice(&chunk);
-            }
-            if read_bytes != size {
-                return Err(cut(read_bytes, "body ended early".to_string()));
-            }
-            if let Some(stop) = self.should_stop() {
-                return Err(stop);
-            }
-            md5.update(&buffer);
-            let digest = md5.finalize();
-            let put = self
-                .s3
-                .put_object()
-                .bucket(bucket)
-                .key(destination_key)
-                .set_metadata(Some(metadata))
-                .set_content_type(content_type)
-                .content_md5(base64::engine::general_purpose::STANDARD.encode(digest))
-                .body(ByteStream::from(buffer))
-                .send()
-                .await
-                .map_err(|e| Failure::from_s3(S3Failure::from_sdk(&e)))?;
-            return Ok(Written {
-                size,
-                md5: hex::encode(digest),
-                etag: identity.etag,
-                version: put.version_id().map(str::to_string),
-            });
-        }
-        let created = self
-            .s3
-            .create_multipart_upload()
-            .bucket(bucket)
-            .key(destination_key)
-            .set_metadata(Some(metadata))
-            .set_content_type(content_type)
-            .send()
-            .await
-            .map_err(|e| Failure::from_s3(S3Failure::from_sdk(&e)))?;
-        let upload_id = created.upload_id().unwrap_or_default().to_string();
-        let parts = PartLoop {
-            part_bytes,
-            concurrency: self.settings.part_concurrency,
-            size,
-            stop: self.stop,
-            stop_starting_at: self.stop_starting_at,
-            from: &from,
-        };
-        let sink = BucketParts {
+        let target = BucketTarget {
             import: self,
             key: destination_key,
-            upload_id: &upload_id,
+            metadata: copy_metadata(&identity)
+                .into_iter()
+                .map(|(name, value)| (name.to_string(), value))
+                .collect(),
+            content_type: got
+                .attributes
+                .get(&Attribute::ContentType)
+                .map(|v| v.to_string()),
         };
-        let streamed = parts.run(body, PartProgress::default(), &sink).await;
-        let completed = match streamed {
-            Ok(done) => self
-                .s3
-                .complete_multipart_upload()
-                .bucket(bucket)
-                .key(destination_key)
-                .upload_id(&upload_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(
-                            done.parts
-                                .iter()
-                                .enumerate()
-                                .map(|(index, etag)| {
-                                    CompletedPart::builder()
-                                        .part_number(index as i32 + 1)
-                                        .e_tag(etag)
-                                        .build()
-                                })
-                                .collect(),
-                        ))
-                        .build(),
-                )
-                .send()
-                .await
-                .map(|out| (out, done))
-                .map_err(|e| Failure::from_s3(S3Failure::from_sdk(&e))),
-            Err(failure) => Err(failure),
-        };
-        match completed {
-            Ok((out, done)) => Ok(Written {
+        let size = read.size;
+        let body = got.into_stream();
+        if size > part_bytes {
+            if !looked {
+                // Larger than listed: an upload an earlier delivery kept is not continued.
+                uploads.discard().await;
+            }
+            // Pinned to what this GET read, for the ranged GETs of later deliveries.
+            let record = uploads
+                .start(&target, destination_key, size, read.version, read.etag)
+                .await?;
+            let (done, version) = uploads.finish(&target, &record, &from, size, body).await?;
+            return Ok(Written {
                 size,
                 md5: done.md5.hex(),
                 etag: identity.etag,
-                version: out.version_id().map(str::to_string),
-            }),
-            Err(failure) => {
-                // Nothing half-written stays behind.
-                if let Err(err) = self
-                    .s3
-                    .abort_multipart_upload()
-                    .bucket(bucket)
-                    .key(destination_key)
-                    .upload_id(&upload_id)
-                    .send()
-                    .await
-                {
-                    tracing::warn!(key = destination_key, error = %S3Failure::from_sdk(&err).message, "could not abort a multipart upload");
-                }
-                Err(failure)
-            }
+                version,
+            });
         }
+        // One part or less: one PUT.
+        let buffer = read_whole(body, size, &from).await?;
+        if let Some(stop) = self.transfer.should_stop() {
+            return Err(stop);
+        }
+        let digest = Md5::digest(&buffer);
+        let put = self
+            .s3
+            .put_object()
+            .bucket(&self.spec.to_bucket)
+            .key(destination_key)
+            .set_metadata(Some(target.metadata))
+            .set_content_type(target.content_type)
+            .content_md5(base64::engine::general_purpose::STANDARD.encode(digest))
+            .body(ByteStream::from(buffer))
+            .send()
+            .await
+            .map_err(|e| Failure::from_s3(S3Failure::from_sdk(&e)))?;
+        Ok(Written {
+            size,
+            md5: hex::encode(digest),
+            etag: identity.etag,
+            version: put.version_id().map(str::to_string),
+        })
+    }
+
+    /// Continues the upload an earlier invocation kept, reading the source from its first
+    /// missing part on, pinned to the version and ETag the upload was started from. None: the
+    /// source changed since (the kept upload is aborted and forgotten; the object is read anew).
+    async fn resume(
+        &self,
+        uploads: &StreamedUploads<'_>,
+        store: &OpenStore,
+        path: &Path,
+        from: &str,
+        listed: &SourceIdentity,
+        record: &KeptUpload,
+    ) -> Result<Option<Written>, Failure> {
+        let Some(streamed) = &record.streamed else {
+            return Ok(None);
+        };
+        let offset = streamed.progress.offset();
+        let (length, body) = if offset == streamed.size {
+            // Every part is there; only the completion is missing.
+            (0, futures::stream::empty().boxed())
+        } else {
+            let got = store
+                .store
+                .get_opts(
+                    path,
+                    GetOptions {
+                        if_match: streamed.source_etag.clone(),
+                        version: streamed.source_version.clone(),
+                        range: Some(GetRange::Offset(offset)),
+                        ..Default::default()
+                    },
+                )
+                .await;
+            match got {
+                Ok(got) => (got.range.end - got.range.start, got.into_stream()),
+                Err(object_store::Error::Precondition { .. }) => {
+                    tracing::info!(key = %record.target_key, upload_id = %record.upload_id, "the source changed since its kept upload began; importing it anew");
+                    uploads.discard().await;
+                    return Ok(None);
+                }
+                Err(err) => return Err(Failure::from_store(err, End::Source, from)),
+            }
+        };
+        tracing::info!(key = %record.target_key, upload_id = %record.upload_id, parts_done = streamed.progress.parts.len(), offset, "continuing a kept import upload");
+        // Its metadata and content type were set when the upload started.
+        let target = BucketTarget {
+            import: self,
+            key: &record.target_key,
+            metadata: HashMap::new(),
+            content_type: None,
+        };
+        let (done, version) = uploads.finish(&target, record, from, length, body).await?;
+        let pinned = SourceIdentity {
+            size: streamed.size,
+            etag: streamed.source_etag.clone(),
+            last_modified: None,
+            version: streamed.source_version.clone(),
+        };
+        Ok(Some(Written {
+            size: streamed.size,
+            md5: done.md5.hex(),
+            etag: identity_to_record(listed, &pinned).etag,
+            version,
+        }))
     }
 }
 
-/// The parts of one multipart upload into the destination bucket, each with its Content-MD5.
-struct BucketParts<'i, 'a> {
-    import: &'i Import<'a>,
-    key: &'i str,
-    upload_id: &'i str,
+impl UploadAbort for Import<'_> {
+    fn abort<'s>(&'s self, record: &'s KeptUpload) -> BoxFuture<'s, Result<(), String>> {
+        Box::pin(async move {
+            let aborted = self
+                .s3
+                .abort_multipart_upload()
+                .bucket(&self.spec.to_bucket)
+                .key(&record.target_key)
+                .upload_id(&record.upload_id)
+                .send()
+                .await;
+            match aborted {
+                Ok(_) => Ok(()),
+                Err(err) if err.code() == Some("NoSuchUpload") => Ok(()),
+                Err(err) => Err(crate::error::describe_sdk(&err)),
+            }
+        })
+    }
 }
 
-impl PartSink for BucketParts<'_, '_> {
-    fn put_part(&self, index: usize, bytes: Vec<u8>) -> BoxFuture<'_, Result<String, Failure>> {
+/// One object's multipart upload into the destination bucket, each part with its Content-MD5.
+struct BucketTarget<'i, 'a> {
+    import: &'i Import<'a>,
+    key: &'i str,
+    /// What the object carries, set when the upload starts.
+    metadata: HashMap<String, String>,
+    content_type: Option<String>,
+}
+
+impl UploadTarget for BucketTarget<'_, '_> {
+    fn create(&self) -> BoxFuture<'_, Result<String, Failure>> {
+        Box::pin(async move {
+            let created = self
+                .import
+                .s3
+                .create_multipart_upload()
+                .bucket(&self.import.spec.to_bucket)
+                .key(self.key)
+                .set_metadata(Some(self.metadata.clone()))
+                .set_content_type(self.content_type.clone())
+                .send()
+                .await
+                .map_err(|e| Failure::from_s3(S3Failure::from_sdk(&e)))?;
+            created
+                .upload_id()
+                .map(str::to_string)
+                .ok_or_else(|| Failure::Error {
+                    class: ErrorClass::Transient,
+                    status: 500,
+                    code: "InternalError".to_string(),
+                    message: "CreateMultipartUpload returned no UploadId".to_string(),
+                })
+        })
+    }
+
+    fn put_part<'s>(
+        &'s self,
+        upload_id: &'s str,
+        index: usize,
+        bytes: Vec<u8>,
+    ) -> BoxFuture<'s, Result<String, Failure>> {
         Box::pin(async move {
             let md5 = content_md5(&bytes);
             let part = self
@@ -402,7 +449,7 @@ impl PartSink for BucketParts<'_, '_> {
                 .upload_part()
                 .bucket(&self.import.spec.to_bucket)
                 .key(self.key)
-                .upload_id(self.upload_id)
+                .upload_id(upload_id)
                 .part_number(index as i32 + 1)
                 .content_md5(md5)
                 .body(ByteStream::from(bytes))
@@ -410,6 +457,41 @@ impl PartSink for BucketParts<'_, '_> {
                 .await
                 .map_err(|e| Failure::from_s3(S3Failure::from_sdk(&e)))?;
             Ok(part.e_tag().unwrap_or_default().to_string())
+        })
+    }
+
+    fn complete<'s>(
+        &'s self,
+        upload_id: &'s str,
+        parts: &'s [String],
+    ) -> BoxFuture<'s, Result<Option<String>, Failure>> {
+        Box::pin(async move {
+            let parts = parts
+                .iter()
+                .enumerate()
+                .map(|(index, etag)| {
+                    CompletedPart::builder()
+                        .part_number(index as i32 + 1)
+                        .e_tag(etag)
+                        .build()
+                })
+                .collect();
+            let out = self
+                .import
+                .s3
+                .complete_multipart_upload()
+                .bucket(&self.import.spec.to_bucket)
+                .key(self.key)
+                .upload_id(upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| Failure::from_s3(S3Failure::from_sdk(&e)))?;
+            Ok(out.version_id().map(str::to_string))
         })
     }
 }

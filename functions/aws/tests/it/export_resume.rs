@@ -49,7 +49,7 @@ async fn planned_export(env: &TestEnv, name: &str, keys: &[&str], to: StoreLocat
 
 /// The local runtime until idle, for at most `limit`: a job that never ends shows as one left
 /// unfinished rather than as a hung test.
-async fn run_for(env: &TestEnv, limit: Duration) {
+pub(crate) async fn run_for(env: &TestEnv, limit: Duration) {
     let options = RunOptions {
         until_idle: true,
         concurrency: 2,
@@ -133,7 +133,7 @@ async fn an_export_whose_destination_refuses_its_manifest_ends_in_error() {
 }
 
 /// PUT requests the proxy saw on `bucket` (parts and whole objects; moto is path-style).
-fn puts(proxy: &FaultProxy, bucket: &str) -> u64 {
+pub(crate) fn puts(proxy: &FaultProxy, bucket: &str) -> u64 {
     let counts = proxy.counts();
     counts["signers"][bucket]
         .as_object()

@@ -38,7 +38,7 @@ fn under(location: &StoreLocation, new_prefix: &str) -> StoreLocation {
     }
 }
 
-fn here(bucket: &str, prefix: &str) -> StoreLocation {
+pub(crate) fn here(bucket: &str, prefix: &str) -> StoreLocation {
     StoreLocation::parse(&format!("s3://{bucket}/{prefix}"), &Default::default()).unwrap()
 }
 

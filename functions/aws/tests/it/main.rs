@@ -8,6 +8,7 @@ mod events;
 mod export_resume;
 mod exports;
 mod harness;
+mod import_resume;
 mod imports;
 mod invoke;
 mod job_path;
