@@ -155,7 +155,7 @@ planner_bench() {
         read -r gzip_s _ <<<"$(measure sh -c "gzip -dc '$gz' > /dev/null")"
         ratio="$(python3 -c "import sys; print(f'{float(sys.argv[1])/float(sys.argv[2]):.2f}x')" "$wall" "$gzip_s")"
       fi
-      local base_cols=""
+      local base_cols="" base_wall base_rss
       if [ -n "${BENCH_BASELINE:-}" ]; then
         read -r base_wall base_rss <<<"$(measure "$BENCH_BASELINE" plan --manifest "$input" --format "$format" --json)"
         base_cols="$(python3 -c "import sys; bw, br, w = map(float, sys.argv[1:4]); print(f' {bw:.2f} | {br/1024:.1f} | {w/bw:.2f}x |')" "$base_wall" "$base_rss" "$wall")"

