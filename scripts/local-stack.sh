@@ -125,7 +125,8 @@ local_stack_start() {
   local port
   # BATCHOPS_MOTO_PORT: a port of one's own (default: a free one).
   port="${BATCHOPS_MOTO_PORT:-$(free_port)}"
-  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$LOCAL_DIR/moto.log" 2>&1 &
+  # moto with DynamoDB writes one at a time: see scripts/moto_server.py.
+  "$VENV/bin/python" "$BATCHOPS_ROOT/scripts/moto_server.py" -H 127.0.0.1 -p "$port" >"$LOCAL_DIR/moto.log" 2>&1 &
   MOTO_PID=$!
   trap local_stack_stop EXIT
   for _ in $(seq 1 100); do
@@ -159,7 +160,7 @@ other_store_start() {
 other_moto_launch() {
   local port
   port="$(free_port)"
-  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$LOCAL_DIR/moto-other.log" 2>&1 &
+  "$VENV/bin/python" "$BATCHOPS_ROOT/scripts/moto_server.py" -H 127.0.0.1 -p "$port" >"$LOCAL_DIR/moto-other.log" 2>&1 &
   OTHER_MOTO_PID=$!
   export BATCHOPS_TEST_OTHER_S3="http://127.0.0.1:$port"
 }
