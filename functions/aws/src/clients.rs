@@ -322,10 +322,16 @@ impl DataClients {
     }
 
     /// `bucket`'s Region: cached, else asked with HeadBucket (whose answer carries it even
-    /// when it is a 301 or a 403); the stack's Region when S3 does not say.
-    async fn region_of(&self, role: Option<&JobRole>, bucket: &str, owner: Option<&str>) -> String {
+    /// when it is a 301 or a 403); the stack's Region when S3 does not say. The bool: this
+    /// call's HeadBucket succeeded (the bucket exists and these credentials reach it).
+    async fn region_of(
+        &self,
+        role: Option<&JobRole>,
+        bucket: &str,
+        owner: Option<&str>,
+    ) -> (String, bool) {
         if let Some(region) = self.lock().regions.get(bucket) {
-            return region.clone();
+            return (region.clone(), false);
         }
         let asked = self
             .client(role, &self.region, owner)
@@ -333,6 +339,7 @@ impl DataClients {
             .bucket(bucket)
             .send()
             .await;
+        let reached = asked.is_ok();
         let region = match &asked {
             Ok(out) => out.bucket_region().map(str::to_string),
             Err(err) => err
@@ -340,7 +347,7 @@ impl DataClients {
                 .and_then(|r| r.headers().get("x-amz-bucket-region"))
                 .map(str::to_string),
         };
-        match region {
+        let region = match region {
             Some(region) => {
                 self.lock()
                     .regions
@@ -354,7 +361,8 @@ impl DataClients {
                 );
                 self.region.clone()
             }
-        }
+        };
+        (region, reached)
     }
 }
 
@@ -363,16 +371,40 @@ impl JobClients {
     /// the bucket's expected owner on every request when the job names one (the control
     /// bucket: the stack's client).
     pub async fn s3(&self, bucket: &str) -> aws_sdk_s3::Client {
+        self.s3_and_reached(bucket).await.0
+    }
+
+    /// The client for `bucket`, and whether the bucket exists and the job's credentials reach
+    /// it. The HeadBucket that learns a bucket's Region answers that too; when the Region was
+    /// known already, one HeadBucket asks now (so a bucket is checked once, not twice).
+    pub async fn reachable_s3(
+        &self,
+        bucket: &str,
+    ) -> (aws_sdk_s3::Client, std::result::Result<(), String>) {
+        let (client, reached) = self.s3_and_reached(bucket).await;
+        let reachable = if reached {
+            Ok(())
+        } else {
+            crate::objects::bucket_reachable(&client, bucket).await
+        };
+        (client, reachable)
+    }
+
+    async fn s3_and_reached(&self, bucket: &str) -> (aws_sdk_s3::Client, bool) {
         if let Some(client) = &self.only {
-            return client.clone();
+            return (client.clone(), false);
         }
         if bucket == self.data.control_bucket {
-            return self.data.stack_s3.clone();
+            return (self.data.stack_s3.clone(), false);
         }
         let owner = self.owners.get(bucket).map(String::as_str);
         // Boxed: a HeadBucket future is large, and this is awaited inside already deep ones.
-        let region = Box::pin(self.data.region_of(self.role.as_ref(), bucket, owner)).await;
-        self.data.client(self.role.as_ref(), &region, owner)
+        let (region, reached) =
+            Box::pin(self.data.region_of(self.role.as_ref(), bucket, owner)).await;
+        (
+            self.data.client(self.role.as_ref(), &region, owner),
+            reached,
+        )
     }
 
     /// The client in the stack's Region (requests that name no bucket yet).

@@ -2,7 +2,6 @@
 //! Put/Get/DeleteJobTagging. The CLI and any HTTP front end call these.
 
 use crate::error::{Error, Result};
-use crate::objects::bucket_reachable;
 use crate::store::{Created, JobsCursor};
 use crate::{now, App};
 use batchops_core::describe::{describe, list_entry, JobDescriptor, JobListDescriptor};
@@ -67,8 +66,10 @@ pub async fn create_job(app: &App, request: CreateJobRequest) -> Result<CreatedJ
         }
     }
     if let Some(report) = &spec.report {
-        bucket_reachable(&clients.s3(&report.bucket).await, &report.bucket)
+        clients
+            .reachable_s3(&report.bucket)
             .await
+            .1
             .map_err(|m| RequestError::new("Report.Bucket", m))?;
     }
     create_job_with_id(app, job_id, request, spec).await

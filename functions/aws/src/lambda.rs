@@ -83,7 +83,7 @@ pub async fn worker_handler(
     let budget = &budget;
     Ok(per_record(event.payload.records, |record| async move {
         let pointer: ChunkPointer = parse_body(&record)?;
-        let run = process_chunk_within(app, &pointer, deadline, budget)
+        let run = process_chunk_within(app, &pointer, deadline, budget, None)
             .await
             .map_err(|e| e.to_string())?;
         if let ChunkRun::Busy { holder, expires_at } = &run {

@@ -3,7 +3,7 @@
 //! where the last checkpoint left it; Active jobs get their chunk pointers dispatched.
 
 use crate::error::{Error, Result};
-use crate::objects::{bucket_reachable, put_bytes};
+use crate::objects::put_bytes;
 use crate::prepare::{
     self, write_generated_manifest, ChunkWriter, Reader, SourceEvent, SourceOptions, SourceSpec,
 };
@@ -634,32 +634,46 @@ async fn plan_slice(
                 return Ok(Advance::Idle);
             }
         }
-        if let Some(target) = spec.operation.target_bucket() {
-            if let Err(reason) = bucket_reachable(&clients.s3(target).await, target).await {
-                fail_job(
-                    app,
-                    &job_id,
+        // The buckets are checked at once (each check is a round trip, the first for a bucket
+        // also learns its Region), and their failures named in this order.
+        let reachable = |bucket: Option<String>| {
+            let clients = &clients;
+            async move {
+                match bucket {
+                    Some(bucket) => clients.reachable_s3(&bucket).await.1,
+                    None => Ok(()),
+                }
+            }
+        };
+        let generated_source = match &spec.manifest {
+            ManifestSource::Generated(g) => Some(g.source_bucket.clone()),
+            _ => None,
+        };
+        let (target, report, source) = tokio::join!(
+            reachable(spec.operation.target_bucket().map(str::to_string)),
+            reachable(spec.report.as_ref().map(|r| r.bucket.clone())),
+            reachable(generated_source),
+        );
+        let unreachable = [
+            target.map_err(|reason| {
+                (
                     "TargetBucketUnreachable",
                     format!(
                         "Operation.{}.TargetResource: {reason}",
                         spec.operation.name()
                     ),
                 )
-                .await?;
-                return Ok(Advance::Idle);
-            }
-        }
-        if let Some(report) = &spec.report {
-            if let Err(reason) =
-                bucket_reachable(&clients.s3(&report.bucket).await, &report.bucket).await
-            {
-                fail_job(
-                    app,
-                    &job_id,
+            }),
+            report.map_err(|reason| {
+                (
                     "ReportBucketUnreachable",
                     format!("Report.Bucket: {reason}"),
                 )
-                .await?;
+            }),
+        ];
+        for checked in unreachable {
+            if let Err((code, message)) = checked {
+                fail_job(app, &job_id, code, message).await?;
                 return Ok(Advance::Idle);
             }
         }
@@ -669,19 +683,15 @@ async fn plan_slice(
             fail_job(app, &job_id, "AccessDenied", format!("{field}: {why}")).await?;
             return Ok(Advance::Idle);
         }
-        if let ManifestSource::Generated(g) = &spec.manifest {
-            if let Err(reason) =
-                bucket_reachable(&clients.s3(&g.source_bucket).await, &g.source_bucket).await
-            {
-                fail_job(
-                    app,
-                    &job_id,
-                    "SourceBucketUnreachable",
-                    format!("ManifestGenerator.S3JobManifestGenerator.SourceBucket: {reason}"),
-                )
-                .await?;
-                return Ok(Advance::Idle);
-            }
+        if let Err(reason) = source {
+            fail_job(
+                app,
+                &job_id,
+                "SourceBucketUnreachable",
+                format!("ManifestGenerator.S3JobManifestGenerator.SourceBucket: {reason}"),
+            )
+            .await?;
+            return Ok(Advance::Idle);
         }
     }
     // Manifests and listed sources with the job's client for their bucket; backup runs and

@@ -200,6 +200,10 @@ async fn planner_loop(
     }
 }
 
+/// Chunks one worker loop holds at once: the one whose last tasks are finishing (and
+/// committing) and the next, whose tasks take the slots they leave.
+const CHUNKS_PER_WORKER_LOOP: usize = 2;
+
 async fn worker_loop(
     app: Arc<App>,
     budget: TaskBudget,
@@ -207,7 +211,13 @@ async fn worker_loop(
     stats: Arc<RunStats>,
 ) {
     let visibility = work_visibility_seconds(&app.config);
+    let held = Arc::new(tokio::sync::Semaphore::new(CHUNKS_PER_WORKER_LOOP));
+    let mut running = tokio::task::JoinSet::new();
     while !*stop.borrow() {
+        while running.try_join_next().is_some() {}
+        let Ok(permit) = held.clone().acquire_owned().await else {
+            break;
+        };
         let received = app.queues.receive(&app.queues.work_url, 1, 1, visibility);
         let messages = match until_stopped(&mut stop, received).await {
             None => break,
@@ -218,6 +228,7 @@ async fn worker_loop(
                 continue;
             }
         };
+        let mut permit = Some(permit);
         for message in messages {
             let pointer: ChunkPointer = match serde_json::from_str(&message.body) {
                 Ok(p) => p,
@@ -232,43 +243,70 @@ async fn worker_loop(
                     continue;
                 }
             };
-            let run = with_visibility_heartbeat(
-                &app,
-                &message.receipt_handle,
-                visibility,
-                process_chunk_within(&app, &pointer, local_deadline(&app), &budget),
-            )
-            .await;
-            match run {
-                Ok(ChunkRun::Busy { expires_at, .. }) => {
-                    // Another attempt holds the range. This may be that attempt's own message
-                    // back after it died: retry once its lease has run out, never drop it.
-                    let _ = app
-                        .queues
-                        .release(
-                            &app.queues.work_url,
-                            &message.receipt_handle,
-                            busy_retry_seconds(expires_at),
-                        )
-                        .await;
-                }
-                Ok(run) => {
-                    stats.chunks.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(job_id = %pointer.job, seq = pointer.seq, ?run, "chunk done");
-                    let _ = app
-                        .queues
-                        .delete(&app.queues.work_url, &message.receipt_handle)
-                        .await;
-                }
-                Err(err) => {
-                    stats.errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(job_id = %pointer.job, seq = pointer.seq, error = %err, "chunk failed; will be retried");
-                    let _ = app
-                        .queues
-                        .release(&app.queues.work_url, &message.receipt_handle, 2)
-                        .await;
-                }
-            }
+            let (all_started, started) = tokio::sync::oneshot::channel();
+            let (app, budget, stats, permit) =
+                (app.clone(), budget.clone(), stats.clone(), permit.take());
+            running.spawn(async move {
+                let _permit = permit;
+                let run = with_visibility_heartbeat(
+                    &app,
+                    &message.receipt_handle,
+                    visibility,
+                    process_chunk_within(
+                        &app,
+                        &pointer,
+                        local_deadline(&app),
+                        &budget,
+                        Some(all_started),
+                    ),
+                )
+                .await;
+                settle_work_message(&app, &message.receipt_handle, &pointer, run, &stats).await;
+            });
+            // Told when the chunk has no task left to start, or (dropped) when it ended.
+            let _ = started.await;
+        }
+    }
+    // Every chunk taken is finished (its message deleted or released) before the loop ends.
+    while running.join_next().await.is_some() {}
+}
+
+/// Deletes or releases a work message after its chunk ran.
+async fn settle_work_message(
+    app: &App,
+    receipt_handle: &str,
+    pointer: &ChunkPointer,
+    run: Result<ChunkRun>,
+    stats: &RunStats,
+) {
+    match run {
+        Ok(ChunkRun::Busy { expires_at, .. }) => {
+            // Another attempt holds the range. This may be that attempt's own message back
+            // after it died: retry once its lease has run out, never drop it.
+            let _ = app
+                .queues
+                .release(
+                    &app.queues.work_url,
+                    receipt_handle,
+                    busy_retry_seconds(expires_at),
+                )
+                .await;
+        }
+        Ok(run) => {
+            stats.chunks.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(job_id = %pointer.job, seq = pointer.seq, ?run, "chunk done");
+            let _ = app
+                .queues
+                .delete(&app.queues.work_url, receipt_handle)
+                .await;
+        }
+        Err(err) => {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(job_id = %pointer.job, seq = pointer.seq, error = %err, "chunk failed; will be retried");
+            let _ = app
+                .queues
+                .release(&app.queues.work_url, receipt_handle, 2)
+                .await;
         }
     }
 }

@@ -102,16 +102,20 @@ pub async fn process_chunk(
     deadline: SystemTime,
 ) -> Result<ChunkRun> {
     let budget = TaskBudget::new(app.config.task_concurrency);
-    process_chunk_within(app, pointer, deadline, &budget).await
+    process_chunk_within(app, pointer, deadline, &budget, None).await
 }
 
 /// Runs one chunk pointer, its tasks taking slots from `budget` (shared with the other chunks
-/// the caller holds). `deadline` is when this invocation must have returned.
+/// the caller holds). `deadline` is when this invocation must have returned. `all_started` is
+/// told (or dropped) once no task of the chunk is left to start: its last tasks are in flight,
+/// and a caller with more chunks to run can take its next one now instead of leaving slots
+/// idle while they finish and commit.
 pub async fn process_chunk_within(
     app: &App,
     pointer: &ChunkPointer,
     deadline: SystemTime,
     budget: &TaskBudget,
+    all_started: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<ChunkRun> {
     let attempt = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
     let grant = app
@@ -141,7 +145,7 @@ pub async fn process_chunk_within(
             .unwrap_or_else(|| "every attempt ended without a word (killed or timed out)".into());
         give_up(app, pointer, &attempt, attempts - 1, &why).await
     } else {
-        match run_leased(app, pointer, deadline, &attempt, budget).await {
+        match run_leased(app, pointer, deadline, &attempt, budget, all_started).await {
             // The last allowed attempt failed too: give up now, with its error.
             Err(err) if attempts >= max => {
                 tracing::warn!(job_id = %pointer.job, seq = pointer.seq, attempts, error = %err, "range failed on its last attempt");
@@ -286,12 +290,30 @@ async fn run_leased(
     deadline: SystemTime,
     attempt: &str,
     budget: &TaskBudget,
+    all_started: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<ChunkRun> {
-    let job = match job_owing_range(app, pointer).await? {
-        Ok(job) => job,
+    // The chunk file is read while the job, the range and the target bucket's Region are
+    // looked up: each is a round trip, and none needs another's answer.
+    let job_and_target = async {
+        let job = match job_owing_range(app, pointer).await? {
+            Ok(job) => job,
+            Err(done) => return Ok(Err(done)),
+        };
+        // The job's clients (its role): one for the bucket it writes to, and each task's
+        // source bucket's own, each in that bucket's Region.
+        let clients = app.job_clients(&job);
+        let target_s3 = match job.spec.operation.target_bucket() {
+            Some(bucket) => Some(clients.s3(bucket).await),
+            None => None,
+        };
+        Ok::<_, Error>(Ok((job, clients, target_s3)))
+    };
+    let (job_and_target, tasks) = tokio::join!(job_and_target, read_chunk(app, pointer));
+    let (job, clients, target_s3) = match job_and_target? {
+        Ok(found) => found,
         Err(done) => return Ok(done),
     };
-    let tasks = read_chunk(app, pointer).await?;
+    let tasks = tasks?;
     let first = pointer.first_task as usize;
     if first >= tasks.len() {
         return Ok(ChunkRun::Skipped(format!(
@@ -314,9 +336,6 @@ async fn run_leased(
     let stop_starting_at = deadline
         .checked_sub(app.config.worker_safety_margin)
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    // The job's clients (its role): one for the bucket it writes to, and each task's source
-    // bucket's own, each in that bucket's Region.
-    let clients = app.job_clients(&job);
     let source_bucket = tasks[first..]
         .iter()
         .find_map(|task| task.object().map(|object| object.bucket.as_str()));
@@ -324,10 +343,7 @@ async fn run_leased(
         Some(bucket) => clients.s3(bucket).await,
         None => clients.default_s3(),
     };
-    let target_s3 = match job.spec.operation.target_bucket() {
-        Some(bucket) => clients.s3(bucket).await,
-        None => source_s3.clone(),
-    };
+    let target_s3 = target_s3.unwrap_or_else(|| source_s3.clone());
     let runner = ops::runner(
         &job.spec.operation,
         RangeContext {
@@ -351,7 +367,16 @@ async fn run_leased(
     // while there is time left and the job runs (checked once it has its slot: waiting for one
     // can take a while). A unit that starts nothing leaves a gap: the range ends before it.
     // Items are plain index ranges: futures holding borrowed items trip the Send check of spawn.
-    let units = same_key_runs(&tasks, first);
+    // Once the stream has taken its last unit, at most `budget.size` tasks are left to start.
+    let mut all_started = all_started;
+    let units = same_key_runs(&tasks, first)
+        .into_iter()
+        .chain(std::iter::from_fn(move || {
+            if let Some(told) = all_started.take() {
+                let _ = told.send(());
+            }
+            None
+        }));
     let mut results: Vec<(usize, TaskResult)> = futures::stream::iter(units)
         .take_while(|_| futures::future::ready(may_start()))
         .map(|unit| async move {
