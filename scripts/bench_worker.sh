@@ -43,7 +43,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_port() { for _ in $(seq 150); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "nothing listens on $1" >&2; exit 1; }
 
 MOTO_PORT="$(free_port)"
-"$ROOT/.venv/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$DATA/moto.log" 2>&1 &
+"$ROOT/.venv/bin/python" scripts/moto_server.py -H 127.0.0.1 -p "$MOTO_PORT" >"$DATA/moto.log" 2>&1 &
 PIDS+=($!)
 MOTO="http://127.0.0.1:$MOTO_PORT"
 
@@ -123,9 +123,10 @@ cpu = sum(float(x) for x in open(cpu_file).read().split()[-2:])
 print(json.dumps({"tool": tool, "round": int(rnd), "wall": float(wall), "non_s3": int(other), "cpu": cpu,
                   "s3": stats["Total"], "copied": stats["CopiedKeys"], "objects": int(objects),
                   "requests": stats["Requests"], "first_copy": stats["FirstCopySeconds"] or 0.0,
-                  "after_last_copy": float(wall) - (stats["LastCopySeconds"] or 0.0)}))
+                  "after_last_copy": float(wall) - (stats["LastCopySeconds"] or 0.0),
+                  "late": stats["Totals"].get("AnsweredLate", 0)}))
 PY
-    echo "round $round $tool: $wall s, $(tail -1 "$RESULTS" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["copied"], "copied,", r["s3"], "S3 requests,", r["non_s3"], "non-S3,", round(r["first_copy"], 2), "s to the first copy,", round(r["after_last_copy"], 2), "s after the last", r["requests"])')" >&2
+    echo "round $round $tool: $wall s, $(tail -1 "$RESULTS" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["copied"], "copied,", r["s3"], "S3 requests,", r["non_s3"], "non-S3,", round(r["first_copy"], 2), "s to the first copy,", round(r["after_last_copy"], 2), "s after the last,", r["late"], "answered late", r["requests"])')" >&2
   done
 done
 
@@ -145,7 +146,8 @@ PY
   export BATCHOPS_TABLE=batchops-first-copy BATCHOPS_WORK_QUEUE=first-copy-work BATCHOPS_PLAN_QUEUE=first-copy-plan \
     BATCHOPS_FINALIZE_QUEUE=first-copy-finalize
   batchops local init >/dev/null
-  batchops run --concurrency "${BENCH_BATCHOPS_CHUNKS:-4}" 2>"$DATA/first-copy.run.log" &
+  # Not the `batchops` function: $! must be the runtime itself (env execs it), so the kill below stops it.
+  "${BATCHOPS_CMD[@]}" run --concurrency "${BENCH_BATCHOPS_CHUNKS:-4}" 2>"$DATA/first-copy.run.log" &
   RUNTIME=$!
   PIDS+=("$RUNTIME")
   sleep 2
