@@ -700,3 +700,77 @@ async fn a_commit_retried_after_its_answer_was_lost_is_recognised_as_its_own() {
         CommitOutcome::AlreadyCommitted
     );
 }
+
+/// The local stack must isolate DynamoDB transactions as DynamoDB does: a commit that fails
+/// (its attempt lost the lease) must not undo the commits that land while it runs. moto rolls a
+/// failed transaction back by restoring a copy of the whole table taken when it began, which
+/// lost other ranges' counters and left a job that never finished (`scripts/moto_server.py`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_commit_does_not_undo_the_commits_that_land_beside_it() {
+    let env = TestEnv::with_vars(&[("BATCHOPS_CHUNK_SIZE", "5")]).await;
+    let job = planned_job(&env, "isolated", 5).await;
+    let store = &env.app.store;
+    const RANGES: u64 = 24;
+    for seq in 0..RANGES {
+        store
+            .acquire_range_lease(
+                &job,
+                seq,
+                0,
+                &format!("owner{seq}"),
+                unix_now() + 120,
+                unix_now(),
+            )
+            .await
+            .unwrap();
+    }
+    let commit = |seq: u64| RangeCommit {
+        seq,
+        ..five_succeeded()
+    };
+    // Each range committed by its owner while an attempt without the lease tries the same.
+    let attempts = (0..RANGES).flat_map(|seq| {
+        [
+            (seq, format!("owner{seq}")),
+            (seq, format!("stranger{seq}")),
+        ]
+    });
+    let job = job.as_str();
+    let outcomes = futures::future::join_all(attempts.map(|(seq, attempt)| {
+        let commit = commit(seq);
+        async move {
+            (
+                attempt.clone(),
+                store.commit_range(job, &commit, &attempt).await.unwrap(),
+            )
+        }
+    }))
+    .await;
+    for (attempt, outcome) in &outcomes {
+        if attempt.starts_with("owner") {
+            assert_eq!(outcome, &CommitOutcome::Committed, "{attempt}");
+        } else {
+            // Refused either way: before the owner's commit the lease is not its, after it
+            // the range is committed.
+            assert!(
+                matches!(
+                    outcome,
+                    CommitOutcome::LeaseLost | CommitOutcome::AlreadyCommitted
+                ),
+                "{attempt}: {outcome:?}"
+            );
+        }
+    }
+    let counters = store.counters(job).await.unwrap();
+    assert_eq!(
+        (counters.ranges, counters.succeeded),
+        (RANGES, 5 * RANGES),
+        "every committed range is counted once"
+    );
+    for seq in 0..RANGES {
+        assert!(
+            store.range_committed(&job, seq, 0).await.unwrap(),
+            "range {seq}"
+        );
+    }
+}
