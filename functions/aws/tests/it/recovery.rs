@@ -769,7 +769,7 @@ async fn a_failed_commit_does_not_undo_the_commits_that_land_beside_it() {
     );
     for seq in 0..RANGES {
         assert!(
-            store.range_committed(&job, seq, 0).await.unwrap(),
+            store.range_committed(job, seq, 0).await.unwrap(),
             "range {seq}"
         );
     }
