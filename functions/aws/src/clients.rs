@@ -374,20 +374,15 @@ impl JobClients {
         self.s3_and_reached(bucket).await.0
     }
 
-    /// The client for `bucket`, and whether the bucket exists and the job's credentials reach
-    /// it. The HeadBucket that learns a bucket's Region answers that too; when the Region was
-    /// known already, one HeadBucket asks now (so a bucket is checked once, not twice).
-    pub async fn reachable_s3(
-        &self,
-        bucket: &str,
-    ) -> (aws_sdk_s3::Client, std::result::Result<(), String>) {
+    /// Whether `bucket` exists and the job's credentials reach it (Err: why not). The
+    /// HeadBucket that learns a bucket's Region answers that too; when the Region was known
+    /// already, one HeadBucket asks now (so a bucket is checked once, not twice).
+    pub async fn reachable(&self, bucket: &str) -> std::result::Result<(), String> {
         let (client, reached) = self.s3_and_reached(bucket).await;
-        let reachable = if reached {
-            Ok(())
-        } else {
-            crate::objects::bucket_reachable(&client, bucket).await
-        };
-        (client, reachable)
+        if reached {
+            return Ok(());
+        }
+        crate::objects::bucket_reachable(&client, bucket).await
     }
 
     async fn s3_and_reached(&self, bucket: &str) -> (aws_sdk_s3::Client, bool) {

@@ -67,9 +67,8 @@ pub async fn create_job(app: &App, request: CreateJobRequest) -> Result<CreatedJ
     }
     if let Some(report) = &spec.report {
         clients
-            .reachable_s3(&report.bucket)
+            .reachable(&report.bucket)
             .await
-            .1
             .map_err(|m| RequestError::new("Report.Bucket", m))?;
     }
     create_job_with_id(app, job_id, request, spec).await

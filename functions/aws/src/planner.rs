@@ -640,7 +640,7 @@ async fn plan_slice(
             let clients = &clients;
             async move {
                 match bucket {
-                    Some(bucket) => clients.reachable_s3(&bucket).await.1,
+                    Some(bucket) => clients.reachable(&bucket).await,
                     None => Ok(()),
                 }
             }
