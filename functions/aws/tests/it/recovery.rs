@@ -774,3 +774,35 @@ async fn a_failed_commit_does_not_undo_the_commits_that_land_beside_it() {
         );
     }
 }
+
+/// The planner checks a job's buckets at once (`JobClients::reachable`): a target bucket that
+/// does not exist fails the job before any chunk is written, naming the field and the bucket,
+/// also when the report bucket beside it is fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_target_bucket_that_does_not_exist_fails_the_job_naming_it() {
+    let env = TestEnv::new().await;
+    let key = "notarget/k0";
+    env.put(&env.src, key, "x").await;
+    let manifest = env.manifest("notarget", &[line(&env.src, key)]).await;
+    let missing = format!("{}-missing", env.dst);
+    let mut document = env.request_json(&manifest, &["Bucket", "Key"]);
+    document["Operation"]["S3PutObjectCopy"]["TargetResource"] =
+        serde_json::json!(format!("arn:aws:s3:::{missing}"));
+    let job = env.create(document).await;
+    run_within(&env, Duration::from_secs(60)).await;
+    let described = env.describe(&job).await;
+    assert_eq!(described.status, "Failed", "{described:?}");
+    let reasons = described.failure_reasons;
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert_eq!(
+        reasons[0].failure_code, "TargetBucketUnreachable",
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[0]
+            .failure_reason
+            .starts_with("Operation.S3PutObjectCopy.TargetResource: bucket `")
+            && reasons[0].failure_reason.contains(&missing),
+        "the reason names the field and the bucket: {reasons:?}"
+    );
+}
