@@ -539,10 +539,13 @@ impl Store {
     /// put only while the job is still as listed, so a job that has just ended gets none.
     /// Returns how many were added.
     pub async fn mark_working_jobs(&self) -> Result<usize> {
-        let marked: std::collections::HashSet<String> =
-            self.working_job_ids().await?.into_iter().collect();
+        // Read at once: a job created between the two reads has its marker already, and putting
+        // it again changes nothing.
+        let (marked, working) =
+            tokio::join!(self.working_job_ids(), self.list_jobs(&JobStatus::WORKING));
+        let marked: std::collections::HashSet<String> = marked?.into_iter().collect();
         let mut added = 0;
-        for job in self.list_jobs(&JobStatus::WORKING).await? {
+        for job in working? {
             if marked.contains(&job.job_id) {
                 continue;
             }
@@ -606,6 +609,31 @@ impl Store {
         })
     }
 
+    /// [`Self::update_job`] starting from `record`, a read the caller has just made (or the
+    /// record a write of its own returned): no second read unless someone wrote the job since.
+    /// A change to a record that is no longer current loses the race, and is decided again on
+    /// fresh reads.
+    pub async fn update_job_from<F, E>(
+        &self,
+        mut record: JobRecord,
+        mut change: F,
+    ) -> Result<std::result::Result<JobRecord, E>>
+    where
+        F: FnMut(&mut JobRecord) -> std::result::Result<bool, E>,
+    {
+        match change(&mut record) {
+            Err(e) => return Ok(Err(e)),
+            Ok(false) => return Ok(Ok(record)),
+            Ok(true) => {
+                if self.put_job(&mut record).await? {
+                    return Ok(Ok(record));
+                }
+            }
+        }
+        // Boxed: `update_job`'s future inline would double this one's size.
+        Box::pin(self.update_job(&record.job_id, change)).await
+    }
+
     /// Jobs in the given statuses, newest first.
     pub async fn list_jobs(&self, statuses: &[JobStatus]) -> Result<Vec<JobRecord>> {
         self.list_jobs_page(statuses, None, usize::MAX).await
@@ -619,8 +647,9 @@ impl Store {
         after: Option<&JobsCursor>,
         limit: usize,
     ) -> Result<Vec<JobRecord>> {
-        let mut jobs = Vec::new();
-        for status in statuses {
+        // One query per status, all at once: ListJobs of every status is seven of them.
+        let per_status = statuses.iter().map(|status| async move {
+            let mut jobs = Vec::new();
             let mut start: Option<Item> = None;
             let mut taken = 0;
             loop {
@@ -657,7 +686,13 @@ impl Store {
                     _ => break,
                 }
             }
-        }
+            Ok::<_, Error>(jobs)
+        });
+        let mut jobs: Vec<JobRecord> = futures::future::try_join_all(per_status)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
         jobs.sort_by(|a, b| list_order((&a.created_at, &a.job_id), (&b.created_at, &b.job_id)));
         jobs.truncate(limit);
         Ok(jobs)

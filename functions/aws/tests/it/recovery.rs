@@ -806,3 +806,59 @@ async fn a_target_bucket_that_does_not_exist_fails_the_job_naming_it() {
         "the reason names the field and the bucket: {reasons:?}"
     );
 }
+
+/// The planner and the finalizer move a job on from the record they last read or wrote, without
+/// reading it again first. A write someone else made since (here a cancel) must win: the change
+/// made to the stale record loses the race, and is decided again on a fresh read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_change_made_to_a_stale_read_of_a_job_is_decided_again_on_a_fresh_one() {
+    let env = TestEnv::new().await;
+    let job = planned_job(&env, "stale-read", 3).await;
+    let store = &env.app.store;
+    let stale = store.get_job(&job).await.unwrap();
+    assert_eq!(stale.status, JobStatus::Active);
+    store
+        .update_job(&job, |record| {
+            record
+                .transition(
+                    JobStatus::Cancelling,
+                    batchops_aws::now(),
+                    "Cancelled by request",
+                )
+                .map(|_| true)
+                .map_err(|_| ())
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let mut decided_on = Vec::new();
+    let stored = store
+        .update_job_from(stale, |record| {
+            decided_on.push(record.status);
+            if record.status != JobStatus::Active {
+                return Ok::<bool, ()>(false);
+            }
+            record
+                .transition(
+                    JobStatus::Completing,
+                    batchops_aws::now(),
+                    "All tasks have run",
+                )
+                .map(|_| true)
+                .map_err(|_| ())
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        decided_on,
+        [JobStatus::Active, JobStatus::Cancelling],
+        "decided on the stale read, then again on a fresh one"
+    );
+    assert_eq!(stored.status, JobStatus::Cancelling);
+    assert_eq!(
+        store.get_job(&job).await.unwrap().status,
+        JobStatus::Cancelling,
+        "the cancel stands"
+    );
+}
