@@ -987,7 +987,12 @@ pub async fn fire_due_policies(app: &App, at: OffsetDateTime) -> Result<Vec<(Str
 /// the destination and indexed with the record marked `settling` before anything is deleted;
 /// then the policy's newest snapshot, journal cleanup and retention; then the mark is cleared.
 pub async fn complete_snapshot(app: &App, job_id: &str) -> Result<Option<SnapshotRecord>> {
-    let job = app.store.get_job(job_id).await?;
+    complete_snapshot_of(app, &app.store.get_job(job_id).await?).await
+}
+
+/// [`complete_snapshot`] of a job as the caller read it (its plan has ended: what the snapshot
+/// records of it no longer changes).
+pub async fn complete_snapshot_of(app: &App, job: &JobRecord) -> Result<Option<SnapshotRecord>> {
     let ManifestSource::Backup(run) = &job.spec.manifest else {
         return Ok(None);
     };
@@ -999,9 +1004,9 @@ pub async fn complete_snapshot(app: &App, job_id: &str) -> Result<Option<Snapsho
     {
         Some((existing, _)) if !existing.settling => return Ok(Some(existing)),
         Some((existing, _)) => existing,
-        None => write_snapshot(app, &job, run).await?,
+        None => write_snapshot(app, job, run).await?,
     };
-    settle_snapshot(app, &job, run, snapshot).await.map(Some)
+    settle_snapshot(app, job, run, snapshot).await.map(Some)
 }
 
 /// What became of a backup run's copies, claimed once per job (the first claim stands): in its

@@ -47,11 +47,22 @@ pub async fn finalize_accounted(app: &App, job_id: &str) -> Result<Finalized> {
 }
 
 pub async fn finalize(app: &App, job_id: &str) -> Result<Finalized> {
+    // Each step goes on from the record the previous one wrote (a lost race re-reads it), and
+    // reads what it needs at once: a job's end is a chain of round trips, each on its latency.
+    // The counters are read with the job: the usual first step (Active) needs both. The
+    // steps' own futures are boxed: inline, they made this one too large for a debug build's
+    // stack.
+    let (job, counters) = tokio::join!(app.store.get_job(job_id), app.store.counters(job_id));
+    let mut job = job?;
+    let mut first_counters = Some(counters);
     loop {
-        let job = app.store.get_job(job_id).await?;
-        match job.status {
+        let read_with_job = first_counters.take();
+        job = match job.status {
             JobStatus::Active => {
-                let counters = app.store.counters(job_id).await?;
+                let counters = match read_with_job {
+                    Some(counters) => counters?,
+                    None => app.store.counters(job_id).await?,
+                };
                 let threshold = app.config.failure_threshold;
                 let (next, code, reason) = if threshold.exceeded(&counters) {
                     (
@@ -71,56 +82,60 @@ pub async fn finalize(app: &App, job_id: &str) -> Result<Finalized> {
                 } else {
                     return Ok(Finalized::NotReady);
                 };
-                move_job(app, job_id, JobStatus::Active, next, code, &reason).await?;
+                Box::pin(move_job(app, job, JobStatus::Active, next, code, &reason)).await?
             }
             JobStatus::Completing => {
-                abort_kept_uploads(app, &job).await?;
-                let counters = app.store.counters(job_id).await?;
-                if !write_report(app, job_id, counters.tasks_done()).await? {
+                let (aborted, counters) = tokio::join!(
+                    Box::pin(abort_kept_uploads(app, &job)),
+                    app.store.counters(job_id)
+                );
+                aborted?;
+                let counters = counters?;
+                if !Box::pin(write_report(app, &job, counters.tasks_done())).await? {
                     return Ok(Finalized::Reporting);
                 }
-                let refused = write_transfer_manifest(app, &job).await?;
+                let refused = Box::pin(write_transfer_manifest(app, &job)).await?;
                 let threshold = app.config.failure_threshold;
                 if !threshold.exceeded(&counters) {
                     // Backup runs: the snapshot exists once the job is Complete.
-                    crate::backup::complete_snapshot(app, job_id).await?;
+                    Box::pin(crate::backup::complete_snapshot_of(app, &job)).await?;
                 } else {
                     // A backup run failing: its copies are recorded before it ends.
-                    crate::backup::journal_unfinished_run(app, &job).await?;
+                    Box::pin(crate::backup::journal_unfinished_run(app, &job)).await?;
                 }
                 if threshold.exceeded(&counters) {
                     if let Some((code, reason)) = &refused {
-                        note_failure(app, job_id, code, reason).await?;
+                        job = Box::pin(note_failure(app, job, code, reason)).await?;
                     }
-                    move_job(
+                    Box::pin(move_job(
                         app,
-                        job_id,
+                        job,
                         JobStatus::Completing,
                         JobStatus::Failed,
                         Some("TaskFailureThresholdExceeded"),
                         &threshold.reason(&counters),
-                    )
-                    .await?;
+                    ))
+                    .await?
                 } else if let Some((code, reason)) = &refused {
-                    move_job(
+                    Box::pin(move_job(
                         app,
-                        job_id,
+                        job,
                         JobStatus::Completing,
                         JobStatus::Failed,
                         Some(code),
                         reason,
-                    )
-                    .await?;
+                    ))
+                    .await?
                 } else {
-                    move_job(
+                    Box::pin(move_job(
                         app,
-                        job_id,
+                        job,
                         JobStatus::Completing,
                         JobStatus::Complete,
                         None,
                         "Job complete",
-                    )
-                    .await?;
+                    ))
+                    .await?
                 }
             }
             JobStatus::Cancelling | JobStatus::Failing => {
@@ -128,37 +143,42 @@ pub async fn finalize(app: &App, job_id: &str) -> Result<Finalized> {
                 if leases > 0 {
                     return Ok(Finalized::Waiting { leases });
                 }
-                abort_kept_uploads(app, &job).await?;
-                let counters = app.store.counters(job_id).await?;
-                if !write_report(app, job_id, counters.tasks_done()).await? {
+                let (aborted, counters) = tokio::join!(
+                    Box::pin(abort_kept_uploads(app, &job)),
+                    app.store.counters(job_id)
+                );
+                aborted?;
+                let counters = counters?;
+                if !Box::pin(write_report(app, &job, counters.tasks_done())).await? {
                     return Ok(Finalized::Reporting);
                 }
                 // Backup runs: the copies made are recorded before the run ends, so the next
                 // run (which may start once this one has ended) takes them.
-                crate::backup::journal_unfinished_run(app, &job).await?;
-                let refused = write_transfer_manifest(app, &job).await?;
+                Box::pin(crate::backup::journal_unfinished_run(app, &job)).await?;
+                let refused = Box::pin(write_transfer_manifest(app, &job)).await?;
                 let (to, reason) = if job.status == JobStatus::Cancelling {
                     (JobStatus::Cancelled, "Cancelled by request")
                 } else {
                     (JobStatus::Failed, "Job failed")
                 };
+                let from = job.status;
                 match &refused {
                     Some((code, why)) => {
-                        move_job(app, job_id, job.status, to, Some(code), why).await?
+                        Box::pin(move_job(app, job, from, to, Some(code), why)).await?
                     }
-                    None => move_job(app, job_id, job.status, to, None, reason).await?,
+                    None => Box::pin(move_job(app, job, from, to, None, reason)).await?,
                 }
             }
             status if status.is_terminal() => {
                 // Backup runs: the policy may start its next run (one run per policy at a time).
-                crate::backup::run_ended(app, &job).await?;
+                Box::pin(crate::backup::run_ended(app, &job)).await?;
                 if !job.status_event_sent {
-                    send_status_event(app, &job).await?;
+                    Box::pin(send_status_event(app, job)).await?;
                 }
                 return Ok(Finalized::Terminal(status));
             }
             _ => return Ok(Finalized::NotReady),
-        }
+        };
     }
 }
 
@@ -200,10 +220,11 @@ async fn write_manifests(app: &App, job: &JobRecord) -> Result<()> {
     Box::pin(crate::imports::write_manifest(app, job)).await
 }
 
-/// Records a failure reason on a job that is ending for another.
-async fn note_failure(app: &App, job_id: &str, code: &str, reason: &str) -> Result<()> {
+/// Records a failure reason on a job that is ending for another; returns the job as stored.
+async fn note_failure(app: &App, job: JobRecord, code: &str, reason: &str) -> Result<JobRecord> {
+    let job_id = job.job_id.clone();
     app.store
-        .update_job(job_id, |job| {
+        .update_job_from(job, |job| {
             job.failure_reasons.push(batchops_core::job::FailureReason {
                 failure_code: code.to_string(),
                 failure_reason: reason.to_string(),
@@ -211,9 +232,8 @@ async fn note_failure(app: &App, job_id: &str, code: &str, reason: &str) -> Resu
             Ok::<bool, ()>(true)
         })
         .await?
-        .map(|_| ())
         .map_err(|_| Error::State {
-            job_id: job_id.to_string(),
+            job_id,
             message: format!("cannot record its failure ({code})"),
         })
 }
@@ -318,17 +338,21 @@ pub async fn end_failed(app: &App, job_id: &str, code: &str, reason: &str) -> Re
     app.queues.request_finalize(job_id).await
 }
 
+/// Moves `job` (as last read or written) from `from` to `to`; returns the job as stored after.
+/// A job no longer in `from` is left as it is (someone else moved it first): the caller goes
+/// on from the status it is in.
 async fn move_job(
     app: &App,
-    job_id: &str,
+    job: JobRecord,
     from: JobStatus,
     to: JobStatus,
     failure_code: Option<&str>,
     reason: &str,
-) -> Result<()> {
+) -> Result<JobRecord> {
+    let job_id = job.job_id.clone();
     let result = app
         .store
-        .update_job(job_id, |job| {
+        .update_job_from(job, |job| {
             if job.status != from {
                 return Ok::<bool, ()>(false);
             }
@@ -346,8 +370,8 @@ async fn move_job(
                 .map_err(|_| ())
         })
         .await?;
-    result.map(|_| ()).map_err(|_| Error::State {
-        job_id: job_id.to_string(),
+    result.map_err(|_| Error::State {
+        job_id,
         message: format!("cannot move from {from} to {to}"),
     })
 }
@@ -359,10 +383,11 @@ pub const STATUS_EVENT_DETAIL_TYPE: &str = "Batchops Job Status Change";
 /// Sends the terminal status event to the configured EventBridge bus (detail: `{"Job": ...}`,
 /// the DescribeJob shape), then records that it was sent. At least once: a crash between the two
 /// sends it again.
-async fn send_status_event(app: &App, record: &JobRecord) -> Result<()> {
-    let job_id = record.job_id.as_str();
+async fn send_status_event(app: &App, record: JobRecord) -> Result<()> {
+    let job_id = record.job_id.clone();
+    let job_id = job_id.as_str();
     if let Some(bus) = &app.config.event_bus {
-        let job = crate::jobs::describe_record(app, record).await?;
+        let job = crate::jobs::describe_record(app, &record).await?;
         let detail = serde_json::json!({ "Job": job }).to_string();
         let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
             .event_bus_name(bus)
@@ -398,7 +423,7 @@ async fn send_status_event(app: &App, record: &JobRecord) -> Result<()> {
         }
     }
     app.store
-        .update_job(job_id, |job| {
+        .update_job_from(record, |job| {
             let change = !job.status_event_sent;
             job.status_event_sent = true;
             Ok::<bool, ()>(change)
@@ -435,8 +460,8 @@ pub struct RollLimits {
 /// Writes the job's report (`<prefix>/job-<id>/results/*.csv` and `manifest.json`) once any
 /// task ran. True when it is complete; false when this run's slice ran out, in which case it
 /// has checkpointed and asked for another finalizer run.
-async fn write_report(app: &App, job_id: &str, tasks_done: u64) -> Result<bool> {
-    let job = app.store.get_job(job_id).await?;
+async fn write_report(app: &App, job: &JobRecord, tasks_done: u64) -> Result<bool> {
+    let job_id = job.job_id.as_str();
     let Some(target) = &job.spec.report else {
         return Ok(true);
     };

@@ -131,13 +131,17 @@ pub async fn run(app: Arc<App>, options: RunOptions) -> Result<Arc<RunStats>> {
 
 /// No job has work left, and no S3 event waits or is being handled.
 async fn idle(app: &App, events_url: Option<&str>) -> bool {
-    match app.store.any_working_job().await {
-        Ok(false) => match events_url {
-            Some(url) => app.queues.pending(url).await.unwrap_or(1) == 0,
-            None => true,
-        },
-        Ok(true) => false,
-        Err(err) => {
+    // Both asked at once: this check is what a finished `--until-idle` run waits on.
+    let events_pending = async {
+        match events_url {
+            Some(url) => app.queues.pending(url).await.unwrap_or(1),
+            None => 0,
+        }
+    };
+    match tokio::join!(app.store.any_working_job(), events_pending) {
+        (Ok(false), pending) => pending == 0,
+        (Ok(true), _) => false,
+        (Err(err), _) => {
             tracing::warn!(error = %err, "could not look for working jobs");
             false
         }

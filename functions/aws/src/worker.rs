@@ -789,8 +789,8 @@ async fn write_shards(
 /// After a commit: fail the job past the failure threshold, or wake the finalizer when every
 /// task has run.
 pub async fn check_progress(app: &App, job_id: &str) -> Result<()> {
-    let counters = app.store.counters(job_id).await?;
-    let job = app.store.get_job(job_id).await?;
+    let (counters, job) = tokio::join!(app.store.counters(job_id), app.store.get_job(job_id));
+    let (counters, job) = (counters?, job?);
     if job.status != JobStatus::Active {
         return Ok(());
     }
