@@ -46,6 +46,8 @@
 #                              against in-flight / latency (one round trip per object) and the ratio
 #                              to each peer. Then the time from `job create` to the first
 #                              CopyObject for a 1M-line CSV manifest (BENCH_FIRST_COPY_LINES).
+#                              BENCH_BASELINE=/path/to/batchops runs another build as tool
+#                              "baseline" in the same rounds; BENCH_TOOLS picks the tools.
 #   scripts/bench.sh chaos     the long chaos run (scripts/chaos.sh long): thousands of objects
 #                              through a fault-injecting proxy, then under repeated SIGKILLs of
 #                              the local runtime; verified against moto, one table. Debug build.

@@ -8,7 +8,10 @@ ROUNDS="${BENCH_ROUNDS:-3}"
 IN_FLIGHT="${BENCH_IN_FLIGHT:-64}"
 LATENCY_MS="${BENCH_LATENCY_MS:-40}"
 FIRST_COPY_LINES="${BENCH_FIRST_COPY_LINES:-1000000}"
-TOOLS="${BENCH_TOOLS:-batchops s5cmd rclone}"
+# BENCH_BASELINE=/path/to/batchops: another build (an older commit's), run as tool "baseline"
+# beside this one, so a change is measured against what it changes in the same run.
+BASELINE="${BENCH_BASELINE:-}"
+TOOLS="${BENCH_TOOLS:-batchops${BASELINE:+ baseline} s5cmd rclone}"
 S5CMD_VERSION=0.3.3
 DATA="$ROOT/.local/bench/worker"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -64,8 +67,12 @@ export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 
 # The endpoints are plain HTTP on loopback (rclone refuses a CA bundle on its transport).
 unset AWS_PROFILE AWS_SESSION_TOKEN AWS_CA_BUNDLE
 # batchops: S3 to the fake, everything else to moto; the in-flight budget is the task budget.
-BATCHOPS_CMD=(env AWS_ENDPOINT_URL="$MOTO" AWS_ENDPOINT_URL_S3="$FAKE" BATCHOPS_ASSUME_JOB_ROLES=false
-  BATCHOPS_TASK_CONCURRENCY="$IN_FLIGHT" RUST_LOG="${RUST_LOG:-warn}" "$BATCHOPS")
+BATCHOPS_ENV=(env AWS_ENDPOINT_URL="$MOTO" AWS_ENDPOINT_URL_S3="$FAKE" BATCHOPS_ASSUME_JOB_ROLES=false
+  BATCHOPS_TASK_CONCURRENCY="$IN_FLIGHT" RUST_LOG="${RUST_LOG:-warn}")
+BATCHOPS_CMD=("${BATCHOPS_ENV[@]}" "$BATCHOPS")
+if [[ " $TOOLS " == *" baseline "* ]]; then
+  [ -x "$BASELINE" ] || { echo "tool baseline needs BENCH_BASELINE=/path/to/batchops" >&2; exit 2; }
+fi
 batchops() { "${BATCHOPS_CMD[@]}" "$@"; }
 batchops local init >/dev/null
 stats() { curl -s "$FAKE/__stats"; }
@@ -76,15 +83,17 @@ run_tool() {
   local tool=$1 dst=$2 started
   started=$(date +%s.%N)
   case "$tool" in
-    batchops)
+    batchops | baseline)
+      local bin="$BATCHOPS"
+      [ "$tool" = baseline ] && bin="$BASELINE"
       local doc="$DATA/job-$dst.json"
       printf '{"AccountId": "000000000000", "ConfirmationRequired": false, "Priority": 10, "RoleArn": "arn:aws:iam::000000000000:role/bench",
   "ClientRequestToken": "%s", "Report": {"Enabled": false},
   "Operation": {"S3PutObjectCopy": {"TargetResource": "arn:aws:s3:::%s"}},
   "ManifestGenerator": {"S3JobManifestGenerator": {"SourceBucket": "arn:aws:s3:::bench-src", "EnableManifestOutput": false,
     "Filter": {"KeyNameConstraint": {"MatchAnyPrefix": ["data/"]}}}}}\n' "$dst" "$dst" >"$doc"
-      batchops job create --cli-input-json "$doc" >"$DATA/$dst.create.json"
-      /usr/bin/time -f "%U %S" -o "$DATA/$dst.cpu" "${BATCHOPS_CMD[@]}" run --until-idle --concurrency "${BENCH_BATCHOPS_CHUNKS:-4}" --max-seconds 900 2>"$DATA/$dst.run.log"
+      "${BATCHOPS_ENV[@]}" "$bin" job create --cli-input-json "$doc" >"$DATA/$dst.create.json"
+      /usr/bin/time -f "%U %S" -o "$DATA/$dst.cpu" "${BATCHOPS_ENV[@]}" "$bin" run --until-idle --concurrency "${BENCH_BATCHOPS_CHUNKS:-4}" --max-seconds 900 2>"$DATA/$dst.run.log"
       ;;
     s5cmd)
       /usr/bin/time -f "%U %S" -o "$DATA/$dst.cpu" "$VENV/bin/s5cmd" --endpoint-url "$FAKE" --numworkers "$IN_FLIGHT" cp 's3://bench-src/data/*' "s3://$dst/data/" >"$DATA/$dst.log" 2>&1
@@ -97,7 +106,10 @@ run_tool() {
         --checkers "$IN_FLIGHT" --s3-no-check-bucket --s3-no-head --no-check-dest >"$DATA/$dst.log" 2>&1
       ;;
   esac
-  python3 -c "import sys,time; print(round(time.time()-float(sys.argv[1]),3))" "$started"
+  # Read here, not in the Python below: its start-up (tens of ms) is not the tool's.
+  local ended
+  ended=$(date +%s.%N)
+  python3 -c "import sys; print(round(float(sys.argv[2])-float(sys.argv[1]),3))" "$started" "$ended"
 }
 
 RESULTS="$DATA/results.jsonl"
@@ -124,9 +136,10 @@ print(json.dumps({"tool": tool, "round": int(rnd), "wall": float(wall), "non_s3"
                   "s3": stats["Total"], "copied": stats["CopiedKeys"], "objects": int(objects),
                   "requests": stats["Requests"], "first_copy": stats["FirstCopySeconds"] or 0.0,
                   "after_last_copy": float(wall) - (stats["LastCopySeconds"] or 0.0),
-                  "late": stats["Totals"].get("AnsweredLate", 0)}))
+                  "late": stats["Totals"].get("AnsweredLate", 0),
+                  "answer_delay_ms": 1000 * stats["Totals"].get("AnswerDelaySeconds", 0.0) / max(stats["Totals"].get("Answers", 0), 1)}))
 PY
-    echo "round $round $tool: $wall s, $(tail -1 "$RESULTS" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["copied"], "copied,", r["s3"], "S3 requests,", r["non_s3"], "non-S3,", round(r["first_copy"], 2), "s to the first copy,", round(r["after_last_copy"], 2), "s after the last,", r["late"], "answered late", r["requests"])')" >&2
+    echo "round $round $tool: $wall s, $(tail -1 "$RESULTS" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["copied"], "copied,", r["s3"], "S3 requests,", r["non_s3"], "non-S3,", round(r["first_copy"], 2), "s to the first copy,", round(r["after_last_copy"], 2), "s after the last,", r["late"], "answered late,", round(r["answer_delay_ms"], 2), "ms mean answer delay after due", r["requests"])')" >&2
   done
 done
 
