@@ -790,7 +790,21 @@ async fn start_run_with(
         record.last_snapshot = None;
     }
     let policy = record.policy.clone();
-    let id = snapshot_id(at);
+    // IDs are to the second, and a small bucket backs up in less than one: a run starting in
+    // the same second as a snapshot of the policy takes the next free second. (With the same
+    // ID it found that snapshot at its end, took it for its own, and its copies were in none.)
+    // The claim held here keeps any other run from taking the same one meanwhile.
+    let mut id = snapshot_id(at);
+    let mut taken_up_to = at;
+    while app
+        .store
+        .get_doc::<SnapshotRecord>(&policy_pk(name), &format!("SNAP#{id}"))
+        .await?
+        .is_some()
+    {
+        taken_up_to += time::Duration::seconds(1);
+        id = snapshot_id(taken_up_to);
+    }
     let previous = match &record.last_snapshot {
         Some(snapshot) => app
             .store

@@ -1578,3 +1578,59 @@ async fn a_snapshot_completion_stopped_between_steps_is_finished_by_the_next_att
         .unwrap();
     assert!(verified.passed, "{verified:?}");
 }
+
+/// Snapshot IDs are a run's start to the second, and a small bucket backs up in well under one.
+/// A second run started in the same second as the last (here: a schedule slot at the second the
+/// first, manual, run started) must get its own snapshot: with the first's ID it found that
+/// snapshot, took it for its own, and its copies were in none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_runs_started_in_the_same_second_make_two_snapshots() {
+    let env = TestEnv::new().await;
+    let mut p = policy(&env, "same-second");
+    p.source.prefix = "same/".into();
+    p.destination.prefix = "vault/same/".into();
+    backup::put_policy(&env.app, p).await.unwrap();
+    env.put(&env.src, "same/a", "first").await;
+    let first = backup::start_run(&env.app, "same-second", None, false)
+        .await
+        .unwrap()
+        .job_id;
+    env.run_to_complete(&first).await;
+    let first_id = backup::list_snapshots(&env.app, "same-second")
+        .await
+        .unwrap()[0]
+        .id
+        .clone();
+    let slot = time::OffsetDateTime::from_unix_timestamp(
+        batchops_core::backup::snapshot_id_unix(&first_id).unwrap(),
+    )
+    .unwrap();
+    env.put(&env.src, "same/b", "second").await;
+    let second = backup::start_run(&env.app, "same-second", Some(slot), false)
+        .await
+        .unwrap()
+        .job_id;
+    env.run_to_complete(&second).await;
+    let snapshots = backup::list_snapshots(&env.app, "same-second")
+        .await
+        .unwrap();
+    let ids: Vec<(&str, &str)> = snapshots
+        .iter()
+        .map(|s| (s.id.as_str(), s.job_id.as_str()))
+        .collect();
+    assert_eq!(ids.len(), 2, "one snapshot per run: {ids:?}");
+    assert!(ids[0].0 < ids[1].0, "in time order: {ids:?}");
+    assert_eq!(
+        [ids[0].1, ids[1].1],
+        [first.as_str(), second.as_str()],
+        "each run's own"
+    );
+    let reader = batchops_aws::prepare::Reader::new(Some(env.app.s3.clone()));
+    let keys: Vec<String> = backup::read_catalog(&reader, &snapshots[1].catalog)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(keys, ["same/a", "same/b"], "the second run's catalog");
+}
