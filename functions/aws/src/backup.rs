@@ -795,15 +795,15 @@ async fn start_run_with(
     // ID it found that snapshot at its end, took it for its own, and its copies were in none.)
     // The claim held here keeps any other run from taking the same one meanwhile.
     let mut id = snapshot_id(at);
-    let mut taken_up_to = at;
+    let mut tried = at;
     while app
         .store
         .get_doc::<SnapshotRecord>(&policy_pk(name), &format!("SNAP#{id}"))
         .await?
         .is_some()
     {
-        taken_up_to += time::Duration::seconds(1);
-        id = snapshot_id(taken_up_to);
+        tried += time::Duration::seconds(1);
+        id = snapshot_id(tried);
     }
     let previous = match &record.last_snapshot {
         Some(snapshot) => app

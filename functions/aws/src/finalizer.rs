@@ -10,6 +10,7 @@ use crate::{now, unix_now, App};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use base64::Engine;
+use batchops_core::counts::Counters;
 use batchops_core::job::timestamp;
 use batchops_core::report::{
     report_manifest_key, rolled_file_key, OpenFile, ReportManifest, ReportResult, ReportRoll,
@@ -49,48 +50,39 @@ pub async fn finalize_accounted(app: &App, job_id: &str) -> Result<Finalized> {
 pub async fn finalize(app: &App, job_id: &str) -> Result<Finalized> {
     // Each step goes on from the record the previous one wrote (a lost race re-reads it), and
     // reads what it needs at once: a job's end is a chain of round trips, each on its latency.
-    // The counters are read with the job: the usual first step (Active) needs both. The
-    // steps' own futures are boxed: inline, they made this one too large for a debug build's
-    // stack.
+    // The steps' own futures are boxed: inline, they made this one too large for a debug
+    // build's stack.
     let (job, counters) = tokio::join!(app.store.get_job(job_id), app.store.counters(job_id));
     let mut job = job?;
-    let mut first_counters = Some(counters);
+    // Active can only be the first step (a move returns the job in another status), and the
+    // one that needs the counters read with the job.
+    if job.status == JobStatus::Active {
+        let counters = counters?;
+        let threshold = app.config.failure_threshold;
+        let (next, code, reason) = if threshold.exceeded(&counters) {
+            (
+                JobStatus::Failing,
+                Some("TaskFailureThresholdExceeded"),
+                threshold.reason(&counters),
+            )
+        } else if job
+            .total_tasks()
+            .is_some_and(|total| counters.tasks_done() >= total)
+        {
+            (
+                JobStatus::Completing,
+                None,
+                "All tasks have run".to_string(),
+            )
+        } else {
+            return Ok(Finalized::NotReady);
+        };
+        job = Box::pin(move_job(app, job, JobStatus::Active, next, code, &reason)).await?;
+    }
     loop {
-        let read_with_job = first_counters.take();
         job = match job.status {
-            JobStatus::Active => {
-                let counters = match read_with_job {
-                    Some(counters) => counters?,
-                    None => app.store.counters(job_id).await?,
-                };
-                let threshold = app.config.failure_threshold;
-                let (next, code, reason) = if threshold.exceeded(&counters) {
-                    (
-                        JobStatus::Failing,
-                        Some("TaskFailureThresholdExceeded"),
-                        threshold.reason(&counters),
-                    )
-                } else if job
-                    .total_tasks()
-                    .is_some_and(|total| counters.tasks_done() >= total)
-                {
-                    (
-                        JobStatus::Completing,
-                        None,
-                        "All tasks have run".to_string(),
-                    )
-                } else {
-                    return Ok(Finalized::NotReady);
-                };
-                Box::pin(move_job(app, job, JobStatus::Active, next, code, &reason)).await?
-            }
             JobStatus::Completing => {
-                let (aborted, counters) = tokio::join!(
-                    Box::pin(abort_kept_uploads(app, &job)),
-                    app.store.counters(job_id)
-                );
-                aborted?;
-                let counters = counters?;
+                let counters = abort_uploads_and_count(app, &job).await?;
                 if !Box::pin(write_report(app, &job, counters.tasks_done())).await? {
                     return Ok(Finalized::Reporting);
                 }
@@ -143,12 +135,7 @@ pub async fn finalize(app: &App, job_id: &str) -> Result<Finalized> {
                 if leases > 0 {
                     return Ok(Finalized::Waiting { leases });
                 }
-                let (aborted, counters) = tokio::join!(
-                    Box::pin(abort_kept_uploads(app, &job)),
-                    app.store.counters(job_id)
-                );
-                aborted?;
-                let counters = counters?;
+                let counters = abort_uploads_and_count(app, &job).await?;
                 if !Box::pin(write_report(app, &job, counters.tasks_done())).await? {
                     return Ok(Finalized::Reporting);
                 }
@@ -180,6 +167,17 @@ pub async fn finalize(app: &App, job_id: &str) -> Result<Finalized> {
             _ => return Ok(Finalized::NotReady),
         };
     }
+}
+
+/// An ending job's first step: its kept multipart uploads aborted, and its counters (final by
+/// now) read meanwhile.
+async fn abort_uploads_and_count(app: &App, job: &JobRecord) -> Result<Counters> {
+    let (aborted, counters) = tokio::join!(
+        Box::pin(abort_kept_uploads(app, job)),
+        app.store.counters(&job.job_id)
+    );
+    aborted?;
+    counters
 }
 
 /// Exports and imports: writes the manifest of what was written at the destination, its
