@@ -59,9 +59,6 @@ pub struct RunStats {
 }
 
 pub async fn run(app: Arc<App>, options: RunOptions) -> Result<Arc<RunStats>> {
-    // Jobs of a table written before working markers existed get theirs, or the idle check
-    // and the sweep would not see them.
-    app.store.mark_working_jobs().await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stats = Arc::new(RunStats::default());
     let mut tasks = Vec::new();
@@ -85,23 +82,36 @@ pub async fn run(app: Arc<App>, options: RunOptions) -> Result<Arc<RunStats>> {
         stop_rx.clone(),
         stats.clone(),
     )));
+    // Jobs of a table written before working markers existed get theirs, or the idle check
+    // and the sweep would not see them. Marked while the loops start: the planner's first look
+    // is at the plan queue, and a sweep that runs before this ends sees such a job next time.
     // The events queue is optional locally: without it, continuous backups just wait for runs.
-    let events_url =
-        match crate::queue::resolve(app.queues.client(), &app.config.events_queue).await {
-            Ok(url) => {
-                tasks.push(tokio::spawn(events_loop(
-                    app.clone(),
-                    url.clone(),
-                    stop_rx.clone(),
-                    stats.clone(),
-                )));
-                Some(url)
-            }
-            Err(err) => {
-                tracing::info!(error = %err, "no events queue; S3 events are not handled");
-                None
-            }
-        };
+    let (marked, events_queue) = tokio::join!(
+        app.store.mark_working_jobs(),
+        crate::queue::resolve(app.queues.client(), &app.config.events_queue)
+    );
+    if let Err(err) = marked {
+        let _ = stop_tx.send(true);
+        for task in tasks {
+            let _ = task.await;
+        }
+        return Err(err);
+    }
+    let events_url = match events_queue {
+        Ok(url) => {
+            tasks.push(tokio::spawn(events_loop(
+                app.clone(),
+                url.clone(),
+                stop_rx.clone(),
+                stats.clone(),
+            )));
+            Some(url)
+        }
+        Err(err) => {
+            tracing::info!(error = %err, "no events queue; S3 events are not handled");
+            None
+        }
+    };
 
     let started = Instant::now();
     let outcome = loop {
@@ -156,20 +166,26 @@ async fn planner_loop(
 ) {
     // Plan-queue wake-ups (they name one job) are long-polled, so a new job is planned as soon
     // as it is created; the sweep of all jobs (due backups, slices to resume, stuck jobs) runs
-    // every `interval`.
+    // every `interval`. The first look is at the plan queue, without waiting: a job created
+    // just before the runtime started is planned at once, not after a sweep of every job.
     let mut last_sweep: Option<Instant> = None;
+    let mut first_look = true;
     while !*stop.borrow() {
-        if last_sweep.is_none_or(|at| at.elapsed() >= interval) {
+        if !first_look && last_sweep.is_none_or(|at| at.elapsed() >= interval) {
             last_sweep = Some(Instant::now());
             if let Err(err) = sweep(&app, Instant::now() + app.config.plan_slice).await {
                 stats.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %err, "planner sweep failed");
             }
         }
-        let wait = interval
-            .saturating_sub(last_sweep.map_or(Duration::ZERO, |at| at.elapsed()))
-            .as_secs()
-            .clamp(0, 1) as i32;
+        let wait = if first_look {
+            0
+        } else {
+            interval
+                .saturating_sub(last_sweep.map_or(Duration::ZERO, |at| at.elapsed()))
+                .as_secs()
+                .clamp(0, 1) as i32
+        };
         let received = app.queues.receive(&app.queues.plan_url, 10, wait, 60);
         match until_stopped(&mut stop, received).await {
             None => break,
@@ -194,6 +210,9 @@ async fn planner_loop(
                 tracing::warn!(error = %err, "plan queue receive failed");
                 pause(&mut stop, Duration::from_secs(1)).await;
             }
+        }
+        if std::mem::take(&mut first_look) {
+            continue;
         }
         if wait == 0 {
             // Less than a second to the next sweep: wait for it without spinning.
@@ -222,7 +241,7 @@ async fn worker_loop(
         let Ok(permit) = held.clone().acquire_owned().await else {
             break;
         };
-        let received = app.queues.receive(&app.queues.work_url, 1, 1, visibility);
+        let received = receive_work(&app);
         let messages = match until_stopped(&mut stop, received).await {
             None => break,
             Some(Ok(messages)) => messages,
@@ -252,19 +271,31 @@ async fn worker_loop(
                 (app.clone(), budget.clone(), stats.clone(), permit.take());
             running.spawn(async move {
                 let _permit = permit;
-                let run = with_visibility_heartbeat(
-                    &app,
-                    &message.receipt_handle,
-                    visibility,
-                    process_chunk_within(
+                // Taken: the claim window becomes the full visibility, while the chunk starts.
+                let claimed = async {
+                    if let Err(err) = app
+                        .queues
+                        .release(&app.queues.work_url, &message.receipt_handle, visibility)
+                        .await
+                    {
+                        tracing::warn!(error = %err, "could not extend the work message's visibility");
+                    }
+                };
+                let ((), run) = tokio::join!(
+                    claimed,
+                    with_visibility_heartbeat(
                         &app,
-                        &pointer,
-                        local_deadline(&app),
-                        &budget,
-                        Some(all_started),
-                    ),
-                )
-                .await;
+                        &message.receipt_handle,
+                        visibility,
+                        process_chunk_within(
+                            &app,
+                            &pointer,
+                            local_deadline(&app),
+                            &budget,
+                            Some(all_started),
+                        ),
+                    )
+                );
                 settle_work_message(&app, &message.receipt_handle, &pointer, run, &stats).await;
             });
             // Told when the chunk has no task left to start, or (dropped) when it ended.
@@ -273,6 +304,21 @@ async fn worker_loop(
     }
     // Every chunk taken is finished (its message deleted or released) before the loop ends.
     while running.join_next().await.is_some() {}
+}
+
+/// How long a chunk pointer the runtime receives stays hidden before the worker loop that took
+/// it says it has it (and extends that to the full visibility). SQS cannot call back a long
+/// poll: one still waiting when the runtime stops (it stops at once, not at the end of its
+/// polls) takes a message sent in the next second, a new job's first chunk say, for no one.
+/// That message is back after this window, not after the full visibility.
+pub const WORK_CLAIM_SECONDS: i32 = 2;
+
+/// One long poll of the work queue, as the worker loops make it: a pointer it returns is hidden
+/// for [`WORK_CLAIM_SECONDS`] only, until its taker extends it.
+pub async fn receive_work(app: &App) -> Result<Vec<crate::queue::Received>> {
+    app.queues
+        .receive(&app.queues.work_url, 1, 1, WORK_CLAIM_SECONDS)
+        .await
 }
 
 /// Deletes or releases a work message after its chunk ran.

@@ -4,7 +4,7 @@
 
 use crate::harness::TestEnv;
 use batchops_aws::queue::ChunkPointer;
-use batchops_aws::runtime::{run, RunOptions};
+use batchops_aws::runtime::{receive_work, run, RunOptions, WORK_CLAIM_SECONDS};
 use batchops_core::encoding::encode_key;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -74,6 +74,49 @@ async fn a_runtime_that_stops_deletes_no_message_it_did_not_handle() {
         .unwrap();
     assert_eq!(handled + left, sent.load(Ordering::SeqCst));
     assert!(handled > 0, "no runtime received a message");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pointer_taken_by_a_long_poll_a_stopped_runtime_left_is_back_within_the_claim_window() {
+    let env = TestEnv::new().await;
+    let app = env.app.clone();
+    // A worker loop's long poll, left waiting in SQS when its runtime stopped at once.
+    let left = tokio::spawn({
+        let app = app.clone();
+        async move { receive_work(&app).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    left.abort();
+    // The next job's first pointer, sent now, is taken by that poll, for no one.
+    let pointer = ChunkPointer {
+        job: "next-job".into(),
+        seq: 0,
+        first_task: 0,
+    };
+    app.queues.send_chunks(&[pointer]).await.unwrap();
+    let sent = Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The next runtime gets it after the claim window, not after the full visibility (30 s):
+    // a job whose first chunk waited that long ran half a minute late.
+    let claim = Duration::from_secs(WORK_CLAIM_SECONDS as u64);
+    let mut back = None;
+    while sent.elapsed() < claim + Duration::from_secs(4) {
+        let got = app
+            .queues
+            .receive(&app.queues.work_url, 1, 1, 30)
+            .await
+            .unwrap();
+        if !got.is_empty() {
+            back = Some(sent.elapsed());
+            break;
+        }
+    }
+    let back = back.expect("the pointer was not back within the claim window");
+    // Hidden for the window: the abandoned poll did take it (else this proves nothing).
+    assert!(
+        back >= claim - Duration::from_millis(300),
+        "back after {back:?}: the left poll did not take it"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
