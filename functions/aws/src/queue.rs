@@ -57,10 +57,16 @@ impl Queues {
     }
 
     pub async fn resolve(client: Client, work: &str, plan: &str, finalize: &str) -> Result<Self> {
+        // Asked at once: every command (and the runtime) starts with these three round trips.
+        let (work_url, plan_url, finalize_url) = tokio::try_join!(
+            resolve(&client, work),
+            resolve(&client, plan),
+            resolve(&client, finalize)
+        )?;
         Ok(Queues {
-            work_url: resolve(&client, work).await?,
-            plan_url: resolve(&client, plan).await?,
-            finalize_url: resolve(&client, finalize).await?,
+            work_url,
+            plan_url,
+            finalize_url,
             client,
         })
     }
