@@ -44,7 +44,11 @@
 #                              fake). BENCH_ROUNDS (3) rounds, the tools' order rotating each round;
 #                              medians of objects/s, S3 and non-S3 requests per object, efficiency
 #                              against in-flight / latency (one round trip per object) and the ratio
-#                              to each peer. Then the time from `job create` to the first
+#                              to each peer, and where each slot's cycle goes beyond the latency:
+#                              the fake's delay past it and the tool's turnaround (answer out to
+#                              next request in). The fake runs at real-time priority where it may
+#                              (BENCH_FAKE_REALTIME=0: not), as a far endpoint does not share the
+#                              tool's CPU. Then the time from `job create` to the first
 #                              CopyObject for a 1M-line CSV manifest (BENCH_FIRST_COPY_LINES).
 #                              BENCH_BASELINE=/path/to/batchops runs another build as tool
 #                              "baseline" in the same rounds; BENCH_TOOLS picks the tools.
