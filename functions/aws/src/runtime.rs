@@ -272,17 +272,8 @@ async fn worker_loop(
             running.spawn(async move {
                 let _permit = permit;
                 // Taken: the claim window becomes the full visibility, while the chunk starts.
-                let claimed = async {
-                    if let Err(err) = app
-                        .queues
-                        .release(&app.queues.work_url, &message.receipt_handle, visibility)
-                        .await
-                    {
-                        tracing::warn!(error = %err, "could not extend the work message's visibility");
-                    }
-                };
                 let ((), run) = tokio::join!(
-                    claimed,
+                    extend_visibility(&app, &message.receipt_handle, visibility),
                     with_visibility_heartbeat(
                         &app,
                         &message.receipt_handle,
@@ -381,6 +372,18 @@ async fn pause(stop: &mut watch::Receiver<bool>, duration: Duration) {
     let _ = tokio::time::timeout(duration, stop.wait_for(|stopped| *stopped)).await;
 }
 
+/// Hides a work message for `visibility` seconds from now; a failure is logged (the message
+/// comes back early, and its range lease keeps a second taker off).
+async fn extend_visibility(app: &App, receipt_handle: &str, visibility: i32) {
+    if let Err(err) = app
+        .queues
+        .release(&app.queues.work_url, receipt_handle, visibility)
+        .await
+    {
+        tracing::warn!(error = %err, "could not extend the work message's visibility");
+    }
+}
+
 /// Runs `work` while extending the message's visibility every third of `visibility` seconds,
 /// so a live runtime keeps its chunk however long it runs and a killed one loses it quickly.
 async fn with_visibility_heartbeat<T>(
@@ -394,11 +397,7 @@ async fn with_visibility_heartbeat<T>(
     loop {
         tokio::select! {
             out = &mut work => return out,
-            _ = tokio::time::sleep(every) => {
-                if let Err(err) = app.queues.release(&app.queues.work_url, receipt_handle, visibility).await {
-                    tracing::warn!(error = %err, "could not extend the work message's visibility");
-                }
-            }
+            _ = tokio::time::sleep(every) => extend_visibility(app, receipt_handle, visibility).await,
         }
     }
 }
