@@ -90,13 +90,6 @@ pub async fn run(app: Arc<App>, options: RunOptions) -> Result<Arc<RunStats>> {
         app.store.mark_working_jobs(),
         crate::queue::resolve(app.queues.client(), &app.config.events_queue)
     );
-    if let Err(err) = marked {
-        let _ = stop_tx.send(true);
-        for task in tasks {
-            let _ = task.await;
-        }
-        return Err(err);
-    }
     let events_url = match events_queue {
         Ok(url) => {
             tasks.push(tokio::spawn(events_loop(
@@ -113,8 +106,28 @@ pub async fn run(app: Arc<App>, options: RunOptions) -> Result<Arc<RunStats>> {
         }
     };
 
+    // A failed marking stops the loops just started, as any other end does.
+    let outcome = match marked {
+        Ok(_) => until_done(&app, &options, events_url.as_deref(), &stats).await,
+        Err(err) => Err(err),
+    };
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    outcome.map(|_| stats)
+}
+
+/// Until the runtime should stop: idle (with `--until-idle`), told to (Ctrl-C), or out of
+/// `--max-seconds`.
+async fn until_done(
+    app: &App,
+    options: &RunOptions,
+    events_url: Option<&str>,
+    stats: &RunStats,
+) -> Result<()> {
     let started = Instant::now();
-    let outcome = loop {
+    loop {
         if let Some(limit) = options.max_duration {
             if started.elapsed() > limit {
                 break Err(Error::Invalid(format!(
@@ -122,7 +135,7 @@ pub async fn run(app: Arc<App>, options: RunOptions) -> Result<Arc<RunStats>> {
                 )));
             }
         }
-        if options.until_idle && idle(&app, events_url.as_deref()).await {
+        if options.until_idle && idle(app, events_url).await {
             break Ok(());
         }
         // A job's end (the finalizer's) is when the runtime may have become idle: look at once.
@@ -131,12 +144,7 @@ pub async fn run(app: Arc<App>, options: RunOptions) -> Result<Arc<RunStats>> {
             _ = tokio::time::sleep(IDLE_CHECK_INTERVAL) => {}
             _ = stats.job_ended.notified() => {}
         }
-    };
-    let _ = stop_tx.send(true);
-    for task in tasks {
-        let _ = task.await;
     }
-    outcome.map(|_| stats)
 }
 
 /// No job has work left, and no S3 event waits or is being handled.
