@@ -108,6 +108,7 @@ def contents_entries(start, stop):
 # before it is answered, like a far S3 endpoint.
 OBJECT_SIZE = None
 LATENCY = 0.0
+SOURCE_KEY = re.compile(r"^data/(\d{8})\.bin$")
 
 
 class Headers(dict):
@@ -136,7 +137,6 @@ def parse_headers(fp, _class=None):
 
 
 http.client.parse_headers = parse_headers
-SOURCE_KEY = re.compile(r"^data/(\d{8})\.bin$")
 
 
 def source_size(i):
@@ -380,21 +380,25 @@ class Handler(BaseHTTPRequestHandler):
         return digest.hexdigest(), b"".join(kept)
 
     def _send(self, status, body, content_type="application/xml", headers=None, head=False):
-        # The whole answer is made before it is due, and leaves in one write when it is: what
-        # is left after the wait is one syscall, not this process's formatting under the GIL.
+        self._send_when_due(status, content_type, len(body), headers, b"" if head else body)
+        return 0 if head else len(body)
+
+    def _send_when_due(self, status, content_type, length, headers, body=b""):
+        """The status line, headers and `body` (all of it, or none when more follows), made
+        before the answer is due and sent in one write when it is: what is left after the wait
+        is one syscall, not this process's formatting under the GIL."""
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(length))
         self.send_header("x-amz-request-id", "bench")
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self._headers_buffer.append(b"\r\n")
-        if not head and body:
+        if body:
             self._headers_buffer.append(body)
         self._hold_until_due()
         self.flush_headers()
         self._answered()
-        return 0 if head else len(body)
 
     def _route(self):
         url = urlsplit(self.path)
@@ -655,14 +659,7 @@ class Handler(BaseHTTPRequestHandler):
             status = 206
             headers["Content-Range"] = f"bytes {start}-{size_ - 1}/{size_}"
         length = size_ - start
-        self.send_response(status)
-        self.send_header("Content-Type", "application/gzip")
-        self.send_header("Content-Length", str(length))
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self._headers_buffer.append(b"\r\n")
-        self._hold_until_due()
-        self.flush_headers()
+        self._send_when_due(status, "application/gzip", length, headers)
         if head:
             return 0
         with open(path, "rb") as f:
