@@ -163,18 +163,25 @@ pub async fn account_job_error(
 
 /// Moves one job forward until it waits on someone else or `deadline` passes.
 pub async fn advance(app: &App, job_id: &str, deadline: Instant) -> Result<Advance> {
+    // The job as a move of this loop wrote it: the next step goes on from it, with no read.
+    let mut moved: Option<JobRecord> = None;
     loop {
-        let job = app.store.get_job(job_id).await?;
+        let job = match moved.take() {
+            Some(job) => job,
+            None => app.store.get_job(job_id).await?,
+        };
         match job.status {
             JobStatus::New => {
-                transition(
-                    app,
-                    job_id,
-                    JobStatus::New,
-                    JobStatus::Preparing,
-                    "Reading the manifest",
-                )
-                .await?;
+                moved = Some(
+                    Box::pin(transition(
+                        app,
+                        job,
+                        JobStatus::New,
+                        JobStatus::Preparing,
+                        "Reading the manifest",
+                    ))
+                    .await?,
+                );
             }
             // Dispatch while planning: an Active job whose planning has not ended runs its
             // first chunks while the manifest is still being read.
@@ -188,14 +195,16 @@ pub async fn advance(app: &App, job_id: &str, deadline: Instant) -> Result<Advan
                 }
             }
             JobStatus::Ready => {
-                transition(
-                    app,
-                    job_id,
-                    JobStatus::Ready,
-                    JobStatus::Active,
-                    "Confirmed; running",
-                )
-                .await?;
+                moved = Some(
+                    Box::pin(transition(
+                        app,
+                        job,
+                        JobStatus::Ready,
+                        JobStatus::Active,
+                        "Confirmed; running",
+                    ))
+                    .await?,
+                );
             }
             JobStatus::Active => {
                 if dispatch(app, &job, deadline).await? == Advance::MoreWork {
@@ -371,16 +380,18 @@ async fn heal_if_stalled(app: &App, job: &JobRecord, ranges_done: u64) -> Result
         .await
 }
 
-/// Moves `from -> to` unless someone else moved the job first (then the caller re-reads).
+/// Moves `job` (as just read) `from -> to`, unless someone else moved it first; returns the job
+/// as stored after, in whatever status it is then.
 async fn transition(
     app: &App,
-    job_id: &str,
+    job: JobRecord,
     from: JobStatus,
     to: JobStatus,
     reason: &str,
-) -> Result<()> {
+) -> Result<JobRecord> {
+    let job_id = job.job_id.clone();
     app.store
-        .update_job(job_id, |job| {
+        .update_job_from(job, |job| {
             if job.status != from {
                 return Ok::<bool, ()>(false);
             }
@@ -388,9 +399,8 @@ async fn transition(
             Ok(true)
         })
         .await?
-        .map(|_| ())
         .map_err(|_| Error::State {
-            job_id: job_id.to_string(),
+            job_id,
             message: format!("cannot move from {from} to {to}"),
         })
 }
@@ -777,7 +787,21 @@ async fn plan_slice(
                 SourceEvent::Chunk(mut chunk) => {
                     let put = writer.prepare(&mut chunk).await?;
                     let resume = chunk.resume.take();
-                    writes.push_back(async move { put.send().await.map(|()| resume) }.boxed());
+                    // Once stored, this process's worker may take the chunk from memory.
+                    let handoff = app.chunk_handoff.clone().and_then(|handoff| {
+                        let body = put.chunk_file()?.to_vec();
+                        Some((handoff, job_id.clone(), chunk.seq, body))
+                    });
+                    writes.push_back(
+                        async move {
+                            put.send().await?;
+                            if let Some((handoff, job_id, seq, body)) = handoff {
+                                handoff.offer(&job_id, seq, body);
+                            }
+                            Ok(resume)
+                        }
+                        .boxed(),
+                    );
                     None
                 }
                 SourceEvent::Draft { seq, rows, resume } => {
