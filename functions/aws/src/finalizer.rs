@@ -380,45 +380,46 @@ pub const STATUS_EVENT_DETAIL_TYPE: &str = "Batchops Job Status Change";
 
 /// Sends the terminal status event to the configured EventBridge bus (detail: `{"Job": ...}`,
 /// the DescribeJob shape), then records that it was sent. At least once: a crash between the two
-/// sends it again.
+/// sends it again. Without a bus there is nothing to send, and nothing to record.
 async fn send_status_event(app: &App, record: JobRecord) -> Result<()> {
     let job_id = record.job_id.clone();
     let job_id = job_id.as_str();
-    if let Some(bus) = &app.config.event_bus {
-        let job = crate::jobs::describe_record(app, &record).await?;
-        let detail = serde_json::json!({ "Job": job }).to_string();
-        let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
-            .event_bus_name(bus)
-            .source(STATUS_EVENT_SOURCE)
-            .detail_type(STATUS_EVENT_DETAIL_TYPE)
-            .resources(job.job_arn.clone())
-            .detail(detail)
-            .build();
-        let failed = |message: String| {
-            Error::State {
+    let Some(bus) = &app.config.event_bus else {
+        return Ok(());
+    };
+    let job = crate::jobs::describe_record(app, &record).await?;
+    let detail = serde_json::json!({ "Job": job }).to_string();
+    let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+        .event_bus_name(bus)
+        .source(STATUS_EVENT_SOURCE)
+        .detail_type(STATUS_EVENT_DETAIL_TYPE)
+        .resources(job.job_arn.clone())
+        .detail(detail)
+        .build();
+    let failed = |message: String| {
+        Error::State {
             job_id: job_id.to_string(),
             message: format!(
                 "sending its status event to EventBridge bus `{bus}`: {message} (BATCHOPS_EVENT_BUS=none sends none)"
             ),
         }
-        };
-        let out = app
-            .events
-            .put_events()
-            .entries(entry)
-            .send()
-            .await
-            .map_err(|e| failed(aws_sdk_eventbridge::error::DisplayErrorContext(e).to_string()))?;
-        // PutEvents answers 200 with per-entry failures.
-        if out.failed_entry_count() > 0 {
-            let why = out
-                .entries()
-                .iter()
-                .filter_map(|e| e.error_message().or(e.error_code()))
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Err(failed(why));
-        }
+    };
+    let out = app
+        .events
+        .put_events()
+        .entries(entry)
+        .send()
+        .await
+        .map_err(|e| failed(aws_sdk_eventbridge::error::DisplayErrorContext(e).to_string()))?;
+    // PutEvents answers 200 with per-entry failures.
+    if out.failed_entry_count() > 0 {
+        let why = out
+            .entries()
+            .iter()
+            .filter_map(|e| e.error_message().or(e.error_code()))
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(failed(why));
     }
     app.store
         .update_job_from(record, |job| {
