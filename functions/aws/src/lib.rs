@@ -48,6 +48,7 @@ pub use error::{Error, Result};
 
 use ops::copy::CopySettings;
 use queue::Queues;
+use std::sync::Arc;
 use store::Store;
 
 /// Everything a handler needs, built once per process.
@@ -66,6 +67,9 @@ pub struct App {
     pub data: DataClients,
     /// Credentials of other object stores (exports, imports).
     pub secrets: aws_sdk_secretsmanager::Client,
+    /// Chunk files this process's planner stored, held for its own worker: set where both run
+    /// in one process (the local runtime), None elsewhere.
+    pub chunk_handoff: Option<Arc<worker::ChunkHandoff>>,
 }
 
 impl App {
@@ -100,7 +104,14 @@ impl App {
             secrets: clients.secrets,
             queues,
             config,
+            chunk_handoff: None,
         }
+    }
+
+    /// This app with a [`worker::ChunkHandoff`]: for a process that plans and works.
+    pub fn with_chunk_handoff(mut self) -> Self {
+        self.chunk_handoff = Some(Arc::new(worker::ChunkHandoff::default()));
+        self
     }
 
     /// The S3 clients of `job`'s data.

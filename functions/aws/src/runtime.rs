@@ -59,6 +59,11 @@ pub struct RunStats {
 }
 
 pub async fn run(app: Arc<App>, options: RunOptions) -> Result<Arc<RunStats>> {
+    // The planner and the workers share this process: chunks go from one to the other in memory.
+    let app = match app.chunk_handoff {
+        Some(_) => app,
+        None => Arc::new((*app).clone().with_chunk_handoff()),
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let stats = Arc::new(RunStats::default());
     let mut tasks = Vec::new();

@@ -226,6 +226,37 @@ async fn job_owing_range(
     Ok(Ok(job))
 }
 
+/// Chunk files this process's planner has just stored, held for this process's worker (the
+/// local runtime runs both): a chunk taken from here is not read back, which spares a job's first
+/// chunk a round trip before its first task. A stored file's body is all a read would return
+/// (chunk files are written once, or again with the same body). Bounded: when a planner runs far
+/// ahead of its workers, the oldest are let go and read from S3 as before.
+#[derive(Debug, Default)]
+pub struct ChunkHandoff {
+    held: std::sync::Mutex<std::collections::VecDeque<(String, u64, Vec<u8>)>>,
+}
+
+impl ChunkHandoff {
+    /// Chunk files held at most.
+    pub const HELD: usize = 32;
+
+    /// Holds chunk `seq` of a job, stored with `body`.
+    pub fn offer(&self, job_id: &str, seq: u64, body: Vec<u8>) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if held.len() >= Self::HELD {
+            held.pop_front();
+        }
+        held.push_back((job_id.to_string(), seq, body));
+    }
+
+    /// Chunk `seq` of a job, if held: given once (a later delivery reads it from S3).
+    pub fn take(&self, job_id: &str, seq: u64) -> Option<Vec<u8>> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let at = held.iter().position(|(j, s, _)| j == job_id && *s == seq)?;
+        held.remove(at).map(|(_, _, body)| body)
+    }
+}
+
 /// Reads and parses a chunk file.
 async fn read_chunk(app: &App, pointer: &ChunkPointer) -> Result<Vec<ChunkTask>> {
     read_chunk_file(app, &pointer.job, pointer.seq).await
@@ -233,7 +264,14 @@ async fn read_chunk(app: &App, pointer: &ChunkPointer) -> Result<Vec<ChunkTask>>
 
 /// The tasks of chunk `seq` of a job.
 pub(crate) async fn read_chunk_file(app: &App, job_id: &str, seq: u64) -> Result<Vec<ChunkTask>> {
-    let body = get_bytes(&app.s3, &app.config.control_bucket, &chunk_key(job_id, seq)).await?;
+    let handed = app
+        .chunk_handoff
+        .as_ref()
+        .and_then(|handoff| handoff.take(job_id, seq));
+    let body = match handed {
+        Some(body) => body,
+        None => get_bytes(&app.s3, &app.config.control_bucket, &chunk_key(job_id, seq)).await?,
+    };
     let text = String::from_utf8(body)
         .map_err(|_| Error::Data(format!("chunk {seq} of job {job_id} is not UTF-8")))?;
     parse_chunk(&text).map_err(|e| Error::Data(format!("chunk {seq} of job {job_id}: {e}")))
@@ -834,4 +872,28 @@ pub fn busy_retry_seconds(expires_at: u64) -> i32 {
 /// Lease expiry helper for callers that have no Lambda deadline.
 pub fn local_deadline(app: &App) -> SystemTime {
     SystemTime::now() + app.config.local_chunk_deadline
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ChunkHandoff;
+
+    #[test]
+    fn a_handed_off_chunk_is_given_once_and_the_oldest_are_let_go_past_the_bound() {
+        let handoff = ChunkHandoff::default();
+        for seq in 0..ChunkHandoff::HELD as u64 + 2 {
+            handoff.offer("job", seq, format!("chunk {seq}").into_bytes());
+        }
+        // The first two went to make room; the rest are held, each for one taker.
+        assert_eq!(handoff.take("job", 0), None);
+        assert_eq!(handoff.take("job", 1), None);
+        assert_eq!(handoff.take("job", 2), Some(b"chunk 2".to_vec()));
+        assert_eq!(handoff.take("job", 2), None);
+        assert_eq!(handoff.take("other", 3), None);
+        let last = ChunkHandoff::HELD as u64 + 1;
+        assert_eq!(
+            handoff.take("job", last),
+            Some(format!("chunk {last}").into_bytes())
+        );
+    }
 }

@@ -69,7 +69,9 @@ pub(super) const MALFORMED_KEPT: usize = 100;
 /// A prepared chunk's PUTs (its chunk file, and its part of a generated manifest), made by
 /// [`ChunkPut::send`]; owns all it needs, so several can be in flight at once.
 pub struct ChunkPut {
+    /// The chunk file's first, when there is one.
     puts: Vec<PendingPut>,
+    stores_chunk_file: bool,
 }
 
 struct PendingPut {
@@ -81,6 +83,14 @@ struct PendingPut {
 }
 
 impl ChunkPut {
+    /// The body of the chunk file this write stores, if it stores one (not a dry run's).
+    pub fn chunk_file(&self) -> Option<&[u8]> {
+        self.puts
+            .first()
+            .filter(|_| self.stores_chunk_file)
+            .map(|put| put.body.as_slice())
+    }
+
     pub async fn send(self) -> Result<()> {
         for put in self.puts {
             put_bytes(&put.s3, &put.bucket, &put.key, put.body, put.content_type).await?;
@@ -155,7 +165,10 @@ impl ChunkWriter {
             }
         }
         self.stats.s3_puts += puts.len() as u64;
-        Ok(ChunkPut { puts })
+        Ok(ChunkPut {
+            stores_chunk_file: self.control.is_some(),
+            puts,
+        })
     }
 
     pub(super) async fn pin(&mut self, tasks: &mut [ChunkTask]) -> Result<()> {

@@ -396,6 +396,63 @@ async fn the_same_chunk_delivered_twice_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chunk_planned_in_the_same_process_runs_from_memory_once_and_from_s3_after() {
+    let env = TestEnv::with_vars(&[("BATCHOPS_CHUNK_SIZE", "2")]).await;
+    let mut lines = Vec::new();
+    for i in 0..3 {
+        env.put(&env.src, &format!("h{i}"), format!("v{i}")).await;
+        lines.push(line(&env.src, &format!("h{i}")));
+    }
+    let manifest = env.manifest("handoff", &lines).await;
+    let job = env
+        .create(env.request_json(&manifest, &["Bucket", "Key"]))
+        .await;
+    // One process plans and works, as the local runtime does.
+    let app = (*env.app).clone().with_chunk_handoff();
+    let outcome = advance(&app, &job, Instant::now() + Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(outcome, Advance::Idle);
+    // Chunk 0's stored file is gone: only the one handed off can run it.
+    let chunk_file = |seq| batchops_core::chunk::chunk_key(&job, seq);
+    batchops_aws::objects::delete_object(&app.s3, &app.config.control_bucket, &chunk_file(0))
+        .await
+        .unwrap();
+    let pointer = |seq| ChunkPointer {
+        job: job.clone(),
+        seq,
+        first_task: 0,
+    };
+    assert_eq!(
+        process_chunk(&app, &pointer(0), deadline()).await.unwrap(),
+        ChunkRun::Committed {
+            tasks: 2,
+            requeued_from: None
+        }
+    );
+    assert_eq!(
+        env.get(&env.dst, "copied/h1").await.as_deref(),
+        Some(&b"v1"[..])
+    );
+    // Given once: a second read of chunk 0 goes to S3, where it no longer is.
+    let handoff = app.chunk_handoff.as_ref().unwrap();
+    assert_eq!(handoff.take(&job, 0), None);
+    // Chunk 1 runs from S3 as well, the same tasks as its handed-off copy.
+    let handed = handoff.take(&job, 1).expect("chunk 1 handed off");
+    let stored =
+        batchops_aws::objects::get_bytes(&app.s3, &app.config.control_bucket, &chunk_file(1))
+            .await
+            .unwrap();
+    assert_eq!(handed, stored);
+    let described = env.run_to_complete(&job).await;
+    assert_eq!(described.progress_summary.number_of_tasks_succeeded, 3);
+    assert_eq!(
+        env.get(&env.dst, "copied/h2").await.as_deref(),
+        Some(&b"v2"[..])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_out_of_time_commits_what_it_did_and_requeues_the_rest() {
     let env = TestEnv::with_vars(&[
         ("BATCHOPS_CHUNK_SIZE", "300"),
