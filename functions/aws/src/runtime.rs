@@ -47,6 +47,9 @@ impl Default for RunOptions {
 /// query per working status.
 const IDLE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
+/// How long the marking of working jobs waits for the planner's first look to end.
+const MARKING_WAIT: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Default)]
 pub struct RunStats {
     pub chunks: AtomicU64,
@@ -67,11 +70,13 @@ pub async fn run(app: Arc<App>, options: RunOptions) -> Result<Arc<RunStats>> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let stats = Arc::new(RunStats::default());
     let mut tasks = Vec::new();
+    let first_look_ended = Arc::new(tokio::sync::Notify::new());
     tasks.push(tokio::spawn(planner_loop(
         app.clone(),
         options.sweep_interval,
         stop_rx.clone(),
         stats.clone(),
+        first_look_ended.clone(),
     )));
     let budget = TaskBudget::new(app.config.task_concurrency);
     for _ in 0..options.concurrency.max(1) {
@@ -88,11 +93,17 @@ pub async fn run(app: Arc<App>, options: RunOptions) -> Result<Arc<RunStats>> {
         stats.clone(),
     )));
     // Jobs of a table written before working markers existed get theirs, or the idle check
-    // and the sweep would not see them. Marked while the loops start: the planner's first look
-    // is at the plan queue, and a sweep that runs before this ends sees such a job next time.
+    // and the sweep would not see them. Marked once the planner's first look (at the plan
+    // queue) has ended, or after MARKING_WAIT: the marking reads every working job, and a job
+    // created just before the runtime started should not wait on that for its first copy. A
+    // sweep that runs before the marking ends sees such a job next time.
     // The events queue is optional locally: without it, continuous backups just wait for runs.
+    let marking = async {
+        let _ = tokio::time::timeout(MARKING_WAIT, first_look_ended.notified()).await;
+        app.store.mark_working_jobs().await
+    };
     let (marked, events_queue) = tokio::join!(
-        app.store.mark_working_jobs(),
+        marking,
         crate::queue::resolve(app.queues.client(), &app.config.events_queue)
     );
     let events_url = match events_queue {
@@ -176,6 +187,7 @@ async fn planner_loop(
     interval: Duration,
     mut stop: watch::Receiver<bool>,
     stats: Arc<RunStats>,
+    first_look_ended: Arc<tokio::sync::Notify>,
 ) {
     // Plan-queue wake-ups (they name one job) are long-polled, so a new job is planned as soon
     // as it is created; the sweep of all jobs (due backups, slices to resume, stuck jobs) runs
@@ -225,6 +237,7 @@ async fn planner_loop(
             }
         }
         if std::mem::take(&mut first_look) {
+            first_look_ended.notify_one();
             continue;
         }
         if wait == 0 {
