@@ -69,9 +69,9 @@ pub(super) const MALFORMED_KEPT: usize = 100;
 /// A prepared chunk's PUTs (its chunk file, and its part of a generated manifest), made by
 /// [`ChunkPut::send`]; owns all it needs, so several can be in flight at once.
 pub struct ChunkPut {
-    /// The chunk file's first, when there is one.
-    puts: Vec<PendingPut>,
-    stores_chunk_file: bool,
+    /// None for a dry run: nothing is stored.
+    chunk_file: Option<PendingPut>,
+    manifest_part: Option<PendingPut>,
 }
 
 struct PendingPut {
@@ -85,14 +85,11 @@ struct PendingPut {
 impl ChunkPut {
     /// The body of the chunk file this write stores, if it stores one (not a dry run's).
     pub fn chunk_file(&self) -> Option<&[u8]> {
-        self.puts
-            .first()
-            .filter(|_| self.stores_chunk_file)
-            .map(|put| put.body.as_slice())
+        self.chunk_file.as_ref().map(|put| put.body.as_slice())
     }
 
     pub async fn send(self) -> Result<()> {
-        for put in self.puts {
+        for put in self.chunk_file.into_iter().chain(self.manifest_part) {
             put_bytes(&put.s3, &put.bucket, &put.key, put.body, put.content_type).await?;
         }
         Ok(())
@@ -134,9 +131,12 @@ impl ChunkWriter {
         let body = encode_chunk(&chunk.tasks);
         self.stats.chunks += 1;
         self.stats.encoded_bytes += body.len() as u64;
-        let mut puts = Vec::new();
+        let mut put = ChunkPut {
+            chunk_file: None,
+            manifest_part: None,
+        };
         if let Some((control_s3, bucket, job_id)) = &self.control {
-            puts.push(PendingPut {
+            put.chunk_file = Some(PendingPut {
                 s3: control_s3.clone(),
                 bucket: bucket.clone(),
                 key: chunk_key(job_id, chunk.seq),
@@ -155,7 +155,7 @@ impl ChunkWriter {
                         "writing a generated manifest needs S3 access".into(),
                     ));
                 };
-                puts.push(PendingPut {
+                put.manifest_part = Some(PendingPut {
                     s3: clients.s3(&output.bucket).await,
                     bucket: output.bucket.clone(),
                     key,
@@ -164,11 +164,8 @@ impl ChunkWriter {
                 });
             }
         }
-        self.stats.s3_puts += puts.len() as u64;
-        Ok(ChunkPut {
-            stores_chunk_file: self.control.is_some(),
-            puts,
-        })
+        self.stats.s3_puts += put.chunk_file.is_some() as u64 + put.manifest_part.is_some() as u64;
+        Ok(put)
     }
 
     pub(super) async fn pin(&mut self, tasks: &mut [ChunkTask]) -> Result<()> {
