@@ -87,7 +87,6 @@ if [[ " $TOOLS " == *" baseline "* ]]; then
   [ -x "$BASELINE" ] || { echo "tool baseline needs BENCH_BASELINE=/path/to/batchops" >&2; exit 2; }
 fi
 batchops() { "${BATCHOPS_CMD[@]}" "$@"; }
-batchops local init >/dev/null
 stats() { curl -s "$FAKE/__stats"; }
 moto_requests() { grep -c '" [0-9][0-9][0-9] ' "$DATA/moto.log" || true; }
 # moto's CPU seconds (user + system) so far: the emulator shares the 2 cores with the tool.
